@@ -1,0 +1,189 @@
+//! The command line: clap arguments -> library calls -> an exit code.
+//!
+//! Exit codes are decided here and only here ([`Exit`]), so the contract in
+//! the spec (0, 1, 2, 3, 4, 130) has one home.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+use crate::diagnostics::{Diagnostic, Severity};
+use crate::plan::{self, Format, Plan};
+use crate::runbook::Runbook;
+use crate::validate;
+
+/// The process exit codes of the contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Succeeded = 0,
+    Failed = 1,
+    Invalid = 2,
+    RollbackFailed = 3,
+    CannotStart = 4,
+    Interrupted = 130,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "runbook",
+    version,
+    about = "Validate, preview and run declarative runbooks"
+)]
+pub struct Cli {
+    /// Where runs keep their journals (default: $RUNBOOK_STATE_DIR, else .runbook).
+    #[arg(
+        long,
+        global = true,
+        env = "RUNBOOK_STATE_DIR",
+        default_value = ".runbook"
+    )]
+    pub state_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check runbook files and print every problem with its position.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print diagnostics as JSON (one array per file).
+        #[arg(long, value_enum, default_value = "text")]
+        format: DiagFormat,
+    },
+    /// Preview what a run would do; executes nothing, contacts nothing.
+    Plan {
+        file: PathBuf,
+        /// A parameter value, `name=value`.
+        #[arg(long = "param", value_parser = parse_kv)]
+        params: Vec<(String, String)>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Print the JSON Schema of the runbook format.
+    Schema,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DiagFormat {
+    Text,
+    Json,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{s}` is not name=value"))
+}
+
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                Exit::Invalid as i32
+            } else {
+                0
+            };
+        }
+    };
+    run(cli) as i32
+}
+
+fn color_stderr() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
+}
+
+/// Reads, loads and validates a file, printing its diagnostics to stderr.
+pub fn load_runbook(path: &Path) -> Result<Runbook, Exit> {
+    let (runbook, _) = check_file(path, DiagFormat::Text);
+    runbook.ok_or(Exit::Invalid)
+}
+
+fn check_file(path: &Path, format: DiagFormat) -> (Option<Runbook>, Vec<Diagnostic>) {
+    let name = path.display().to_string();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error[E001]: cannot read {name}: {e}");
+            return (None, Vec::new());
+        }
+    };
+    let v = validate::validate(crate::spec::load(&text));
+    if format == DiagFormat::Text {
+        let color = color_stderr();
+        let mut err = std::io::stderr().lock();
+        for d in &v.diagnostics {
+            let _ = writeln!(err, "{}", d.render(&name, &text, color));
+        }
+    }
+    (v.runbook, v.diagnostics)
+}
+
+pub fn run(cli: Cli) -> Exit {
+    match cli.command {
+        Command::Validate { files, format } => {
+            let mut ok = true;
+            let mut json = Vec::new();
+            for f in &files {
+                let (rb, diags) = check_file(f, format);
+                let errors = diags
+                    .iter()
+                    .filter(|d| d.severity == Severity::Error)
+                    .count();
+                match (&rb, format) {
+                    (Some(rb), DiagFormat::Text) => {
+                        println!("ok: {} ({} steps)", f.display(), rb.steps.len())
+                    }
+                    (None, DiagFormat::Text) => {
+                        let plural = if errors == 1 { "" } else { "s" };
+                        eprintln!("invalid: {} ({errors} error{plural})", f.display());
+                    }
+                    _ => {}
+                }
+                ok &= rb.is_some();
+                json.push(serde_json::json!({ "file": f.display().to_string(), "valid": rb.is_some(), "diagnostics": diags }));
+            }
+            if format == DiagFormat::Json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json).unwrap_or_default()
+                );
+            }
+            if ok {
+                Exit::Succeeded
+            } else {
+                Exit::Invalid
+            }
+        }
+        Command::Plan {
+            file,
+            params,
+            format,
+        } => {
+            let rb = match load_runbook(&file) {
+                Ok(rb) => rb,
+                Err(e) => return e,
+            };
+            let resolved = match plan::resolve_params(&rb, &params) {
+                Ok(p) => p,
+                Err(errors) => {
+                    for e in errors {
+                        eprintln!("error[E032]: {e}");
+                    }
+                    return Exit::Invalid;
+                }
+            };
+            let plan = Plan::build(&rb, &resolved);
+            print!("{}", plan::render(&plan, format));
+            Exit::Succeeded
+        }
+        Command::Schema => {
+            print!("{}", crate::schema::json());
+            Exit::Succeeded
+        }
+    }
+}

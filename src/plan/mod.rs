@@ -1,0 +1,558 @@
+//! `Runbook` -> `Plan`: the dry-run preview as one serialisable struct.
+//!
+//! A plan renders every template with the given params and stands symbols in
+//! for what only a run can know (`<steps.deploy.outputs.url>`, `<env.HOME>`),
+//! so building one executes nothing and contacts nothing. Text, Markdown,
+//! JSON and Mermaid are all renderings of this one struct (`render.rs`).
+
+mod render;
+
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use minijinja::Value;
+use serde::Serialize;
+use serde_json::Value as Json;
+
+pub use render::{render, Format};
+
+use crate::duration;
+use crate::runbook::{Action, ActionKind, Backoff, Dur, Num, Rollback, Runbook, Step};
+use crate::template::{self, symbol};
+
+#[derive(Debug, Serialize)]
+pub struct Plan {
+    pub runbook: String,
+    pub description: Option<String>,
+    pub params: Vec<PlanParam>,
+    pub concurrency: usize,
+    pub lock: Option<String>,
+    /// Step ids by wave: each wave may run in parallel once the one before it is done.
+    pub waves: Vec<Vec<String>>,
+    pub steps: Vec<PlannedStep>,
+    pub on_failure: Vec<PlannedStep>,
+    pub finally: Vec<PlannedStep>,
+    pub approvals: Vec<PlannedApproval>,
+    pub flags: Vec<PlannedFlag>,
+    /// Every step with a rollback, in the order unwinding would run them if all had finished.
+    pub unwind_order: Vec<String>,
+    pub critical_path: CriticalPath,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PlanParam {
+    pub name: String,
+    pub value: Json,
+    /// `given`, `default`.
+    pub source: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PlannedStep {
+    pub id: String,
+    pub name: Option<String>,
+    pub stage: Option<String>,
+    pub kind: &'static str,
+    pub wave: usize,
+    pub needs: Vec<String>,
+    pub when: Option<String>,
+    /// The `when` value if params alone decide it.
+    pub when_value: Option<bool>,
+    /// The rendered command, request, query, message or flag change.
+    pub action: Vec<String>,
+    pub timeout: Option<String>,
+    pub retry: Option<String>,
+    pub continue_on_failure: bool,
+    /// How this step is undone: rendered rollback bodies, or the automatic flag restore.
+    pub rollback: Vec<String>,
+    /// If this step fails, the rollbacks that run, in order.
+    pub on_failure_unwinds: Vec<String>,
+    /// Worst case for this step alone; `None` when unbounded.
+    #[serde(serialize_with = "ser_dur")]
+    pub worst_case: Option<Duration>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PlannedApproval {
+    pub step: String,
+    pub message: Option<String>,
+    pub required: String,
+    pub approvers: Option<Vec<String>>,
+    pub timeout: Option<String>,
+    pub allow_self_approval: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PlannedFlag {
+    pub step: String,
+    pub provider: String,
+    pub name: String,
+    pub value: String,
+    pub restored_on_failure: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CriticalPath {
+    pub steps: Vec<String>,
+    #[serde(serialize_with = "ser_dur")]
+    pub worst_case: Option<Duration>,
+}
+
+fn ser_dur<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_str(&duration::format(*d)),
+        None => s.serialize_str("unbounded"),
+    }
+}
+
+/// Resolves `--param` values against the declared params: types, enums,
+/// required ones, defaults. Errors are user errors (exit 2).
+pub fn resolve_params(
+    rb: &Runbook,
+    given: &[(String, String)],
+) -> Result<IndexMap<String, (Json, bool)>, Vec<String>> {
+    let mut errors = Vec::new();
+    let mut out = IndexMap::new();
+    for (k, v) in given {
+        match rb.params.iter().find(|p| &p.name == k) {
+            None => {
+                let names = rb.params.iter().map(|p| p.name.as_str());
+                let hint = crate::diagnostics::did_you_mean(k, names)
+                    .map(|m| format!(" (did you mean `{m}`?)"))
+                    .unwrap_or_default();
+                errors.push(format!("unknown parameter `{k}`{hint}"));
+            }
+            Some(p) => match p.parse(v) {
+                Ok(j) => {
+                    out.insert(k.clone(), (j, true));
+                }
+                Err(e) => errors.push(format!("parameter `{k}`: {e}")),
+            },
+        }
+    }
+    for p in &rb.params {
+        if out.contains_key(&p.name) {
+            continue;
+        }
+        match &p.default {
+            Some(d) => {
+                out.insert(p.name.clone(), (d.clone(), false));
+            }
+            None if p.required => errors.push(format!(
+                "parameter `{}` is required: pass --param {}=VALUE",
+                p.name, p.name
+            )),
+            None => {
+                out.insert(p.name.clone(), (Json::Null, false));
+            }
+        }
+    }
+    // Keep declaration order.
+    let mut ordered = IndexMap::new();
+    for p in &rb.params {
+        if let Some(v) = out.shift_remove(&p.name) {
+            ordered.insert(p.name.clone(), v);
+        }
+    }
+    if errors.is_empty() {
+        Ok(ordered)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The context a preview renders with: real params, masked secrets, symbols for the rest.
+fn preview_context(rb: &Runbook, params: &IndexMap<String, (Json, bool)>) -> Value {
+    let mut p = serde_json::Map::new();
+    for (k, (v, _)) in params {
+        let secret = rb.params.iter().any(|x| &x.name == k && x.secret);
+        p.insert(
+            k.clone(),
+            if secret {
+                Json::String("***".into())
+            } else {
+                v.clone()
+            },
+        );
+    }
+    let secrets: serde_json::Map<String, Json> = rb
+        .secrets
+        .iter()
+        .map(|s| (s.name.clone(), Json::String("***".into())))
+        .collect();
+    let mut vars = serde_json::Map::new();
+    for (k, v) in &rb.vars {
+        let ctx = minijinja::context! {
+            params => Value::from_serialize(&p),
+            vars => Value::from_serialize(&vars),
+            secrets => Value::from_serialize(&secrets),
+            env => symbol("env"),
+            run => symbol("run"),
+        };
+        let rendered =
+            template::render_json(v, &ctx).unwrap_or_else(|_| Json::String(format!("<vars.{k}>")));
+        vars.insert(k.clone(), rendered);
+    }
+    minijinja::context! {
+        params => Value::from_serialize(&p),
+        vars => Value::from_serialize(&vars),
+        secrets => Value::from_serialize(&secrets),
+        env => symbol("env"),
+        steps => symbol("steps"),
+        run => symbol("run"),
+        step => symbol("step"),
+        value => symbol("value"),
+    }
+}
+
+fn show(source: &str, ctx: &Value) -> String {
+    template::render_str(source, ctx)
+        .unwrap_or_else(|e| format!("<cannot render: {}>", e.detail().unwrap_or("error")))
+}
+
+fn show_json(v: &Json, ctx: &Value) -> String {
+    match template::render_json(v, ctx) {
+        Ok(Json::String(s)) => s,
+        Ok(j) => j.to_string(),
+        Err(e) => format!("<cannot render: {}>", e.detail().unwrap_or("error")),
+    }
+}
+
+fn dur_value(d: &Dur, ctx: &Value) -> Option<Duration> {
+    match d {
+        Dur::Fixed(d) => Some(*d),
+        Dur::Template(t) => template::render_str(t, ctx)
+            .ok()
+            .and_then(|s| duration::parse(&s).ok()),
+    }
+}
+
+fn num_value(n: &Num, ctx: &Value) -> Option<i64> {
+    match n {
+        Num::Fixed(i) => Some(*i),
+        Num::Template(t) => template::render_value(t, ctx)
+            .ok()
+            .and_then(|v| i64::try_from(v).ok()),
+    }
+}
+
+fn dur_text(d: &Dur, ctx: &Value) -> String {
+    dur_value(d, ctx).map_or_else(
+        || {
+            show(
+                match d {
+                    Dur::Template(t) => t,
+                    Dur::Fixed(_) => "",
+                },
+                ctx,
+            )
+        },
+        duration::format,
+    )
+}
+
+fn num_text(n: &Num, ctx: &Value) -> String {
+    num_value(n, ctx).map_or_else(
+        || match n {
+            Num::Template(t) => show(t, ctx),
+            Num::Fixed(i) => i.to_string(),
+        },
+        |i| i.to_string(),
+    )
+}
+
+/// Lines describing what an action does.
+fn describe(a: &Action, rb: &Runbook, ctx: &Value) -> Vec<String> {
+    match &a.kind {
+        ActionKind::Shell { script } => show(script, ctx)
+            .trim_end()
+            .lines()
+            .map(|l| format!("$ {l}"))
+            .collect(),
+        ActionKind::Http(h) => {
+            let mut lines = vec![format!("{} {}", h.method, show(&h.url, ctx))];
+            for (k, v) in &h.headers {
+                lines.push(format!("{k}: {}", show(v, ctx)));
+            }
+            if let Some(b) = &h.body {
+                lines.push(format!("body: {}", show_json(b, ctx)));
+            }
+            let status: Vec<String> = h.expect.status.iter().map(ToString::to_string).collect();
+            let mut expect = vec![format!("status {}", status.join(" or "))];
+            if let Some(b) = &h.expect.body_contains {
+                expect.push(format!("body contains {:?}", show(b, ctx)));
+            }
+            for (ptr, v) in &h.expect.json {
+                expect.push(format!("{ptr} == {}", show_json(v, ctx)));
+            }
+            if let Some(l) = &h.expect.max_latency {
+                expect.push(format!("latency <= {}", dur_text(l, ctx)));
+            }
+            lines.push(format!("expect {}", expect.join(", ")));
+            lines
+        }
+        ActionKind::Metric(m) => {
+            let kind = rb.provider(&m.provider).map_or("?", |p| p.kind.name());
+            let mut lines = vec![
+                format!("query ({} `{}`): {}", kind, m.provider, show(&m.query, ctx)),
+                format!("pass when: {}", m.condition),
+            ];
+            let samples = num_text(&m.samples, ctx);
+            let mut gate = format!(
+                "{} sample(s) every {}, fails after more than {} failed",
+                samples,
+                dur_text(&m.interval, ctx),
+                num_text(&m.failure_limit, ctx)
+            );
+            if m.on_no_data == crate::runbook::OnNoData::Pass {
+                gate.push_str("; no data passes");
+            }
+            lines.push(gate);
+            if let Some(at) = &m.at {
+                lines.push(format!("evaluated at {}", show_json(at, ctx)));
+            }
+            lines
+        }
+        ActionKind::Approval(ap) => {
+            let mut lines = Vec::new();
+            if let Some(m) = &ap.message {
+                lines.push(show(m, ctx));
+            }
+            let who = ap
+                .approvers
+                .as_ref()
+                .map_or("anyone".to_string(), |l| l.join(", "));
+            lines.push(format!(
+                "{} approval(s) from {who}",
+                num_text(&ap.required, ctx)
+            ));
+            lines
+        }
+        ActionKind::Flag(f) => vec![format!(
+            "set {} = {} ({})",
+            show(&f.name, ctx),
+            show_json(&f.value, ctx),
+            flag_store(rb, f.provider.as_deref())
+        )],
+    }
+}
+
+fn flag_store(rb: &Runbook, provider: Option<&str>) -> String {
+    match provider.and_then(|p| rb.provider(p)) {
+        Some(p) => format!("{} `{}`", p.kind.name(), p.name),
+        None => "file <state dir>/flags.json".into(),
+    }
+}
+
+fn retry_text(a: &Action, ctx: &Value) -> Option<String> {
+    let attempts = num_value(&a.retry.attempts, ctx).unwrap_or(1);
+    if attempts <= 1 && !matches!(a.retry.attempts, Num::Template(_)) {
+        return None;
+    }
+    let mut s = format!(
+        "{} attempts, {} apart",
+        num_text(&a.retry.attempts, ctx),
+        dur_text(&a.retry.delay, ctx)
+    );
+    if a.retry.backoff == Backoff::Exponential {
+        s.push_str(", doubling");
+    }
+    if let Some(m) = &a.retry.max_delay {
+        s.push_str(&format!(" (at most {})", dur_text(m, ctx)));
+    }
+    if a.retry.jitter {
+        s.push_str(", jittered");
+    }
+    Some(s)
+}
+
+/// Worst-case duration of one action, retries included; `None` if unbounded.
+pub fn worst_case(a: &Action, ctx: &Value) -> Option<Duration> {
+    let attempts =
+        u32::try_from(num_value(&a.retry.attempts, ctx).unwrap_or(1).max(1)).unwrap_or(u32::MAX);
+    let per_attempt = match &a.kind {
+        ActionKind::Metric(m) => {
+            let samples =
+                u32::try_from(num_value(&m.samples, ctx).unwrap_or(1).max(1)).unwrap_or(u32::MAX);
+            let window = dur_value(&m.interval, ctx)?.saturating_mul(samples.saturating_sub(1));
+            match a.timeout.as_ref().and_then(|t| dur_value(t, ctx)) {
+                Some(t) => window.min(t),
+                None => window,
+            }
+        }
+        ActionKind::Approval(ap) => {
+            let t = ap.timeout.as_ref().or(a.timeout.as_ref())?;
+            dur_value(t, ctx)?
+        }
+        _ => dur_value(a.timeout.as_ref()?, ctx)?,
+    };
+    let mut total = per_attempt.saturating_mul(attempts);
+    let mut delay = dur_value(&a.retry.delay, ctx).unwrap_or_default();
+    let cap = a.retry.max_delay.as_ref().and_then(|m| dur_value(m, ctx));
+    for _ in 1..attempts.min(1000) {
+        let d = cap.map_or(delay, |c| delay.min(c));
+        total = total.saturating_add(
+            d + if a.retry.jitter {
+                d / 4
+            } else {
+                Duration::ZERO
+            },
+        );
+        if a.retry.backoff == Backoff::Exponential {
+            delay = delay.saturating_mul(2);
+        }
+    }
+    Some(total)
+}
+
+impl Plan {
+    pub fn build(rb: &Runbook, params: &IndexMap<String, (Json, bool)>) -> Plan {
+        let ctx = preview_context(rb, params);
+        let graph = &rb.graph;
+        let ancestors = rb
+            .steps
+            .iter()
+            .any(|s| !matches!(s.rollback, Rollback::None))
+            .then(|| graph.ancestors());
+
+        // Unwinding order if everything had finished: reverse topological order,
+        // which keeps "dependents' rollbacks first" and is deterministic.
+        let unwind: Vec<usize> = graph
+            .order()
+            .iter()
+            .rev()
+            .copied()
+            .filter(|&i| !matches!(rb.steps[i].rollback, Rollback::None))
+            .collect();
+
+        let planned = |i: usize, s: &Step, wave: usize| -> PlannedStep {
+            let mut on_failure_unwinds = Vec::new();
+            if let Some(anc) = &ancestors {
+                for &j in &unwind {
+                    if j == i || anc.is_ancestor(j, i) {
+                        on_failure_unwinds.push(rb.steps[j].id.clone());
+                    }
+                }
+            }
+            step_preview(rb, s, wave, &ctx, on_failure_unwinds)
+        };
+        let steps: Vec<PlannedStep> = rb
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mut p = planned(i, s, graph.wave(i) + 1);
+                p.needs = s.needs.iter().map(|&j| rb.steps[j].id.clone()).collect();
+                p
+            })
+            .collect();
+        let aux = |list: &[Step]| {
+            list.iter()
+                .map(|s| step_preview(rb, s, 0, &ctx, Vec::new()))
+                .collect::<Vec<_>>()
+        };
+
+        let mut approvals = Vec::new();
+        let mut flags = Vec::new();
+        for s in rb.steps.iter().chain(&rb.on_failure).chain(&rb.finally) {
+            match &s.action.kind {
+                ActionKind::Approval(a) => approvals.push(PlannedApproval {
+                    step: s.id.clone(),
+                    message: a.message.as_ref().map(|m| show(m, &ctx)),
+                    required: num_text(&a.required, &ctx),
+                    approvers: a.approvers.clone(),
+                    timeout: a.timeout.as_ref().map(|t| dur_text(t, &ctx)),
+                    allow_self_approval: a.allow_self_approval,
+                }),
+                ActionKind::Flag(f) => flags.push(PlannedFlag {
+                    step: s.id.clone(),
+                    provider: flag_store(rb, f.provider.as_deref()),
+                    name: show(&f.name, &ctx),
+                    value: show_json(&f.value, &ctx),
+                    restored_on_failure: !matches!(s.rollback, Rollback::None),
+                }),
+                _ => {}
+            }
+        }
+
+        let (worst, path) = graph.longest_path(|i| steps[i].worst_case);
+        Plan {
+            runbook: rb.name.clone(),
+            description: rb.description.clone(),
+            params: params
+                .iter()
+                .map(|(k, (v, given))| PlanParam {
+                    name: k.clone(),
+                    value: if rb.params.iter().any(|p| &p.name == k && p.secret) {
+                        Json::String("***".into())
+                    } else {
+                        v.clone()
+                    },
+                    source: if *given { "given" } else { "default" },
+                })
+                .collect(),
+            concurrency: rb.concurrency,
+            lock: rb.lock.as_ref().map(|l| show(l, &ctx)),
+            waves: graph
+                .waves()
+                .into_iter()
+                .map(|w| w.into_iter().map(|i| rb.steps[i].id.clone()).collect())
+                .collect(),
+            on_failure: aux(&rb.on_failure),
+            finally: aux(&rb.finally),
+            steps,
+            approvals,
+            flags,
+            unwind_order: unwind.iter().map(|&i| rb.steps[i].id.clone()).collect(),
+            critical_path: CriticalPath {
+                steps: path.iter().map(|&i| rb.steps[i].id.clone()).collect(),
+                worst_case: worst,
+            },
+        }
+    }
+}
+
+fn step_preview(
+    rb: &Runbook,
+    s: &Step,
+    wave: usize,
+    ctx: &Value,
+    on_failure_unwinds: Vec<String>,
+) -> PlannedStep {
+    let when_value = s.when.as_ref().and_then(|w| {
+        let reads = template::reads(w, true).ok()?;
+        reads
+            .iter()
+            .all(|r| r.starts_with("params") || r.starts_with("vars"))
+            .then(|| template::eval_bool(w, ctx).ok())
+            .flatten()
+    });
+    let rollback = match &s.rollback {
+        Rollback::None => Vec::new(),
+        Rollback::Automatic => {
+            vec!["restore the flag's previous value (delete it if it did not exist)".into()]
+        }
+        Rollback::Bodies(bodies) => bodies.iter().flat_map(|b| describe(b, rb, ctx)).collect(),
+    };
+    PlannedStep {
+        id: s.id.clone(),
+        name: s.name.clone(),
+        stage: s.stage.clone(),
+        kind: s.action.kind.name(),
+        wave,
+        needs: Vec::new(),
+        when: s.when.clone(),
+        when_value,
+        action: describe(&s.action, rb, ctx),
+        timeout: s.action.timeout.as_ref().map(|t| dur_text(t, ctx)),
+        retry: retry_text(&s.action, ctx),
+        continue_on_failure: s.continue_on_failure,
+        rollback,
+        on_failure_unwinds,
+        worst_case: if when_value == Some(false) {
+            Some(Duration::ZERO)
+        } else {
+            worst_case(&s.action, ctx)
+        },
+    }
+}

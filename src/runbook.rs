@@ -1,0 +1,288 @@
+//! The validated runbook: every reference resolved to an index, every
+//! duration parsed, every provider chosen. Code holding a [`Runbook`] never
+//! re-checks what validation proved. Strings stay as template sources; they
+//! are rendered at run time (or symbolically, by the plan).
+
+use std::time::Duration;
+
+use serde_json::Value as Json;
+
+use crate::graph::StepGraph;
+pub use crate::spec::{Backoff, OnNoData, OnResume, ParamType, ProviderKind};
+
+#[derive(Debug, Clone)]
+pub struct Runbook {
+    pub name: String,
+    pub description: Option<String>,
+    pub params: Vec<Param>,
+    pub vars: Vec<(String, Json)>,
+    pub secrets: Vec<Secret>,
+    pub env: Vec<(String, String)>,
+    pub concurrency: usize,
+    pub lock: Option<String>,
+    pub providers: Vec<Provider>,
+    pub steps: Vec<Step>,
+    pub on_failure: Vec<Step>,
+    pub finally: Vec<Step>,
+    pub graph: StepGraph,
+}
+
+impl Runbook {
+    pub fn step_index(&self, id: &str) -> Option<usize> {
+        self.steps.iter().position(|s| s.id == id)
+    }
+
+    pub fn provider(&self, name: &str) -> Option<&Provider> {
+        self.providers.iter().find(|p| p.name == name)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Param {
+    pub name: String,
+    pub ty: ParamType,
+    pub allowed: Option<Vec<Json>>,
+    pub default: Option<Json>,
+    pub required: bool,
+    pub description: Option<String>,
+    pub secret: bool,
+}
+
+impl Param {
+    /// Parses a `--param` value by the parameter's type and checks its enum.
+    pub fn parse(&self, text: &str) -> Result<Json, String> {
+        let v = match self.ty {
+            ParamType::String => Json::String(text.to_string()),
+            ParamType::Integer => text
+                .trim()
+                .parse::<i64>()
+                .map(Json::from)
+                .map_err(|_| format!("`{text}` is not an integer"))?,
+            ParamType::Number => text
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map(Json::Number)
+                .ok_or_else(|| format!("`{text}` is not a number"))?,
+            ParamType::Boolean => match text.trim() {
+                "true" | "yes" | "1" => Json::Bool(true),
+                "false" | "no" | "0" => Json::Bool(false),
+                _ => return Err(format!("`{text}` is not a boolean (true or false)")),
+            },
+        };
+        self.check_allowed(&v)?;
+        Ok(v)
+    }
+
+    pub fn check_allowed(&self, v: &Json) -> Result<(), String> {
+        if let Some(allowed) = &self.allowed {
+            if !allowed.iter().any(|a| json_eq(a, v)) {
+                let list: Vec<String> = allowed.iter().map(ToString::to_string).collect();
+                return Err(format!("{v} is not one of {}", list.join(", ")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Equality that treats 1 and 1.0 alike.
+pub fn json_eq(a: &Json, b: &Json) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum SecretSource {
+    Env(String),
+    File(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Secret {
+    pub name: String,
+    pub source: SecretSource,
+}
+
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub name: String,
+    pub kind: ProviderKind,
+    pub url: Option<String>,
+    pub prefix: String,
+    pub path: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub timeout: Option<Duration>,
+}
+
+/// A duration, or a template that renders to one.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Dur {
+    Fixed(Duration),
+    Template(String),
+}
+
+/// A whole number, or a template that renders to one.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Num {
+    Fixed(i64),
+    Template(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Retry {
+    pub attempts: Num,
+    pub delay: Dur,
+    pub backoff: Backoff,
+    pub max_delay: Option<Dur>,
+    pub jitter: bool,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            attempts: Num::Fixed(1),
+            delay: Dur::Fixed(Duration::from_secs(1)),
+            backoff: Backoff::Fixed,
+            max_delay: None,
+            jitter: false,
+        }
+    }
+}
+
+/// Which list a step belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    Main,
+    OnFailure,
+    Finally,
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub id: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub stage: Option<String>,
+    pub line: u32,
+    pub needs: Vec<usize>,
+    pub when: Option<String>,
+    pub continue_on_failure: bool,
+    pub on_resume: OnResume,
+    pub action: Action,
+    pub rollback: Rollback,
+}
+
+#[derive(Debug, Clone)]
+pub enum Rollback {
+    None,
+    /// The engine's own undo: a flag restored to its recorded previous value.
+    Automatic,
+    Bodies(Vec<Action>),
+}
+
+/// What a step (or a rollback body) does, with how it is retried and bounded.
+#[derive(Debug, Clone)]
+pub struct Action {
+    pub name: Option<String>,
+    pub kind: ActionKind,
+    pub timeout: Option<Dur>,
+    pub retry: Retry,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<String>,
+    pub interpreter: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum ActionKind {
+    Shell { script: String },
+    Http(Http),
+    Metric(Metric),
+    Approval(Approval),
+    Flag(Flag),
+}
+
+impl ActionKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ActionKind::Shell { .. } => "shell",
+            ActionKind::Http(_) => "http",
+            ActionKind::Metric(_) => "metric",
+            ActionKind::Approval(_) => "approval",
+            ActionKind::Flag(_) => "flag",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Http {
+    pub url: String,
+    pub method: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Json>,
+    pub expect: Expect,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusMatch {
+    Code(u16),
+    /// `2xx` is `Class(2)`.
+    Class(u16),
+}
+
+impl StatusMatch {
+    pub fn matches(self, status: u16) -> bool {
+        match self {
+            StatusMatch::Code(c) => c == status,
+            StatusMatch::Class(c) => status / 100 == c,
+        }
+    }
+}
+
+impl std::fmt::Display for StatusMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StatusMatch::Code(c) => write!(f, "{c}"),
+            StatusMatch::Class(c) => write!(f, "{c}xx"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Expect {
+    pub status: Vec<StatusMatch>,
+    pub body_contains: Option<String>,
+    pub json: Vec<(String, Json)>,
+    pub max_latency: Option<Dur>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Metric {
+    pub provider: String,
+    pub query: String,
+    pub condition: String,
+    pub interval: Dur,
+    pub samples: Num,
+    pub failure_limit: Num,
+    pub on_no_data: OnNoData,
+    pub at: Option<Json>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Approval {
+    pub message: Option<String>,
+    pub approvers: Option<Vec<String>>,
+    pub required: Num,
+    pub timeout: Option<Dur>,
+    pub allow_self_approval: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Flag {
+    /// `None`: the default file store at `<state dir>/flags.json`.
+    pub provider: Option<String>,
+    pub name: String,
+    pub value: Json,
+}

@@ -1,0 +1,499 @@
+//! The YAML layer: text -> a tree of [`Node`]s, each carrying its source span.
+//!
+//! We build our own small tree on top of `saphyr-parser`'s event stream rather
+//! than deserialising straight from text, for three reasons: every value keeps
+//! its position (so any later rule can point at it), the input budgets (size,
+//! depth, alias expansion) are enforced here, in one place, while the tree is
+//! built, and the serde layer in `de.rs` can keep going after one bad field so
+//! that a single pass reports every error. See docs/decisions.md.
+
+use std::fmt;
+
+use saphyr_parser::{Event, Parser, ScalarStyle};
+
+use crate::diagnostics::{Code, Diagnostic};
+
+/// A position in the source: 1-based line and column (columns count characters).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Pos {
+    pub line: u32,
+    pub col: u32,
+}
+
+/// A half-open range of source positions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Span {
+    pub start: Pos,
+    pub end: Pos,
+}
+
+impl Span {
+    pub fn point(line: u32, col: u32) -> Span {
+        let p = Pos { line, col };
+        Span {
+            start: p,
+            end: Pos { line, col: col + 1 },
+        }
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.start.line, self.start.col)
+    }
+}
+
+/// Limits that keep a hostile or broken file from exhausting the machine.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    pub max_bytes: usize,
+    pub max_depth: usize,
+    /// Nodes in the tree after aliases are expanded.
+    pub max_nodes: usize,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            max_bytes: 8 * 1024 * 1024,
+            max_depth: 64,
+            max_nodes: 2_000_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Seq(Vec<Node>),
+    Map(Vec<(Node, Node)>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub span: Span,
+    pub value: Value,
+}
+
+impl Node {
+    pub fn kind_name(&self) -> &'static str {
+        match self.value {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Int(_) => "an integer",
+            Value::Float(_) => "a number",
+            Value::Str(_) => "a string",
+            Value::Seq(_) => "a list",
+            Value::Map(_) => "a mapping",
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.value {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The value of `key` in a mapping node.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        match &self.value {
+            Value::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// The key node of `key` in a mapping node (for pointing at a field name).
+    pub fn key(&self, key: &str) -> Option<&Node> {
+        match &self.value {
+            Value::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(k, _)| k),
+            _ => None,
+        }
+    }
+
+    fn count(&self) -> usize {
+        1 + match &self.value {
+            Value::Seq(items) => items.iter().map(Node::count).sum(),
+            Value::Map(entries) => entries.iter().map(|(k, v)| k.count() + v.count()).sum(),
+            _ => 0,
+        }
+    }
+
+    /// Converts to JSON, the shape values take in templates, flags and reports.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match &self.value {
+            Value::Null => J::Null,
+            Value::Bool(b) => J::Bool(*b),
+            Value::Int(i) => J::from(*i),
+            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+            Value::Str(s) => J::String(s.clone()),
+            Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
+            Value::Map(entries) => J::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.scalar_text(), v.to_json()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// A scalar's text as written (for map keys that are numbers or booleans).
+    pub fn scalar_text(&self) -> String {
+        match &self.value {
+            Value::Null => "null".into(),
+            Value::Bool(b) => b.to_string(),
+            Value::Int(i) => i.to_string(),
+            Value::Float(f) => f.to_string(),
+            Value::Str(s) => s.clone(),
+            Value::Seq(_) => "[...]".into(),
+            Value::Map(_) => "{...}".into(),
+        }
+    }
+}
+
+fn pos(m: &saphyr_parser::Marker) -> Pos {
+    Pos {
+        line: u32::try_from(m.line()).unwrap_or(u32::MAX),
+        col: u32::try_from(m.col() + 1).unwrap_or(u32::MAX),
+    }
+}
+
+fn span(s: &saphyr_parser::Span) -> Span {
+    Span {
+        start: pos(&s.start),
+        end: pos(&s.end),
+    }
+}
+
+/// Resolves a plain scalar by the YAML 1.2 core schema.
+fn resolve_plain(text: &str) -> Value {
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        "true" | "True" | "TRUE" => return Value::Bool(true),
+        "false" | "False" | "FALSE" => return Value::Bool(false),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Value::Float(f64::INFINITY)
+        }
+        "-.inf" | "-.Inf" | "-.INF" => return Value::Float(f64::NEG_INFINITY),
+        ".nan" | ".NaN" | ".NAN" => return Value::Float(f64::NAN),
+        _ => {}
+    }
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        if let Ok(i) = text.parse::<i64>() {
+            return Value::Int(i);
+        }
+    }
+    if let Some(hex) = text.strip_prefix("0x") {
+        if let Ok(i) = i64::from_str_radix(hex, 16) {
+            return Value::Int(i);
+        }
+    }
+    if let Some(oct) = text.strip_prefix("0o") {
+        if let Ok(i) = i64::from_str_radix(oct, 8) {
+            return Value::Int(i);
+        }
+    }
+    let looks_numeric = digits
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_digit() || b == b'.')
+        && digits
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'));
+    if looks_numeric {
+        if let Ok(f) = text.parse::<f64>() {
+            return Value::Float(f);
+        }
+    }
+    Value::Str(text.to_string())
+}
+
+struct Builder<'a> {
+    parser: Parser<'a, saphyr_parser::StrInput<'a>>,
+    anchors: std::collections::HashMap<usize, Node>,
+    nodes: usize,
+    budget: Budget,
+}
+
+type BuildResult<T> = Result<T, Box<Diagnostic>>;
+
+impl<'a> Builder<'a> {
+    fn next(&mut self) -> BuildResult<(Event<'a>, Span)> {
+        match self.parser.next_event() {
+            Some(Ok((ev, sp))) => Ok((ev, span(&sp))),
+            Some(Err(e)) => {
+                let m = e.marker();
+                Err(Box::new(Diagnostic::new(
+                    Code::YamlSyntax,
+                    Span::point(
+                        u32::try_from(m.line()).unwrap_or(u32::MAX),
+                        u32::try_from(m.col() + 1).unwrap_or(u32::MAX),
+                    ),
+                    format!("invalid YAML: {}", e.info()),
+                )))
+            }
+            None => Err(Box::new(Diagnostic::new(
+                Code::YamlSyntax,
+                Span::default(),
+                "unexpected end of YAML input",
+            ))),
+        }
+    }
+
+    fn tally(&mut self, n: usize, at: Span) -> BuildResult<()> {
+        self.nodes = self.nodes.saturating_add(n);
+        if self.nodes > self.budget.max_nodes {
+            return Err(Box::new(Diagnostic::new(
+                Code::InputBudget,
+                at,
+                format!(
+                    "the document expands to more than {} values (an alias bomb?)",
+                    self.budget.max_nodes
+                ),
+            )));
+        }
+        Ok(())
+    }
+
+    fn node(&mut self, ev: Event<'a>, sp: Span, depth: usize) -> BuildResult<Node> {
+        if depth > self.budget.max_depth {
+            return Err(Box::new(Diagnostic::new(
+                Code::InputBudget,
+                sp,
+                format!("nesting deeper than {} levels", self.budget.max_depth),
+            )));
+        }
+        let (node, anchor) = match ev {
+            Event::Alias(id) => {
+                let node = self.anchors.get(&id).cloned().ok_or_else(|| {
+                    Box::new(Diagnostic::new(Code::YamlSyntax, sp, "unknown alias"))
+                })?;
+                let n = node.count();
+                self.tally(n, sp)?;
+                return Ok(Node { span: sp, ..node });
+            }
+            Event::Scalar(text, style, anchor, tag) => {
+                self.tally(1, sp)?;
+                let forced_str = tag
+                    .as_ref()
+                    .is_some_and(|t| t.handle == "tag:yaml.org,2002:" && t.suffix == "str")
+                    || tag.as_ref().is_some_and(|t| t.suffix == "str");
+                let value = if style == ScalarStyle::Plain && !forced_str {
+                    resolve_plain(&text)
+                } else {
+                    Value::Str(text.into_owned())
+                };
+                (Node { span: sp, value }, anchor)
+            }
+            Event::SequenceStart(anchor, _) => {
+                self.tally(1, sp)?;
+                let mut items = Vec::new();
+                let end = loop {
+                    let (ev, isp) = self.next()?;
+                    if matches!(ev, Event::SequenceEnd) {
+                        break isp;
+                    }
+                    items.push(self.node(ev, isp, depth + 1)?);
+                };
+                let span = Span {
+                    start: sp.start,
+                    end: end.end.max(sp.end),
+                };
+                (
+                    Node {
+                        span,
+                        value: Value::Seq(items),
+                    },
+                    anchor,
+                )
+            }
+            Event::MappingStart(anchor, _) => {
+                self.tally(1, sp)?;
+                let mut entries: Vec<(Node, Node)> = Vec::new();
+                let mut merged: Vec<(Node, Node)> = Vec::new();
+                let end = loop {
+                    let (ev, ksp) = self.next()?;
+                    if matches!(ev, Event::MappingEnd) {
+                        break ksp;
+                    }
+                    let key = self.node(ev, ksp, depth + 1)?;
+                    let (ev, vsp) = self.next()?;
+                    let value = self.node(ev, vsp, depth + 1)?;
+                    if key.as_str() == Some("<<") {
+                        match value.value {
+                            Value::Map(m) => merged.extend(m),
+                            Value::Seq(maps) => {
+                                for m in maps {
+                                    if let Value::Map(m) = m.value {
+                                        merged.extend(m);
+                                    }
+                                }
+                            }
+                            _ => {
+                                return Err(Box::new(Diagnostic::new(
+                                    Code::YamlSyntax,
+                                    value.span,
+                                    "a merge key `<<` needs a mapping or a list of mappings",
+                                )))
+                            }
+                        }
+                        continue;
+                    }
+                    if let Some((first, _)) = entries.iter().find(|(k, _)| k.value == key.value) {
+                        return Err(Box::new(
+                            Diagnostic::new(
+                                Code::DuplicateKey,
+                                key.span,
+                                format!("duplicate key `{}`", key.scalar_text()),
+                            )
+                            .with_note(format!("first defined at line {}", first.span.start.line)),
+                        ));
+                    }
+                    entries.push((key, value));
+                };
+                for (k, v) in merged {
+                    if !entries.iter().any(|(e, _)| e.value == k.value) {
+                        entries.push((k, v));
+                    }
+                }
+                let span = Span {
+                    start: sp.start,
+                    end: end.end.max(sp.end),
+                };
+                (
+                    Node {
+                        span,
+                        value: Value::Map(entries),
+                    },
+                    anchor,
+                )
+            }
+            other => {
+                return Err(Box::new(Diagnostic::new(
+                    Code::YamlSyntax,
+                    sp,
+                    format!("unexpected YAML event {other:?}"),
+                )))
+            }
+        };
+        if anchor != 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        Ok(node)
+    }
+}
+
+/// Parses one YAML document into a spanned tree, within `budget`.
+pub fn parse(text: &str, budget: Budget) -> Result<Node, Box<Diagnostic>> {
+    if text.len() > budget.max_bytes {
+        return Err(Box::new(Diagnostic::new(
+            Code::InputBudget,
+            Span::point(1, 1),
+            format!(
+                "file is {} bytes, more than the limit of {} bytes",
+                text.len(),
+                budget.max_bytes
+            ),
+        )));
+    }
+    let mut b = Builder {
+        parser: Parser::new_from_str(text),
+        anchors: Default::default(),
+        nodes: 0,
+        budget,
+    };
+    let mut root: Option<Node> = None;
+    loop {
+        let (ev, sp) = b.next()?;
+        match ev {
+            Event::StreamStart | Event::DocumentStart(_) | Event::DocumentEnd | Event::Nothing => {}
+            Event::StreamEnd => break,
+            ev => {
+                if root.is_some() {
+                    return Err(Box::new(Diagnostic::new(
+                        Code::YamlSyntax,
+                        sp,
+                        "a runbook file holds one YAML document; found a second",
+                    )));
+                }
+                root = Some(b.node(ev, sp, 0)?);
+            }
+        }
+    }
+    Ok(root.unwrap_or(Node {
+        span: Span::point(1, 1),
+        value: Value::Null,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scalars_resolve_by_core_schema() {
+        let n = parse(
+            "a: 1\nb: true\nc: '1'\nd: 1.5\ne: ~\nf: 10m\n",
+            Budget::default(),
+        )
+        .unwrap();
+        assert_eq!(n.get("a").unwrap().value, Value::Int(1));
+        assert_eq!(n.get("b").unwrap().value, Value::Bool(true));
+        assert_eq!(n.get("c").unwrap().value, Value::Str("1".into()));
+        assert_eq!(n.get("d").unwrap().value, Value::Float(1.5));
+        assert_eq!(n.get("e").unwrap().value, Value::Null);
+        assert_eq!(n.get("f").unwrap().value, Value::Str("10m".into()));
+        assert_eq!(n.get("f").unwrap().span.start, Pos { line: 6, col: 4 });
+    }
+
+    #[test]
+    fn alias_bomb_is_a_budget_error() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..12 {
+            let p = i - 1;
+            text.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
+        }
+        let err = parse(&text, Budget::default()).unwrap_err();
+        assert_eq!(err.code, Code::InputBudget);
+    }
+
+    #[test]
+    fn deep_nesting_is_a_budget_error() {
+        let text = "[".repeat(200) + &"]".repeat(200);
+        let err = parse(&text, Budget::default()).unwrap_err();
+        assert_eq!(err.code, Code::InputBudget);
+    }
+
+    #[test]
+    fn duplicate_keys_are_rejected() {
+        let err = parse("a: 1\nb: 2\na: 3\n", Budget::default()).unwrap_err();
+        assert_eq!(err.code, Code::DuplicateKey);
+        assert_eq!(err.span.start.line, 3);
+    }
+
+    #[test]
+    fn merge_keys_merge() {
+        let n = parse(
+            "base: &b {x: 1, y: 2}\nc:\n  <<: *b\n  y: 3\n",
+            Budget::default(),
+        )
+        .unwrap();
+        let c = n.get("c").unwrap();
+        assert_eq!(c.get("x").unwrap().value, Value::Int(1));
+        assert_eq!(c.get("y").unwrap().value, Value::Int(3));
+    }
+}

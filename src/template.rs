@@ -1,0 +1,246 @@
+//! The one minijinja environment every template and expression goes through.
+//!
+//! Strict undefined behaviour (a typo is an error, never an empty string), no
+//! auto-escaping (we render shell and URLs, not HTML), and two filters of our
+//! own: `quote` for shell-quoting and `tojson`. A string that is exactly one
+//! `{{ ... }}` renders to its expression's value with its type, so numbers and
+//! maps survive templating. Plans render with [`Symbol`]s standing in for
+//! values only known at run time, so a preview never contacts anything.
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use minijinja::value::{Object, Value};
+use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
+
+/// Names a template may use at the top level.
+pub const ROOTS: &[&str] = &[
+    "params", "vars", "env", "secrets", "steps", "run", "step", "value",
+];
+
+/// Keys of `run` in the context.
+pub const RUN_KEYS: &[&str] = &["id", "name", "status", "failed_step", "error", "started_at"];
+
+/// Minijinja's own global functions, which are not context reads.
+pub const GLOBAL_FUNCTIONS: &[&str] = &[
+    "range",
+    "dict",
+    "namespace",
+    "debug",
+    "lipsum",
+    "cycler",
+    "joiner",
+];
+
+pub fn environment() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_keep_trailing_newline(true);
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        env.set_recursion_limit(64);
+        env.add_filter("quote", quote_filter);
+        env
+    })
+}
+
+fn quote_filter(v: Value) -> String {
+    match v.as_str() {
+        Some(s) => shell_quote(s),
+        None => shell_quote(&v.to_string()),
+    }
+}
+
+/// POSIX shell single-quoting: the result is always one word, never code.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'_' | b'.' | b'/' | b':' | b'=' | b',' | b'@' | b'+' | b'%'
+                )
+        })
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The expression inside a string that is exactly one `{{ ... }}`.
+pub fn sole_expression(s: &str) -> Option<&str> {
+    let inner = s.trim().strip_prefix("{{")?.strip_suffix("}}")?;
+    let inner = inner.strip_prefix('-').unwrap_or(inner);
+    let inner = inner.strip_suffix('-').unwrap_or(inner);
+    if inner.contains("}}") || inner.contains("{{") || inner.contains("{%") {
+        return None;
+    }
+    Some(inner.trim())
+}
+
+/// Whether a string has any template syntax at all (plain strings skip the engine).
+pub fn is_template(s: &str) -> bool {
+    s.contains("{{") || s.contains("{%") || s.contains("{#")
+}
+
+/// Renders a template string to text.
+pub fn render_str(source: &str, ctx: &Value) -> Result<String, Error> {
+    if !is_template(source) {
+        return Ok(source.to_string());
+    }
+    environment().render_str(source, ctx)
+}
+
+/// Renders a string keeping the type of a sole expression.
+pub fn render_value(source: &str, ctx: &Value) -> Result<Value, Error> {
+    if let Some(expr) = sole_expression(source) {
+        let e = environment().compile_expression(expr)?;
+        return e.eval(ctx);
+    }
+    render_str(source, ctx).map(Value::from)
+}
+
+/// Evaluates an expression (`when`, `condition`) to a boolean.
+pub fn eval_bool(expr: &str, ctx: &Value) -> Result<bool, Error> {
+    let e = environment().compile_expression(expr)?;
+    let v = e.eval(ctx)?;
+    if v.is_undefined() {
+        return Err(Error::new(
+            ErrorKind::UndefinedError,
+            format!("`{expr}` is undefined"),
+        ));
+    }
+    Ok(v.is_true())
+}
+
+/// Renders every string inside a JSON value (keys untouched), typed where a
+/// string is a sole expression.
+pub fn render_json(v: &serde_json::Value, ctx: &Value) -> Result<serde_json::Value, Error> {
+    use serde_json::Value as J;
+    Ok(match v {
+        J::String(s) if is_template(s) => {
+            let out = render_value(s, ctx)?;
+            serde_json::to_value(&out)
+                .map_err(|e| Error::new(ErrorKind::BadSerialization, e.to_string()))?
+        }
+        J::Array(items) => J::Array(
+            items
+                .iter()
+                .map(|i| render_json(i, ctx))
+                .collect::<Result<_, _>>()?,
+        ),
+        J::Object(map) => J::Object(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), render_json(v, ctx)?)))
+                .collect::<Result<_, Error>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+/// Dotted names a template or expression reads from its context.
+pub fn reads(source: &str, expression: bool) -> Result<Vec<String>, Error> {
+    let env = environment();
+    let mut names: Vec<String> = if expression {
+        env.compile_expression(source)?
+            .undeclared_variables(true)
+            .into_iter()
+            .collect()
+    } else {
+        env.template_from_str(source)?
+            .undeclared_variables(true)
+            .into_iter()
+            .collect()
+    };
+    names.sort();
+    Ok(names)
+}
+
+/// A value known only at run time, rendered as `<path>` in previews.
+#[derive(Clone)]
+pub struct Symbol(pub String);
+
+impl fmt::Debug for Symbol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{}>", self.0)
+    }
+}
+
+impl Object for Symbol {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let key = match key.as_str() {
+            Some(s) => s.to_string(),
+            None => key.to_string(),
+        };
+        Some(Value::from_object(Symbol(format!("{}.{}", self.0, key))))
+    }
+
+    fn render(self: &Arc<Self>, f: &mut fmt::Formatter<'_>) -> fmt::Result
+    where
+        Self: Sized + 'static,
+    {
+        write!(f, "<{}>", self.0)
+    }
+
+    fn is_true(self: &Arc<Self>) -> bool {
+        true
+    }
+}
+
+pub fn symbol(path: impl Into<String>) -> Value {
+    Value::from_object(Symbol(path.into()))
+}
+
+/// Whether a rendered value contains a run-time symbol.
+pub fn is_symbolic(v: &Value) -> bool {
+    v.downcast_object_ref::<Symbol>().is_some()
+        || v.to_string().contains('<') && v.to_string().contains('>')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use minijinja::context;
+
+    #[test]
+    fn quote_makes_one_word() {
+        assert_eq!(shell_quote("abc"), "abc");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("x'; rm -rf / #"), r"'x'\''; rm -rf / #'");
+        assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn sole_expression_keeps_type() {
+        let ctx = context! { params => context! { n => 10 } };
+        let v = render_value("{{ params.n }}", &ctx).unwrap();
+        assert_eq!(v, Value::from(10));
+        let v = render_value("n={{ params.n }}", &ctx).unwrap();
+        assert_eq!(v.as_str(), Some("n=10"));
+    }
+
+    #[test]
+    fn undefined_is_an_error() {
+        let ctx = context! { params => context! { n => 10 } };
+        assert!(render_str("{{ params.m }}", &ctx).is_err());
+    }
+
+    #[test]
+    fn reads_lists_dotted_names() {
+        let r = reads("{{ steps.a.outputs.url }} {{ params.x | quote }}", false).unwrap();
+        assert_eq!(
+            r,
+            vec!["params.x".to_string(), "steps.a.outputs.url".to_string()]
+        );
+    }
+
+    #[test]
+    fn symbols_render_as_paths() {
+        let ctx = context! { steps => symbol("steps") };
+        assert_eq!(
+            render_str("curl {{ steps.deploy.outputs.url | quote }}", &ctx).unwrap(),
+            "curl '<steps.deploy.outputs.url>'"
+        );
+    }
+}

@@ -1,0 +1,318 @@
+//! `Spec` -> `Runbook`: every rule the format implies, all errors in one pass.
+//!
+//! The validator walks the spec once, converting as it goes and pushing a
+//! diagnostic (never returning early) for each broken rule, so an author sees
+//! every problem at once. Rule families live in their own files: `params`,
+//! `steps` (ids, kinds, durations, providers), `templates` (syntax, names,
+//! ancestry). Graph rules (unknown needs, cycles) run here, between the two,
+//! because template ancestry needs the graph.
+
+mod params;
+mod steps;
+mod templates;
+
+use std::collections::HashMap;
+
+use crate::diagnostics::{did_you_mean, Code, Diagnostic, Diagnostics};
+use crate::graph::StepGraph;
+use crate::runbook::{Phase, Provider, Runbook, Secret, SecretSource};
+use crate::spec::{Loaded, RunbookSpec, Span, StepSpec};
+
+/// The outcome of validating one file.
+pub struct Validated {
+    pub runbook: Option<Runbook>,
+    /// Errors and warnings, sorted by position.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Validates a loaded file. The runbook is `Some` only when there is no error.
+pub fn validate(loaded: Loaded) -> Validated {
+    let mut ds = Diagnostics::default();
+    for d in loaded.diagnostics {
+        ds.push(d);
+    }
+    let runbook = loaded.spec.and_then(|spec| {
+        let rb = convert(&spec, &mut ds);
+        (!ds.has_errors()).then_some(rb).flatten()
+    });
+    Validated {
+        runbook: if ds.has_errors() { None } else { runbook },
+        diagnostics: ds.sorted(),
+    }
+}
+
+/// Loads and validates text in one call.
+pub fn validate_text(text: &str) -> Validated {
+    validate(crate::spec::load(text))
+}
+
+/// The id syntax of steps (and of params, vars, secrets, providers).
+pub fn is_valid_id(id: &str) -> bool {
+    let mut b = id.bytes();
+    b.next().is_some_and(|c| c.is_ascii_lowercase())
+        && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+}
+
+/// Step ids in every list, with where each was declared.
+pub(crate) struct StepIndex {
+    pub ids: HashMap<String, (Phase, usize)>,
+}
+
+fn convert(spec: &RunbookSpec, ds: &mut Diagnostics) -> Option<Runbook> {
+    if *spec.version != 1 {
+        ds.error(
+            Code::UnsupportedVersion,
+            spec.version.span,
+            format!("format version {} is not supported", *spec.version),
+        )
+        .help = Some("this runbook engine reads `version: 1`".into());
+    }
+
+    let params = params::convert(spec, ds);
+
+    let mut secrets = Vec::new();
+    for (name, s) in &spec.secrets {
+        check_name(ds, name, "secret");
+        let Some(s) = &s.0 else { continue };
+        let source = match (&s.env, &s.file) {
+            (Some(e), None) => SecretSource::Env(e.value.clone()),
+            (None, Some(f)) => SecretSource::File(f.value.clone()),
+            _ => {
+                ds.error(
+                    Code::SecretSource,
+                    name.span,
+                    format!(
+                        "secret `{}` needs exactly one of `env` or `file`",
+                        name.value
+                    ),
+                );
+                continue;
+            }
+        };
+        secrets.push(Secret {
+            name: name.value.clone(),
+            source,
+        });
+    }
+
+    let mut providers = Vec::new();
+    for (name, p) in &spec.providers {
+        let Some(p) = &p.0 else { continue };
+        if let Some(provider) = steps::provider(ds, name, p) {
+            providers.push(provider);
+        }
+    }
+
+    for (name, _) in &spec.vars {
+        check_name(ds, name, "var");
+    }
+
+    let concurrency = match &spec.concurrency {
+        Some(c) if c.value == 0 => {
+            ds.error(
+                Code::InvalidNumber,
+                c.span,
+                "`concurrency` must be at least 1",
+            );
+            1
+        }
+        Some(c) => c.value as usize,
+        None => 4,
+    };
+
+    // Ids first, across all lists: `needs` and templates refer to them.
+    let lists: [(Phase, &Vec<crate::spec::Checked<StepSpec>>); 3] = [
+        (Phase::Main, &spec.steps),
+        (Phase::OnFailure, &spec.on_failure),
+        (Phase::Finally, &spec.finally),
+    ];
+    let mut index = StepIndex {
+        ids: HashMap::new(),
+    };
+    let mut first_line: HashMap<String, u32> = HashMap::new();
+    for (phase, list) in &lists {
+        for (i, s) in list.iter().enumerate() {
+            let Some(s) = &s.0 else { continue };
+            let id = &s.id;
+            if !is_valid_id(id) {
+                ds.error(Code::InvalidId, id.span, format!("step id `{}` is not valid", id.value))
+                    .help = Some("ids match [a-z][a-z0-9_]*: lowercase letters, digits and underscores, starting with a letter".into());
+            }
+            if let Some(line) = first_line.get(&id.value) {
+                ds.error(
+                    Code::DuplicateId,
+                    id.span,
+                    format!("step id `{}` is used twice", id.value),
+                )
+                .notes
+                .push(format!("first used at line {line}"));
+                continue;
+            }
+            first_line.insert(id.value.clone(), id.span.start.line);
+            index.ids.insert(id.value.clone(), (*phase, i));
+        }
+    }
+
+    let defaults = spec
+        .defaults
+        .as_ref()
+        .and_then(|d| d.0.clone())
+        .unwrap_or_default();
+    let ctx = steps::StepCtx {
+        defaults: &defaults,
+        providers: &providers,
+    };
+
+    let main_specs: Vec<Option<&StepSpec>> = spec.steps.iter().map(|s| s.0.as_ref()).collect();
+    let main_steps: Vec<Option<crate::runbook::Step>> = main_specs
+        .iter()
+        .map(|s| s.and_then(|s| steps::convert(ds, &ctx, s)))
+        .collect();
+
+    // Graph: needs resolve within the main list; absent needs mean "the step before".
+    let mut needs: Vec<Vec<usize>> = Vec::with_capacity(main_specs.len());
+    for (i, s) in main_specs.iter().enumerate() {
+        let mut deps = Vec::new();
+        match s.and_then(|s| s.needs.as_ref()) {
+            None => {
+                if i > 0 {
+                    deps.push(i - 1);
+                }
+            }
+            Some(list) => {
+                for need in &list.value {
+                    match index.ids.get(&need.value) {
+                        Some((Phase::Main, j)) => deps.push(*j),
+                        Some((phase, _)) => {
+                            ds.error(
+                                Code::UnknownNeed,
+                                need.span,
+                                format!("`{}` is a step of `{}`; `needs` can only name steps of `steps`", need.value, phase_key(*phase)),
+                            );
+                        }
+                        None => {
+                            let d = ds.error(
+                                Code::UnknownNeed,
+                                need.span,
+                                format!("`needs` names unknown step `{}`", need.value),
+                            );
+                            let ids = main_specs.iter().flatten().map(|s| s.id.value.as_str());
+                            if let Some(m) = did_you_mean(&need.value, ids) {
+                                d.help = Some(format!("did you mean `{m}`?"));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        needs.push(deps);
+    }
+    let graph = match StepGraph::build(&needs) {
+        Ok(g) => Some(g),
+        Err(cycle) => {
+            let path: Vec<&str> = cycle
+                .iter()
+                .map(|&i| main_specs[i].map_or("?", |s| s.id.value.as_str()))
+                .collect();
+            let at = cycle
+                .first()
+                .and_then(|&i| main_specs[i])
+                .map_or(Span::default(), |s| {
+                    s.needs.as_ref().map_or(s.id.span, |n| n.span)
+                });
+            ds.error(
+                Code::Cycle,
+                at,
+                format!("the steps form a cycle: {}", path.join(" -> ")),
+            )
+            .help = Some("remove one of these `needs` so the steps can run in order".into());
+            None
+        }
+    };
+
+    let on_failure: Vec<_> = spec
+        .on_failure
+        .iter()
+        .filter_map(|s| s.0.as_ref().and_then(|s| steps::convert(ds, &ctx, s)))
+        .collect();
+    let finally: Vec<_> = spec
+        .finally
+        .iter()
+        .filter_map(|s| s.0.as_ref().and_then(|s| steps::convert(ds, &ctx, s)))
+        .collect();
+    for s in spec
+        .on_failure
+        .iter()
+        .chain(&spec.finally)
+        .filter_map(|s| s.0.as_ref())
+    {
+        if let Some(n) = &s.needs {
+            ds.error(
+                Code::UnknownNeed,
+                n.span,
+                "`on_failure` and `finally` steps run in list order; `needs` is not allowed there",
+            );
+        }
+    }
+
+    templates::check(ds, spec, &index, graph.as_ref(), &params);
+
+    let mut steps_out = Vec::with_capacity(main_steps.len());
+    for (s, deps) in main_steps.into_iter().zip(needs) {
+        let mut s = s?;
+        s.needs = deps;
+        steps_out.push(s);
+    }
+    let graph = graph?;
+    if ds.has_errors() {
+        return None;
+    }
+    Some(Runbook {
+        name: spec.name.value.clone(),
+        description: spec.description.clone(),
+        params,
+        vars: spec
+            .vars
+            .iter()
+            .map(|(k, v)| (k.value.clone(), v.0.to_json()))
+            .collect(),
+        secrets,
+        env: spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.value.clone(), v.value.clone()))
+            .collect(),
+        concurrency,
+        lock: spec.lock.as_ref().map(|l| l.value.clone()),
+        providers: providers.into_iter().collect::<Vec<Provider>>(),
+        steps: steps_out,
+        on_failure,
+        finally,
+        graph,
+    })
+}
+
+pub(crate) fn phase_key(p: Phase) -> &'static str {
+    match p {
+        Phase::Main => "steps",
+        Phase::OnFailure => "on_failure",
+        Phase::Finally => "finally",
+    }
+}
+
+fn check_name(ds: &mut Diagnostics, name: &crate::spec::Spanned<String>, what: &str) {
+    let ok = {
+        let mut b = name.bytes();
+        b.next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+            && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+    };
+    if !ok {
+        ds.error(
+            Code::InvalidId,
+            name.span,
+            format!("{what} name `{}` cannot be used in templates", name.value),
+        )
+        .help = Some("names are letters, digits and underscores, starting with a letter".into());
+    }
+}

@@ -1,0 +1,558 @@
+//! Step rules: exactly one kind, durations, retry policies, providers of the
+//! right kind, approval quorums, HTTP expectations, rollback bodies.
+
+use std::time::Duration;
+
+use crate::diagnostics::{did_you_mean, Code, Diagnostics};
+use crate::duration;
+use crate::runbook::{
+    Action, ActionKind, Approval, Dur, Expect, Flag, Http, Metric, Num, Provider, Retry, Rollback,
+    StatusMatch, Step,
+};
+use crate::spec::{
+    ApprovalSpec, BodySpec, Checked, DefaultsSpec, FlagSpec, HttpSpec, IntOrTemplate, MetricSpec,
+    Node, ProviderKind, ProviderSpec, RetrySpec, RollbackSpec, Span, Spanned, StepSpec, Value,
+};
+use crate::template::is_template;
+
+pub(super) struct StepCtx<'a> {
+    pub defaults: &'a DefaultsSpec,
+    pub providers: &'a [Provider],
+}
+
+const DEFAULT_INTERPRETER: &[&str] = &["bash", "-eo", "pipefail", "-c"];
+
+pub(super) fn provider(
+    ds: &mut Diagnostics,
+    name: &Spanned<String>,
+    p: &ProviderSpec,
+) -> Option<Provider> {
+    super::check_name(ds, name, "provider");
+    let kind = p.kind.value;
+    let needs_url = matches!(kind, ProviderKind::Redis | ProviderKind::Prometheus);
+    if needs_url && p.url.is_none() {
+        ds.error(
+            Code::ProviderConfig,
+            name.span,
+            format!(
+                "provider `{}` of kind {} needs a `url`",
+                name.value,
+                kind.name()
+            ),
+        );
+    }
+    if let Some(url) = &p.url {
+        let scheme_ok = match kind {
+            ProviderKind::Redis => url.starts_with("redis://") || url.starts_with("rediss://"),
+            ProviderKind::Prometheus => url.starts_with("http://") || url.starts_with("https://"),
+            _ => true,
+        };
+        if !scheme_ok && !is_template(url) {
+            ds.error(
+                Code::ProviderConfig,
+                url.span,
+                format!("`{}` is not a {} URL", url.value, kind.name()),
+            );
+        }
+    }
+    let timeout = p.timeout.as_ref().and_then(|t| fixed_duration(ds, t));
+    Some(Provider {
+        name: name.value.clone(),
+        kind,
+        url: p.url.as_ref().map(|u| u.value.clone()),
+        prefix: p.prefix.clone().unwrap_or_default(),
+        path: p.path.as_ref().map(|p| p.value.clone()),
+        headers: p
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.value.clone()))
+            .collect(),
+        timeout,
+    })
+}
+
+pub(super) fn convert(ds: &mut Diagnostics, ctx: &StepCtx<'_>, s: &StepSpec) -> Option<Step> {
+    let body = Body {
+        at: s.id.span,
+        name: s.name.as_ref(),
+        timeout: s.timeout.as_ref(),
+        retry: s.retry.as_ref(),
+        env: &s.env,
+        cwd: s.cwd.as_ref(),
+        interpreter: s.interpreter.as_ref(),
+        shell: s.shell.as_ref(),
+        http: s.http.as_ref(),
+        metric: s.metric.as_ref(),
+        approval: s.approval.as_ref(),
+        flag: s.flag.as_ref(),
+    };
+    let main = action(ds, ctx, &body, &format!("step `{}`", s.id.value));
+    let rollback = match &s.rollback {
+        None => None,
+        Some(Checked(None)) => return None,
+        Some(Checked(Some(RollbackSpec::Off))) => Some(Rollback::None),
+        Some(Checked(Some(RollbackSpec::Bodies(bodies)))) => {
+            let mut out = Vec::new();
+            for b in bodies {
+                let body = Body::of(b);
+                if let Some(a) = action(ds, ctx, &body, &format!("rollback of `{}`", s.id.value)) {
+                    out.push(a);
+                }
+            }
+            Some(Rollback::Bodies(out))
+        }
+    };
+    let action = main?;
+    let rollback = rollback.unwrap_or(match action.kind {
+        ActionKind::Flag(_) => Rollback::Automatic,
+        _ => Rollback::None,
+    });
+    Some(Step {
+        id: s.id.value.clone(),
+        name: s.name.clone(),
+        description: s.description.clone(),
+        stage: s.stage.clone(),
+        line: s.id.span.start.line,
+        needs: Vec::new(),
+        when: s.when.as_ref().map(|w| w.value.clone()),
+        continue_on_failure: s.continue_on_failure,
+        on_resume: s.on_resume.unwrap_or_default(),
+        action,
+        rollback,
+    })
+}
+
+/// The fields a step and a rollback body share.
+pub(super) struct Body<'a> {
+    pub at: Span,
+    pub name: Option<&'a String>,
+    pub timeout: Option<&'a Spanned<String>>,
+    pub retry: Option<&'a Checked<RetrySpec>>,
+    pub env: &'a indexmap::IndexMap<Spanned<String>, Spanned<String>>,
+    pub cwd: Option<&'a Spanned<String>>,
+    pub interpreter: Option<&'a Spanned<Vec<String>>>,
+    pub shell: Option<&'a Spanned<String>>,
+    pub http: Option<&'a Checked<HttpSpec>>,
+    pub metric: Option<&'a Checked<MetricSpec>>,
+    pub approval: Option<&'a Checked<ApprovalSpec>>,
+    pub flag: Option<&'a Checked<FlagSpec>>,
+}
+
+impl<'a> Body<'a> {
+    pub fn of(b: &'a Spanned<BodySpec>) -> Body<'a> {
+        Body {
+            at: b.span,
+            name: b.name.as_ref(),
+            timeout: b.timeout.as_ref(),
+            retry: b.retry.as_ref(),
+            env: &b.env,
+            cwd: b.cwd.as_ref(),
+            interpreter: b.interpreter.as_ref(),
+            shell: b.shell.as_ref(),
+            http: b.http.as_ref(),
+            metric: b.metric.as_ref(),
+            approval: b.approval.as_ref(),
+            flag: b.flag.as_ref(),
+        }
+    }
+}
+
+fn action(ds: &mut Diagnostics, ctx: &StepCtx<'_>, b: &Body<'_>, what: &str) -> Option<Action> {
+    let kinds: Vec<&str> = [
+        b.shell.map(|_| "shell"),
+        b.http.map(|_| "http"),
+        b.metric.map(|_| "metric"),
+        b.approval.map(|_| "approval"),
+        b.flag.map(|_| "flag"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if kinds.len() != 1 {
+        let msg = if kinds.is_empty() {
+            format!("{what} has no kind")
+        } else {
+            format!("{what} has {} kinds: {}", kinds.len(), kinds.join(", "))
+        };
+        ds.error(Code::StepKind, b.at, msg).help =
+            Some("give exactly one of `shell`, `http`, `metric`, `approval` or `flag`".into());
+        return None;
+    }
+    let explicit_timeout = b.timeout.map(|t| dur(ds, t));
+    let kind = if let Some(script) = b.shell {
+        ActionKind::Shell {
+            script: script.value.clone(),
+        }
+    } else if let Some(h) = b.http {
+        ActionKind::Http(http(ds, h.0.as_ref()?))
+    } else if let Some(m) = b.metric {
+        ActionKind::Metric(metric(ds, ctx, m.0.as_ref()?))
+    } else if let Some(a) = b.approval {
+        ActionKind::Approval(approval(ds, a.0.as_ref()?))
+    } else {
+        ActionKind::Flag(flag(ds, ctx, b.flag?.0.as_ref()?))
+    };
+    // `defaults.timeout` bounds commands and requests; gates and approvals
+    // define their own windows (a 24 h soak must not die at a 10 m default).
+    let timeout = explicit_timeout.or_else(|| match kind {
+        ActionKind::Shell { .. } | ActionKind::Http(_) | ActionKind::Flag(_) => {
+            ctx.defaults.timeout.as_ref().map(|t| dur(ds, t))
+        }
+        _ => None,
+    });
+    let retry_spec = b
+        .retry
+        .and_then(|r| r.0.as_ref())
+        .or_else(|| ctx.defaults.retry.as_ref().and_then(|r| r.0.as_ref()));
+    let retry = retry_spec.map(|r| retry(ds, r)).unwrap_or_default();
+    let interpreter = b
+        .interpreter
+        .or(ctx.defaults.interpreter.as_ref())
+        .map(|i| {
+            if i.value.is_empty() {
+                ds.error(
+                    Code::InvalidValue,
+                    i.span,
+                    "`interpreter` needs at least a program",
+                );
+            }
+            i.value.clone()
+        })
+        .unwrap_or_else(|| {
+            DEFAULT_INTERPRETER
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        });
+    Some(Action {
+        name: b.name.cloned(),
+        kind,
+        timeout,
+        retry,
+        env: b
+            .env
+            .iter()
+            .map(|(k, v)| (k.value.clone(), v.value.clone()))
+            .collect(),
+        cwd: b.cwd.map(|c| c.value.clone()),
+        interpreter,
+    })
+}
+
+fn fixed_duration(ds: &mut Diagnostics, t: &Spanned<String>) -> Option<Duration> {
+    match duration::parse(&t.value) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            ds.error(Code::InvalidDuration, t.span, e);
+            None
+        }
+    }
+}
+
+fn dur(ds: &mut Diagnostics, t: &Spanned<String>) -> Dur {
+    if is_template(&t.value) {
+        return Dur::Template(t.value.clone());
+    }
+    Dur::Fixed(fixed_duration(ds, t).unwrap_or_default())
+}
+
+fn num(ds: &mut Diagnostics, n: &Spanned<IntOrTemplate>, min: i64, what: &str) -> Num {
+    match &n.value {
+        IntOrTemplate::Template(t) => Num::Template(t.clone()),
+        IntOrTemplate::Int(i) => {
+            if *i < min {
+                ds.error(
+                    Code::InvalidNumber,
+                    n.span,
+                    format!("{what} must be at least {min}, not {i}"),
+                );
+            }
+            Num::Fixed(*i)
+        }
+    }
+}
+
+fn retry(ds: &mut Diagnostics, r: &RetrySpec) -> Retry {
+    let d = Retry::default();
+    let delay = r.delay.as_ref().map_or(d.delay, |t| dur(ds, t));
+    let max_delay = r.max_delay.as_ref().map(|t| dur(ds, t));
+    if let (Dur::Fixed(a), Some(Dur::Fixed(m)), Some(span)) =
+        (&delay, &max_delay, r.max_delay.as_ref().map(|m| m.span))
+    {
+        if m < a {
+            ds.error(
+                Code::InvalidRetry,
+                span,
+                "`max_delay` is shorter than `delay`",
+            );
+        }
+    }
+    Retry {
+        attempts: r
+            .attempts
+            .as_ref()
+            .map_or(d.attempts, |a| num(ds, a, 1, "`attempts`")),
+        delay,
+        backoff: r.backoff.unwrap_or_default(),
+        max_delay,
+        jitter: r.jitter,
+    }
+}
+
+fn http(ds: &mut Diagnostics, h: &HttpSpec) -> Http {
+    const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+    let method = match &h.method {
+        Some(m) => {
+            let up = m.value.to_ascii_uppercase();
+            if !METHODS.contains(&up.as_str()) && !is_template(&m.value) {
+                ds.error(
+                    Code::InvalidValue,
+                    m.span,
+                    format!("`{}` is not an HTTP method", m.value),
+                )
+                .help = Some(format!("one of {}", METHODS.join(", ")));
+            }
+            up
+        }
+        None => "GET".into(),
+    };
+    if !(is_template(&h.url) || h.url.starts_with("http://") || h.url.starts_with("https://")) {
+        ds.error(
+            Code::InvalidValue,
+            h.url.span,
+            format!("`{}` is not an http:// or https:// URL", h.url.value),
+        );
+    }
+    let mut expect = Expect {
+        status: vec![StatusMatch::Class(2)],
+        body_contains: None,
+        json: Vec::new(),
+        max_latency: None,
+    };
+    if let Some(e) = h.expect.as_ref().and_then(|e| e.0.as_ref()) {
+        if let Some(s) = &e.status {
+            expect.status = status(ds, &s.0);
+        }
+        expect.body_contains = e.body_contains.as_ref().map(|b| b.value.clone());
+        for (ptr, v) in &e.json {
+            if !ptr.is_empty() && !ptr.starts_with('/') {
+                ds.error(
+                    Code::InvalidValue,
+                    ptr.span,
+                    format!("`{}` is not a JSON pointer", ptr.value),
+                )
+                .help = Some(format!(
+                    "JSON pointers start with `/`, e.g. `/{}`",
+                    ptr.value.replace('.', "/")
+                ));
+            }
+            expect.json.push((ptr.value.clone(), v.0.to_json()));
+        }
+        expect.max_latency = e.max_latency.as_ref().map(|m| dur(ds, m));
+    }
+    Http {
+        url: h.url.value.clone(),
+        method,
+        headers: h
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.value.clone()))
+            .collect(),
+        body: h.body.as_ref().map(|b| b.0.to_json()),
+        expect,
+    }
+}
+
+fn status(ds: &mut Diagnostics, n: &Node) -> Vec<StatusMatch> {
+    let one = |ds: &mut Diagnostics, n: &Node| -> Option<StatusMatch> {
+        match &n.value {
+            Value::Int(c) if (100..=599).contains(c) => Some(StatusMatch::Code(*c as u16)),
+            Value::Str(s)
+                if s.len() == 3
+                    && s.ends_with("xx")
+                    && (b'1'..=b'5').contains(&s.as_bytes()[0]) =>
+            {
+                Some(StatusMatch::Class(u16::from(s.as_bytes()[0] - b'0')))
+            }
+            _ => {
+                ds.error(
+                    Code::InvalidValue,
+                    n.span,
+                    format!("`{}` is not an HTTP status: write a code such as 200 or a class such as 2xx", n.scalar_text()),
+                );
+                None
+            }
+        }
+    };
+    match &n.value {
+        Value::Seq(items) => items.iter().filter_map(|i| one(ds, i)).collect(),
+        _ => one(ds, n).into_iter().collect(),
+    }
+}
+
+/// Picks the provider a metric or flag step uses.
+fn choose_provider(
+    ds: &mut Diagnostics,
+    ctx: &StepCtx<'_>,
+    named: Option<&Spanned<String>>,
+    fits: fn(ProviderKind) -> bool,
+    what: &str,
+    at: Span,
+) -> Result<Option<String>, ()> {
+    if let Some(name) = named {
+        return match ctx.providers.iter().find(|p| p.name == name.value) {
+            Some(p) if fits(p.kind) => Ok(Some(p.name.clone())),
+            Some(p) => {
+                ds.error(
+                    Code::ProviderKind,
+                    name.span,
+                    format!(
+                        "provider `{}` is a {} provider and cannot serve a {what} step",
+                        p.name,
+                        p.kind.name()
+                    ),
+                );
+                Err(())
+            }
+            None => {
+                let d = ds.error(
+                    Code::UnknownProvider,
+                    name.span,
+                    format!("no provider named `{}`", name.value),
+                );
+                if let Some(m) =
+                    did_you_mean(&name.value, ctx.providers.iter().map(|p| p.name.as_str()))
+                {
+                    d.help = Some(format!("did you mean `{m}`?"));
+                }
+                Err(())
+            }
+        };
+    }
+    let candidates: Vec<&Provider> = ctx.providers.iter().filter(|p| fits(p.kind)).collect();
+    match candidates.as_slice() {
+        [one] => Ok(Some(one.name.clone())),
+        [] => Ok(None),
+        many => {
+            let names: Vec<&str> = many.iter().map(|p| p.name.as_str()).collect();
+            ds.error(
+                Code::AmbiguousProvider,
+                at,
+                format!(
+                    "this {what} step names no provider and several could serve it: {}",
+                    names.join(", ")
+                ),
+            )
+            .help = Some("add `provider: NAME`".into());
+            Err(())
+        }
+    }
+}
+
+fn metric(ds: &mut Diagnostics, ctx: &StepCtx<'_>, m: &MetricSpec) -> Metric {
+    let provider = match choose_provider(
+        ds,
+        ctx,
+        m.provider.as_ref(),
+        ProviderKind::serves_metrics,
+        "metric",
+        m.query.span,
+    ) {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            ds.error(
+                Code::UnknownProvider,
+                m.query.span,
+                "no metric provider is declared",
+            )
+            .help = Some(
+                "declare one under `providers:` with `kind: prometheus` or `kind: command`".into(),
+            );
+            String::new()
+        }
+        Err(()) => String::new(),
+    };
+    let samples = m
+        .samples
+        .as_ref()
+        .map_or(Num::Fixed(1), |n| num(ds, n, 1, "`samples`"));
+    let failure_limit = m
+        .failure_limit
+        .as_ref()
+        .map_or(Num::Fixed(0), |n| num(ds, n, 0, "`failure_limit`"));
+    if let (Num::Fixed(s), Num::Fixed(f), Some(fl)) = (&samples, &failure_limit, &m.failure_limit) {
+        if f >= s {
+            ds.error(
+                Code::InvalidNumber,
+                fl.span,
+                format!(
+                    "`failure_limit` {f} is not below `samples` {s}: the gate could never fail"
+                ),
+            );
+        }
+    }
+    Metric {
+        provider,
+        query: m.query.value.clone(),
+        condition: m.condition.value.clone(),
+        interval: m
+            .interval
+            .as_ref()
+            .map_or(Dur::Fixed(Duration::from_secs(30)), |i| dur(ds, i)),
+        samples,
+        failure_limit,
+        on_no_data: m.on_no_data.unwrap_or_default(),
+        at: m.at.as_ref().map(|a| a.0.to_json()),
+    }
+}
+
+fn approval(ds: &mut Diagnostics, a: &ApprovalSpec) -> Approval {
+    let required = a
+        .required
+        .as_ref()
+        .map_or(Num::Fixed(1), |n| num(ds, n, 1, "`required`"));
+    if let (Some(list), Num::Fixed(r)) = (&a.approvers, &required) {
+        let mut distinct: Vec<&str> = list.value.iter().map(|s| s.value.as_str()).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if (*r as usize) > distinct.len() {
+            let at = a.required.as_ref().map_or(list.span, |r| r.span);
+            ds.error(
+                Code::ApprovalQuorum,
+                at,
+                format!(
+                    "{r} approvals are required but only {} distinct approvers are listed",
+                    distinct.len()
+                ),
+            );
+        }
+    }
+    Approval {
+        message: a.message.as_ref().map(|m| m.value.clone()),
+        approvers: a
+            .approvers
+            .as_ref()
+            .map(|l| l.value.iter().map(|s| s.value.clone()).collect()),
+        required,
+        timeout: a.timeout.as_ref().map(|t| dur(ds, t)),
+        allow_self_approval: a.allow_self_approval,
+    }
+}
+
+fn flag(ds: &mut Diagnostics, ctx: &StepCtx<'_>, f: &FlagSpec) -> Flag {
+    let provider = choose_provider(
+        ds,
+        ctx,
+        f.provider.as_ref(),
+        ProviderKind::serves_flags,
+        "flag",
+        f.name.span,
+    )
+    .ok()
+    .flatten();
+    Flag {
+        provider,
+        name: f.name.value.clone(),
+        value: f.value.0.to_json(),
+    }
+}

@@ -1,0 +1,397 @@
+//! Template rules: every string compiles, every name it reads exists, and a
+//! step only reads `steps.X` where X surely ran before it (X is an ancestor in
+//! the graph). `when` and `condition` must compile as expressions.
+
+use std::collections::HashSet;
+
+use crate::diagnostics::{did_you_mean, Code, Diagnostics};
+use crate::graph::{Ancestors, StepGraph};
+use crate::runbook::{Param, Phase};
+use crate::spec::{
+    BodySpec, Checked, IntOrTemplate, Node, RollbackSpec, RunbookSpec, Span, Spanned, StepSpec,
+    Value,
+};
+use crate::template::{self, is_template, GLOBAL_FUNCTIONS, ROOTS, RUN_KEYS};
+
+use super::StepIndex;
+
+/// Where a template sits decides what it may read.
+#[derive(Clone, Copy)]
+enum Scope {
+    /// `vars` entry `n`: params, env, and vars before it.
+    Var(usize),
+    /// `env`, `lock`, providers: params, vars, secrets, env, run.
+    Top,
+    /// A main step; `rollback` is true inside its rollback bodies.
+    Main { idx: usize, rollback: bool },
+    /// An `on_failure` or `finally` step: any main step, earlier steps of its list.
+    Aux { phase: Phase, idx: usize },
+}
+
+struct Names<'a> {
+    params: Vec<&'a str>,
+    vars: Vec<&'a str>,
+    secrets: Vec<&'a str>,
+    index: &'a StepIndex,
+    ancestors: Option<Ancestors>,
+}
+
+pub(super) fn check(
+    ds: &mut Diagnostics,
+    spec: &RunbookSpec,
+    index: &StepIndex,
+    graph: Option<&StepGraph>,
+    params: &[Param],
+) {
+    let mut names = Names {
+        params: params.iter().map(|p| p.name.as_str()).collect(),
+        vars: spec.vars.keys().map(|k| k.value.as_str()).collect(),
+        secrets: spec.secrets.keys().map(|k| k.value.as_str()).collect(),
+        index,
+        ancestors: None,
+    };
+    let reads_steps = |s: &StepSpec| {
+        let mut found = false;
+        each_string(s, &mut |t, _, _| found |= t.contains("steps"));
+        found
+    };
+    if spec
+        .steps
+        .iter()
+        .filter_map(|s| s.0.as_ref())
+        .any(reads_steps)
+    {
+        names.ancestors = graph.map(StepGraph::ancestors);
+    }
+
+    for (i, (_, v)) in spec.vars.iter().enumerate() {
+        each_node_string(&v.0, &mut |t, span| {
+            one(ds, &names, t, span, Expr::Template, Scope::Var(i))
+        });
+    }
+    for v in spec.env.values() {
+        one(ds, &names, &v.value, v.span, Expr::Template, Scope::Top);
+    }
+    if let Some(l) = &spec.lock {
+        one(ds, &names, &l.value, l.span, Expr::Template, Scope::Top);
+    }
+    for p in spec.providers.values().filter_map(|p| p.0.as_ref()) {
+        for s in p.url.iter().chain(p.path.iter()).chain(p.headers.values()) {
+            one(ds, &names, &s.value, s.span, Expr::Template, Scope::Top);
+        }
+    }
+    let lists = [
+        (Phase::Main, &spec.steps),
+        (Phase::OnFailure, &spec.on_failure),
+        (Phase::Finally, &spec.finally),
+    ];
+    for (phase, list) in lists {
+        for (idx, s) in list.iter().enumerate() {
+            let Some(s) = &s.0 else { continue };
+            let scope = match phase {
+                Phase::Main => Scope::Main {
+                    idx,
+                    rollback: false,
+                },
+                _ => Scope::Aux { phase, idx },
+            };
+            each_string(s, &mut |t, span, expr| {
+                one(ds, &names, t, span, expr, scope)
+            });
+            if let Some(Checked(Some(RollbackSpec::Bodies(bodies)))) = &s.rollback {
+                let scope = match scope {
+                    Scope::Main { idx, .. } => Scope::Main {
+                        idx,
+                        rollback: true,
+                    },
+                    other => other,
+                };
+                for b in bodies {
+                    each_body_string(b, &mut |t, span, expr| {
+                        one(ds, &names, t, span, expr, scope)
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Which strings are templates: (text, span, is_expression). `condition` may read `value`.
+fn each_string(s: &StepSpec, f: &mut dyn FnMut(&str, Span, Expr)) {
+    if let Some(w) = &s.when {
+        f(&w.value, w.span, Expr::When);
+    }
+    common(
+        f,
+        s.timeout.as_ref(),
+        s.retry.as_ref(),
+        &s.env,
+        s.cwd.as_ref(),
+        s.shell.as_ref(),
+        s.http.iter().filter_map(|h| h.0.as_ref()),
+        s.metric.as_ref().and_then(|m| m.0.as_ref()),
+        s.approval.as_ref().and_then(|a| a.0.as_ref()),
+        s.flag.as_ref().and_then(|f| f.0.as_ref()),
+    );
+}
+
+fn each_body_string(b: &Spanned<BodySpec>, f: &mut dyn FnMut(&str, Span, Expr)) {
+    common(
+        f,
+        b.timeout.as_ref(),
+        b.retry.as_ref(),
+        &b.env,
+        b.cwd.as_ref(),
+        b.shell.as_ref(),
+        b.http.iter().filter_map(|h| h.0.as_ref()),
+        b.metric.as_ref().and_then(|m| m.0.as_ref()),
+        b.approval.as_ref().and_then(|a| a.0.as_ref()),
+        b.flag.as_ref().and_then(|f| f.0.as_ref()),
+    );
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Expr {
+    Template,
+    When,
+    Condition,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn common<'a>(
+    f: &mut dyn FnMut(&str, Span, Expr),
+    timeout: Option<&Spanned<String>>,
+    retry: Option<&Checked<crate::spec::RetrySpec>>,
+    env: &indexmap::IndexMap<Spanned<String>, Spanned<String>>,
+    cwd: Option<&Spanned<String>>,
+    shell: Option<&Spanned<String>>,
+    http: impl Iterator<Item = &'a crate::spec::HttpSpec>,
+    metric: Option<&crate::spec::MetricSpec>,
+    approval: Option<&crate::spec::ApprovalSpec>,
+    flag: Option<&crate::spec::FlagSpec>,
+) {
+    let mut t = |s: &Spanned<String>| f(&s.value, s.span, Expr::Template);
+    timeout.into_iter().for_each(&mut t);
+    env.values().for_each(&mut t);
+    cwd.into_iter().for_each(&mut t);
+    shell.into_iter().for_each(&mut t);
+    let num = |n: &Spanned<IntOrTemplate>, f: &mut dyn FnMut(&str, Span, Expr)| {
+        if let IntOrTemplate::Template(s) = &n.value {
+            f(s, n.span, Expr::Template);
+        }
+    };
+    if let Some(r) = retry.and_then(|r| r.0.as_ref()) {
+        r.delay
+            .iter()
+            .chain(r.max_delay.iter())
+            .for_each(|s| f(&s.value, s.span, Expr::Template));
+        if let Some(a) = &r.attempts {
+            num(a, f);
+        }
+    }
+    for h in http {
+        f(&h.url.value, h.url.span, Expr::Template);
+        h.method
+            .iter()
+            .chain(h.headers.values())
+            .for_each(|s| f(&s.value, s.span, Expr::Template));
+        if let Some(b) = &h.body {
+            each_node_string(&b.0, &mut |s, sp| f(s, sp, Expr::Template));
+        }
+        if let Some(e) = h.expect.as_ref().and_then(|e| e.0.as_ref()) {
+            e.body_contains
+                .iter()
+                .chain(e.max_latency.iter())
+                .for_each(|s| f(&s.value, s.span, Expr::Template));
+            for v in e.json.values() {
+                each_node_string(&v.0, &mut |s, sp| f(s, sp, Expr::Template));
+            }
+        }
+    }
+    if let Some(m) = metric {
+        f(&m.query.value, m.query.span, Expr::Template);
+        f(&m.condition.value, m.condition.span, Expr::Condition);
+        if let Some(i) = &m.interval {
+            f(&i.value, i.span, Expr::Template);
+        }
+        for n in m.samples.iter().chain(m.failure_limit.iter()) {
+            num(n, f);
+        }
+        if let Some(a) = &m.at {
+            each_node_string(&a.0, &mut |s, sp| f(s, sp, Expr::Template));
+        }
+    }
+    if let Some(a) = approval {
+        a.message
+            .iter()
+            .chain(a.timeout.iter())
+            .for_each(|s| f(&s.value, s.span, Expr::Template));
+        if let Some(r) = &a.required {
+            num(r, f);
+        }
+    }
+    if let Some(fl) = flag {
+        f(&fl.name.value, fl.name.span, Expr::Template);
+        each_node_string(&fl.value.0, &mut |s, sp| f(s, sp, Expr::Template));
+    }
+}
+
+fn each_node_string(n: &Node, f: &mut dyn FnMut(&str, Span)) {
+    match &n.value {
+        Value::Str(s) => f(s, n.span),
+        Value::Seq(items) => items.iter().for_each(|i| each_node_string(i, f)),
+        Value::Map(entries) => entries.iter().for_each(|(_, v)| each_node_string(v, f)),
+        _ => {}
+    }
+}
+
+fn one(ds: &mut Diagnostics, names: &Names<'_>, text: &str, span: Span, kind: Expr, scope: Scope) {
+    let expression = kind != Expr::Template;
+    if !expression && !is_template(text) {
+        return;
+    }
+    let reads = match template::reads(text, expression) {
+        Ok(r) => r,
+        Err(e) => {
+            let code = if expression {
+                Code::ExpressionSyntax
+            } else {
+                Code::TemplateSyntax
+            };
+            let what = match kind {
+                Expr::When => "`when` expression",
+                Expr::Condition => "`condition` expression",
+                Expr::Template => "template",
+            };
+            let detail = e
+                .detail()
+                .map_or_else(|| e.kind().to_string(), ToString::to_string);
+            let line = match e.line() {
+                Some(l) if text.trim_end().contains('\n') => format!(" (line {l} of the template)"),
+                _ => String::new(),
+            };
+            ds.error(
+                code,
+                span,
+                format!("{what} does not compile: {detail}{line}"),
+            );
+            return;
+        }
+    };
+    let mut reported = HashSet::new();
+    for name in reads {
+        if let Some((msg, help, code)) = check_read(names, &name, kind, scope) {
+            if reported.insert(msg.clone()) {
+                let d = ds.error(code, span, msg);
+                d.help = help;
+            }
+        }
+    }
+}
+
+type Problem = (String, Option<String>, Code);
+
+fn check_read(names: &Names<'_>, name: &str, kind: Expr, scope: Scope) -> Option<Problem> {
+    let mut parts = name.split('.');
+    let root = parts.next().unwrap_or_default();
+    let key = parts.next();
+    let missing = |what: &str, key: &str, known: &[&str]| -> Problem {
+        let help =
+            did_you_mean(key, known.iter().copied()).map(|m| format!("did you mean `{what}.{m}`?"));
+        (
+            format!("`{what}.{key}` is not defined"),
+            help,
+            Code::UndefinedName,
+        )
+    };
+    match root {
+        "params" => key
+            .filter(|k| !names.params.contains(k))
+            .map(|k| missing("params", k, &names.params)),
+        "secrets" => key
+            .filter(|k| !names.secrets.contains(k))
+            .map(|k| missing("secrets", k, &names.secrets)),
+        "vars" => {
+            let visible: &[&str] = match scope {
+                Scope::Var(i) => &names.vars[..i],
+                _ => &names.vars,
+            };
+            let k = key?;
+            if visible.contains(&k) {
+                return None;
+            }
+            if names.vars.contains(&k) {
+                return Some((
+                    format!("`vars.{k}` is defined below this var; vars are rendered in order"),
+                    None,
+                    Code::UndefinedName,
+                ));
+            }
+            Some(missing("vars", k, &names.vars))
+        }
+        "env" => None,
+        "run" => key
+            .filter(|k| !RUN_KEYS.contains(k))
+            .map(|k| missing("run", k, RUN_KEYS)),
+        "step" => match scope {
+            Scope::Main { rollback: true, .. } => None,
+            _ => Some((
+                "`step` is only defined inside a rollback body".into(),
+                Some("use `steps.<id>` to read another step".into()),
+                Code::UndefinedName,
+            )),
+        },
+        "value" if kind == Expr::Condition => None,
+        "value" => Some((
+            "`value` is only defined in a metric `condition`".into(),
+            None,
+            Code::UndefinedName,
+        )),
+        "steps" => {
+            let k = key?;
+            let Some(&(phase, j)) = names.index.ids.get(k) else {
+                let ids: Vec<&str> = names.index.ids.keys().map(String::as_str).collect();
+                let help = did_you_mean(k, ids.iter().copied())
+                    .map(|m| format!("did you mean `steps.{m}`?"));
+                return Some((
+                    format!("`steps.{k}` names no step"),
+                    help,
+                    Code::UndefinedName,
+                ));
+            };
+            let ok = match scope {
+                Scope::Main { idx, rollback } => {
+                    phase == Phase::Main
+                        && ((rollback && j == idx)
+                            || names
+                                .ancestors
+                                .as_ref()
+                                .is_none_or(|a| a.is_ancestor(j, idx)))
+                }
+                Scope::Aux { phase: p, idx } => phase == Phase::Main || (phase == p && j < idx),
+                Scope::Var(_) | Scope::Top => false,
+            };
+            if ok {
+                return None;
+            }
+            let help = match scope {
+                Scope::Main { .. } if phase == Phase::Main => Some(format!(
+                    "add `{k}` to this step's `needs` (directly or through a step that needs it)"
+                )),
+                _ => None,
+            };
+            Some((
+                format!("reads `steps.{k}`, which does not surely run before this point"),
+                help,
+                Code::NotAncestor,
+            ))
+        }
+        r if GLOBAL_FUNCTIONS.contains(&r) => None,
+        r => {
+            let help = did_you_mean(r, ROOTS.iter().copied())
+                .map(|m| format!("did you mean `{m}`?"))
+                .or_else(|| Some(format!("templates can read {}", ROOTS.join(", "))));
+            Some((format!("`{r}` is not defined"), help, Code::UndefinedName))
+        }
+    }
+}
