@@ -62,8 +62,39 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
+    /// Run a runbook.
+    Run(RunArgs),
     /// Print the JSON Schema of the runbook format.
     Schema,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    pub file: PathBuf,
+    /// A parameter value, `name=value`.
+    #[arg(long = "param", value_parser = parse_kv)]
+    pub params: Vec<(String, String)>,
+    /// The run's id (default: generated and printed at start).
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// Approve this approval step as the identity running the command.
+    #[arg(long = "approve")]
+    pub approve: Vec<String>,
+    /// Identity of the person running (default: $RUNBOOK_USER, else the login name).
+    #[arg(long = "as")]
+    pub identity: Option<String>,
+    /// Write a JSON report of the run to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// `text` (live view or plain lines) or `json` (one JSON object per line).
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -93,7 +124,7 @@ pub fn main() -> i32 {
     run(cli) as i32
 }
 
-fn color_stderr() -> bool {
+pub(crate) fn color_stderr() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
 }
 
@@ -181,6 +212,7 @@ pub fn run(cli: Cli) -> Exit {
             print!("{}", plan::render(&plan, format));
             Exit::Succeeded
         }
+        Command::Run(args) => crate::run::run(&cli.state_dir, args),
         Command::Schema => {
             print!("{}", crate::schema::json());
             Exit::Succeeded

@@ -31,7 +31,14 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             "m" => 60_000,
             "h" => 3_600_000,
             "d" => 86_400_000,
-            "" => return Err(format!("`{text}` has no unit; write e.g. `{n}s` or `{n}m`")),
+            "" if rest.is_empty() => {
+                return Err(format!("`{text}` has no unit; write e.g. `{n}s` or `{n}m`"))
+            }
+            "" => {
+                return Err(format!(
+                    "`{text}` is not a duration; write e.g. `30s`, `5m`, `2h`, `1d`"
+                ))
+            }
             other => {
                 return Err(format!(
                     "unknown unit `{other}` in `{text}`; units are ms, s, m, h, d"

@@ -11,7 +11,7 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 
 use minijinja::value::{Object, Value};
-use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
+use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior};
 
 /// Names a template may use at the top level.
 pub const ROOTS: &[&str] = &[
@@ -38,18 +38,37 @@ pub fn environment() -> &'static Environment<'static> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(true);
-        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        // Shell scripts are rendered under the name `script.sh`: every value
+        // written into them is shell-quoted unless marked safe (`| quote`
+        // already quoted it; `| safe` is the author asking for raw code).
+        env.set_auto_escape_callback(|name| {
+            if name.ends_with(".sh") {
+                AutoEscape::Custom("shell")
+            } else {
+                AutoEscape::None
+            }
+        });
+        env.set_formatter(|out, state, value| {
+            if matches!(state.auto_escape(), AutoEscape::Custom("shell")) && !value.is_safe() {
+                let text = match value.as_str() {
+                    Some(s) => s.to_string(),
+                    None => value.to_string(),
+                };
+                return out.write_str(&shell_quote(&text)).map_err(Error::from);
+            }
+            minijinja::escape_formatter(out, state, value)
+        });
         env.set_recursion_limit(64);
         env.add_filter("quote", quote_filter);
         env
     })
 }
 
-fn quote_filter(v: Value) -> String {
-    match v.as_str() {
+fn quote_filter(v: Value) -> Value {
+    Value::from_safe_string(match v.as_str() {
         Some(s) => shell_quote(s),
         None => shell_quote(&v.to_string()),
-    }
+    })
 }
 
 /// POSIX shell single-quoting: the result is always one word, never code.
@@ -92,18 +111,71 @@ pub fn render_str(source: &str, ctx: &Value) -> Result<String, Error> {
     environment().render_str(source, ctx)
 }
 
+/// Renders a shell script: values are quoted as single shell words.
+pub fn render_shell(source: &str, ctx: &Value) -> Result<String, Error> {
+    if !is_template(source) {
+        return Ok(source.to_string());
+    }
+    environment()
+        .template_from_named_str("script.sh", source)?
+        .render(ctx)
+}
+
 /// Renders a string keeping the type of a sole expression.
 pub fn render_value(source: &str, ctx: &Value) -> Result<Value, Error> {
     if let Some(expr) = sole_expression(source) {
-        let e = environment().compile_expression(expr)?;
+        let e = compile_expression(expr)?;
         return e.eval(ctx);
     }
     render_str(source, ctx).map(Value::from)
 }
 
+/// Compiles a standalone expression (`when`, `condition`, a sole `{{ ... }}`).
+///
+/// minijinja 2.x panics ("empty lexer stack") on an expression with a `}}` at
+/// bracket depth 0 followed by more input, e.g. `a }} b`: the `}}` closes a
+/// variable block that was never opened. Such a `}}` is never valid in an
+/// expression, so it is refused here as a syntax error before minijinja sees it.
+fn compile_expression<'s>(expr: &'s str) -> Result<minijinja::Expression<'s, 's>, Error> {
+    if has_stray_variable_end(expr) {
+        return Err(Error::new(
+            ErrorKind::SyntaxError,
+            "unexpected `}}`: an expression is written without `{{ }}`",
+        ));
+    }
+    let env: &'s Environment<'s> = environment();
+    env.compile_expression(expr)
+}
+
+/// Whether `expr` has a `}}` (or `-}}`, `+}}`) outside string literals and
+/// brackets, where minijinja's lexer would read it as the end of a variable block.
+fn has_stray_variable_end(expr: &str) -> bool {
+    let b = expr.as_bytes();
+    let mut depth: isize = 0;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"') => {
+                // Skip the string literal; an unterminated one ends lexing.
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'-' | b'+' if depth == 0 && b[i + 1..].starts_with(b"}}") => return true,
+            b'}' if depth == 0 && b[i + 1..].starts_with(b"}") => return true,
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => depth -= 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
 /// Evaluates an expression (`when`, `condition`) to a boolean.
 pub fn eval_bool(expr: &str, ctx: &Value) -> Result<bool, Error> {
-    let e = environment().compile_expression(expr)?;
+    let e = compile_expression(expr)?;
     let v = e.eval(ctx)?;
     if v.is_undefined() {
         return Err(Error::new(
@@ -143,7 +215,7 @@ pub fn render_json(v: &serde_json::Value, ctx: &Value) -> Result<serde_json::Val
 pub fn reads(source: &str, expression: bool) -> Result<Vec<String>, Error> {
     let env = environment();
     let mut names: Vec<String> = if expression {
-        env.compile_expression(source)?
+        compile_expression(source)?
             .undeclared_variables(true)
             .into_iter()
             .collect()
@@ -212,6 +284,25 @@ mod tests {
     }
 
     #[test]
+    fn shell_scripts_quote_values_unless_safe() {
+        let ctx = context! { params => context! { x => "a; rm -rf /", n => 3 } };
+        assert_eq!(
+            render_shell("echo {{ params.x }}", &ctx).unwrap(),
+            r"echo 'a; rm -rf /'"
+        );
+        assert_eq!(
+            render_shell("echo {{ params.x | quote }}", &ctx).unwrap(),
+            r"echo 'a; rm -rf /'"
+        );
+        assert_eq!(render_shell("echo {{ params.n }}", &ctx).unwrap(), "echo 3");
+        assert_eq!(
+            render_shell("{{ params.x | safe }}", &ctx).unwrap(),
+            "a; rm -rf /"
+        );
+        assert_eq!(render_str("{{ params.x }}", &ctx).unwrap(), "a; rm -rf /");
+    }
+
+    #[test]
     fn sole_expression_keeps_type() {
         let ctx = context! { params => context! { n => 10 } };
         let v = render_value("{{ params.n }}", &ctx).unwrap();
@@ -232,6 +323,34 @@ mod tests {
         assert_eq!(
             r,
             vec!["params.x".to_string(), "steps.a.outputs.url".to_string()]
+        );
+    }
+
+    /// Found by fuzzing: `when: a }} b` panicked inside minijinja's lexer.
+    #[test]
+    fn stray_closing_braces_in_expression_are_an_error_not_a_panic() {
+        for expr in [
+            "a }} b",
+            "a -}} b",
+            "a }}}} b",
+            "a }} }}",
+            "x == \"y\" }} {{ z",
+            "a }}",
+        ] {
+            assert!(reads(expr, true).is_err(), "{expr}");
+            assert!(eval_bool(expr, &Value::UNDEFINED).is_err(), "{expr}");
+        }
+        // Braces inside brackets or strings are not a block end.
+        assert!(reads("{'a': {'b': 1}} == x", true).is_ok());
+        assert!(reads("x == '}} y'", true).is_ok());
+        assert!(reads("x == \"a\\\"}}\"", true).is_ok());
+        let v = crate::validate::validate_text(
+            "version: 1\nname: t\nsteps:\n  - id: a\n    when: a }} b\n    shell: x\n",
+        );
+        assert!(v.runbook.is_none());
+        assert_eq!(
+            v.diagnostics[0].code,
+            crate::diagnostics::Code::ExpressionSyntax
         );
     }
 

@@ -264,7 +264,8 @@ fn num_text(n: &Num, ctx: &Value) -> String {
 /// Lines describing what an action does.
 fn describe(a: &Action, rb: &Runbook, ctx: &Value) -> Vec<String> {
     match &a.kind {
-        ActionKind::Shell { script } => show(script, ctx)
+        ActionKind::Shell { script } => template::render_shell(script, ctx)
+            .unwrap_or_else(|e| format!("<cannot render: {}>", e.detail().unwrap_or("error")))
             .trim_end()
             .lines()
             .map(|l| format!("$ {l}"))

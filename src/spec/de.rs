@@ -72,7 +72,7 @@ impl de::Error for DeError {
         DeError {
             code: Code::WrongType,
             span: None,
-            message: format!("expected {exp}, found {}", describe(&unexp)),
+            message: format!("expected {}, found {}", expected(exp), describe(&unexp)),
             help: None,
         }
     }
@@ -81,7 +81,11 @@ impl de::Error for DeError {
         DeError {
             code: Code::InvalidValue,
             span: None,
-            message: format!("invalid value {}, expected {exp}", describe(&unexp)),
+            message: format!(
+                "invalid value {}, expected {}",
+                describe(&unexp),
+                expected(exp)
+            ),
             help: None,
         }
     }
@@ -103,6 +107,20 @@ impl de::Error for DeError {
             message: format!("missing required field `{field}`"),
             help: None,
         }
+    }
+}
+
+/// What serde expected, in an author's words rather than Rust's (`u32`, `a sequence`).
+fn expected(exp: &dyn de::Expected) -> String {
+    let text = exp.to_string();
+    match text.as_str() {
+        "u8" | "u16" | "u32" | "u64" | "i8" | "i16" | "i32" | "i64" | "usize" => {
+            "a whole number".into()
+        }
+        "f32" | "f64" => "a number".into(),
+        "a sequence" => "a list".into(),
+        "a map" => "a mapping".into(),
+        _ => text,
     }
 }
 

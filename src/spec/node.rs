@@ -221,6 +221,7 @@ fn resolve_plain(text: &str) -> Value {
 }
 
 struct Builder<'a> {
+    text: &'a str,
     parser: Parser<'a, saphyr_parser::StrInput<'a>>,
     anchors: std::collections::HashMap<usize, Node>,
     nodes: usize,
@@ -235,12 +236,18 @@ impl<'a> Builder<'a> {
             Some(Ok((ev, sp))) => Ok((ev, span(&sp))),
             Some(Err(e)) => {
                 let m = e.marker();
+                let mut at = Span::point(
+                    u32::try_from(m.line()).unwrap_or(u32::MAX),
+                    u32::try_from(m.col() + 1).unwrap_or(u32::MAX),
+                );
+                // The scanner reports "found a tab" at the start of the plain
+                // scalar it was reading, which can be lines above the tab.
+                if e.info().contains("found a tab") {
+                    at = tab_after(self.text, m.index()).unwrap_or(at);
+                }
                 Err(Box::new(Diagnostic::new(
                     Code::YamlSyntax,
-                    Span::point(
-                        u32::try_from(m.line()).unwrap_or(u32::MAX),
-                        u32::try_from(m.col() + 1).unwrap_or(u32::MAX),
-                    ),
+                    at,
                     format!("invalid YAML: {}", e.info()),
                 )))
             }
@@ -250,6 +257,30 @@ impl<'a> Builder<'a> {
                 "unexpected end of YAML input",
             ))),
         }
+    }
+
+    /// A syntax error inside a flow collection (`[...]`, `{...}`) that began
+    /// on an earlier line is most often a missing `]` or `}`: say where the
+    /// collection opened, since the parser only notices lines later.
+    fn unclosed(&self, mut d: Box<Diagnostic>, start: Span, open: char) -> Box<Diagnostic> {
+        let opened_here = self
+            .text
+            .lines()
+            .nth((start.start.line as usize).saturating_sub(1))
+            .and_then(|l| l.chars().nth((start.start.col as usize).saturating_sub(1)))
+            == Some(open);
+        if d.code == Code::YamlSyntax
+            && d.notes.is_empty()
+            && opened_here
+            && d.span.start.line > start.start.line
+        {
+            let close = if open == '[' { ']' } else { '}' };
+            d.notes.push(format!(
+                "inside the `{open}` opened at line {}, column {}; is a `{close}` missing?",
+                start.start.line, start.start.col
+            ));
+        }
+        d
     }
 
     fn tally(&mut self, n: usize, at: Span) -> BuildResult<()> {
@@ -301,7 +332,7 @@ impl<'a> Builder<'a> {
                 self.tally(1, sp)?;
                 let mut items = Vec::new();
                 let end = loop {
-                    let (ev, isp) = self.next()?;
+                    let (ev, isp) = self.next().map_err(|d| self.unclosed(d, sp, '['))?;
                     if matches!(ev, Event::SequenceEnd) {
                         break isp;
                     }
@@ -324,12 +355,12 @@ impl<'a> Builder<'a> {
                 let mut entries: Vec<(Node, Node)> = Vec::new();
                 let mut merged: Vec<(Node, Node)> = Vec::new();
                 let end = loop {
-                    let (ev, ksp) = self.next()?;
+                    let (ev, ksp) = self.next().map_err(|d| self.unclosed(d, sp, '{'))?;
                     if matches!(ev, Event::MappingEnd) {
                         break ksp;
                     }
                     let key = self.node(ev, ksp, depth + 1)?;
-                    let (ev, vsp) = self.next()?;
+                    let (ev, vsp) = self.next().map_err(|d| self.unclosed(d, sp, '{'))?;
                     let value = self.node(ev, vsp, depth + 1)?;
                     if key.as_str() == Some("<<") {
                         match value.value {
@@ -395,6 +426,26 @@ impl<'a> Builder<'a> {
     }
 }
 
+/// The position of the first tab used as indentation at or after character
+/// `from` of `text`.
+fn tab_after(text: &str, from: usize) -> Option<Span> {
+    let (mut line, mut col, mut leading) = (1u32, 1u32, true);
+    for (i, c) in text.chars().enumerate() {
+        match c {
+            '\t' if leading && i >= from => return Some(Span::point(line, col)),
+            '\n' => {
+                line += 1;
+                col = 0;
+                leading = true;
+            }
+            ' ' | '\t' => {}
+            _ => leading = false,
+        }
+        col += 1;
+    }
+    None
+}
+
 /// Parses one YAML document into a spanned tree, within `budget`.
 pub fn parse(text: &str, budget: Budget) -> Result<Node, Box<Diagnostic>> {
     if text.len() > budget.max_bytes {
@@ -409,6 +460,7 @@ pub fn parse(text: &str, budget: Budget) -> Result<Node, Box<Diagnostic>> {
         )));
     }
     let mut b = Builder {
+        text,
         parser: Parser::new_from_str(text),
         anchors: Default::default(),
         nodes: 0,

@@ -276,7 +276,10 @@ impl<'de> Deserialize<'de> for RollbackSpec {
                 items.iter().filter_map(body).collect(),
             )),
             _ => Err(de::Error::invalid_type(
-                de::Unexpected::Other(node.kind_name()),
+                de::Unexpected::Other(match &node.value {
+                    Value::Seq(_) => "an empty list",
+                    _ => node.kind_name(),
+                }),
                 &"`false`, a step body, or a non-empty list of step bodies",
             )),
         }

@@ -11,12 +11,12 @@ mod params;
 mod steps;
 mod templates;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::diagnostics::{did_you_mean, Code, Diagnostic, Diagnostics};
 use crate::graph::StepGraph;
 use crate::runbook::{Phase, Provider, Runbook, Secret, SecretSource};
-use crate::spec::{Loaded, RunbookSpec, Span, StepSpec};
+use crate::spec::{Loaded, Node, RunbookSpec, Span, StepSpec};
 
 /// The outcome of validating one file.
 pub struct Validated {
@@ -31,8 +31,9 @@ pub fn validate(loaded: Loaded) -> Validated {
     for d in loaded.diagnostics {
         ds.push(d);
     }
+    let root = loaded.root.as_ref();
     let runbook = loaded.spec.and_then(|spec| {
-        let rb = convert(&spec, &mut ds);
+        let rb = convert(&spec, root, &mut ds);
         (!ds.has_errors()).then_some(rb).flatten()
     });
     Validated {
@@ -56,9 +57,12 @@ pub fn is_valid_id(id: &str) -> bool {
 /// Step ids in every list, with where each was declared.
 pub(crate) struct StepIndex {
     pub ids: HashMap<String, (Phase, usize)>,
+    /// Ids of steps that failed to load (already reported): reading them or
+    /// naming them in `needs` is not a second error.
+    pub broken: HashSet<String>,
 }
 
-fn convert(spec: &RunbookSpec, ds: &mut Diagnostics) -> Option<Runbook> {
+fn convert(spec: &RunbookSpec, root: Option<&Node>, ds: &mut Diagnostics) -> Option<Runbook> {
     if *spec.version != 1 {
         ds.error(
             Code::UnsupportedVersion,
@@ -96,6 +100,13 @@ fn convert(spec: &RunbookSpec, ds: &mut Diagnostics) -> Option<Runbook> {
     }
 
     let mut providers = Vec::new();
+    // Providers that failed to load (already reported) are not "undeclared".
+    let broken_providers: Vec<&str> = spec
+        .providers
+        .iter()
+        .filter(|(_, p)| p.0.is_none())
+        .map(|(name, _)| name.value.as_str())
+        .collect();
     for (name, p) in &spec.providers {
         let Some(p) = &p.0 else { continue };
         if let Some(provider) = steps::provider(ds, name, p) {
@@ -128,11 +139,25 @@ fn convert(spec: &RunbookSpec, ds: &mut Diagnostics) -> Option<Runbook> {
     ];
     let mut index = StepIndex {
         ids: HashMap::new(),
+        broken: HashSet::new(),
     };
     let mut first_line: HashMap<String, u32> = HashMap::new();
     for (phase, list) in &lists {
         for (i, s) in list.iter().enumerate() {
-            let Some(s) = &s.0 else { continue };
+            let Some(s) = &s.0 else {
+                let raw = root
+                    .and_then(|r| r.get(phase_key(*phase)))
+                    .and_then(|l| match &l.value {
+                        crate::spec::Value::Seq(items) => items.get(i),
+                        _ => None,
+                    })
+                    .and_then(|n| n.get("id"))
+                    .and_then(Node::as_str);
+                if let Some(id) = raw {
+                    index.broken.insert(id.to_string());
+                }
+                continue;
+            };
             let id = &s.id;
             if !is_valid_id(id) {
                 ds.error(Code::InvalidId, id.span, format!("step id `{}` is not valid", id.value))
@@ -158,9 +183,13 @@ fn convert(spec: &RunbookSpec, ds: &mut Diagnostics) -> Option<Runbook> {
         .as_ref()
         .and_then(|d| d.0.clone())
         .unwrap_or_default();
+    // Checked here once, even where every step overrides them; steps that
+    // fall back on them repeat these diagnostics, which dedup removes.
+    steps::check_defaults(ds, &defaults);
     let ctx = steps::StepCtx {
         defaults: &defaults,
         providers: &providers,
+        broken_providers: &broken_providers,
     };
 
     let main_specs: Vec<Option<&StepSpec>> = spec.steps.iter().map(|s| s.0.as_ref()).collect();
@@ -183,6 +212,7 @@ fn convert(spec: &RunbookSpec, ds: &mut Diagnostics) -> Option<Runbook> {
                 for need in &list.value {
                     match index.ids.get(&need.value) {
                         Some((Phase::Main, j)) => deps.push(*j),
+                        None if index.broken.contains(&need.value) => {}
                         Some((phase, _)) => {
                             ds.error(
                                 Code::UnknownNeed,
@@ -255,7 +285,7 @@ fn convert(spec: &RunbookSpec, ds: &mut Diagnostics) -> Option<Runbook> {
         }
     }
 
-    templates::check(ds, spec, &index, graph.as_ref(), &params);
+    templates::check(ds, spec, &index, graph.as_ref());
 
     let mut steps_out = Vec::with_capacity(main_steps.len());
     for (s, deps) in main_steps.into_iter().zip(needs) {

@@ -18,6 +18,26 @@ use crate::template::is_template;
 pub(super) struct StepCtx<'a> {
     pub defaults: &'a DefaultsSpec,
     pub providers: &'a [Provider],
+    /// Declared providers that failed to load (already reported).
+    pub broken_providers: &'a [&'a str],
+}
+
+/// Checks `defaults` on their own, so a broken default is reported even when
+/// no step falls back on it.
+pub(super) fn check_defaults(ds: &mut Diagnostics, d: &DefaultsSpec) {
+    if let Some(t) = &d.timeout {
+        dur(ds, t);
+    }
+    if let Some(r) = d.retry.as_ref().and_then(|r| r.0.as_ref()) {
+        retry(ds, r);
+    }
+    if let Some(i) = d.interpreter.as_ref().filter(|i| i.value.is_empty()) {
+        ds.error(
+            Code::InvalidValue,
+            i.span,
+            "`interpreter` needs at least a program",
+        );
+    }
 }
 
 const DEFAULT_INTERPRETER: &[&str] = &["bash", "-eo", "pipefail", "-c"];
@@ -402,6 +422,7 @@ fn choose_provider(
     if let Some(name) = named {
         return match ctx.providers.iter().find(|p| p.name == name.value) {
             Some(p) if fits(p.kind) => Ok(Some(p.name.clone())),
+            None if ctx.broken_providers.contains(&name.value.as_str()) => Err(()),
             Some(p) => {
                 ds.error(
                     Code::ProviderKind,
@@ -431,6 +452,8 @@ fn choose_provider(
     }
     let candidates: Vec<&Provider> = ctx.providers.iter().filter(|p| fits(p.kind)).collect();
     match candidates.as_slice() {
+        // A provider that failed to load might have served: no second error.
+        [] if !ctx.broken_providers.is_empty() => Err(()),
         [one] => Ok(Some(one.name.clone())),
         [] => Ok(None),
         many => {
@@ -520,10 +543,14 @@ fn approval(ds: &mut Diagnostics, a: &ApprovalSpec) -> Approval {
             ds.error(
                 Code::ApprovalQuorum,
                 at,
-                format!(
-                    "{r} approvals are required but only {} distinct approvers are listed",
-                    distinct.len()
-                ),
+                match distinct.len() {
+                    1 => {
+                        format!("{r} approvals are required but only 1 distinct approver is listed")
+                    }
+                    n => format!(
+                        "{r} approvals are required but only {n} distinct approvers are listed"
+                    ),
+                },
             );
         }
     }

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use crate::diagnostics::{did_you_mean, Code, Diagnostics};
 use crate::graph::{Ancestors, StepGraph};
-use crate::runbook::{Param, Phase};
+use crate::runbook::Phase;
 use crate::spec::{
     BodySpec, Checked, IntOrTemplate, Node, RollbackSpec, RunbookSpec, Span, Spanned, StepSpec,
     Value,
@@ -41,10 +41,10 @@ pub(super) fn check(
     spec: &RunbookSpec,
     index: &StepIndex,
     graph: Option<&StepGraph>,
-    params: &[Param],
 ) {
     let mut names = Names {
-        params: params.iter().map(|p| p.name.as_str()).collect(),
+        // Declared names, including params that failed to load (already reported).
+        params: spec.params.keys().map(|k| k.value.as_str()).collect(),
         vars: spec.vars.keys().map(|k| k.value.as_str()).collect(),
         secrets: spec.secrets.keys().map(|k| k.value.as_str()).collect(),
         index,
@@ -53,6 +53,11 @@ pub(super) fn check(
     let reads_steps = |s: &StepSpec| {
         let mut found = false;
         each_string(s, &mut |t, _, _| found |= t.contains("steps"));
+        if let Some(Checked(Some(RollbackSpec::Bodies(bodies)))) = &s.rollback {
+            for b in bodies {
+                each_body_string(b, &mut |t, _, _| found |= t.contains("steps"));
+            }
+        }
         found
     };
     if spec
@@ -74,6 +79,21 @@ pub(super) fn check(
     }
     if let Some(l) = &spec.lock {
         one(ds, &names, &l.value, l.span, Expr::Template, Scope::Top);
+    }
+    if let Some(d) = spec.defaults.as_ref().and_then(|d| d.0.as_ref()) {
+        // Defaults apply to every step, so they read what any step could.
+        common(
+            &mut |t, span, expr| one(ds, &names, t, span, expr, Scope::Top),
+            d.timeout.as_ref(),
+            d.retry.as_ref(),
+            &indexmap::IndexMap::new(),
+            None,
+            None,
+            std::iter::empty(),
+            None,
+            None,
+            None,
+        );
     }
     for p in spec.providers.values().filter_map(|p| p.0.as_ref()) {
         for s in p.url.iter().chain(p.path.iter()).chain(p.headers.values()) {
@@ -270,11 +290,16 @@ fn one(ds: &mut Diagnostics, names: &Names<'_>, text: &str, span: Span, kind: Ex
                 Some(l) if text.trim_end().contains('\n') => format!(" (line {l} of the template)"),
                 _ => String::new(),
             };
-            ds.error(
+            let d = ds.error(
                 code,
                 span,
                 format!("{what} does not compile: {detail}{line}"),
             );
+            if expression && is_template(text) {
+                d.help = Some(format!(
+                    "{what}s are written without `{{{{ }}}}`, e.g. `params.environment == \"production\"`"
+                ));
+            }
             return;
         }
     };
@@ -349,6 +374,9 @@ fn check_read(names: &Names<'_>, name: &str, kind: Expr, scope: Scope) -> Option
         )),
         "steps" => {
             let k = key?;
+            if names.index.broken.contains(k) && !names.index.ids.contains_key(k) {
+                return None;
+            }
             let Some(&(phase, j)) = names.index.ids.get(k) else {
                 let ids: Vec<&str> = names.index.ids.keys().map(String::as_str).collect();
                 let help = did_you_mean(k, ids.iter().copied())

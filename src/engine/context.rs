@@ -1,0 +1,147 @@
+//! The template context of a run: `params`, `vars`, `env`, `secrets`,
+//! `steps`, `run`, and `step` inside rollback bodies.
+//!
+//! `steps` is a live view rather than a copy: a step starting late in a long
+//! run does not pay to clone every earlier step's outputs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use indexmap::IndexMap;
+use minijinja::value::{Object, Value};
+use serde_json::{json, Value as Json};
+
+use super::StepRecord;
+use crate::runbook::Runbook;
+use crate::template;
+
+#[derive(Debug, Default)]
+struct StepsView {
+    steps: Mutex<HashMap<String, Value>>,
+}
+
+impl Object for StepsView {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let map = self.steps.lock().ok()?;
+        map.get(key.as_str()?).cloned()
+    }
+}
+
+pub struct Context {
+    params: Value,
+    vars: Value,
+    env: Value,
+    secrets: Value,
+    steps: Arc<StepsView>,
+    run: Mutex<Json>,
+}
+
+impl Context {
+    /// Builds the context and renders `vars` in order. A var that does not
+    /// render is an error before anything runs.
+    pub fn new(
+        rb: &Runbook,
+        run_id: &str,
+        params: &IndexMap<String, Json>,
+        secrets: &[(String, String)],
+        env: &[(String, String)],
+    ) -> Result<Context, String> {
+        let params = Value::from_serialize(params);
+        let secrets: serde_json::Map<String, Json> = secrets
+            .iter()
+            .map(|(k, v)| (k.clone(), Json::String(v.clone())))
+            .collect();
+        let secrets = Value::from_serialize(&secrets);
+        let env_map: serde_json::Map<String, Json> = env
+            .iter()
+            .map(|(k, v)| (k.clone(), Json::String(v.clone())))
+            .collect();
+        let env = Value::from_serialize(&env_map);
+        let run = json!({
+            "id": run_id,
+            "name": rb.name,
+            "status": "running",
+            "failed_step": null,
+            "error": null,
+            "started_at": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        });
+        let steps = Arc::new(StepsView::default());
+        if let Ok(mut m) = steps.steps.lock() {
+            for s in rb.steps.iter().chain(&rb.on_failure).chain(&rb.finally) {
+                m.insert(
+                    s.id.clone(),
+                    Value::from_serialize(StepRecord::new().template_value()),
+                );
+            }
+        }
+        let mut ctx = Context {
+            params,
+            vars: Value::from(()),
+            env,
+            secrets,
+            steps,
+            run: Mutex::new(run),
+        };
+        let mut vars = serde_json::Map::new();
+        for (k, v) in &rb.vars {
+            ctx.vars = Value::from_serialize(&vars);
+            let rendered = template::render_json(v, &ctx.for_step(None))
+                .map_err(|e| format!("var `{k}`: {}", crate::steps::template_error(&e)))?;
+            vars.insert(k.clone(), rendered);
+        }
+        ctx.vars = Value::from_serialize(&vars);
+        Ok(ctx)
+    }
+
+    /// The context for a step, or for a rollback body of the step `rollback_of`.
+    pub fn for_step(&self, rollback_of: Option<&StepRecord>) -> Value {
+        let run = self
+            .run
+            .lock()
+            .map(|r| Value::from_serialize(&*r))
+            .unwrap_or_default();
+        let step = rollback_of.map_or(Value::UNDEFINED, |r| {
+            Value::from_serialize(r.template_value())
+        });
+        minijinja::context! {
+            params => self.params.clone(),
+            vars => self.vars.clone(),
+            env => self.env.clone(),
+            secrets => self.secrets.clone(),
+            steps => Value::from_dyn_object(self.steps.clone()),
+            run => run,
+            step => step,
+        }
+    }
+
+    /// Renders a template in the run-level context (for `env`, `lock`, providers).
+    pub fn render(&self, source: &str) -> Result<String, String> {
+        template::render_str(source, &self.for_step(None))
+            .map_err(|e| crate::steps::template_error(&e))
+    }
+
+    pub fn set_step(&self, id: &str, rec: &StepRecord) {
+        if let Ok(mut m) = self.steps.steps.lock() {
+            m.insert(id.to_string(), Value::from_serialize(rec.template_value()));
+        }
+    }
+
+    pub fn set_run_failure(&self, failed_step: Option<String>, error: &str) {
+        if let Ok(mut r) = self.run.lock() {
+            r["failed_step"] = failed_step.map_or(Json::Null, Json::String);
+            r["error"] = Json::String(error.to_string());
+            r["status"] = Json::String("unwinding".into());
+        }
+    }
+
+    pub fn set_run_status(&self, status: &str) {
+        if let Ok(mut r) = self.run.lock() {
+            r["status"] = Json::String(status.to_string());
+        }
+    }
+
+    /// The params as the template sees them, for journals and reports.
+    pub fn params(&self) -> &Value {
+        &self.params
+    }
+}

@@ -1,0 +1,515 @@
+//! A run: the scheduler walks the step graph, executors do the work, and
+//! every change of state is an [`Event`] on the bus.
+//!
+//! The scheduler hands out steps whose dependencies are all done (succeeded,
+//! skipped, or failed with `continue_on_failure`), lowest file index first,
+//! at most `concurrency` at once. The first failure (or a signal) stops new
+//! starts, cancels running steps and hands over to the [`unwind`] walk:
+//! rollbacks of the failed step, the cancelled steps, then the succeeded ones
+//! in reverse completion order, each only after the rollbacks of the steps
+//! that depend on it. Then `on_failure`, then `finally`.
+
+mod attempt;
+mod context;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use minijinja::Value;
+use serde_json::{json, Map, Value as Json};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+pub use attempt::{resolve_dur, resolve_num, Failure};
+pub use context::Context;
+
+use crate::events::{millis, Bus, Event, RunStatus, StepStatus};
+use crate::runbook::{Rollback, Step};
+use crate::steps::{Cx, RunEnv};
+use attempt::{Attempts, Role};
+
+/// What the engine knows of one step.
+#[derive(Debug, Clone)]
+pub struct StepRecord {
+    pub status: StepStatus,
+    pub attempts: u32,
+    /// `outputs` and kind-specific values (`stdout`, `exit_code`).
+    pub result: Map<String, Json>,
+    pub error: Option<String>,
+    /// Order of completion among main steps, for unwinding.
+    pub finished_seq: Option<u64>,
+    pub rollback: Option<RollbackRecord>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RollbackRecord {
+    pub status: StepStatus,
+    pub attempts: u32,
+    pub error: Option<String>,
+}
+
+impl StepRecord {
+    fn new() -> StepRecord {
+        StepRecord {
+            status: StepStatus::NotStarted,
+            attempts: 0,
+            result: Map::new(),
+            error: None,
+            finished_seq: None,
+            rollback: None,
+        }
+    }
+
+    /// The value templates see as `steps.<id>` (or `step` in a rollback body).
+    pub fn template_value(&self) -> Json {
+        let mut m = self.result.clone();
+        m.entry("outputs").or_insert_with(|| json!({}));
+        m.insert("status".into(), json!(self.status.as_str()));
+        m.insert("attempts".into(), json!(self.attempts));
+        if let Some(e) = &self.error {
+            m.insert("error".into(), json!(e));
+        }
+        Json::Object(m)
+    }
+}
+
+/// What a run came to.
+pub struct Outcome {
+    pub status: RunStatus,
+    pub steps: Vec<StepRecord>,
+    pub on_failure: Vec<StepRecord>,
+    pub finally: Vec<StepRecord>,
+}
+
+/// Signals from outside: each message is one SIGINT/SIGTERM.
+pub type Signals = mpsc::UnboundedReceiver<()>;
+
+pub struct Engine {
+    env: Arc<RunEnv>,
+    bus: Bus,
+    ctx: Context,
+}
+
+enum Event2 {
+    Done(usize, Result<crate::steps::Outputs, Failure>, u32),
+    Signal,
+}
+
+impl Engine {
+    pub fn new(env: Arc<RunEnv>, bus: Bus, ctx: Context) -> Engine {
+        Engine { env, bus, ctx }
+    }
+
+    pub async fn run(self: Arc<Self>, mut signals: Signals) -> Outcome {
+        let started = Instant::now();
+        let rb = self.env.runbook.clone();
+        let n = rb.steps.len();
+        let mut records: Vec<StepRecord> = vec![StepRecord::new(); n];
+        let mut waiting_on: Vec<usize> = (0..n).map(|i| rb.graph.parents(i).count()).collect();
+        let mut ready: BTreeSet<usize> = (0..n).filter(|&i| waiting_on[i] == 0).collect();
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        let mut running: JoinSet<(usize, Result<crate::steps::Outputs, Failure>, u32)> =
+            JoinSet::new();
+        let mut failed: Option<usize> = None;
+        let mut interrupted = false;
+        let mut signals_seen = 0u32;
+        let mut seq = 0u64;
+
+        loop {
+            while failed.is_none() && !interrupted && running.len() < rb.concurrency {
+                let Some(i) = ready.pop_first() else { break };
+                let step = &rb.steps[i];
+                let ctx = self.ctx.for_step(None);
+                match step
+                    .when
+                    .as_ref()
+                    .map(|w| crate::template::eval_bool(w, &ctx))
+                {
+                    Some(Ok(false)) => {
+                        records[i].status = StepStatus::Skipped;
+                        self.finish_step(i, &records[i], 0);
+                        self.ctx.set_step(&step.id, &records[i]);
+                        release(&rb, i, &mut waiting_on, &mut ready);
+                        continue;
+                    }
+                    Some(Err(e)) => {
+                        records[i].status = StepStatus::Failed;
+                        records[i].error = Some(format!(
+                            "`when` failed: {}",
+                            crate::steps::template_error(&e)
+                        ));
+                        self.finish_step(i, &records[i], 0);
+                        self.ctx.set_step(&step.id, &records[i]);
+                        failed = Some(i);
+                        continue;
+                    }
+                    _ => {}
+                }
+                records[i].status = StepStatus::Cancelled; // until it reports back
+                let me = self.clone();
+                let cancel = cancel_rx.clone();
+                running.spawn(async move {
+                    let step = &me.env.runbook.steps[i];
+                    let attempts = Attempts {
+                        env: &me.env,
+                        bus: &me.bus,
+                        step_id: &step.id,
+                        label: &step.id,
+                        role: Role::Step,
+                        cancel,
+                    };
+                    let (r, a) = attempts.run(&step.action, &ctx).await;
+                    (i, r, a)
+                });
+            }
+            if running.is_empty() {
+                break;
+            }
+            let ev = tokio::select! {
+                Some(joined) = running.join_next() => match joined {
+                    Ok((i, r, a)) => Event2::Done(i, r, a),
+                    // A panicking step task is a bug; treat it as that step failing.
+                    Err(e) => {
+                        tracing::error!("step task failed: {e}");
+                        continue;
+                    }
+                },
+                Some(()) = signals.recv() => Event2::Signal,
+            };
+            match ev {
+                Event2::Signal => {
+                    signals_seen += 1;
+                    if signals_seen > 1 {
+                        return self.abort(records, started);
+                    }
+                    interrupted = true;
+                    let _ = cancel_tx.send(true);
+                }
+                Event2::Done(i, result, attempts) => {
+                    let step = &rb.steps[i];
+                    let rec = &mut records[i];
+                    rec.attempts = attempts;
+                    match result {
+                        Ok(out) => {
+                            rec.status = StepStatus::Succeeded;
+                            rec.result = out;
+                        }
+                        Err(Failure::Cancelled) => rec.status = StepStatus::Cancelled,
+                        Err(Failure::Failed(e)) => {
+                            rec.status = StepStatus::Failed;
+                            rec.error = Some(e);
+                        }
+                    }
+                    if rec.status != StepStatus::Cancelled {
+                        seq += 1;
+                        rec.finished_seq = Some(seq);
+                    }
+                    self.finish_step(i, &records[i], attempts);
+                    self.ctx.set_step(&step.id, &records[i]);
+                    let rec = &records[i];
+                    let go_on = rec.status == StepStatus::Succeeded
+                        || (rec.status == StepStatus::Failed && step.continue_on_failure);
+                    if go_on {
+                        release(&rb, i, &mut waiting_on, &mut ready);
+                    } else if rec.status == StepStatus::Failed && failed.is_none() {
+                        failed = Some(i);
+                        let _ = cancel_tx.send(true);
+                    }
+                }
+            }
+        }
+
+        let mut status = RunStatus::Succeeded;
+        if failed.is_some() || interrupted {
+            let reason = match failed {
+                Some(i) => format!(
+                    "step `{}` failed: {}",
+                    rb.steps[i].id,
+                    records[i].error.clone().unwrap_or_default()
+                ),
+                None => "interrupted".into(),
+            };
+            self.ctx
+                .set_run_failure(failed.map(|i| rb.steps[i].id.clone()), &reason);
+            self.bus.emit(Event::UnwindStarted { reason });
+            let ok = match self
+                .unwind(&mut records, failed, &mut signals, &mut signals_seen)
+                .await
+            {
+                Some(ok) => ok,
+                None => return self.abort(records, started),
+            };
+            status = match (ok, interrupted) {
+                (false, _) => RunStatus::RollbackFailed,
+                (true, true) => RunStatus::Interrupted,
+                (true, false) => RunStatus::RolledBack,
+            };
+        }
+        self.ctx.set_run_status(status.as_str());
+        let on_failure = if status == RunStatus::Succeeded {
+            vec![StepRecord::new(); rb.on_failure.len()]
+        } else {
+            self.run_list("on_failure", &rb.on_failure).await
+        };
+        let finally = self.run_list("finally", &rb.finally).await;
+        self.bus.emit(Event::RunFinished {
+            status,
+            duration_ms: millis(started.elapsed()),
+        });
+        Outcome {
+            status,
+            steps: records,
+            on_failure,
+            finally,
+        }
+    }
+
+    fn abort(&self, steps: Vec<StepRecord>, started: Instant) -> Outcome {
+        self.bus.emit(Event::RunFinished {
+            status: RunStatus::Interrupted,
+            duration_ms: millis(started.elapsed()),
+        });
+        Outcome {
+            status: RunStatus::Interrupted,
+            steps,
+            on_failure: Vec::new(),
+            finally: Vec::new(),
+        }
+    }
+
+    fn finish_step(&self, i: usize, rec: &StepRecord, attempts: u32) {
+        let step = &self.env.runbook.steps[i];
+        self.emit_finished(step, rec, attempts);
+    }
+
+    fn emit_finished(&self, step: &Step, rec: &StepRecord, attempts: u32) {
+        self.bus.emit(Event::StepFinished {
+            step: step.id.clone(),
+            status: rec.status,
+            attempts,
+            outputs: rec
+                .result
+                .get("outputs")
+                .cloned()
+                .unwrap_or_else(|| json!({})),
+            error: rec.error.clone(),
+            duration_ms: 0,
+        });
+    }
+
+    /// Runs the rollbacks; `Some(true)` when all succeeded, `None` when a
+    /// second signal asked to stop at once.
+    async fn unwind(
+        &self,
+        records: &mut [StepRecord],
+        failed: Option<usize>,
+        signals: &mut Signals,
+        signals_seen: &mut u32,
+    ) -> Option<bool> {
+        let rb = self.env.runbook.clone();
+        let mut order: Vec<usize> = Vec::new();
+        order.extend(failed);
+        order.extend((0..records.len()).filter(|&i| records[i].status == StepStatus::Cancelled));
+        let mut done: Vec<usize> = (0..records.len())
+            .filter(|&i| {
+                Some(i) != failed
+                    && records[i].finished_seq.is_some()
+                    && records[i].status != StepStatus::Skipped
+            })
+            .collect();
+        done.sort_by_key(|&i| std::cmp::Reverse(records[i].finished_seq));
+        order.extend(done);
+        let mut pending: Vec<usize> = order
+            .into_iter()
+            .filter(|&i| !matches!(rb.steps[i].rollback, Rollback::None))
+            .collect();
+        let ancestors = rb.graph.ancestors();
+        let mut all_ok = true;
+        while !pending.is_empty() {
+            // The first in order whose dependents' rollbacks are all finished.
+            let pos = pending
+                .iter()
+                .position(|&i| {
+                    !pending
+                        .iter()
+                        .any(|&j| j != i && ancestors.is_ancestor(i, j))
+                })
+                .unwrap_or(0);
+            let i = pending.remove(pos);
+            let (no_cancel_tx, no_cancel) = watch::channel(false);
+            let undone = records[i].clone();
+            let fut = self.rollback_one(i, &undone, no_cancel);
+            tokio::pin!(fut);
+            let rec = loop {
+                tokio::select! {
+                    r = &mut fut => break r,
+                    Some(()) = signals.recv() => {
+                        *signals_seen += 1;
+                        if *signals_seen > 1 {
+                            return None;
+                        }
+                    }
+                }
+            };
+            drop(no_cancel_tx);
+            all_ok &= rec.status == StepStatus::Succeeded;
+            records[i].rollback = Some(rec);
+        }
+        Some(all_ok)
+    }
+
+    async fn rollback_one(
+        &self,
+        i: usize,
+        rec: &StepRecord,
+        cancel: watch::Receiver<bool>,
+    ) -> RollbackRecord {
+        let step = &self.env.runbook.steps[i];
+        let started = Instant::now();
+        let ctx = self.ctx.for_step(Some(rec));
+        let mut total_attempts = 0;
+        let mut error = None;
+        match &step.rollback {
+            Rollback::None => {}
+            Rollback::Automatic => {
+                self.bus.emit(Event::RollbackStarted {
+                    step: step.id.clone(),
+                    body: 0,
+                    attempt: 1,
+                    attempts: 1,
+                });
+                total_attempts = 1;
+                let (_stop_tx, stop) = watch::channel(None);
+                let cx = Cx {
+                    env: &self.env,
+                    step_id: &step.id,
+                    label: &step.id,
+                    attempt: 1,
+                    template: &ctx,
+                    bus: &self.bus,
+                    stop,
+                };
+                let outputs = rec.result.get("outputs").cloned().unwrap_or(Json::Null);
+                if let Err(e) = crate::steps::restore_flag(&cx, &step.action, &outputs).await {
+                    error = Some(e);
+                }
+            }
+            Rollback::Bodies(bodies) => {
+                for (b, body) in bodies.iter().enumerate() {
+                    let label = format!("{}.rollback.{}", step.id, b + 1);
+                    let attempts = Attempts {
+                        env: &self.env,
+                        bus: &self.bus,
+                        step_id: &step.id,
+                        label: &label,
+                        role: Role::Rollback { body: b },
+                        cancel: cancel.clone(),
+                    };
+                    let (r, a) = attempts.run(body, &ctx).await;
+                    total_attempts += a;
+                    if let Err(f) = r {
+                        error = Some(match f {
+                            Failure::Failed(e) => e,
+                            Failure::Cancelled => "cancelled".into(),
+                        });
+                        break;
+                    }
+                }
+            }
+        }
+        let status = if error.is_some() {
+            StepStatus::Failed
+        } else {
+            StepStatus::Succeeded
+        };
+        self.bus.emit(Event::RollbackFinished {
+            step: step.id.clone(),
+            status,
+            attempts: total_attempts,
+            error: error.clone(),
+            duration_ms: millis(started.elapsed()),
+        });
+        RollbackRecord {
+            status,
+            attempts: total_attempts,
+            error,
+        }
+    }
+
+    /// `on_failure` or `finally`: in list order, each failure recorded, never unwound.
+    async fn run_list(&self, phase: &str, steps: &[Step]) -> Vec<StepRecord> {
+        let mut out = Vec::with_capacity(steps.len());
+        if steps.is_empty() {
+            return out;
+        }
+        self.bus.emit(Event::PhaseStarted {
+            phase: phase.into(),
+        });
+        let (_keep, cancel) = watch::channel(false);
+        for step in steps {
+            let mut rec = StepRecord::new();
+            let ctx = self.ctx.for_step(None);
+            match step
+                .when
+                .as_ref()
+                .map(|w| crate::template::eval_bool(w, &ctx))
+            {
+                Some(Ok(false)) => rec.status = StepStatus::Skipped,
+                Some(Err(e)) => {
+                    rec.status = StepStatus::Failed;
+                    rec.error = Some(format!(
+                        "`when` failed: {}",
+                        crate::steps::template_error(&e)
+                    ));
+                }
+                _ => {
+                    let attempts = Attempts {
+                        env: &self.env,
+                        bus: &self.bus,
+                        step_id: &step.id,
+                        label: &step.id,
+                        role: Role::Step,
+                        cancel: cancel.clone(),
+                    };
+                    let (r, a) = attempts.run(&step.action, &ctx).await;
+                    rec.attempts = a;
+                    match r {
+                        Ok(o) => {
+                            rec.status = StepStatus::Succeeded;
+                            rec.result = o;
+                        }
+                        Err(Failure::Failed(e)) => {
+                            rec.status = StepStatus::Failed;
+                            rec.error = Some(e);
+                        }
+                        Err(Failure::Cancelled) => rec.status = StepStatus::Cancelled,
+                    }
+                }
+            }
+            self.emit_finished(step, &rec, rec.attempts);
+            self.ctx.set_step(&step.id, &rec);
+            out.push(rec);
+        }
+        out
+    }
+}
+
+fn release(
+    rb: &crate::runbook::Runbook,
+    i: usize,
+    waiting_on: &mut [usize],
+    ready: &mut BTreeSet<usize>,
+) {
+    for c in rb.graph.children(i) {
+        waiting_on[c] -= 1;
+        if waiting_on[c] == 0 {
+            ready.insert(c);
+        }
+    }
+}
+
+/// The template value of a step record, for callers outside the engine.
+pub fn step_value(rec: &StepRecord) -> Value {
+    Value::from_serialize(rec.template_value())
+}

@@ -1,0 +1,67 @@
+//! Run locks: runs holding the same `lock:` key never overlap on this machine.
+//!
+//! A lock is an exclusive `flock` on `<state dir>/locks/<key>.lock`, held for
+//! the life of the process: the kernel releases it when the holder exits or
+//! dies, so a crashed run never leaves a stale lock. The holder writes its run
+//! id into the file so a second run can say who holds it. A shared backend
+//! (PostgreSQL advisory locks, for teams on several machines) would implement
+//! the same acquire/release shape.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+pub struct Lock {
+    _file: File,
+}
+
+#[derive(Debug)]
+pub enum LockError {
+    Held { holder: String },
+    Io(std::io::Error),
+}
+
+impl Lock {
+    pub fn acquire(state_dir: &Path, key: &str, run_id: &str) -> Result<Lock, LockError> {
+        let dir = state_dir.join("locks");
+        std::fs::create_dir_all(&dir).map_err(LockError::Io)?;
+        let name: String = key
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = dir.join(format!("{name}.lock"));
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(LockError::Io)?;
+        // SAFETY: flock on a descriptor we own; released when the file closes or the process dies.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim().to_string();
+            return Err(LockError::Held {
+                holder: if holder.is_empty() {
+                    "unknown".into()
+                } else {
+                    holder
+                },
+            });
+        }
+        file.set_len(0).map_err(LockError::Io)?;
+        file.seek(SeekFrom::Start(0)).map_err(LockError::Io)?;
+        file.write_all(run_id.as_bytes()).map_err(LockError::Io)?;
+        file.sync_all().map_err(LockError::Io)?;
+        Ok(Lock { _file: file })
+    }
+}

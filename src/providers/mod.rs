@@ -1,0 +1,34 @@
+//! Backends behind their own traits: flag stores and metric sources. A new
+//! backend is one new file implementing one trait.
+
+pub mod file_flags;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::Value as Json;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A feature-flag store.
+pub trait FlagStore: Send + Sync {
+    /// Reads a flag; `None` when it does not exist.
+    fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Json>, String>>;
+
+    /// Sets a flag and returns its previous value (`None`: it did not exist).
+    /// `record` receives the previous value before the new one is written, so
+    /// the journal holds it before the change can be observed.
+    fn set<'a>(
+        &'a self,
+        name: &'a str,
+        value: &'a Json,
+        record: &'a (dyn Fn(Option<&Json>) + Send + Sync),
+    ) -> BoxFuture<'a, Result<Option<Json>, String>>;
+
+    /// Puts back a previous value, deleting the flag when it had none.
+    fn restore<'a>(
+        &'a self,
+        name: &'a str,
+        previous: Option<&'a Json>,
+    ) -> BoxFuture<'a, Result<(), String>>;
+}

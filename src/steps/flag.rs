@@ -1,0 +1,74 @@
+//! `flag:` steps: set a flag, remembering what it was so it can be restored.
+
+use serde_json::Value as Json;
+
+use super::{render, template_error, Cx, Executor, Outputs};
+use crate::events::Event;
+use crate::providers::BoxFuture;
+use crate::runbook::{Action, ActionKind};
+
+pub struct FlagExec;
+
+impl Executor for FlagExec {
+    fn run<'a>(
+        &'a self,
+        action: &'a Action,
+        cx: &'a Cx<'a>,
+    ) -> BoxFuture<'a, Result<Outputs, String>> {
+        Box::pin(async move {
+            let ActionKind::Flag(f) = &action.kind else {
+                return Err("not a flag action".into());
+            };
+            let name = render(cx, &f.name)?;
+            let value = crate::template::render_json(&f.value, cx.template)
+                .map_err(|e| template_error(&e))?;
+            let store = cx
+                .env
+                .flag_store(f.provider.as_deref())
+                .ok_or_else(|| format!("no flag store for provider {:?}", f.provider))?;
+            let bus = cx.bus;
+            let step = cx.step_id.to_string();
+            let flag = name.clone();
+            let record = move |prev: Option<&Json>| {
+                bus.emit(Event::FlagPrevious {
+                    step: step.clone(),
+                    flag: flag.clone(),
+                    previous: prev.cloned(),
+                });
+            };
+            let previous = tokio::select! {
+                r = store.set(&name, &value, &record) => r?,
+                _ = cx.stopped() => return Err("stopped before the flag was written".into()),
+            };
+            let mut values = Outputs::new();
+            values.insert("name".into(), Json::String(name));
+            values.insert("existed".into(), Json::Bool(previous.is_some()));
+            values.insert("previous".into(), previous.unwrap_or(Json::Null));
+            values.insert("value".into(), value);
+            let mut out = Outputs::new();
+            out.insert("outputs".into(), Json::Object(values));
+            Ok(out)
+        })
+    }
+}
+
+/// The automatic rollback of a flag step: put back what its `outputs` recorded.
+pub async fn restore_flag(cx: &Cx<'_>, action: &Action, outputs: &Json) -> Result<(), String> {
+    let ActionKind::Flag(f) = &action.kind else {
+        return Err("not a flag action".into());
+    };
+    let Some(name) = outputs.get("name").and_then(Json::as_str) else {
+        // The step never wrote the flag: nothing to undo.
+        return Ok(());
+    };
+    let store = cx
+        .env
+        .flag_store(f.provider.as_deref())
+        .ok_or_else(|| format!("no flag store for provider {:?}", f.provider))?;
+    let existed = outputs
+        .get("existed")
+        .and_then(Json::as_bool)
+        .unwrap_or(false);
+    let previous = existed.then(|| outputs.get("previous").cloned().unwrap_or(Json::Null));
+    store.restore(name, previous.as_ref()).await
+}

@@ -1,0 +1,212 @@
+//! `shell:` steps: a script under the interpreter, in its own process group.
+//!
+//! The group is what gets signalled on timeout or cancellation (TERM, then
+//! KILL after a grace period), so grandchildren die with the step. Output is
+//! read line by line and emitted live; stdout is also kept (bounded) for
+//! `steps.<id>.stdout`. Values the script writes to `$RUNBOOK_OUTPUT` as
+//! `key=value` lines become `steps.<id>.outputs`.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value as Json;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+
+use super::{render, template_error, Cx, Executor, Outputs, Stop};
+use crate::events::{Event, Stream};
+use crate::providers::BoxFuture;
+use crate::runbook::{Action, ActionKind};
+
+pub struct Shell;
+
+const GRACE: Duration = Duration::from_secs(2);
+const MAX_STDOUT: usize = 1 << 20;
+
+/// Kills the process group when dropped, unless disarmed: a step future that
+/// is dropped (a second Ctrl-C) leaves no processes behind.
+struct GroupGuard {
+    pgid: Option<i32>,
+}
+
+impl GroupGuard {
+    fn signal(&self, sig: i32) {
+        if let Some(pgid) = self.pgid {
+            // SAFETY: kill(2) with a negative pid signals the process group we created.
+            unsafe {
+                libc::kill(-pgid, sig);
+            }
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.signal(libc::SIGKILL);
+    }
+}
+
+impl Executor for Shell {
+    fn run<'a>(
+        &'a self,
+        action: &'a Action,
+        cx: &'a Cx<'a>,
+    ) -> BoxFuture<'a, Result<Outputs, String>> {
+        Box::pin(run(action, cx))
+    }
+}
+
+async fn run(action: &Action, cx: &Cx<'_>) -> Result<Outputs, String> {
+    let ActionKind::Shell { script } = &action.kind else {
+        return Err("not a shell action".into());
+    };
+    let script =
+        crate::template::render_shell(script, cx.template).map_err(|e| template_error(&e))?;
+    let (program, args) = action
+        .interpreter
+        .split_first()
+        .ok_or_else(|| "empty interpreter".to_string())?;
+    let out_dir = cx.env.run_dir.join("outputs");
+    std::fs::create_dir_all(&out_dir)
+        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    let output_file = out_dir.join(format!("{}.{}.env", cx.label, cx.attempt));
+    std::fs::write(&output_file, b"")
+        .map_err(|e| format!("cannot create {}: {e}", output_file.display()))?;
+
+    let mut cmd = Command::new(program);
+    cmd.args(args).arg(&script);
+    cmd.env_clear();
+    for (k, v) in &cx.env.base_env {
+        cmd.env(k, v);
+    }
+    for (k, v) in &action.env {
+        cmd.env(k, render(cx, v)?);
+    }
+    cmd.env("RUNBOOK_STEP_ID", cx.step_id);
+    cmd.env("RUNBOOK_OUTPUT", &output_file);
+    let cwd = match &action.cwd {
+        Some(c) => cx.env.cwd.join(render(cx, c)?),
+        None => cx.env.cwd.clone(),
+    };
+    cmd.current_dir(&cwd);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.process_group(0);
+    cmd.kill_on_drop(true);
+
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start `{program}` in {}: {e}", cwd.display()))?;
+    let guard = GroupGuard {
+        pgid: child.id().and_then(|p| i32::try_from(p).ok()),
+    };
+    let stdout = child
+        .stdout
+        .take()
+        .map(|s| pump(s, cx, Stream::Stdout, true));
+    let stderr = child
+        .stderr
+        .take()
+        .map(|s| pump(s, cx, Stream::Stderr, false));
+    let readers = async {
+        let out = match stdout {
+            Some(f) => f.await,
+            None => String::new(),
+        };
+        if let Some(f) = stderr {
+            f.await;
+        }
+        out
+    };
+    tokio::pin!(readers);
+
+    let mut collected = None;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status.map_err(|e| format!("waiting for the script: {e}"))?,
+            out = &mut readers, if collected.is_none() => collected = Some(out),
+            stop = cx.stopped() => {
+                guard.signal(libc::SIGTERM);
+                if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
+                    guard.signal(libc::SIGKILL);
+                    let _ = child.wait().await;
+                }
+                return Err(match stop {
+                    Stop::Timeout => "timed out".into(),
+                    Stop::Cancel => "cancelled".into(),
+                });
+            }
+        }
+    };
+    // A background process that kept our pipes open must not hold the step:
+    // take what arrived shortly after the script exited.
+    let stdout_text = match collected {
+        Some(out) => out,
+        None => tokio::time::timeout(Duration::from_millis(300), &mut readers)
+            .await
+            .unwrap_or_default(),
+    };
+
+    let mut outputs = Outputs::new();
+    let text = std::fs::read_to_string(&output_file).unwrap_or_default();
+    let mut values = serde_json::Map::new();
+    for line in text.lines() {
+        if let Some((k, v)) = line.split_once('=') {
+            let k = k.trim();
+            if !k.is_empty() {
+                values.insert(k.to_string(), Json::String(v.to_string()));
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&output_file);
+    let code = status.code();
+    outputs.insert("outputs".into(), Json::Object(values));
+    outputs.insert(
+        "stdout".into(),
+        Json::String(stdout_text.trim().to_string()),
+    );
+    outputs.insert("exit_code".into(), code.map_or(Json::Null, Json::from));
+    match code {
+        Some(0) => Ok(outputs),
+        Some(c) => Err(format!("exit code {c}")),
+        None => {
+            use std::os::unix::process::ExitStatusExt;
+            Err(format!("killed by signal {}", status.signal().unwrap_or(0)))
+        }
+    }
+}
+
+/// Reads a stream line by line, emitting each line; returns what it kept.
+fn pump<'a, R: AsyncRead + Unpin + Send + 'a>(
+    stream: R,
+    cx: &'a Cx<'a>,
+    which: Stream,
+    keep: bool,
+) -> BoxFuture<'a, String> {
+    Box::pin(async move {
+        let mut reader = BufReader::new(stream);
+        let mut kept = String::new();
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf);
+                    let line = line.trim_end_matches(['\n', '\r']);
+                    if keep && kept.len() < MAX_STDOUT {
+                        kept.push_str(line);
+                        kept.push('\n');
+                    }
+                    cx.bus.emit(Event::Output {
+                        step: cx.label.to_string(),
+                        stream: which,
+                        line: line.to_string(),
+                    });
+                }
+            }
+        }
+        kept
+    })
+}

@@ -1,0 +1,142 @@
+//! Plain lines, one per event worth a person's attention, each timestamped:
+//! what CI logs and pipes get.
+
+use std::io::Write;
+use std::time::{Duration, SystemTime};
+
+use crate::events::{Event, Listener, Stream};
+
+pub struct Plain {
+    color: bool,
+}
+
+impl Plain {
+    pub fn new(color: bool) -> Plain {
+        Plain { color }
+    }
+
+    fn paint(&self, code: &str, s: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+}
+
+pub(crate) fn describe(event: &Event) -> Option<String> {
+    Some(match event {
+        Event::RunStarted {
+            run_id,
+            runbook,
+            steps,
+            ..
+        } => format!("run {run_id} of {runbook} started ({steps} steps)"),
+        Event::StepStarted {
+            step,
+            attempt,
+            attempts,
+        } if *attempts > 1 => format!("{step}: started (attempt {attempt}/{attempts})"),
+        Event::StepStarted { step, .. } => format!("{step}: started"),
+        Event::Waiting { step, on } => format!("{step}: waiting on {on}"),
+        Event::FlagPrevious {
+            step,
+            flag,
+            previous,
+        } => format!(
+            "{step}: flag {flag} was {}",
+            previous
+                .as_ref()
+                .map_or("absent".to_string(), ToString::to_string)
+        ),
+        Event::AttemptFailed {
+            step,
+            attempt,
+            error,
+            retry_in_ms,
+        } => match retry_in_ms {
+            Some(ms) => format!(
+                "{step}: attempt {attempt} failed: {error}; retrying in {}",
+                super::short(Duration::from_millis(*ms))
+            ),
+            None => format!("{step}: attempt {attempt} failed: {error}"),
+        },
+        Event::StepFinished {
+            step,
+            status,
+            error,
+            ..
+        } => match error {
+            Some(e) => format!("{step}: {} ({e})", status.as_str()),
+            None => format!("{step}: {}", status.as_str()),
+        },
+        Event::UnwindStarted { reason } => format!("unwinding: {reason}"),
+        Event::RollbackStarted {
+            step,
+            body,
+            attempt,
+            attempts,
+        } => {
+            let of = if *attempts > 1 {
+                format!(" (attempt {attempt}/{attempts})")
+            } else {
+                String::new()
+            };
+            format!("{step}: rollback {} started{of}", body + 1)
+        }
+        Event::RollbackFinished {
+            step,
+            status,
+            error,
+            ..
+        } => match error {
+            Some(e) => format!("{step}: rollback {} ({e})", status.as_str()),
+            None => format!("{step}: rollback {}", status.as_str()),
+        },
+        Event::PhaseStarted { phase } => format!("running {phase} steps"),
+        Event::RunFinished {
+            status,
+            duration_ms,
+        } => format!(
+            "run {} in {}",
+            status.as_str(),
+            super::short(Duration::from_millis(*duration_ms))
+        ),
+        Event::Output { .. } => return None,
+    })
+}
+
+impl Listener for Plain {
+    fn on(&mut self, at: SystemTime, event: &Event) {
+        let ts = humantime::format_rfc3339_seconds(at);
+        let line = match event {
+            Event::Output { step, stream, line } => {
+                let tag = format!("[{step}]");
+                let tag = match stream {
+                    Stream::Stdout => self.paint("36", &tag),
+                    Stream::Stderr => self.paint("33", &tag),
+                };
+                format!("{ts} {tag} {line}")
+            }
+            other => match describe(other) {
+                Some(text) => {
+                    let text = match other {
+                        Event::StepFinished { status, .. }
+                        | Event::RollbackFinished { status, .. } => match status {
+                            crate::events::StepStatus::Failed => self.paint("31", &text),
+                            crate::events::StepStatus::Succeeded => self.paint("32", &text),
+                            _ => text,
+                        },
+                        Event::UnwindStarted { .. } => self.paint("1;31", &text),
+                        _ => text,
+                    };
+                    format!("{ts} ==> {text}")
+                }
+                None => return,
+            },
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}
