@@ -64,6 +64,24 @@ pub enum Command {
     },
     /// Run a runbook.
     Run(RunArgs),
+    /// Continue a run after the engine died (crash, kill -9, power loss).
+    Resume {
+        run_id: String,
+        #[command(flatten)]
+        view: ViewArgs,
+    },
+    /// Unwind a finished, succeeded run (an emergency rollback).
+    Rollback {
+        run_id: String,
+        #[command(flatten)]
+        view: ViewArgs,
+    },
+    /// List runs, or show one run's steps.
+    Status {
+        run_id: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: DiagFormat,
+    },
     /// Print the JSON Schema of the runbook format.
     Schema,
 }
@@ -77,6 +95,13 @@ pub struct RunArgs {
     /// The run's id (default: generated and printed at start).
     #[arg(long)]
     pub run_id: Option<String>,
+    #[command(flatten)]
+    pub view: ViewArgs,
+}
+
+/// Options every command that runs steps takes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ViewArgs {
     /// Approve this approval step as the identity running the command.
     #[arg(long = "approve")]
     pub approve: Vec<String>,
@@ -213,6 +238,13 @@ pub fn run(cli: Cli) -> Exit {
             Exit::Succeeded
         }
         Command::Run(args) => crate::run::run(&cli.state_dir, args),
+        Command::Resume { run_id, view } => crate::run::resume(&cli.state_dir, &run_id, view),
+        Command::Rollback { run_id, view } => crate::run::rollback(&cli.state_dir, &run_id, view),
+        Command::Status { run_id, format } => crate::status::show(
+            &cli.state_dir,
+            run_id.as_deref(),
+            format == DiagFormat::Json,
+        ),
         Command::Schema => {
             print!("{}", crate::schema::json());
             Exit::Succeeded

@@ -9,13 +9,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use crate::secrets::Masker;
 
 /// How a step (or a rollback) ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
     Succeeded,
@@ -38,7 +38,7 @@ impl StepStatus {
 }
 
 /// How a run ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Succeeded,
@@ -58,7 +58,7 @@ impl RunStatus {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stream {
     Stdout,
@@ -66,7 +66,7 @@ pub enum Stream {
 }
 
 /// What happened. `step` is a step id; rollbacks carry the id of the step they undo.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     RunStarted {
@@ -106,11 +106,16 @@ pub enum Event {
         status: StepStatus,
         attempts: u32,
         outputs: Json,
+        /// Kind-specific values beside `outputs` (`stdout`, `exit_code`).
+        #[serde(default)]
+        extra: Json,
         error: Option<String>,
         duration_ms: u64,
     },
     UnwindStarted {
         reason: String,
+        #[serde(default)]
+        failed_step: Option<String>,
     },
     RollbackStarted {
         step: String,
@@ -139,14 +144,20 @@ impl Event {
         match self {
             Event::Output { line, .. } => m.mask_in_place(line),
             Event::AttemptFailed { error, .. } => m.mask_in_place(error),
-            Event::StepFinished { outputs, error, .. } => {
+            Event::StepFinished {
+                outputs,
+                extra,
+                error,
+                ..
+            } => {
                 m.mask_json(outputs);
+                m.mask_json(extra);
                 if let Some(e) = error {
                     m.mask_in_place(e);
                 }
             }
             Event::RollbackFinished { error: Some(e), .. } => m.mask_in_place(e),
-            Event::UnwindStarted { reason } => m.mask_in_place(reason),
+            Event::UnwindStarted { reason, .. } => m.mask_in_place(reason),
             Event::Waiting { on, .. } => m.mask_in_place(on),
             Event::RunStarted { params, .. } => m.mask_json(params),
             _ => {}

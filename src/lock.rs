@@ -36,13 +36,17 @@ impl Lock {
                 }
             })
             .collect();
-        let path = dir.join(format!("{name}.lock"));
+        Lock::acquire_file(&dir.join(format!("{name}.lock")), run_id)
+    }
+
+    /// Takes an exclusive lock on `path`, writing `holder` into it.
+    pub fn acquire_file(path: &Path, holder_name: &str) -> Result<Lock, LockError> {
         let mut file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .read(true)
             .write(true)
-            .open(&path)
+            .open(path)
             .map_err(LockError::Io)?;
         // SAFETY: flock on a descriptor we own; released when the file closes or the process dies.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
@@ -60,8 +64,19 @@ impl Lock {
         }
         file.set_len(0).map_err(LockError::Io)?;
         file.seek(SeekFrom::Start(0)).map_err(LockError::Io)?;
-        file.write_all(run_id.as_bytes()).map_err(LockError::Io)?;
+        file.write_all(holder_name.as_bytes())
+            .map_err(LockError::Io)?;
         file.sync_all().map_err(LockError::Io)?;
         Ok(Lock { _file: file })
     }
+}
+
+/// Whether someone holds the lock on `path` right now (without taking it).
+pub fn is_held(path: &Path) -> bool {
+    let Ok(file) = OpenOptions::new().read(true).write(true).open(path) else {
+        return false;
+    };
+    // SAFETY: flock on a descriptor we own; a lock we get is released when `file` closes.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    rc != 0
 }

@@ -1,7 +1,12 @@
-//! `runbook run`: everything between a validated runbook and a started
-//! engine (params, secrets, state dir, lock, providers, listeners, signals),
-//! and the exit code of the outcome.
+//! `runbook run`, `resume` and `rollback`: everything between a validated
+//! runbook and a started engine (params, secrets, state dir, journal, locks,
+//! providers, listeners, signals), and the exit code of the outcome.
+//!
+//! The three commands differ only in where the runbook and params come from
+//! (the file and flags, or the journal) and in what the engine is asked to do
+//! (run, continue, unwind); everything else is [`launch`].
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,9 +14,10 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use serde_json::Value as Json;
 
-use crate::cli::{load_runbook, Exit, LogFormat, RunArgs};
-use crate::engine::{Context, Engine};
+use crate::cli::{load_runbook, Exit, LogFormat, RunArgs, ViewArgs};
+use crate::engine::{Context, Engine, Prior};
 use crate::events::{Bus, Event, RunStatus};
+use crate::journal::{self, FileStore, Header, RunStore};
 use crate::lock::{Lock, LockError};
 use crate::providers::file_flags::FileFlags;
 use crate::runbook::{ActionKind, ProviderKind, Runbook};
@@ -19,11 +25,60 @@ use crate::secrets::{self, Masker};
 use crate::steps::{FlagStores, RunEnv};
 use crate::view;
 
+/// What the engine is asked to do.
+enum Mode {
+    Fresh,
+    Resume(Prior),
+    Rollback(Prior),
+}
+
+struct Launch {
+    rb: Arc<Runbook>,
+    source: String,
+    file: PathBuf,
+    params: IndexMap<String, Json>,
+    run_id: String,
+    /// Who started the run (approvals compare against it).
+    identity: String,
+    /// Who runs this command.
+    operator: String,
+    view: ViewArgs,
+    flag_previous: HashMap<String, Option<Json>>,
+}
+
+fn operator(explicit: Option<&str>) -> String {
+    explicit
+        .map(str::to_string)
+        .or_else(|| std::env::var("RUNBOOK_USER").ok().filter(|s| !s.is_empty()))
+        .or_else(|| std::env::var("USER").ok().filter(|s| !s.is_empty()))
+        .or_else(|| std::env::var("LOGNAME").ok().filter(|s| !s.is_empty()))
+        .or_else(login_name)
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The login name of the real user, from the password database.
+fn login_name() -> Option<String> {
+    // SAFETY: getpwuid returns a pointer into static storage or null; we copy
+    // the name out at once and this process does not call it concurrently.
+    unsafe {
+        let pw = libc::getpwuid(libc::getuid());
+        if pw.is_null() || (*pw).pw_name.is_null() {
+            return None;
+        }
+        Some(
+            std::ffi::CStr::from_ptr((*pw).pw_name)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
+}
+
 pub fn run(state_dir: &Path, args: RunArgs) -> Exit {
     let rb = match load_runbook(&args.file) {
         Ok(rb) => Arc::new(rb),
         Err(e) => return e,
     };
+    let source = std::fs::read_to_string(&args.file).unwrap_or_default();
     let params = match crate::plan::resolve_params(&rb, &args.params) {
         Ok(p) => p
             .into_iter()
@@ -44,6 +99,131 @@ pub fn run(state_dir: &Path, args: RunArgs) -> Exit {
         }
         None => new_run_id(),
     };
+    let identity = operator(args.view.identity.as_deref());
+    launch(
+        state_dir,
+        Launch {
+            rb,
+            source,
+            file: args.file,
+            params,
+            run_id,
+            operator: identity.clone(),
+            identity,
+            view: args.view,
+            flag_previous: HashMap::new(),
+        },
+        Mode::Fresh,
+    )
+}
+
+/// Loads a run's journal and the runbook recorded in it.
+fn recorded(state_dir: &Path, run_id: &str) -> Result<(journal::Recorded, Arc<Runbook>), Exit> {
+    let store = FileStore::new(state_dir);
+    let rec = match store.read(run_id) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("error: no run `{run_id}` in {}", state_dir.display());
+            return Err(Exit::Invalid);
+        }
+        Err(e) => {
+            eprintln!("error: cannot read the journal of run `{run_id}`: {e}");
+            return Err(Exit::CannotStart);
+        }
+    };
+    if rec.torn {
+        eprintln!("note: the journal's last record was torn (the engine died while writing it); it is ignored");
+    }
+    let v = crate::validate::validate(crate::spec::load(&rec.header.source));
+    let Some(rb) = v.runbook else {
+        eprintln!("error: the runbook recorded in run `{run_id}` no longer validates with this version of runbook");
+        return Err(Exit::Invalid);
+    };
+    if let Ok(now) = std::fs::read_to_string(Path::new(&rec.header.cwd).join(&rec.header.file)) {
+        if journal::hash(&now) != rec.header.hash {
+            eprintln!(
+                "note: {} changed since run `{run_id}` started; continuing with the runbook as it was then (recorded in the journal)",
+                rec.header.file
+            );
+        }
+    }
+    Ok((rec, Arc::new(rb)))
+}
+
+fn from_journal(rec: &journal::Recorded, rb: Arc<Runbook>, view: ViewArgs) -> Launch {
+    let (_, flag_previous) = rec.prior();
+    Launch {
+        rb,
+        source: rec.header.source.clone(),
+        file: PathBuf::from(&rec.header.file),
+        params: rec.header.params.clone().into_iter().collect(),
+        run_id: rec.header.run_id.clone(),
+        identity: rec.header.identity.clone(),
+        operator: operator(view.identity.as_deref()),
+        view,
+        flag_previous,
+    }
+}
+
+pub fn resume(state_dir: &Path, run_id: &str, view: ViewArgs) -> Exit {
+    let (rec, rb) = match recorded(state_dir, run_id) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    if let Some(status) = rec.finished() {
+        println!("run {run_id} already finished: {}", status.as_str());
+        return exit_of(status);
+    }
+    let (prior, _) = rec.prior();
+    let mode = if rec.rollback_started_after_success() {
+        Mode::Rollback(prior)
+    } else {
+        Mode::Resume(prior)
+    };
+    launch(state_dir, from_journal(&rec, rb, view), mode)
+}
+
+pub fn rollback(state_dir: &Path, run_id: &str, view: ViewArgs) -> Exit {
+    let (rec, rb) = match recorded(state_dir, run_id) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    match rec.finished() {
+        Some(RunStatus::Succeeded) => {}
+        Some(other) => {
+            eprintln!(
+                "error: run {run_id} ended {}; only a succeeded run can be rolled back",
+                other.as_str()
+            );
+            return Exit::Invalid;
+        }
+        None if rec.rollback_started_after_success() => {}
+        None => {
+            eprintln!(
+                "error: run {run_id} has not finished; `runbook resume {run_id}` continues it"
+            );
+            return Exit::Invalid;
+        }
+    }
+    let (prior, _) = rec.prior();
+    launch(
+        state_dir,
+        from_journal(&rec, rb, view),
+        Mode::Rollback(prior),
+    )
+}
+
+fn exit_of(status: RunStatus) -> Exit {
+    match status {
+        RunStatus::Succeeded => Exit::Succeeded,
+        RunStatus::RolledBack => Exit::Failed,
+        RunStatus::RollbackFailed => Exit::RollbackFailed,
+        RunStatus::Interrupted => Exit::Interrupted,
+    }
+}
+
+fn launch(state_dir: &Path, l: Launch, mode: Mode) -> Exit {
+    let rb = l.rb.clone();
     let cwd = match std::env::current_dir() {
         Ok(d) => d,
         Err(e) => {
@@ -52,10 +232,12 @@ pub fn run(state_dir: &Path, args: RunArgs) -> Exit {
         }
     };
     let state_dir = cwd.join(state_dir);
-    let run_dir = state_dir.join("runs").join(&run_id);
-    if run_dir.exists() {
+    let store = FileStore::new(&state_dir);
+    let run_dir = store.run_dir(&l.run_id);
+    if matches!(mode, Mode::Fresh) && run_dir.exists() {
         eprintln!(
-            "error: run `{run_id}` already exists in {}; pick another --run-id",
+            "error: run `{}` already exists in {}; pick another --run-id",
+            l.run_id,
             state_dir.display()
         );
         return Exit::Invalid;
@@ -64,6 +246,20 @@ pub fn run(state_dir: &Path, args: RunArgs) -> Exit {
         eprintln!("error: state dir {} is unusable: {e}", state_dir.display());
         return Exit::CannotStart;
     }
+    // One process per run: a second `resume` of a live run must not race it.
+    let _run_lock =
+        match Lock::acquire_file(&run_dir.join("run.lock"), &std::process::id().to_string()) {
+            Ok(l) => l,
+            Err(LockError::Held { holder }) => {
+                eprintln!("error: run {} is being run by process {holder}", l.run_id);
+                return Exit::CannotStart;
+            }
+            Err(LockError::Io(e)) => {
+                eprintln!("error: state dir {} is unusable: {e}", state_dir.display());
+                return Exit::CannotStart;
+            }
+        };
+
     let secret_values = match secrets::load(&rb, &cwd) {
         Ok(s) => s,
         Err(e) => {
@@ -73,13 +269,13 @@ pub fn run(state_dir: &Path, args: RunArgs) -> Exit {
     };
     let mut masked: Vec<String> = secret_values.iter().map(|(_, v)| v.clone()).collect();
     for p in rb.params.iter().filter(|p| p.secret) {
-        if let Some(Json::String(v)) = params.get(&p.name) {
+        if let Some(Json::String(v)) = l.params.get(&p.name) {
             masked.push(v.clone());
         }
     }
     let masker = Arc::new(Masker::new(masked));
     let process_env: Vec<(String, String)> = std::env::vars().collect();
-    let ctx = match Context::new(&rb, &run_id, &params, &secret_values, &process_env) {
+    let ctx = match Context::new(&rb, &l.run_id, &l.params, &secret_values, &process_env) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {}", masker.mask(&e));
@@ -96,7 +292,7 @@ pub fn run(state_dir: &Path, args: RunArgs) -> Exit {
             }
         }
     }
-    base_env.push(("RUNBOOK_RUN_ID".into(), run_id.clone()));
+    base_env.push(("RUNBOOK_RUN_ID".into(), l.run_id.clone()));
     let flags = match flag_stores(&rb, &state_dir, &ctx) {
         Ok(f) => f,
         Err(e) => {
@@ -115,8 +311,8 @@ pub fn run(state_dir: &Path, args: RunArgs) -> Exit {
                     return Exit::Invalid;
                 }
             };
-            match Lock::acquire(&state_dir, &key, &run_id) {
-                Ok(l) => Some(l),
+            match Lock::acquire(&state_dir, &key, &l.run_id) {
+                Ok(lock) => Some(lock),
                 Err(LockError::Held { holder }) => {
                     eprintln!("error: lock `{key}` is held by run {holder}; wait for it or check `runbook status {holder}`");
                     return Exit::CannotStart;
@@ -129,49 +325,55 @@ pub fn run(state_dir: &Path, args: RunArgs) -> Exit {
         }
     };
 
-    let identity = args
-        .identity
-        .clone()
-        .or_else(|| std::env::var("RUNBOOK_USER").ok())
-        .or_else(|| std::env::var("USER").ok())
-        .or_else(|| std::env::var("LOGNAME").ok())
-        .unwrap_or_else(|| "unknown".into());
-
-    let bus = Bus::new(masker);
-    let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-        && std::io::stdout().is_terminal();
-    match args.log_format {
-        LogFormat::Json => bus.subscribe(Box::new(view::JsonLog::install())),
-        LogFormat::Text if std::io::stdout().is_terminal() && std::env::var_os("CI").is_none() => {
-            bus.subscribe(Box::new(view::Terminal::new(rb.steps.len(), color)));
+    let bus = Bus::new(masker.clone());
+    // The journal listens first: every other listener sees an event only once it is durable.
+    let journal = match &mode {
+        Mode::Fresh => {
+            let mut params: serde_json::Map<String, Json> = l.params.clone().into_iter().collect();
+            for p in rb.params.iter().filter(|p| p.secret) {
+                params.insert(p.name.clone(), Json::String("***".into()));
+            }
+            let mut source = l.source.clone();
+            masker.mask_in_place(&mut source);
+            let header = Header {
+                run_id: l.run_id.clone(),
+                runbook: rb.name.clone(),
+                file: l.file.display().to_string(),
+                hash: journal::hash(&l.source),
+                source,
+                params,
+                identity: l.identity.clone(),
+                pid: std::process::id(),
+                started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                    .to_string(),
+                cwd: cwd.display().to_string(),
+            };
+            store.create(&header)
         }
-        LogFormat::Text => bus.subscribe(Box::new(view::Plain::new(color))),
+        _ => store.append(&l.run_id),
+    };
+    match journal {
+        Ok(j) => bus.subscribe(j),
+        Err(e) => {
+            eprintln!(
+                "error: cannot write the journal in {}: {e}",
+                run_dir.display()
+            );
+            return Exit::CannotStart;
+        }
     }
-    if let Some(path) = &args.report {
-        let ids: Vec<(String, &'static str)> = rb
-            .steps
-            .iter()
-            .map(|s| (s.id.clone(), "steps"))
-            .chain(rb.on_failure.iter().map(|s| (s.id.clone(), "on_failure")))
-            .chain(rb.finally.iter().map(|s| (s.id.clone(), "finally")))
-            .collect();
-        bus.subscribe(Box::new(view::Report::new(
-            cwd.join(path),
-            &run_id,
-            &rb.name,
-            &ids,
-        )));
-    }
+    subscribe_views(&bus, &rb, &l, &cwd);
 
     let env = Arc::new(RunEnv {
         runbook: rb.clone(),
-        run_id: run_id.clone(),
+        run_id: l.run_id.clone(),
         state_dir: state_dir.clone(),
         run_dir,
         cwd,
         base_env,
-        identity,
+        identity: l.identity.clone(),
         flags,
+        flag_previous: l.flag_previous.clone(),
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -185,22 +387,55 @@ pub fn run(state_dir: &Path, args: RunArgs) -> Exit {
     };
     let outcome = runtime.block_on(async {
         let signals = signals();
-        bus.emit(Event::RunStarted {
-            run_id: run_id.clone(),
-            runbook: rb.name.clone(),
-            steps: rb.steps.len(),
-            params: serde_json::to_value(&params).unwrap_or_default(),
-        });
+        if matches!(mode, Mode::Fresh) {
+            bus.emit(Event::RunStarted {
+                run_id: l.run_id.clone(),
+                runbook: rb.name.clone(),
+                steps: rb.steps.len(),
+                params: serde_json::to_value(&l.params).unwrap_or_default(),
+            });
+        } else {
+            eprintln!(
+                "continuing run {} of {} (started by {})",
+                l.run_id, rb.name, l.identity
+            );
+        }
         let engine = Arc::new(Engine::new(env, bus.clone(), ctx));
-        engine.run(signals).await
+        match mode {
+            Mode::Fresh => engine.run(signals, Prior::default()).await,
+            Mode::Resume(prior) => engine.run(signals, prior).await,
+            Mode::Rollback(prior) => engine.rollback(signals, prior, &l.operator).await,
+        }
     });
     bus.finish();
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    match outcome.status {
-        RunStatus::Succeeded => Exit::Succeeded,
-        RunStatus::RolledBack => Exit::Failed,
-        RunStatus::RollbackFailed => Exit::RollbackFailed,
-        RunStatus::Interrupted => Exit::Interrupted,
+    exit_of(outcome.status)
+}
+
+fn subscribe_views(bus: &Bus, rb: &Runbook, l: &Launch, cwd: &Path) {
+    let tty = std::io::stdout().is_terminal();
+    let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && tty;
+    match l.view.log_format {
+        LogFormat::Json => bus.subscribe(Box::new(view::JsonLog::install())),
+        LogFormat::Text if tty && std::env::var_os("CI").is_none() => {
+            bus.subscribe(Box::new(view::Terminal::new(rb.steps.len(), color)));
+        }
+        LogFormat::Text => bus.subscribe(Box::new(view::Plain::new(color))),
+    }
+    if let Some(path) = &l.view.report {
+        let ids: Vec<(String, &'static str)> = rb
+            .steps
+            .iter()
+            .map(|s| (s.id.clone(), "steps"))
+            .chain(rb.on_failure.iter().map(|s| (s.id.clone(), "on_failure")))
+            .chain(rb.finally.iter().map(|s| (s.id.clone(), "finally")))
+            .collect();
+        bus.subscribe(Box::new(view::Report::new(
+            cwd.join(path),
+            &l.run_id,
+            &rb.name,
+            &ids,
+        )));
     }
 }
 
@@ -258,19 +493,15 @@ fn signals() -> crate::engine::Signals {
 fn valid_run_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
+        && !id.starts_with('.')
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        && !id.starts_with('.')
 }
 
 fn new_run_id() -> String {
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let stamp: String = now.chars().filter(char::is_ascii_digit).take(14).collect();
-    format!(
-        "{}-{}-{:04x}",
-        &stamp[..8.min(stamp.len())],
-        &stamp[8.min(stamp.len())..],
-        fastrand::u16(..)
-    )
+    let (date, time) = stamp.split_at(8.min(stamp.len()));
+    format!("{date}-{time}-{:04x}", fastrand::u16(..))
 }

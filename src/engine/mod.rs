@@ -12,7 +12,7 @@
 mod attempt;
 mod context;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -39,6 +39,7 @@ pub struct StepRecord {
     pub error: Option<String>,
     /// Order of completion among main steps, for unwinding.
     pub finished_seq: Option<u64>,
+    pub duration_ms: u64,
     pub rollback: Option<RollbackRecord>,
 }
 
@@ -57,6 +58,7 @@ impl StepRecord {
             result: Map::new(),
             error: None,
             finished_seq: None,
+            duration_ms: 0,
             rollback: None,
         }
     }
@@ -82,6 +84,20 @@ pub struct Outcome {
     pub finally: Vec<StepRecord>,
 }
 
+/// What a journal says happened before this process took over.
+#[derive(Debug, Default)]
+pub struct Prior {
+    /// Finished steps (of every list) by id, with their rollback if it finished.
+    pub steps: HashMap<String, StepRecord>,
+    /// Steps that started and never finished: the engine died under them.
+    pub running: HashSet<String>,
+    /// The run had started unwinding; the id of the failed step, if a step failed.
+    pub unwinding: Option<Option<String>>,
+    pub interrupted: bool,
+    /// Completion counter so far.
+    pub seq: u64,
+}
+
 /// Signals from outside: each message is one SIGINT/SIGTERM.
 pub type Signals = mpsc::UnboundedReceiver<()>;
 
@@ -92,7 +108,7 @@ pub struct Engine {
 }
 
 enum Event2 {
-    Done(usize, Result<crate::steps::Outputs, Failure>, u32),
+    Done(usize, Result<crate::steps::Outputs, Failure>, u32, u64),
     Signal,
 }
 
@@ -101,20 +117,57 @@ impl Engine {
         Engine { env, bus, ctx }
     }
 
-    pub async fn run(self: Arc<Self>, mut signals: Signals) -> Outcome {
+    /// Runs the runbook, continuing from `prior` (empty for a fresh run).
+    pub async fn run(self: Arc<Self>, mut signals: Signals, prior: Prior) -> Outcome {
         let started = Instant::now();
         let rb = self.env.runbook.clone();
         let n = rb.steps.len();
         let mut records: Vec<StepRecord> = vec![StepRecord::new(); n];
-        let mut waiting_on: Vec<usize> = (0..n).map(|i| rb.graph.parents(i).count()).collect();
-        let mut ready: BTreeSet<usize> = (0..n).filter(|&i| waiting_on[i] == 0).collect();
-        let (cancel_tx, cancel_rx) = watch::channel(false);
-        let mut running: JoinSet<(usize, Result<crate::steps::Outputs, Failure>, u32)> =
-            JoinSet::new();
         let mut failed: Option<usize> = None;
-        let mut interrupted = false;
+        let mut interrupted = prior.interrupted;
+        let mut seq = prior.seq;
+        for (i, step) in rb.steps.iter().enumerate() {
+            if let Some(rec) = prior.steps.get(&step.id) {
+                records[i] = rec.clone();
+                self.ctx.set_step(&step.id, rec);
+            } else if prior.running.contains(&step.id)
+                && step.on_resume == crate::runbook::OnResume::Fail
+            {
+                let rec = &mut records[i];
+                rec.status = StepStatus::Failed;
+                rec.error = Some("the engine stopped while this step ran, and it has `on_resume: fail`: check its effects by hand".into());
+                seq += 1;
+                rec.finished_seq = Some(seq);
+                self.finish_step(i, &records[i], 0);
+                self.ctx.set_step(&step.id, &records[i]);
+                if failed.is_none() && !step.continue_on_failure {
+                    failed = Some(i);
+                }
+            }
+        }
+        if let Some(f) = &prior.unwinding {
+            failed = f.as_ref().and_then(|id| rb.step_index(id));
+            interrupted |= failed.is_none();
+        }
+        let done = |r: &StepRecord, s: &Step| {
+            matches!(r.status, StepStatus::Succeeded | StepStatus::Skipped)
+                || (r.status == StepStatus::Failed && s.continue_on_failure)
+        };
+        let mut waiting_on: Vec<usize> = (0..n)
+            .map(|i| {
+                rb.graph
+                    .parents(i)
+                    .filter(|&p| !done(&records[p], &rb.steps[p]))
+                    .count()
+            })
+            .collect();
+        let mut ready: BTreeSet<usize> = (0..n)
+            .filter(|&i| waiting_on[i] == 0 && records[i].status == StepStatus::NotStarted)
+            .collect();
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        let mut running: JoinSet<(usize, Result<crate::steps::Outputs, Failure>, u32, u64)> =
+            JoinSet::new();
         let mut signals_seen = 0u32;
-        let mut seq = 0u64;
 
         loop {
             while failed.is_none() && !interrupted && running.len() < rb.concurrency {
@@ -159,8 +212,9 @@ impl Engine {
                         role: Role::Step,
                         cancel,
                     };
+                    let t = Instant::now();
                     let (r, a) = attempts.run(&step.action, &ctx).await;
-                    (i, r, a)
+                    (i, r, a, millis(t.elapsed()))
                 });
             }
             if running.is_empty() {
@@ -168,7 +222,7 @@ impl Engine {
             }
             let ev = tokio::select! {
                 Some(joined) = running.join_next() => match joined {
-                    Ok((i, r, a)) => Event2::Done(i, r, a),
+                    Ok((i, r, a, ms)) => Event2::Done(i, r, a, ms),
                     // A panicking step task is a bug; treat it as that step failing.
                     Err(e) => {
                         tracing::error!("step task failed: {e}");
@@ -186,10 +240,11 @@ impl Engine {
                     interrupted = true;
                     let _ = cancel_tx.send(true);
                 }
-                Event2::Done(i, result, attempts) => {
+                Event2::Done(i, result, attempts, ms) => {
                     let step = &rb.steps[i];
                     let rec = &mut records[i];
                     rec.attempts = attempts;
+                    rec.duration_ms = ms;
                     match result {
                         Ok(out) => {
                             rec.status = StepStatus::Succeeded;
@@ -232,7 +287,12 @@ impl Engine {
             };
             self.ctx
                 .set_run_failure(failed.map(|i| rb.steps[i].id.clone()), &reason);
-            self.bus.emit(Event::UnwindStarted { reason });
+            if prior.unwinding.is_none() {
+                self.bus.emit(Event::UnwindStarted {
+                    reason,
+                    failed_step: failed.map(|i| rb.steps[i].id.clone()),
+                });
+            }
             let ok = match self
                 .unwind(&mut records, failed, &mut signals, &mut signals_seen)
                 .await
@@ -250,9 +310,9 @@ impl Engine {
         let on_failure = if status == RunStatus::Succeeded {
             vec![StepRecord::new(); rb.on_failure.len()]
         } else {
-            self.run_list("on_failure", &rb.on_failure).await
+            self.run_list("on_failure", &rb.on_failure, &prior).await
         };
-        let finally = self.run_list("finally", &rb.finally).await;
+        let finally = self.run_list("finally", &rb.finally, &prior).await;
         self.bus.emit(Event::RunFinished {
             status,
             duration_ms: millis(started.elapsed()),
@@ -262,6 +322,49 @@ impl Engine {
             steps: records,
             on_failure,
             finally,
+        }
+    }
+
+    /// Unwinds a run that finished successfully (an emergency rollback).
+    pub async fn rollback(
+        self: Arc<Self>,
+        mut signals: Signals,
+        prior: Prior,
+        who: &str,
+    ) -> Outcome {
+        let started = Instant::now();
+        let rb = self.env.runbook.clone();
+        let mut records: Vec<StepRecord> = vec![StepRecord::new(); rb.steps.len()];
+        for (i, step) in rb.steps.iter().enumerate() {
+            if let Some(rec) = prior.steps.get(&step.id) {
+                records[i] = rec.clone();
+                self.ctx.set_step(&step.id, rec);
+            }
+        }
+        if prior.unwinding.is_none() {
+            self.bus.emit(Event::UnwindStarted {
+                reason: format!("rollback requested by {who}"),
+                failed_step: None,
+            });
+        }
+        let mut seen = 0;
+        let status = match self
+            .unwind(&mut records, None, &mut signals, &mut seen)
+            .await
+        {
+            None => return self.abort(records, started),
+            Some(true) => RunStatus::RolledBack,
+            Some(false) => RunStatus::RollbackFailed,
+        };
+        self.bus.emit(Event::RunFinished {
+            status,
+            duration_ms: millis(started.elapsed()),
+        });
+        Outcome {
+            status,
+            steps: records,
+            on_failure: Vec::new(),
+            finally: Vec::new(),
         }
     }
 
@@ -293,8 +396,15 @@ impl Engine {
                 .get("outputs")
                 .cloned()
                 .unwrap_or_else(|| json!({})),
+            extra: Json::Object(
+                rec.result
+                    .iter()
+                    .filter(|(k, _)| *k != "outputs")
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
             error: rec.error.clone(),
-            duration_ms: 0,
+            duration_ms: rec.duration_ms,
         });
     }
 
@@ -324,8 +434,17 @@ impl Engine {
             .into_iter()
             .filter(|&i| !matches!(rb.steps[i].rollback, Rollback::None))
             .collect();
-        let ancestors = rb.graph.ancestors();
+        // Rollbacks a previous process finished are never run again; their
+        // outcome still counts.
         let mut all_ok = true;
+        pending.retain(|&i| match &records[i].rollback {
+            Some(r) => {
+                all_ok &= r.status == StepStatus::Succeeded;
+                false
+            }
+            None => true,
+        });
+        let ancestors = rb.graph.ancestors();
         while !pending.is_empty() {
             // The first in order whose dependents' rollbacks are all finished.
             let pos = pending
@@ -438,7 +557,7 @@ impl Engine {
     }
 
     /// `on_failure` or `finally`: in list order, each failure recorded, never unwound.
-    async fn run_list(&self, phase: &str, steps: &[Step]) -> Vec<StepRecord> {
+    async fn run_list(&self, phase: &str, steps: &[Step], prior: &Prior) -> Vec<StepRecord> {
         let mut out = Vec::with_capacity(steps.len());
         if steps.is_empty() {
             return out;
@@ -448,6 +567,10 @@ impl Engine {
         });
         let (_keep, cancel) = watch::channel(false);
         for step in steps {
+            if let Some(rec) = prior.steps.get(&step.id) {
+                out.push(rec.clone());
+                continue;
+            }
             let mut rec = StepRecord::new();
             let ctx = self.ctx.for_step(None);
             match step

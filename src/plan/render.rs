@@ -172,6 +172,30 @@ fn text_step(o: &mut String, s: &PlannedStep) {
     }
 }
 
+/// An inline code span for a table cell. Text that itself holds backticks
+/// (`query (prometheus `prom`)`) gets a longer fence, as CommonMark asks,
+/// so the span does not end early.
+fn md_code(s: &str) -> String {
+    let text = md_escape(s);
+    let mut longest = 0;
+    let mut run = 0;
+    for c in text.chars() {
+        run = if c == '`' { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    if longest == 0 {
+        return format!("`{text}`");
+    }
+    let fence = "`".repeat(longest + 1);
+    format!("{fence} {text} {fence}")
+}
+
+/// Table text outside code spans: `<state dir>` would otherwise be taken
+/// for an HTML tag and vanish from a rendered pull-request comment.
+fn md_text(s: &str) -> String {
+    md_escape(s).replace('<', "&lt;")
+}
+
 fn md_escape(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
@@ -201,9 +225,9 @@ fn markdown(plan: &Plan) -> String {
         for p in &plan.params {
             let _ = writeln!(
                 o,
-                "| `{}` | `{}` | {} |",
+                "| `{}` | {} | {} |",
                 p.name,
-                md_escape(&p.value.to_string()),
+                md_code(&p.value.to_string()),
                 p.source
             );
         }
@@ -214,11 +238,11 @@ fn markdown(plan: &Plan) -> String {
         let mut does = s
             .action
             .iter()
-            .map(|l| format!("`{}`", md_escape(l)))
+            .map(|l| md_code(l))
             .collect::<Vec<_>>()
             .join("<br>");
         if let Some(w) = when_text(s) {
-            does = format!("_{}_<br>{does}", md_escape(&w));
+            does = format!("_{}_<br>{does}", md_text(&w));
         }
         let limits = [s.timeout.clone(), s.retry.clone()]
             .into_iter()
@@ -228,7 +252,7 @@ fn markdown(plan: &Plan) -> String {
         let rollback = s
             .rollback
             .iter()
-            .map(|l| md_escape(l))
+            .map(|l| md_text(l))
             .collect::<Vec<_>>()
             .join("<br>");
         let _ = writeln!(
@@ -269,11 +293,11 @@ fn markdown(plan: &Plan) -> String {
             };
             let _ = writeln!(
                 o,
-                "| `{}` | `{}` | `{}` | {} | {undo} |",
+                "| `{}` | {} | {} | {} | {undo} |",
                 f.step,
-                md_escape(&f.name),
-                md_escape(&f.value),
-                f.provider
+                md_code(&f.name),
+                md_code(&f.value),
+                md_text(&f.provider)
             );
         }
         let _ = writeln!(o);

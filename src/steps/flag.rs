@@ -40,6 +40,10 @@ impl Executor for FlagExec {
                 r = store.set(&name, &value, &record) => r?,
                 _ = cx.stopped() => return Err("stopped before the flag was written".into()),
             };
+            let previous = match cx.env.flag_previous.get(cx.step_id) {
+                Some(recorded) => recorded.clone(),
+                None => previous,
+            };
             let mut values = Outputs::new();
             values.insert("name".into(), Json::String(name));
             values.insert("existed".into(), Json::Bool(previous.is_some()));

@@ -43,6 +43,10 @@ pub struct RunEnv {
     pub base_env: Vec<(String, String)>,
     pub identity: String,
     pub flags: FlagStores,
+    /// Flags' previous values recorded by an earlier process for steps it
+    /// did not finish: a re-run must restore what was there before the run,
+    /// not what the first attempt wrote.
+    pub flag_previous: std::collections::HashMap<String, Option<Json>>,
 }
 
 impl RunEnv {

@@ -70,7 +70,7 @@ pub(crate) fn describe(event: &Event) -> Option<String> {
             Some(e) => format!("{step}: {} ({e})", status.as_str()),
             None => format!("{step}: {}", status.as_str()),
         },
-        Event::UnwindStarted { reason } => format!("unwinding: {reason}"),
+        Event::UnwindStarted { reason, .. } => format!("unwinding: {reason}"),
         Event::RollbackStarted {
             step,
             body,

@@ -154,7 +154,7 @@ impl Listener for Terminal {
                     row.4 = status.as_str().to_string();
                 }
             }
-            Event::UnwindStarted { reason } => {
+            Event::UnwindStarted { reason, .. } => {
                 let _ = self
                     .multi
                     .println(self.paint("1;31", &format!("unwinding: {reason}")));

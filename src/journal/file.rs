@@ -1,0 +1,190 @@
+//! Journals as JSON-lines files: `<state dir>/runs/<run id>/journal.jsonl`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use serde_json::Value as Json;
+
+use super::{Header, Recorded, RunStore};
+use crate::events::{Event, Listener};
+
+pub struct FileStore {
+    runs: PathBuf,
+}
+
+impl FileStore {
+    pub fn new(state_dir: &std::path::Path) -> FileStore {
+        FileStore {
+            runs: state_dir.join("runs"),
+        }
+    }
+
+    pub fn run_dir(&self, run_id: &str) -> PathBuf {
+        self.runs.join(run_id)
+    }
+
+    fn path(&self, run_id: &str) -> PathBuf {
+        self.run_dir(run_id).join("journal.jsonl")
+    }
+}
+
+struct Writer {
+    file: File,
+    failed: bool,
+}
+
+impl Writer {
+    fn write_line(&mut self, value: &Json) -> std::io::Result<()> {
+        let mut line = serde_json::to_string(value).map_err(std::io::Error::other)?;
+        line.push('\n');
+        self.file.write_all(line.as_bytes())?;
+        self.file.sync_data()
+    }
+}
+
+impl Listener for Writer {
+    fn on(&mut self, at: SystemTime, event: &Event) {
+        let mut value = serde_json::to_value(event).unwrap_or(Json::Null);
+        if let Json::Object(m) = &mut value {
+            m.insert(
+                "at".into(),
+                Json::String(humantime::format_rfc3339_millis(at).to_string()),
+            );
+        }
+        if let Err(e) = self.write_line(&value) {
+            if !self.failed {
+                eprintln!("runbook: cannot write the journal: {e}; this run cannot be resumed");
+                self.failed = true;
+            }
+        }
+    }
+}
+
+impl RunStore for FileStore {
+    fn create(&self, header: &Header) -> std::io::Result<Box<dyn Listener>> {
+        std::fs::create_dir_all(self.run_dir(&header.run_id))?;
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(self.path(&header.run_id))?;
+        let mut w = Writer {
+            file,
+            failed: false,
+        };
+        let mut value = serde_json::to_value(header).map_err(std::io::Error::other)?;
+        if let Json::Object(m) = &mut value {
+            m.insert("record".into(), Json::String("header".into()));
+        }
+        w.write_line(&value)?;
+        if let Ok(dir) = File::open(self.run_dir(&header.run_id)) {
+            let _ = dir.sync_all();
+        }
+        Ok(Box::new(w))
+    }
+
+    fn append(&self, run_id: &str) -> std::io::Result<Box<dyn Listener>> {
+        let path = self.path(run_id);
+        // Cut a torn last record so new records start on a line of their own.
+        let text = std::fs::read(&path)?;
+        if let Some(last_nl) = text.iter().rposition(|&b| b == b'\n') {
+            if last_nl + 1 < text.len() {
+                let f = OpenOptions::new().write(true).open(&path)?;
+                f.set_len(last_nl as u64 + 1)?;
+                f.sync_data()?;
+            }
+        }
+        let file = OpenOptions::new().append(true).open(&path)?;
+        Ok(Box::new(Writer {
+            file,
+            failed: false,
+        }))
+    }
+
+    fn read(&self, run_id: &str) -> std::io::Result<Recorded> {
+        let file = File::open(self.path(run_id))?;
+        let mut lines = Vec::new();
+        let mut reader = BufReader::new(file);
+        let mut buf = Vec::new();
+        let mut torn = false;
+        loop {
+            buf.clear();
+            let n = reader.read_until(b'\n', &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            if buf.last() != Some(&b'\n') {
+                torn = true;
+                break;
+            }
+            lines.push(String::from_utf8_lossy(&buf).into_owned());
+        }
+        let mut header = None;
+        let mut events = Vec::new();
+        let count = lines.len();
+        for (i, line) in lines.iter().enumerate() {
+            let value: Json = match serde_json::from_str(line) {
+                Ok(v) => v,
+                // Only the last record may be damaged (a crash mid-write).
+                Err(_) if i + 1 == count => {
+                    torn = true;
+                    break;
+                }
+                Err(e) => {
+                    return Err(std::io::Error::other(format!(
+                        "journal line {} is damaged: {e}",
+                        i + 1
+                    )))
+                }
+            };
+            if value.get("record").and_then(Json::as_str) == Some("header") {
+                header =
+                    Some(serde_json::from_value::<Header>(value).map_err(std::io::Error::other)?);
+                continue;
+            }
+            let at = value
+                .get("at")
+                .and_then(Json::as_str)
+                .unwrap_or_default()
+                .to_string();
+            match serde_json::from_value::<Event>(value) {
+                Ok(e) => events.push((at, e)),
+                Err(_) if i + 1 == count => torn = true,
+                Err(e) => {
+                    return Err(std::io::Error::other(format!(
+                        "journal line {} is not an event: {e}",
+                        i + 1
+                    )))
+                }
+            }
+        }
+        let header = header.ok_or_else(|| std::io::Error::other("the journal has no header"))?;
+        Ok(Recorded {
+            header,
+            events,
+            torn,
+        })
+    }
+
+    fn list(&self) -> std::io::Result<Vec<String>> {
+        let mut runs: Vec<(SystemTime, String)> = Vec::new();
+        let entries = match std::fs::read_dir(&self.runs) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        for entry in entries.flatten() {
+            let journal = entry.path().join("journal.jsonl");
+            if let Ok(meta) = std::fs::metadata(&journal) {
+                let created = meta
+                    .created()
+                    .or_else(|_| meta.modified())
+                    .unwrap_or(SystemTime::UNIX_EPOCH);
+                runs.push((created, entry.file_name().to_string_lossy().into_owned()));
+            }
+        }
+        runs.sort();
+        Ok(runs.into_iter().map(|(_, id)| id).collect())
+    }
+}
