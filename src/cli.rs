@@ -76,6 +76,19 @@ pub enum Command {
         #[command(flatten)]
         view: ViewArgs,
     },
+    /// Answer a waiting approval of a run from another process.
+    Approve {
+        run_id: String,
+        step: String,
+        /// Who approves (default: $RUNBOOK_USER, else the login name).
+        #[arg(long = "as")]
+        identity: Option<String>,
+        /// Reject instead of approving: the step fails and the run unwinds.
+        #[arg(long)]
+        reject: bool,
+        #[arg(long)]
+        comment: Option<String>,
+    },
     /// List runs, or show one run's steps.
     Status {
         run_id: Option<String>,
@@ -164,8 +177,15 @@ fn check_file(path: &Path, format: DiagFormat) -> (Option<Runbook>, Vec<Diagnost
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("error[E001]: cannot read {name}: {e}");
-            return (None, Vec::new());
+            let d = Diagnostic::new(
+                crate::diagnostics::Code::Io,
+                crate::spec::Span::point(1, 1),
+                format!("cannot read {name}: {e}"),
+            );
+            if format == DiagFormat::Text {
+                eprintln!("error[E001]: {}", d.message);
+            }
+            return (None, vec![d]);
         }
     };
     let v = validate::validate(crate::spec::load(&text));
@@ -227,8 +247,8 @@ pub fn run(cli: Cli) -> Exit {
             let resolved = match plan::resolve_params(&rb, &params) {
                 Ok(p) => p,
                 Err(errors) => {
-                    for e in errors {
-                        eprintln!("error[E032]: {e}");
+                    for (code, e) in errors {
+                        eprintln!("error[{code}]: {e}");
                     }
                     return Exit::Invalid;
                 }
@@ -240,6 +260,20 @@ pub fn run(cli: Cli) -> Exit {
         Command::Run(args) => crate::run::run(&cli.state_dir, args),
         Command::Resume { run_id, view } => crate::run::resume(&cli.state_dir, &run_id, view),
         Command::Rollback { run_id, view } => crate::run::rollback(&cli.state_dir, &run_id, view),
+        Command::Approve {
+            run_id,
+            step,
+            identity,
+            reject,
+            comment,
+        } => crate::steps::approval::submit(
+            &cli.state_dir,
+            &run_id,
+            &step,
+            identity.as_deref(),
+            reject,
+            comment.as_deref(),
+        ),
         Command::Status { run_id, format } => crate::status::show(
             &cli.state_dir,
             run_id.as_deref(),

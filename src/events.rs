@@ -89,6 +89,13 @@ pub enum Event {
         step: String,
         on: String,
     },
+    /// A decision on an approval step.
+    Approval {
+        step: String,
+        by: String,
+        approved: bool,
+        comment: Option<String>,
+    },
     /// A flag's value before a step changed it (`None`: it did not exist).
     FlagPrevious {
         step: String,
@@ -159,6 +166,9 @@ impl Event {
             Event::RollbackFinished { error: Some(e), .. } => m.mask_in_place(e),
             Event::UnwindStarted { reason, .. } => m.mask_in_place(reason),
             Event::Waiting { on, .. } => m.mask_in_place(on),
+            Event::Approval {
+                comment: Some(c), ..
+            } => m.mask_in_place(c),
             Event::RunStarted { params, .. } => m.mask_json(params),
             _ => {}
         }

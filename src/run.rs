@@ -85,8 +85,8 @@ pub fn run(state_dir: &Path, args: RunArgs) -> Exit {
             .map(|(k, (v, _))| (k, v))
             .collect::<IndexMap<String, Json>>(),
         Err(errors) => {
-            for e in errors {
-                eprintln!("error[E032]: {e}");
+            for (code, e) in errors {
+                eprintln!("error[{code}]: {e}");
             }
             return Exit::Invalid;
         }
@@ -260,6 +260,10 @@ fn launch(state_dir: &Path, l: Launch, mode: Mode) -> Exit {
             }
         };
 
+    // A fresh run refused before its journal exists (missing secret, lock
+    // held, ...) must not keep its id: the same `--run-id` may run once fixed.
+    let mut unclaimed = Unclaimed(matches!(mode, Mode::Fresh).then(|| run_dir.clone()));
+
     let secret_values = match secrets::load(&rb, &cwd) {
         Ok(s) => s,
         Err(e) => {
@@ -353,7 +357,10 @@ fn launch(state_dir: &Path, l: Launch, mode: Mode) -> Exit {
         _ => store.append(&l.run_id),
     };
     match journal {
-        Ok(j) => bus.subscribe(j),
+        Ok(j) => {
+            bus.subscribe(j);
+            unclaimed.0 = None;
+        }
         Err(e) => {
             eprintln!(
                 "error: cannot write the journal in {}: {e}",
@@ -374,6 +381,9 @@ fn launch(state_dir: &Path, l: Launch, mode: Mode) -> Exit {
         identity: l.identity.clone(),
         flags,
         flag_previous: l.flag_previous.clone(),
+        approve: l.view.approve.clone(),
+        operator: l.operator.clone(),
+        interactive: std::io::stdin().is_terminal() && std::io::stdout().is_terminal(),
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -410,6 +420,17 @@ fn launch(state_dir: &Path, l: Launch, mode: Mode) -> Exit {
     bus.finish();
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     exit_of(outcome.status)
+}
+
+/// Removes the directory of a fresh run that never got a journal.
+struct Unclaimed(Option<PathBuf>);
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 fn subscribe_views(bus: &Bus, rb: &Runbook, l: &Launch, cwd: &Path) {

@@ -33,6 +33,44 @@ impl FileStore {
 struct Writer {
     file: File,
     failed: bool,
+    crash: Option<CrashPoint>,
+    written: usize,
+}
+
+/// Fault injection for the crash tests: `RUNBOOK_CRASH_AT=before:N` kills the
+/// process with SIGKILL just before the N-th event of this process reaches
+/// the journal, `after:N` just after. Nothing else reads it.
+#[derive(Clone, Copy)]
+struct CrashPoint {
+    before: bool,
+    n: usize,
+}
+
+fn crash_point() -> Option<CrashPoint> {
+    let v = std::env::var("RUNBOOK_CRASH_AT").ok()?;
+    let (when, n) = v.split_once(':')?;
+    Some(CrashPoint {
+        before: when == "before",
+        n: n.parse().ok()?,
+    })
+}
+
+fn die() {
+    // SAFETY: raising SIGKILL on ourselves; it does not return.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+}
+
+impl Writer {
+    fn new(file: File) -> Writer {
+        Writer {
+            file,
+            failed: false,
+            crash: crash_point(),
+            written: 0,
+        }
+    }
 }
 
 impl Writer {
@@ -53,7 +91,15 @@ impl Listener for Writer {
                 Json::String(humantime::format_rfc3339_millis(at).to_string()),
             );
         }
-        if let Err(e) = self.write_line(&value) {
+        self.written += 1;
+        if self.crash.is_some_and(|c| c.before && c.n == self.written) {
+            die();
+        }
+        let result = self.write_line(&value);
+        if self.crash.is_some_and(|c| !c.before && c.n == self.written) {
+            die();
+        }
+        if let Err(e) = result {
             if !self.failed {
                 eprintln!("runbook: cannot write the journal: {e}; this run cannot be resumed");
                 self.failed = true;
@@ -69,10 +115,7 @@ impl RunStore for FileStore {
             .create_new(true)
             .append(true)
             .open(self.path(&header.run_id))?;
-        let mut w = Writer {
-            file,
-            failed: false,
-        };
+        let mut w = Writer::new(file);
         let mut value = serde_json::to_value(header).map_err(std::io::Error::other)?;
         if let Json::Object(m) = &mut value {
             m.insert("record".into(), Json::String("header".into()));
@@ -96,10 +139,7 @@ impl RunStore for FileStore {
             }
         }
         let file = OpenOptions::new().append(true).open(&path)?;
-        Ok(Box::new(Writer {
-            file,
-            failed: false,
-        }))
+        Ok(Box::new(Writer::new(file)))
     }
 
     fn read(&self, run_id: &str) -> std::io::Result<Recorded> {

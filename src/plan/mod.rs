@@ -16,6 +16,7 @@ use serde_json::Value as Json;
 
 pub use render::{render, Format};
 
+use crate::diagnostics::Code;
 use crate::duration;
 use crate::runbook::{Action, ActionKind, Backoff, Dur, Num, Rollback, Runbook, Step};
 use crate::template::{self, symbol};
@@ -65,8 +66,12 @@ pub struct PlannedStep {
     pub continue_on_failure: bool,
     /// How this step is undone: rendered rollback bodies, or the automatic flag restore.
     pub rollback: Vec<String>,
-    /// If this step fails, the rollbacks that run, in order.
+    /// If this step fails, the rollbacks that run, in order: the first
+    /// [`MAX_LISTED_UNWINDS`] of them; `on_failure_unwinds_more` counts the rest.
     pub on_failure_unwinds: Vec<String>,
+    /// How many rollbacks run after those listed in `on_failure_unwinds`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub on_failure_unwinds_more: usize,
     /// Worst case for this step alone; `None` when unbounded.
     #[serde(serialize_with = "ser_dur")]
     pub worst_case: Option<Duration>,
@@ -98,6 +103,17 @@ pub struct CriticalPath {
     pub worst_case: Option<Duration>,
 }
 
+/// The most rollbacks listed for one step in [`PlannedStep::on_failure_unwinds`].
+///
+/// Every list in full is quadratic: in a chain of 10,000 steps, a fifth of them
+/// with a rollback, it is ~10^7 names (750 MiB to build, 160 MiB of text). The
+/// rest of each list is counted, and `unwind_order` gives the whole order.
+pub const MAX_LISTED_UNWINDS: usize = 25;
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 fn ser_dur<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
     match d {
         Some(d) => s.serialize_str(&duration::format(*d)),
@@ -105,12 +121,15 @@ fn ser_dur<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S:
     }
 }
 
+/// Params by name: the value, and whether it was given (else the default).
+pub type ResolvedParams = IndexMap<String, (Json, bool)>;
+
 /// Resolves `--param` values against the declared params: types, enums,
 /// required ones, defaults. Errors are user errors (exit 2).
 pub fn resolve_params(
     rb: &Runbook,
     given: &[(String, String)],
-) -> Result<IndexMap<String, (Json, bool)>, Vec<String>> {
+) -> Result<ResolvedParams, Vec<(Code, String)>> {
     let mut errors = Vec::new();
     let mut out = IndexMap::new();
     for (k, v) in given {
@@ -120,13 +139,13 @@ pub fn resolve_params(
                 let hint = crate::diagnostics::did_you_mean(k, names)
                     .map(|m| format!(" (did you mean `{m}`?)"))
                     .unwrap_or_default();
-                errors.push(format!("unknown parameter `{k}`{hint}"));
+                errors.push((Code::UnknownParam, format!("unknown parameter `{k}`{hint}")));
             }
             Some(p) => match p.parse(v) {
                 Ok(j) => {
                     out.insert(k.clone(), (j, true));
                 }
-                Err(e) => errors.push(format!("parameter `{k}`: {e}")),
+                Err(e) => errors.push((Code::ParamType, format!("parameter `{k}`: {e}"))),
             },
         }
     }
@@ -138,9 +157,12 @@ pub fn resolve_params(
             Some(d) => {
                 out.insert(p.name.clone(), (d.clone(), false));
             }
-            None if p.required => errors.push(format!(
-                "parameter `{}` is required: pass --param {}=VALUE",
-                p.name, p.name
+            None if p.required => errors.push((
+                Code::MissingParam,
+                format!(
+                    "parameter `{}` is required: pass --param {}=VALUE",
+                    p.name, p.name
+                ),
             )),
             None => {
                 out.insert(p.name.clone(), (Json::Null, false));
@@ -428,14 +450,21 @@ impl Plan {
 
         let planned = |i: usize, s: &Step, wave: usize| -> PlannedStep {
             let mut on_failure_unwinds = Vec::new();
+            let mut more = 0;
             if let Some(anc) = &ancestors {
                 for &j in &unwind {
                     if j == i || anc.is_ancestor(j, i) {
-                        on_failure_unwinds.push(rb.steps[j].id.clone());
+                        if on_failure_unwinds.len() < MAX_LISTED_UNWINDS {
+                            on_failure_unwinds.push(rb.steps[j].id.clone());
+                        } else {
+                            more += 1;
+                        }
                     }
                 }
             }
-            step_preview(rb, s, wave, &ctx, on_failure_unwinds)
+            let mut p = step_preview(rb, s, wave, &ctx, on_failure_unwinds);
+            p.on_failure_unwinds_more = more;
+            p
         };
         let steps: Vec<PlannedStep> = rb
             .steps
@@ -455,7 +484,14 @@ impl Plan {
 
         let mut approvals = Vec::new();
         let mut flags = Vec::new();
-        for s in rb.steps.iter().chain(&rb.on_failure).chain(&rb.finally) {
+        let main = rb.steps.len();
+        for (n, s) in rb
+            .steps
+            .iter()
+            .chain(&rb.on_failure)
+            .chain(&rb.finally)
+            .enumerate()
+        {
             match &s.action.kind {
                 ActionKind::Approval(a) => approvals.push(PlannedApproval {
                     step: s.id.clone(),
@@ -470,7 +506,8 @@ impl Plan {
                     provider: flag_store(rb, f.provider.as_deref()),
                     name: show(&f.name, &ctx),
                     value: show_json(&f.value, &ctx),
-                    restored_on_failure: !matches!(s.rollback, Rollback::None),
+                    // Only main steps are unwound; on_failure/finally run after it.
+                    restored_on_failure: n < main && !matches!(s.rollback, Rollback::None),
                 }),
                 _ => {}
             }
@@ -550,10 +587,46 @@ fn step_preview(
         continue_on_failure: s.continue_on_failure,
         rollback,
         on_failure_unwinds,
+        on_failure_unwinds_more: 0,
         worst_case: if when_value == Some(false) {
             Some(Duration::ZERO)
         } else {
             worst_case(&s.action, ctx)
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::validate_text;
+
+    /// Found by the validate_plan benchmark: every step listed every ancestor
+    /// rollback, so a 10,000-step chain took 4.6 s and 750 MiB to plan.
+    #[test]
+    fn unwind_lists_of_long_chains_are_capped() {
+        let mut y = String::from("version: 1\nname: chain\nsteps:\n");
+        for i in 0..100 {
+            y.push_str(&format!(
+                "  - id: s{i}\n    shell: x\n    rollback: {{ shell: y }}\n"
+            ));
+        }
+        let rb = validate_text(&y).runbook.expect("valid");
+        let plan = Plan::build(&rb, &resolve_params(&rb, &[]).unwrap());
+        let last = &plan.steps[99];
+        assert_eq!(last.on_failure_unwinds.len(), MAX_LISTED_UNWINDS);
+        assert_eq!(last.on_failure_unwinds[0], "s99");
+        assert_eq!(last.on_failure_unwinds_more, 100 - MAX_LISTED_UNWINDS);
+        let short = &plan.steps[2];
+        assert_eq!(short.on_failure_unwinds, ["s2", "s1", "s0"]);
+        assert_eq!(short.on_failure_unwinds_more, 0);
+        assert_eq!(plan.unwind_order.len(), 100);
+        let text = render(&plan, Format::Text);
+        assert!(
+            text.contains("then s74, then 75 more in unwind order\n"),
+            "{text}"
+        );
+        let json = render(&plan, Format::Json);
+        assert_eq!(json.matches("\"on_failure_unwinds_more\": 75").count(), 1);
     }
 }

@@ -1,6 +1,7 @@
 //! Renderings of a [`Plan`]: text for terminals, Markdown for pull-request
 //! comments, JSON for tools, Mermaid for pictures. Each reads the same struct.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use super::{Plan, PlannedStep};
@@ -74,6 +75,9 @@ fn text(plan: &Plan) -> String {
         let _ = write!(o, "   Lock: {l}");
     }
     let _ = writeln!(o);
+    // By id, not a search per id: a search is quadratic in the number of steps.
+    let by_id: HashMap<&str, &PlannedStep> =
+        plan.steps.iter().map(|s| (s.id.as_str(), s)).collect();
     for (w, ids) in plan.waves.iter().enumerate() {
         let _ = writeln!(
             o,
@@ -82,7 +86,7 @@ fn text(plan: &Plan) -> String {
             if ids.len() > 1 { " (in parallel)" } else { "" }
         );
         for id in ids {
-            if let Some(s) = plan.steps.iter().find(|s| &s.id == id) {
+            if let Some(s) = by_id.get(id.as_str()) {
                 text_step(&mut o, s);
             }
         }
@@ -139,9 +143,10 @@ fn text(plan: &Plan) -> String {
     for s in failing {
         let _ = writeln!(
             o,
-            "  if {} fails: undo {}",
+            "  if {} fails: undo {}{}",
             s.id,
-            s.on_failure_unwinds.join(", then ")
+            s.on_failure_unwinds.join(", then "),
+            unwinds_more(s, ", then ")
         );
     }
     let _ = writeln!(
@@ -151,6 +156,14 @@ fn text(plan: &Plan) -> String {
         plan.critical_path.steps.join(" -> ")
     );
     o
+}
+
+/// The tail of a shortened unwind list: `, then 40 more in unwind order`.
+fn unwinds_more(s: &PlannedStep, sep: &str) -> String {
+    match s.on_failure_unwinds_more {
+        0 => String::new(),
+        n => format!("{sep}{n} more in unwind order"),
+    }
 }
 
 fn text_step(o: &mut String, s: &PlannedStep) {
@@ -329,13 +342,14 @@ fn markdown(plan: &Plan) -> String {
         {
             let _ = writeln!(
                 o,
-                "- `{}` fails → {}",
+                "- `{}` fails → {}{}",
                 s.id,
                 s.on_failure_unwinds
                     .iter()
                     .map(|x| format!("`{x}`"))
                     .collect::<Vec<_>>()
-                    .join(" → ")
+                    .join(" → "),
+                unwinds_more(s, " → ")
             );
         }
         let _ = writeln!(o, "\n</details>\n");

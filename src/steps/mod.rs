@@ -2,7 +2,10 @@
 //! action runs, how often and for how long; an executor only does one attempt
 //! and must stop promptly (cleaning up after itself) when told to.
 
+pub mod approval;
 mod flag;
+mod http;
+mod metric;
 mod shell;
 
 use std::path::PathBuf;
@@ -47,6 +50,12 @@ pub struct RunEnv {
     /// did not finish: a re-run must restore what was there before the run,
     /// not what the first attempt wrote.
     pub flag_previous: std::collections::HashMap<String, Option<Json>>,
+    /// Approval steps the operator approved up front with `--approve STEP`.
+    pub approve: Vec<String>,
+    /// Who runs this process (`--as`, $RUNBOOK_USER, the login name).
+    pub operator: String,
+    /// Whether approvals may prompt on the terminal.
+    pub interactive: bool,
 }
 
 impl RunEnv {
@@ -94,23 +103,14 @@ pub trait Executor: Send + Sync {
     ) -> BoxFuture<'a, Result<Outputs, String>>;
 }
 
-struct Unsupported(&'static str);
-
-impl Executor for Unsupported {
-    fn run<'a>(&'a self, _: &'a Action, _: &'a Cx<'a>) -> BoxFuture<'a, Result<Outputs, String>> {
-        let kind = self.0;
-        Box::pin(async move { Err(format!("`{kind}` steps cannot run in this build yet")) })
-    }
-}
-
 /// The executor for an action's kind.
 pub fn executor(kind: &ActionKind) -> &'static dyn Executor {
     match kind {
         ActionKind::Shell { .. } => &shell::Shell,
         ActionKind::Flag(_) => &flag::FlagExec,
-        ActionKind::Http(_) => &Unsupported("http"),
-        ActionKind::Metric(_) => &Unsupported("metric"),
-        ActionKind::Approval(_) => &Unsupported("approval"),
+        ActionKind::Http(_) => &http::HttpExec,
+        ActionKind::Metric(_) => &metric::MetricExec,
+        ActionKind::Approval(_) => &approval::ApprovalExec,
     }
 }
 

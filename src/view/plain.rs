@@ -102,6 +102,18 @@ pub(crate) fn describe(event: &Event) -> Option<String> {
             status.as_str(),
             super::short(Duration::from_millis(*duration_ms))
         ),
+        Event::Approval {
+            step,
+            by,
+            approved,
+            comment,
+        } => format!(
+            "{step}: {} by {by}{}",
+            if *approved { "approved" } else { "rejected" },
+            comment
+                .as_ref()
+                .map_or(String::new(), |c| format!(" ({c})"))
+        ),
         Event::Output { .. } => return None,
     })
 }

@@ -1,0 +1,433 @@
+//! A small builder that drives the real `runbook` binary, in the style of
+//! casey/just's tests:
+//!
+//! ```ignore
+//! Test::new()
+//!     .file("x.yaml", "version: 1\n...")
+//!     .args(&["validate", "x.yaml"])
+//!     .run()
+//!     .code(2)
+//!     .stderr_contains("error[E010]");
+//! ```
+//!
+//! Every test gets its own temporary directory, which is the binary's working
+//! directory; relative paths in `file` and `args` are relative to it. The
+//! inherited environment is kept (shell steps need `PATH`) except for
+//! `RUNBOOK_*` variables, which would make a test depend on the machine.
+//! `NO_COLOR` is set so diagnostics are plain text.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The repository root, for reading fixtures and committed files.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Reads a file of the repository (path relative to the root).
+pub fn read_repo_file(rel: &str) -> String {
+    let path = repo_root().join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+pub struct Test {
+    dir: tempfile::TempDir,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    stdin: Option<String>,
+    state_dir: Option<PathBuf>,
+}
+
+impl Default for Test {
+    fn default() -> Self {
+        Test::new()
+    }
+}
+
+impl Test {
+    pub fn new() -> Test {
+        Test {
+            dir: tempfile::Builder::new()
+                .prefix("runbook-test-")
+                .tempdir()
+                .expect("create a temporary directory"),
+            args: Vec::new(),
+            env: Vec::new(),
+            stdin: None,
+            state_dir: None,
+        }
+    }
+
+    /// The test's working directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `contents` to `rel` inside the test directory (parents created).
+    pub fn file(self, rel: &str, contents: &str) -> Test {
+        let path = self.dir.path().join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create parent directories");
+        }
+        std::fs::write(&path, contents).expect("write test file");
+        self
+    }
+
+    /// Copies a file of the repository (e.g. `examples/hello.yaml`) into the
+    /// test directory under the same relative path.
+    pub fn repo_file(self, rel: &str) -> Test {
+        let contents = read_repo_file(rel);
+        self.file(rel, &contents)
+    }
+
+    pub fn arg(mut self, arg: &str) -> Test {
+        self.args.push(arg.to_string());
+        self
+    }
+
+    pub fn args(mut self, args: &[&str]) -> Test {
+        self.args.extend(args.iter().map(ToString::to_string));
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Test {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn stdin(mut self, input: &str) -> Test {
+        self.stdin = Some(input.to_string());
+        self
+    }
+
+    /// Uses `rel` (inside the test directory) as the state dir, passed as
+    /// `$RUNBOOK_STATE_DIR`. Without it the binary's default (`.runbook` in
+    /// the working directory) applies, which is also inside the test dir.
+    pub fn state_dir(mut self, rel: &str) -> Test {
+        self.state_dir = Some(self.dir.path().join(rel));
+        self
+    }
+
+    pub fn run(self) -> Output {
+        let mut cmd = self.command();
+        cmd.stdin(if self.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn the runbook binary");
+        if let Some(input) = &self.stdin {
+            let mut stdin = child.stdin.take().expect("piped stdin");
+            stdin
+                .write_all(input.as_bytes())
+                .expect("write to the child's stdin");
+        }
+        let out = child
+            .wait_with_output()
+            .expect("wait for the runbook binary");
+        Output {
+            command: format!("runbook {}", self.args.join(" ")),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            code: out.status.code(),
+            dir: self.dir,
+        }
+    }
+}
+
+/// What a run printed and how it exited. Assertion helpers panic with the
+/// whole output, so a failing test shows what the binary said.
+pub struct Output {
+    pub command: String,
+    pub stdout: String,
+    pub stderr: String,
+    /// `None` when killed by a signal.
+    pub code: Option<i32>,
+    /// Kept alive so the test can inspect files the run wrote.
+    pub dir: tempfile::TempDir,
+}
+
+impl Output {
+    fn fail(&self, what: &str) -> ! {
+        panic!(
+            "{what}\ncommand: {}\nexit code: {:?}\n--- stdout ---\n{}--- stderr ---\n{}--------------",
+            self.command, self.code, self.stdout, self.stderr
+        )
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn code(self, expected: i32) -> Output {
+        if self.code != Some(expected) {
+            self.fail(&format!("expected exit code {expected}"));
+        }
+        self
+    }
+
+    pub fn success(self) -> Output {
+        self.code(0)
+    }
+
+    pub fn stdout_contains(self, needle: &str) -> Output {
+        if !self.stdout.contains(needle) {
+            self.fail(&format!("stdout does not contain {needle:?}"));
+        }
+        self
+    }
+
+    pub fn stdout_not_contains(self, needle: &str) -> Output {
+        if self.stdout.contains(needle) {
+            self.fail(&format!("stdout contains {needle:?}"));
+        }
+        self
+    }
+
+    pub fn stderr_contains(self, needle: &str) -> Output {
+        if !self.stderr.contains(needle) {
+            self.fail(&format!("stderr does not contain {needle:?}"));
+        }
+        self
+    }
+
+    pub fn stderr_not_contains(self, needle: &str) -> Output {
+        if self.stderr.contains(needle) {
+            self.fail(&format!("stderr contains {needle:?}"));
+        }
+        self
+    }
+
+    pub fn stdout_eq(self, expected: &str) -> Output {
+        if self.stdout != expected {
+            self.fail(&format!("stdout is not {expected:?}"));
+        }
+        self
+    }
+
+    pub fn stderr_eq(self, expected: &str) -> Output {
+        if self.stderr != expected {
+            self.fail(&format!("stderr is not {expected:?}"));
+        }
+        self
+    }
+
+    /// `(code, line)` of every `error[..]` diagnostic on stderr, in order.
+    pub fn errors(&self) -> Vec<(String, u32)> {
+        diagnostics(&self.stderr, "error")
+    }
+
+    /// `(code, line)` of every `warning[..]` diagnostic on stderr, in order.
+    pub fn warnings(&self) -> Vec<(String, u32)> {
+        diagnostics(&self.stderr, "warning")
+    }
+}
+
+/// Parses rendered diagnostics: a `label[CODE]: ...` line followed by
+/// `  --> file:LINE:COL`.
+fn diagnostics(stderr: &str, label: &str) -> Vec<(String, u32)> {
+    let prefix = format!("{label}[");
+    let mut out = Vec::new();
+    let mut lines = stderr.lines().peekable();
+    while let Some(l) = lines.next() {
+        let Some(rest) = l.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some(code) = rest.split(']').next() else {
+            continue;
+        };
+        let line = lines
+            .peek()
+            .and_then(|next| next.trim_start().strip_prefix("--> "))
+            .and_then(|loc| loc.rsplit(':').nth(1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        out.push((code.to_string(), line));
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Spawning: for tests that signal the binary while it runs, or start a second
+// run while the first holds something.
+
+/// Polls `done` every 20 ms until it returns true or `timeout` passes; returns
+/// whether it became true. For waiting on files a step writes, instead of
+/// sleeping a fixed time.
+pub fn poll_until(timeout: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+impl Test {
+    /// The command `run` and `spawn` start: the binary in the test directory,
+    /// without the caller's `RUNBOOK_*` variables.
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_runbook"));
+        cmd.args(&self.args).current_dir(self.dir.path());
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("RUNBOOK_") {
+                cmd.env_remove(&k);
+            }
+        }
+        cmd.env("NO_COLOR", "1");
+        if let Some(state) = &self.state_dir {
+            cmd.env("RUNBOOK_STATE_DIR", state);
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Starts the binary and returns at once. Stdout and stderr are collected
+    /// on background threads, so a chatty child never blocks on a full pipe.
+    pub fn spawn(self) -> Running {
+        let mut cmd = self.command();
+        cmd.stdin(if self.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn the runbook binary");
+        if let Some(input) = &self.stdin {
+            let mut stdin = child.stdin.take().expect("piped stdin");
+            stdin
+                .write_all(input.as_bytes())
+                .expect("write to the child's stdin");
+        }
+        let collect = |r: Option<Box<dyn std::io::Read + Send>>| {
+            r.map(|mut r| {
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let _ = r.read_to_end(&mut buf);
+                    String::from_utf8_lossy(&buf).into_owned()
+                })
+            })
+        };
+        let stdout = collect(child.stdout.take().map(|s| Box::new(s) as _));
+        let stderr = collect(child.stderr.take().map(|s| Box::new(s) as _));
+        Running {
+            command: format!("runbook {}", self.args.join(" ")),
+            child: Some(child),
+            stdout,
+            stderr,
+            dir: Some(self.dir),
+        }
+    }
+}
+
+/// A binary started by [`Test::spawn`]. Dropping it kills the child, so a
+/// failing test leaves nothing running.
+pub struct Running {
+    command: String,
+    child: Option<std::process::Child>,
+    stdout: Option<std::thread::JoinHandle<String>>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Running {
+    pub fn pid(&self) -> i32 {
+        let child = self.child.as_ref().expect("the child is running");
+        i32::try_from(child.id()).expect("pid fits in i32")
+    }
+
+    /// The test's working directory.
+    pub fn path(&self) -> &Path {
+        self.dir.as_ref().expect("the test directory").path()
+    }
+
+    /// Sends `sig` (e.g. `libc::SIGINT`) to the binary (not to its steps,
+    /// which run in process groups of their own).
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on the pid of a child we have not reaped yet.
+        let rc = unsafe { libc::kill(self.pid(), sig) };
+        assert_eq!(rc, 0, "kill({}, {sig}) failed", self.pid());
+    }
+
+    /// Waits (bounded) until `rel` exists in the test directory. Fails the
+    /// test, showing the child's output, if the child exits first or the
+    /// time runs out.
+    pub fn wait_for_file(&mut self, rel: &str, timeout: std::time::Duration) {
+        let path = self.path().join(rel);
+        let mut exited = false;
+        let found = poll_until(timeout, || {
+            if path.exists() {
+                return true;
+            }
+            exited = matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(Some(_))));
+            exited
+        });
+        if !found || (exited && !path.exists()) {
+            let why = if exited {
+                format!("the binary exited before {rel} appeared")
+            } else {
+                format!("{rel} did not appear within {timeout:?}")
+            };
+            let out = self.finish(std::time::Duration::from_secs(10));
+            out.fail(&why);
+        }
+    }
+
+    /// Waits for the binary to exit (at most two minutes: a hung run fails
+    /// the test instead of hanging the suite).
+    pub fn wait(mut self) -> Output {
+        let limit = std::time::Duration::from_secs(120);
+        let out = self.finish(limit);
+        if out.code.is_none() && out.stderr.ends_with("[killed by the test]\n") {
+            out.fail(&format!("the binary did not exit within {limit:?}"));
+        }
+        out
+    }
+
+    fn finish(&mut self, limit: std::time::Duration) -> Output {
+        let mut child = self.child.take().expect("the child is running");
+        let mut killed = false;
+        let exited = poll_until(limit, || matches!(child.try_wait(), Ok(Some(_))));
+        if !exited {
+            let _ = child.kill();
+            killed = true;
+        }
+        let status = child.wait().expect("wait for the runbook binary");
+        let join = |h: Option<std::thread::JoinHandle<String>>| {
+            h.map(|h| h.join().unwrap_or_default()).unwrap_or_default()
+        };
+        let stdout = join(self.stdout.take());
+        let mut stderr = join(self.stderr.take());
+        if killed {
+            stderr.push_str("[killed by the test]\n");
+        }
+        Output {
+            command: self.command.clone(),
+            stdout,
+            stderr,
+            code: status.code(),
+            dir: self.dir.take().expect("the test directory"),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! `runbook plan`: snapshots of every format for examples/hello.yaml and for
+//! a richer fixture, parameter errors, and proof that planning executes and
+//! contacts nothing.
+//!
+//! Snapshots live in tests/snapshots/. After an intended change to plan
+//! output, review and accept them with `cargo insta review` (or rerun with
+//! `INSTA_UPDATE=always` and read the diff).
+
+mod common;
+
+use std::net::TcpListener;
+
+use common::Test;
+
+const HELLO: &str = "examples/hello.yaml";
+const ROLLOUT: &str = "tests/fixtures/rollout.yaml";
+
+/// Plans a repository file in `format` and returns stdout; the plan must succeed.
+fn plan(file: &str, format: &str, params: &[&str]) -> String {
+    let mut args = vec!["plan", file, "--format", format];
+    for p in params {
+        args.extend(["--param", p]);
+    }
+    let out = Test::new()
+        .repo_file(file)
+        // A secret's real value must never reach a plan.
+        .env("DEPLOY_TOKEN", "hunter2-deploy-token")
+        .env("HELLO_TOKEN", "hunter2-hello-token")
+        .args(&args)
+        .run()
+        .success()
+        .stdout_not_contains("hunter2");
+    assert!(
+        out.stderr.is_empty(),
+        "plan wrote to stderr:\n{}",
+        out.stderr
+    );
+    out.stdout
+}
+
+macro_rules! snapshot {
+    ($name:ident, $file:expr, $format:literal $(, $param:literal)*) => {
+        #[test]
+        fn $name() {
+            insta::assert_snapshot!(stringify!($name), plan($file, $format, &[$($param),*]));
+        }
+    };
+}
+
+snapshot!(hello_text, HELLO, "text");
+snapshot!(hello_markdown, HELLO, "markdown");
+snapshot!(hello_json, HELLO, "json");
+snapshot!(hello_mermaid, HELLO, "mermaid");
+snapshot!(rollout_text, ROLLOUT, "text", "image=v1.2.3");
+snapshot!(rollout_markdown, ROLLOUT, "markdown", "image=v1.2.3");
+snapshot!(rollout_json, ROLLOUT, "json", "image=v1.2.3");
+snapshot!(rollout_mermaid, ROLLOUT, "mermaid", "image=v1.2.3");
+snapshot!(
+    rollout_production_text,
+    ROLLOUT,
+    "text",
+    "image=v2.0.0",
+    "environment=production",
+    "soak_samples=5"
+);
+
+#[test]
+fn default_format_is_text() {
+    let out = Test::new()
+        .repo_file(HELLO)
+        .args(&["plan", HELLO])
+        .run()
+        .success();
+    assert_eq!(out.stdout, plan(HELLO, "text", &[]));
+}
+
+#[test]
+fn json_plan_is_machine_readable() {
+    let json: serde_json::Value =
+        serde_json::from_str(&plan(ROLLOUT, "json", &["image=v1.2.3"])).expect("plan JSON");
+    assert_eq!(json["runbook"], "rich-rollout");
+    assert_eq!(
+        json["waves"],
+        serde_json::json!([
+            ["build"],
+            ["migrate", "push"],
+            ["approve"],
+            ["canary_flag"],
+            ["canary_gate"],
+            ["full_rollout"],
+            ["verify"]
+        ])
+    );
+    assert_eq!(json["approvals"][0]["required"], "2");
+    assert_eq!(
+        json["approvals"][0]["approvers"],
+        serde_json::json!(["alice", "bob"])
+    );
+    assert_eq!(json["flags"][0]["provider"], "redis `flags`");
+    assert_eq!(
+        json["steps"][6]["rollback"].as_array().map(Vec::len),
+        Some(5)
+    );
+}
+
+#[test]
+fn secrets_are_masked() {
+    let text = plan(ROLLOUT, "text", &["image=v1.2.3"]);
+    assert!(text.contains("Authorization: Bearer ***"), "{text}");
+    assert!(text.contains("rolling out with token '***'"), "{text}");
+    let hello = plan(HELLO, "markdown", &[]);
+    let line = hello
+        .lines()
+        .find(|l| l.contains("announcing with token"))
+        .expect("the announce step");
+    assert!(line.contains("***"), "{line}");
+}
+
+#[test]
+fn unknown_param_is_a_usage_error() {
+    Test::new()
+        .repo_file(ROLLOUT)
+        .args(&[
+            "plan",
+            ROLLOUT,
+            "--param",
+            "image=v1",
+            "--param",
+            "enviroment=production",
+        ])
+        .run()
+        .code(2)
+        .stdout_eq("")
+        .stderr_contains("unknown parameter `enviroment`")
+        .stderr_contains("did you mean `environment`?");
+}
+
+#[test]
+fn badly_typed_param_is_a_usage_error() {
+    Test::new()
+        .repo_file(ROLLOUT)
+        .args(&[
+            "plan",
+            ROLLOUT,
+            "--param",
+            "image=v1",
+            "--param",
+            "canary_percent=ten",
+        ])
+        .run()
+        .code(2)
+        .stdout_eq("")
+        .stderr_contains("parameter `canary_percent`: `ten` is not an integer");
+}
+
+#[test]
+fn param_outside_its_enum_is_a_usage_error() {
+    Test::new()
+        .repo_file(ROLLOUT)
+        .args(&[
+            "plan",
+            ROLLOUT,
+            "--param",
+            "image=v1",
+            "--param",
+            "environment=prod",
+        ])
+        .run()
+        .code(2)
+        .stdout_eq("")
+        .stderr_contains(
+            "parameter `environment`: \"prod\" is not one of \"staging\", \"production\"",
+        );
+}
+
+#[test]
+fn missing_required_param_is_a_usage_error() {
+    Test::new()
+        .repo_file(ROLLOUT)
+        .args(&["plan", ROLLOUT])
+        .run()
+        .code(2)
+        .stdout_eq("")
+        .stderr_contains("parameter `image` is required: pass --param image=VALUE");
+}
+
+#[test]
+fn malformed_param_argument_is_a_usage_error() {
+    Test::new()
+        .repo_file(ROLLOUT)
+        .args(&["plan", ROLLOUT, "--param", "image"])
+        .run()
+        .code(2)
+        .stdout_eq("")
+        .stderr_contains("`image` is not name=value");
+}
+
+#[test]
+fn plan_of_an_invalid_runbook_exits_2_with_diagnostics() {
+    Test::new()
+        .file(
+            "bad.yaml",
+            "version: 1\nname: bad\nsteps:\n  - id: a\n    neds: [b]\n    shell: echo a\n",
+        )
+        .args(&["plan", "bad.yaml"])
+        .run()
+        .code(2)
+        .stdout_eq("")
+        .stderr_contains("error[E010]: unknown field `neds`")
+        .stderr_contains("--> bad.yaml:5:5");
+}
+
+/// A runbook whose every provider and request points at `port`, and whose
+/// shell step would leave a file behind.
+fn networked(port: u16) -> String {
+    format!(
+        r#"version: 1
+name: networked
+providers:
+  flags: {{ kind: redis, url: "redis://127.0.0.1:{port}/0" }}
+  prom: {{ kind: prometheus, url: "http://127.0.0.1:{port}" }}
+steps:
+  - id: touch
+    shell: touch executed
+  - id: health
+    http: {{ url: "http://127.0.0.1:{port}/health" }}
+  - id: flag
+    flag: {{ name: feature, value: true }}
+  - id: gate
+    metric: {{ query: up, condition: value >= 1, interval: 1s, samples: 2 }}
+"#
+    )
+}
+
+#[test]
+fn plan_contacts_nothing_even_with_unreachable_providers() {
+    // A port that was free a moment ago: connecting to it would fail.
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    for format in ["text", "markdown", "json", "mermaid"] {
+        let out = Test::new()
+            .file("networked.yaml", &networked(port))
+            .args(&["plan", "networked.yaml", "--format", format])
+            .run()
+            .success()
+            .stdout_contains("gate");
+        assert!(
+            !out.path().join("executed").exists(),
+            "plan ran a shell step"
+        );
+    }
+}
+
+#[test]
+fn plan_opens_no_connection() {
+    // A listening port that would see any connection the plan made.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("addr").port();
+    Test::new()
+        .file("networked.yaml", &networked(port))
+        .args(&["plan", "networked.yaml"])
+        .run()
+        .success()
+        .stdout_contains(&format!("GET http://127.0.0.1:{port}/health"));
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Ok((_, peer)) => panic!("plan connected to the provider port from {peer}"),
+        Err(e) => panic!("accept failed: {e}"),
+    }
+}
