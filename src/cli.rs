@@ -61,6 +61,9 @@ pub enum Command {
         params: Vec<(String, String)>,
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
+        /// Show what changed against the plan of this base version of the runbook.
+        #[arg(long, value_name = "BASE_FILE")]
+        diff: Option<PathBuf>,
     },
     /// Run a runbook.
     Run(RunArgs),
@@ -239,6 +242,7 @@ pub fn run(cli: Cli) -> Exit {
             file,
             params,
             format,
+            diff,
         } => {
             let rb = match load_runbook(&file) {
                 Ok(rb) => rb,
@@ -254,7 +258,31 @@ pub fn run(cli: Cli) -> Exit {
                 }
             };
             let plan = Plan::build(&rb, &resolved);
-            print!("{}", plan::render(&plan, format));
+            let Some(base_file) = diff else {
+                print!("{}", plan::render(&plan, format));
+                return Exit::Succeeded;
+            };
+            let base = match load_runbook(&base_file) {
+                Ok(b) => b,
+                Err(e) => return e,
+            };
+            // The base may not know a param the change added: give it only those it declares.
+            let base_params: Vec<(String, String)> = params
+                .iter()
+                .filter(|(k, _)| base.params.iter().any(|p| &p.name == k))
+                .cloned()
+                .collect();
+            let base_resolved = match plan::resolve_params(&base, &base_params) {
+                Ok(p) => p,
+                Err(errors) => {
+                    for (code, e) in errors {
+                        eprintln!("error[{code}]: base {}: {e}", base_file.display());
+                    }
+                    return Exit::Invalid;
+                }
+            };
+            let d = plan::diff(&Plan::build(&base, &base_resolved), &plan);
+            print!("{}", plan::render_diff(&d, format));
             Exit::Succeeded
         }
         Command::Run(args) => crate::run::run(&cli.state_dir, args),

@@ -271,3 +271,73 @@ fn plan_opens_no_connection() {
         Err(e) => panic!("accept failed: {e}"),
     }
 }
+
+/// `plan --diff` puts what makes a rollout riskier first: a loosened gate,
+/// a dropped approval, a rollback removed, and lists plain edits after.
+#[test]
+fn diff_flags_loosened_gates_and_dropped_approvals() {
+    let base = r#"
+version: 1
+name: d
+providers:
+  prom: { kind: prometheus, url: "http://127.0.0.1:9" }
+steps:
+  - id: deploy
+    shell: ./deploy.sh
+    rollback: { shell: ./undo.sh }
+  - id: approve
+    approval: { approvers: [a, b], required: 2 }
+  - id: gate
+    metric: { query: err, condition: value < 0.01, samples: 10, interval: 1m }
+  - id: old_check
+    shell: "true"
+"#;
+    let head = r#"
+version: 1
+name: d
+providers:
+  prom: { kind: prometheus, url: "http://127.0.0.1:9" }
+steps:
+  - id: deploy
+    shell: ./deploy.sh --fast
+  - id: gate
+    metric: { query: err, condition: value < 0.05, samples: 5, interval: 1m, on_no_data: pass }
+  - id: new_check
+    shell: "true"
+"#;
+    let out = Test::new()
+        .file("base.yaml", base)
+        .file("head.yaml", head)
+        .args(&["plan", "head.yaml", "--diff", "base.yaml"])
+        .run()
+        .success();
+    let text = &out.stdout;
+    for expected in [
+        "gate `gate` loosened: `value < 0.01` -> `value < 0.05`",
+        "gate `gate` takes fewer samples: 10 -> 5",
+        "gate `gate` now passes when there is no data",
+        "approval `approve` was dropped",
+        "step `deploy` no longer has a rollback",
+        "Steps added:\n- new_check",
+        "Steps removed:\n- approve\n- old_check",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    let same = Test::new()
+        .file("base.yaml", base)
+        .args(&[
+            "plan",
+            "base.yaml",
+            "--diff",
+            "base.yaml",
+            "--format",
+            "markdown",
+        ])
+        .run()
+        .success();
+    assert!(
+        same.stdout.contains("No change to the plan."),
+        "{}",
+        same.stdout
+    );
+}

@@ -5,6 +5,7 @@
 //! so building one executes nothing and contacts nothing. Text, Markdown,
 //! JSON and Mermaid are all renderings of this one struct (`render.rs`).
 
+mod diff;
 mod render;
 
 use std::time::Duration;
@@ -14,6 +15,7 @@ use minijinja::Value;
 use serde::Serialize;
 use serde_json::Value as Json;
 
+pub use diff::{diff, render_diff, PlanDiff};
 pub use render::{render, Format};
 
 use crate::diagnostics::Code;
@@ -72,9 +74,24 @@ pub struct PlannedStep {
     /// How many rollbacks run after those listed in `on_failure_unwinds`.
     #[serde(skip_serializing_if = "is_zero")]
     pub on_failure_unwinds_more: usize,
+    /// A metric gate's terms, for reviewers and `plan --diff`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<PlannedGate>,
     /// Worst case for this step alone; `None` when unbounded.
     #[serde(serialize_with = "ser_dur")]
     pub worst_case: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlannedGate {
+    pub provider: String,
+    pub query: String,
+    pub condition: String,
+    pub samples: Option<i64>,
+    #[serde(serialize_with = "ser_dur")]
+    pub interval: Option<Duration>,
+    pub failure_limit: Option<i64>,
+    pub on_no_data: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -331,8 +348,13 @@ fn describe(a: &Action, rb: &Runbook, ctx: &Value) -> Vec<String> {
                 gate.push_str("; no data passes");
             }
             lines.push(gate);
-            if let Some(at) = &m.at {
-                lines.push(format!("evaluated at {}", show_json(at, ctx)));
+            // An empty `at` (a param left at its default) means "now".
+            if let Some(at) =
+                m.at.as_ref()
+                    .map(|at| show_json(at, ctx))
+                    .filter(|at| !at.is_empty())
+            {
+                lines.push(format!("evaluated at {at}"));
             }
             lines
         }
@@ -582,6 +604,21 @@ fn step_preview(
         when: s.when.clone(),
         when_value,
         action: describe(&s.action, rb, ctx),
+        gate: match &s.action.kind {
+            ActionKind::Metric(m) => Some(PlannedGate {
+                provider: m.provider.clone(),
+                query: show(&m.query, ctx),
+                condition: m.condition.clone(),
+                samples: num_value(&m.samples, ctx),
+                interval: dur_value(&m.interval, ctx),
+                failure_limit: num_value(&m.failure_limit, ctx),
+                on_no_data: match m.on_no_data {
+                    crate::runbook::OnNoData::Fail => "fail",
+                    crate::runbook::OnNoData::Pass => "pass",
+                },
+            }),
+            _ => None,
+        },
         timeout: s.action.timeout.as_ref().map(|t| dur_text(t, ctx)),
         retry: retry_text(&s.action, ctx),
         continue_on_failure: s.continue_on_failure,
@@ -623,7 +660,7 @@ mod tests {
         assert_eq!(plan.unwind_order.len(), 100);
         let text = render(&plan, Format::Text);
         assert!(
-            text.contains("then s74, then 75 more in unwind order\n"),
+            text.contains("then s75, then 75 more in unwind order\n"),
             "{text}"
         );
         let json = render(&plan, Format::Json);
