@@ -108,7 +108,31 @@ pub fn render_str(source: &str, ctx: &Value) -> Result<String, Error> {
     if !is_template(source) {
         return Ok(source.to_string());
     }
-    environment().render_str(source, ctx)
+    environment().render_str(source, ctx).map_err(|e| name_undefined(e, source, false, ctx))
+}
+
+/// minijinja's strict-undefined error says "undefined value" without saying
+/// which: find the first name the template reads that does not resolve.
+fn name_undefined(e: Error, source: &str, expression: bool, ctx: &Value) -> Error {
+    if e.kind() != ErrorKind::UndefinedError {
+        return e;
+    }
+    let Ok(names) = reads(source, expression) else { return e };
+    for name in names {
+        // Check each prefix: `steps.a.outputs.url` fails at its first missing part.
+        let mut path = String::new();
+        for part in name.split('.') {
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(part);
+            let resolved = compile_expression(&path).and_then(|x| x.eval(ctx));
+            if !resolved.is_ok_and(|v| !v.is_undefined()) {
+                return Error::new(ErrorKind::UndefinedError, format!("`{path}` is undefined"));
+            }
+        }
+    }
+    e
 }
 
 /// Renders a shell script: values are quoted as single shell words.
@@ -119,13 +143,14 @@ pub fn render_shell(source: &str, ctx: &Value) -> Result<String, Error> {
     environment()
         .template_from_named_str("script.sh", source)?
         .render(ctx)
+        .map_err(|e| name_undefined(e, source, false, ctx))
 }
 
 /// Renders a string keeping the type of a sole expression.
 pub fn render_value(source: &str, ctx: &Value) -> Result<Value, Error> {
     if let Some(expr) = sole_expression(source) {
         let e = compile_expression(expr)?;
-        return e.eval(ctx);
+        return e.eval(ctx).map_err(|err| name_undefined(err, expr, true, ctx));
     }
     render_str(source, ctx).map(Value::from)
 }
@@ -176,7 +201,7 @@ fn has_stray_variable_end(expr: &str) -> bool {
 /// Evaluates an expression (`when`, `condition`) to a boolean.
 pub fn eval_bool(expr: &str, ctx: &Value) -> Result<bool, Error> {
     let e = compile_expression(expr)?;
-    let v = e.eval(ctx)?;
+    let v = e.eval(ctx).map_err(|err| name_undefined(err, expr, true, ctx))?;
     if v.is_undefined() {
         return Err(Error::new(
             ErrorKind::UndefinedError,
@@ -312,9 +337,12 @@ mod tests {
     }
 
     #[test]
-    fn undefined_is_an_error() {
+    fn undefined_is_an_error_naming_what() {
         let ctx = context! { params => context! { n => 10 } };
-        assert!(render_str("{{ params.m }}", &ctx).is_err());
+        let e = render_str("x {{ params.n }} {{ params.m }}", &ctx).unwrap_err();
+        assert_eq!(e.detail(), Some("`params.m` is undefined"));
+        let e = eval_bool("params.n > 1 and steps.a.ok", &ctx).unwrap_err();
+        assert_eq!(e.detail(), Some("`steps` is undefined"));
     }
 
     #[test]

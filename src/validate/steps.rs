@@ -323,7 +323,8 @@ fn http(ds: &mut Diagnostics, h: &HttpSpec) -> Http {
     const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
     let method = match &h.method {
         Some(m) => {
-            let up = m.value.to_ascii_uppercase();
+            // A templated method is uppercased by the executor once rendered.
+            let up = if is_template(&m.value) { m.value.clone() } else { m.value.to_ascii_uppercase() };
             if !METHODS.contains(&up.as_str()) && !is_template(&m.value) {
                 ds.error(
                     Code::InvalidValue,
