@@ -8,25 +8,56 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 need_cmd() { command -v "$1" >/dev/null 2>&1; }
 
-# Services used by the integration tests (Redis, Prometheus, PostgreSQL) come
-# from Debian's packages; install them only when missing.
+# Services used by the integration tests (Redis, Prometheus with promtool,
+# PostgreSQL) come from Debian's packages. They are installed whenever one is
+# missing (the tests FAIL without them, they never skip); when all are there
+# this costs a few `command -v`.
 install_services() {
   local missing=()
   need_cmd redis-server || missing+=(redis-server)
-  need_cmd prometheus || missing+=(prometheus)
-  need_cmd promtool || missing+=(prometheus)
-  [ -x /usr/lib/postgresql/15/bin/postgres ] || missing+=(postgresql)
-  if [ ${#missing[@]} -gt 0 ] && [ "${RUNBOOK_SKIP_INSTALL:-}" != 1 ]; then
-    echo "installing: ${missing[*]}"
-    # Keep package scripts from starting system daemons on shared ports.
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  { need_cmd prometheus && need_cmd promtool; } || missing+=(prometheus)
+  compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
+  [ ${#missing[@]} -eq 0 ] && return 0
+
+  local sudo=()
+  if [ "$(id -u)" != 0 ]; then
+    if need_cmd sudo && sudo -n true 2>/dev/null; then
+      sudo=(sudo -n)
+    else
+      echo "missing: ${missing[*]}; install them as root:" >&2
+      echo "  apt-get update && apt-get install -y --no-install-recommends ${missing[*]}" >&2
+      exit 1
     fi
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
+  echo "installing: ${missing[*]}"
+  # Keep package scripts from starting system daemons (Prometheus on
+  # 0.0.0.0:9090, Redis on 6379, PostgreSQL on 5432): a policy-rc.d that
+  # denies every start, removed again if we put it there.
+  local guard=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+    "${sudo[@]}" chmod +x /usr/sbin/policy-rc.d
+    guard=/usr/sbin/policy-rc.d
+  fi
+  local log rc=0
+  log=$(mktemp)
+  {
+    "${sudo[@]}" apt-get update -qq &&
+      "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends -o Dpkg::Use-Pty=0 -o DPkg::Lock::Timeout=300 \
+        "${missing[@]}"
+  } >"$log" 2>&1 || rc=$?
+  [ -n "$guard" ] && "${sudo[@]}" rm -f "$guard"
+  if [ "$rc" != 0 ]; then
+    echo "installing ${missing[*]} failed (exit $rc):" >&2
+    tail -n 40 "$log" >&2
+    rm -f "$log"
+    exit 1
+  fi
+  rm -f "$log"
+  hash -r
 }
-if [ "${RUNBOOK_NEEDS_SERVICES:-0}" = 1 ]; then install_services; fi
+install_services
 
 cargo build --all-targets --locked 2>&1 | tail -n 3
 cargo clippy --all-targets --locked -- -D warnings 2>&1 | tail -n 3

@@ -1,7 +1,10 @@
 //! Backends behind their own traits: flag stores and metric sources. A new
 //! backend is one new file implementing one trait.
 
+pub mod command_metric;
 pub mod file_flags;
+pub mod prometheus;
+pub mod redis_flags;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,4 +34,20 @@ pub trait FlagStore: Send + Sync {
         name: &'a str,
         previous: Option<&'a Json>,
     ) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// A source of one number per evaluation: what a `metric:` step's gate
+/// reads. Implementations: [`prometheus::Prometheus`] (an instant query over
+/// the HTTP API) and [`command_metric::CommandMetric`] (a shell command that
+/// prints a number).
+pub trait MetricSource: Send + Sync {
+    /// Evaluates the (already rendered) `query` once, at the instant `at`
+    /// when given (else now). `Ok(None)` is "no data": an empty result, or
+    /// NaN. Dropping the future abandons the query (a command's process
+    /// group is killed).
+    fn query<'a>(
+        &'a self,
+        query: &'a str,
+        at: Option<std::time::SystemTime>,
+    ) -> BoxFuture<'a, Result<Option<f64>, String>>;
 }

@@ -1,17 +1,393 @@
-//! `metric:` steps. (Being implemented.)
+//! `metric:` steps: a gate on a number read from a metric provider.
+//!
+//! The query is evaluated `samples` times, `interval` apart. An evaluation
+//! passes when `condition` (an expression over `value` and the usual
+//! template context) is true. It fails when the condition is false, when the
+//! query yields no data (unless `on_no_data: pass`), or when the query itself
+//! fails (unreachable server, several series, a command printing garbage).
+//! The step fails as soon as more than `failure_limit` evaluations failed,
+//! without waiting for the remaining samples; otherwise it succeeds once all
+//! samples are taken. Every evaluation is reported as a `Waiting` event
+//! (`sample 3/10: value 0.004 (pass)`), which the live view and `status` show.
+//!
+//! `at` (RFC 3339 or unix seconds) replays the gate against past data:
+//! sample `i` (from 0) is evaluated at `at + i × interval`. The pause before
+//! a sample is the time until that instant, at most `interval`: a window that
+//! lies wholly in the past is replayed at once (a day-long soak of history
+//! takes seconds), one that reaches into the future waits for its instants
+//! as a live gate would. The first sample is evaluated at once either way.
+//! Without `at` every sample is evaluated "now", on a grid `interval` apart
+//! from the first (a slow query does not stretch a long soak).
+//!
+//! Waiting is always a `tokio::time::sleep` raced against the stop signal,
+//! as is every query: a soak of days sleeps, and a timeout or cancellation
+//! ends it at once (a `command` query's process group is killed).
+//!
+//! Outputs: `value` (the last sample's; null when it had no data),
+//! `samples` (how many were evaluated), `failures`.
 
-use super::{Cx, Executor, Outputs};
-use crate::providers::BoxFuture;
-use crate::runbook::Action;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use minijinja::Value;
+use serde_json::Value as Json;
+
+use super::{render, template_error, Cx, Executor, Outputs, Stop};
+use crate::engine::{resolve_dur, resolve_num};
+use crate::events::Event;
+use crate::providers::command_metric::CommandMetric;
+use crate::providers::prometheus::Prometheus;
+use crate::providers::{BoxFuture, MetricSource};
+use crate::runbook::{Action, ActionKind, Metric, OnNoData, ProviderKind};
 
 pub struct MetricExec;
 
 impl Executor for MetricExec {
     fn run<'a>(
         &'a self,
-        _action: &'a Action,
-        _cx: &'a Cx<'a>,
+        action: &'a Action,
+        cx: &'a Cx<'a>,
     ) -> BoxFuture<'a, Result<Outputs, String>> {
-        Box::pin(async move { Err("`metric` steps are not implemented yet".to_string()) })
+        Box::pin(run(action, cx))
+    }
+}
+
+/// One evaluation's verdict.
+enum Verdict {
+    Pass,
+    /// Why it failed, for the step's error.
+    Fail(String),
+}
+
+async fn run(action: &Action, cx: &Cx<'_>) -> Result<Outputs, String> {
+    let ActionKind::Metric(m) = &action.kind else {
+        return Err("not a metric action".into());
+    };
+    let samples = resolve_num(&m.samples, cx.template)?;
+    if samples < 1 {
+        return Err(format!("`samples` is {samples}; it must be at least 1"));
+    }
+    let failure_limit = resolve_num(&m.failure_limit, cx.template)?;
+    if failure_limit < 0 {
+        return Err(format!(
+            "`failure_limit` is {failure_limit}; it must be 0 or more"
+        ));
+    }
+    let interval = resolve_dur(&m.interval, cx.template)?;
+    let (source, query) = source(m, action, cx)?;
+    let start_at = m.at.as_ref().map(|a| resolve_at(a, cx)).transpose()?;
+
+    let mut failures: i64 = 0;
+    let mut last: Option<f64> = None;
+    // Live samples keep to a grid from the first one, so slow queries do not
+    // stretch a long soak.
+    let started = tokio::time::Instant::now();
+    let at_of = |i: i64| -> Result<Option<SystemTime>, String> {
+        match start_at {
+            Some(t0) => Ok(Some(t0 + interval_times(interval, i)?)),
+            None => Ok(None),
+        }
+    };
+    // How long to wait before sample `i` (from 0).
+    let pause_before = |i: i64| -> Result<Duration, String> {
+        if i == 0 {
+            return Ok(Duration::ZERO);
+        }
+        Ok(match at_of(i)? {
+            // Replaying: wait only for instants that have not come yet.
+            Some(t) => t
+                .duration_since(SystemTime::now())
+                .unwrap_or_default()
+                .min(interval),
+            None => (started + interval_times(interval, i)?)
+                .saturating_duration_since(tokio::time::Instant::now()),
+        })
+    };
+    for i in 0..samples {
+        let n = i + 1;
+        let at = at_of(i)?;
+        let pause = pause_before(i)?;
+        if !pause.is_zero() {
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                stop = cx.stopped() => return Err(stopped(stop, n - 1, samples)),
+            }
+        }
+        let result = tokio::select! {
+            r = source.query(&query, at) => r,
+            stop = cx.stopped() => return Err(stopped(stop, n - 1, samples)),
+        };
+        let (shown, verdict) = match result {
+            Ok(Some(v)) => {
+                last = Some(v);
+                let ctx = minijinja::value::merge_maps([
+                    minijinja::context! { value => v },
+                    cx.template.clone(),
+                ]);
+                let ok = crate::template::eval_bool(&m.condition, &ctx)
+                    .map_err(|e| format!("condition `{}`: {}", m.condition, template_error(&e)))?;
+                let shown = format!("value {}", fmt_value(v));
+                if ok {
+                    (shown, Verdict::Pass)
+                } else {
+                    let why = format!("{shown} does not satisfy `{}`", m.condition);
+                    (shown, Verdict::Fail(why))
+                }
+            }
+            Ok(None) => {
+                last = None;
+                match m.on_no_data {
+                    OnNoData::Pass => ("no data".to_string(), Verdict::Pass),
+                    OnNoData::Fail => (
+                        "no data".to_string(),
+                        Verdict::Fail("the query returned no data (on_no_data: fail)".into()),
+                    ),
+                }
+            }
+            Err(e) => {
+                last = None;
+                (format!("query failed: {e}"), Verdict::Fail(e))
+            }
+        };
+        let when = at.map_or(String::new(), |t| {
+            format!(" at {}", humantime::format_rfc3339_millis(t))
+        });
+        let mut progress = match &verdict {
+            Verdict::Pass => format!("sample {n}/{samples}{when}: {shown} (pass)"),
+            Verdict::Fail(_) => {
+                failures += 1;
+                format!(
+                    "sample {n}/{samples}{when}: {shown} (fail; {failures} failed, failure_limit {failure_limit})"
+                )
+            }
+        };
+        if let Verdict::Fail(why) = verdict {
+            if failures > failure_limit {
+                // The step's error says it all; no "waiting on" a failed gate.
+                let count = if failures == 1 {
+                    "1 failed sample exceeds".to_string()
+                } else {
+                    format!("{failures} failed samples exceed")
+                };
+                return Err(format!(
+                    "gate failed at sample {n}/{samples}: {why}; {count} failure_limit {failure_limit}"
+                ));
+            }
+        }
+        if n < samples {
+            // Live: the cadence (the exact remainder would read 49ms).
+            let next = match start_at {
+                Some(_) => pause_before(n)?,
+                None => interval,
+            };
+            if !next.is_zero() {
+                progress.push_str(&format!(
+                    "; next sample in {}",
+                    crate::duration::format(next)
+                ));
+            }
+        }
+        cx.bus.emit(Event::Waiting {
+            step: cx.label.to_string(),
+            on: progress,
+        });
+    }
+
+    let mut values = Outputs::new();
+    values.insert("value".into(), last.map_or(Json::Null, Json::from));
+    values.insert("samples".into(), Json::from(samples));
+    values.insert("failures".into(), Json::from(failures));
+    let mut out = Outputs::new();
+    out.insert("outputs".into(), Json::Object(values));
+    Ok(out)
+}
+
+/// The provider behind the step, and the query rendered for it (shell-quoted
+/// values for a command, plain text for PromQL).
+fn source(
+    m: &Metric,
+    action: &Action,
+    cx: &Cx<'_>,
+) -> Result<(Box<dyn MetricSource>, String), String> {
+    let provider = cx
+        .env
+        .runbook
+        .provider(&m.provider)
+        .ok_or_else(|| format!("no provider named `{}`", m.provider))?;
+    match provider.kind {
+        ProviderKind::Prometheus => {
+            let url = provider
+                .url
+                .as_deref()
+                .ok_or_else(|| format!("provider `{}` has no `url`", provider.name))?;
+            let url = render(cx, url)?;
+            let headers = provider
+                .headers
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), render(cx, v)?)))
+                .collect::<Result<Vec<_>, String>>()?;
+            let prom = Prometheus::new(&url, &headers, provider.timeout)
+                .map_err(|e| format!("provider `{}`: {e}", provider.name))?;
+            Ok((Box::new(prom), render(cx, &m.query)?))
+        }
+        ProviderKind::Command => {
+            let mut env = cx.env.base_env.clone();
+            for (k, v) in &action.env {
+                env.push((k.clone(), render(cx, v)?));
+            }
+            env.push(("RUNBOOK_STEP_ID".into(), cx.step_id.to_string()));
+            let cwd = match &action.cwd {
+                Some(c) => cx.env.cwd.join(render(cx, c)?),
+                None => cx.env.cwd.clone(),
+            };
+            let query = crate::template::render_shell(&m.query, cx.template)
+                .map_err(|e| template_error(&e))?;
+            let cmd = CommandMetric {
+                interpreter: action.interpreter.clone(),
+                env,
+                cwd,
+                timeout: provider.timeout,
+            };
+            Ok((Box::new(cmd), query))
+        }
+        other => Err(format!(
+            "provider `{}` is a {} provider, not a metric source",
+            provider.name,
+            other.name()
+        )),
+    }
+}
+
+/// `at`: unix seconds (a number, or a string of one) or an RFC 3339 time,
+/// possibly from a template.
+fn resolve_at(at: &Json, cx: &Cx<'_>) -> Result<SystemTime, String> {
+    let value = match at {
+        Json::String(s) => crate::template::render_value(s, cx.template)
+            .map_err(|e| format!("`at`: {}", template_error(&e)))?,
+        other => Value::from_serialize(other),
+    };
+    if let Some(s) = value.as_str() {
+        return parse_time(s);
+    }
+    match f64::try_from(value.clone()) {
+        Ok(secs) => unix_seconds(secs),
+        Err(_) => Err(format!(
+            "`at` is {value}, not a time (RFC 3339, e.g. 2024-05-01T12:00:00Z, or unix seconds)"
+        )),
+    }
+}
+
+fn unix_seconds(secs: f64) -> Result<SystemTime, String> {
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("`at` is {secs}, not a time after 1970"));
+    }
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .and_then(|d| UNIX_EPOCH.checked_add(d))
+        .ok_or_else(|| format!("`at` is {secs}, out of range"))
+}
+
+/// RFC 3339 (`2024-05-01T12:00:00Z`, `...+02:00`, fractions allowed) or
+/// unix seconds.
+pub fn parse_time(text: &str) -> Result<SystemTime, String> {
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<f64>() {
+        return unix_seconds(secs);
+    }
+    let bad = || {
+        format!(
+            "`at` is `{text}`, not a time (RFC 3339, e.g. 2024-05-01T12:00:00Z, or unix seconds)"
+        )
+    };
+    let u = t.to_ascii_uppercase();
+    let b = u.as_bytes();
+    let n = b.len();
+    if n < 20 || b[10] != b'T' {
+        return Err(bad());
+    }
+    // humantime reads UTC only: take a numeric offset off and apply it.
+    if n >= 25 && matches!(b[n - 6], b'+' | b'-') && b[n - 3] == b':' {
+        let hours: u64 = u[n - 5..n - 3].parse().map_err(|_| bad())?;
+        let minutes: u64 = u[n - 2..].parse().map_err(|_| bad())?;
+        if hours > 23 || minutes > 59 {
+            return Err(bad());
+        }
+        let local = humantime::parse_rfc3339(&format!("{}Z", &u[..n - 6])).map_err(|_| bad())?;
+        let offset = Duration::from_secs(hours * 3600 + minutes * 60);
+        return if b[n - 6] == b'+' {
+            local.checked_sub(offset)
+        } else {
+            local.checked_add(offset)
+        }
+        .ok_or_else(bad);
+    }
+    humantime::parse_rfc3339(&u).map_err(|_| bad())
+}
+
+fn interval_times(interval: Duration, i: i64) -> Result<Duration, String> {
+    u32::try_from(i)
+        .ok()
+        .and_then(|i| interval.checked_mul(i))
+        .ok_or_else(|| "`at` + samples × interval is out of range".to_string())
+}
+
+fn stopped(stop: Stop, done: i64, samples: i64) -> String {
+    let what = match stop {
+        Stop::Timeout => "timed out",
+        Stop::Cancel => "cancelled",
+    };
+    format!("{what} after {done} of {samples} samples")
+}
+
+/// A value for people: six significant digits, so a rate of 0.0999999999
+/// reads 0.1 (outputs keep the exact number).
+fn fmt_value(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return v.to_string();
+    }
+    let magnitude = v.abs().log10().floor() as i32;
+    let decimals = 5 - magnitude;
+    if !(0..=15).contains(&decimals) {
+        return v.to_string();
+    }
+    let s = format!("{v:.prec$}", prec = decimals as usize);
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &s
+    };
+    s.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_read_well() {
+        assert_eq!(fmt_value(0.099_999_999_9), "0.1");
+        assert_eq!(fmt_value(0.002), "0.002");
+        assert_eq!(fmt_value(0.004_123_456_7), "0.00412346");
+        assert_eq!(fmt_value(12.5), "12.5");
+        assert_eq!(fmt_value(1.0), "1");
+        assert_eq!(fmt_value(0.0), "0");
+        assert_eq!(fmt_value(123_456_789.0), "123456789");
+        assert_eq!(fmt_value(1e-9), "0.000000001");
+        assert_eq!(fmt_value(f64::INFINITY), "inf");
+    }
+
+    #[test]
+    fn times_in_every_accepted_form() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(parse_time("1700000000"), Ok(t));
+        assert_eq!(parse_time("2023-11-14T22:13:20Z"), Ok(t));
+        assert_eq!(parse_time("2023-11-14T23:13:20+01:00"), Ok(t));
+        assert_eq!(parse_time("2023-11-14T21:13:20-01:00"), Ok(t));
+        assert_eq!(parse_time("2023-11-14T22:13:20.000+00:00"), Ok(t));
+        assert_eq!(
+            parse_time("1700000000.5"),
+            Ok(t + Duration::from_millis(500))
+        );
+        assert!(parse_time("yesterday").is_err());
+        assert!(parse_time("2023-11-14").is_err());
     }
 }

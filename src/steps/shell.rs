@@ -23,8 +23,9 @@ pub struct Shell;
 const GRACE: Duration = Duration::from_secs(2);
 const MAX_STDOUT: usize = 1 << 20;
 
-/// Kills the process group when dropped, unless disarmed: a step future that
-/// is dropped (a second Ctrl-C) leaves no processes behind.
+/// Kills the process group when dropped, unless disarmed (the script exited
+/// by itself): a step future that is dropped (a second Ctrl-C) leaves no
+/// processes behind.
 struct GroupGuard {
     pgid: Option<i32>,
 }
@@ -98,7 +99,7 @@ async fn run(action: &Action, cx: &Cx<'_>) -> Result<Outputs, String> {
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start `{program}` in {}: {e}", cwd.display()))?;
-    let guard = GroupGuard {
+    let mut guard = GroupGuard {
         pgid: child.id().and_then(|p| i32::try_from(p).ok()),
     };
     let stdout = child
@@ -139,6 +140,10 @@ async fn run(action: &Action, cx: &Cx<'_>) -> Result<Outputs, String> {
             }
         }
     };
+    // The script ended on its own: what it left running in the background
+    // (`nohup server &`) was left on purpose. Only timeouts, cancellation and
+    // a dropped step kill the group.
+    guard.pgid = None;
     // A background process that kept our pipes open must not hold the step:
     // take what arrived shortly after the script exited.
     let stdout_text = match collected {

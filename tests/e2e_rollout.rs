@@ -1,0 +1,265 @@
+//! End to end: runbooks/production-rollout.yaml (seed 000) against a real
+//! Redis (flags), a real Prometheus (gates, over backfilled data) and a local
+//! HTTP service (health checks, escalation webhook), with two approvers
+//! answering from other processes.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::redis::Redis;
+use common::services::Prometheus;
+
+/// Window A of tests/fixtures/metrics/production.om is healthy; in window B
+/// the canary's latency breaches. Off the minute grid, clear of the switch.
+const HEALTHY_AT: &str = "1700000617";
+const BREACH_AT: &str = "1700004217";
+
+/// The service being rolled out: `/health`, and a webhook that records what
+/// it is sent.
+struct Service {
+    url: String,
+    hooks: Arc<Mutex<Vec<serde_json::Value>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Service {
+    fn start() -> Service {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let hooks = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (h, s) = (hooks.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(180);
+            while !s.load(Ordering::Relaxed) && Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        stream.set_nonblocking(false).unwrap();
+                        serve(stream, &h);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Service { url, hooks, stop }
+    }
+
+    fn hooks(&self) -> Vec<serde_json::Value> {
+        self.hooks.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve(mut stream: std::net::TcpStream, hooks: &Mutex<Vec<serde_json::Value>>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut request = String::new();
+    if reader.read_line(&mut request).is_err() {
+        return;
+    }
+    let mut length = 0;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+            break;
+        }
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; length];
+    let _ = reader.read_exact(&mut body);
+    let (status, reply) = if request.starts_with("GET /health") {
+        ("200 OK", r#"{"status":"healthy"}"#)
+    } else if request.starts_with("POST /hooks/") {
+        hooks.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or_default());
+        ("204 No Content", "")
+    } else {
+        ("404 Not Found", "{}")
+    };
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+        reply.len()
+    );
+}
+
+struct Rollout {
+    dir: tempfile::TempDir,
+}
+
+impl Rollout {
+    fn new() -> Rollout {
+        let dir = tempfile::Builder::new().prefix("runbook-e2e-").tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("runbooks")).unwrap();
+        std::fs::write(
+            dir.path().join("runbooks/production-rollout.yaml"),
+            common::read_repo_file("runbooks/production-rollout.yaml"),
+        )
+        .unwrap();
+        Rollout { dir }
+    }
+
+    fn runbook(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_runbook"));
+        c.current_dir(self.dir.path())
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env("RUNBOOK_USER", "release-bot")
+            .env("ROLLOUT_WEBHOOK_TOKEN", "hook-secret-5e1f")
+            .env_remove("RUNBOOK_STATE_DIR");
+        c
+    }
+
+    /// Starts the rollout, answers its approval from two other processes,
+    /// and returns (exit code, stdout).
+    fn run(&self, redis: &Redis, prom: &Prometheus, svc: &Service, metrics_at: &str) -> (i32, String) {
+        let params = [
+            "environment=production".to_string(),
+            "revision=v2.4.0".into(),
+            "deploy_tool=echo".into(),
+            format!("service_url={}", svc.url),
+            format!("redis_url={}", redis.url()),
+            format!("prometheus_url={}", prom.url),
+            format!("webhook_url={}/hooks/rollout", svc.url),
+            "gate_interval=1m".into(),
+            "internal_samples=3".into(),
+            "canary_samples=3".into(),
+            "staged_samples=3".into(),
+            format!("metrics_at={metrics_at}"),
+        ];
+        let mut args = vec!["run", "runbooks/production-rollout.yaml", "--run-id", "rollout1", "--report", "report.json"];
+        for p in &params {
+            args.push("--param");
+            args.push(p);
+        }
+        let child = self
+            .runbook(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        for who in ["engineering-manager", "devops-lead"] {
+            self.approve(who);
+        }
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code().unwrap_or(-1), stdout)
+    }
+
+    /// Approves once the run waits on the approval (bounded polling).
+    fn approve(&self, who: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = self
+                .runbook(&["approve", "rollout1", "approve_production", "--as", who, "--comment", "metrics look fine"])
+                .output()
+                .unwrap();
+            if out.status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "could not approve as {who}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn report(&self) -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(self.dir.path().join("report.json")).unwrap()).unwrap()
+    }
+
+    fn state_files(&self) -> Vec<PathBuf> {
+        fn walk(p: &std::path::Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+                if e.path().is_dir() {
+                    walk(&e.path(), out);
+                } else {
+                    out.push(e.path());
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.dir.path(), &mut out);
+        out
+    }
+}
+
+fn fixture() -> PathBuf {
+    common::repo_root().join("tests/fixtures/metrics/production.om")
+}
+
+const LEGACY: &str = r#"{"stage":"off","percent":0,"legacy":true}"#;
+
+#[test]
+fn happy_path_reaches_full_rollout() {
+    let redis = Redis::start();
+    let prom = Prometheus::start(&fixture());
+    let svc = Service::start();
+    redis.set("flags:request_isolation", LEGACY);
+    let r = Rollout::new();
+    let (code, out) = r.run(&redis, &prom, &svc, HEALTHY_AT);
+    assert_eq!(code, 0, "{out}");
+    let flag = redis.get_json("flags:request_isolation").unwrap();
+    assert_eq!(flag["stage"], "full");
+    assert_eq!(flag["percent"], 100);
+    assert_eq!(flag["revision"], "v2.4.0");
+    assert_eq!(redis.get_json("flags:websocket_isolation").unwrap()["percent"], 100);
+    let report = r.report();
+    assert_eq!(report["status"], "succeeded");
+    let approval = report["steps"].as_array().unwrap().iter().find(|s| s["id"] == "approve_production").unwrap();
+    assert_eq!(approval["status"], "succeeded");
+    // The release channel got the outcome; nobody was paged.
+    let hooks = svc.hooks();
+    assert_eq!(hooks.len(), 1, "{hooks:?}");
+    assert_eq!(hooks[0]["status"], "succeeded");
+    // The webhook token never reached the output or the state dir.
+    assert!(!out.contains("hook-secret-5e1f"));
+    for f in r.state_files() {
+        let text = std::fs::read(&f).unwrap();
+        assert!(!String::from_utf8_lossy(&text).contains("hook-secret-5e1f"), "secret in {}", f.display());
+    }
+}
+
+#[test]
+fn canary_breach_restores_every_flag() {
+    let redis = Redis::start();
+    let prom = Prometheus::start(&fixture());
+    let svc = Service::start();
+    redis.set("flags:request_isolation", LEGACY);
+    let r = Rollout::new();
+    let (code, out) = r.run(&redis, &prom, &svc, BREACH_AT);
+    assert_eq!(code, 1, "{out}");
+    // Every flag is back where it started: the old value, and no new key.
+    assert_eq!(redis.get("flags:request_isolation").as_deref(), Some(LEGACY), "{out}");
+    assert!(!redis.exists("flags:websocket_isolation"), "{out}");
+    let report = r.report();
+    assert_eq!(report["status"], "rolled_back");
+    let steps = report["steps"].as_array().unwrap();
+    let step = |id: &str| steps.iter().find(|s| s["id"] == id).unwrap();
+    assert_eq!(step("gate_canary_latency")["status"], "failed");
+    assert_eq!(step("stage_staged")["status"], "not_started");
+    for id in ["stage_canary", "websocket_canary", "stage_internal", "flags_off", "deploy_backend"] {
+        assert_eq!(step(id)["rollback"]["status"], "succeeded", "{id}: {out}");
+    }
+    // The on-call was paged with the failing step, then the outcome posted.
+    let hooks = svc.hooks();
+    assert_eq!(hooks.len(), 2, "{hooks:?}");
+    assert_eq!(hooks[0]["severity"], "P1");
+    assert_eq!(hooks[0]["failed_step"], "gate_canary_latency");
+    assert_eq!(hooks[1]["status"], "rolled_back");
+}
