@@ -20,6 +20,7 @@ use crate::events::{Bus, Event, RunStatus};
 use crate::journal::{self, FileStore, Header, RunStore};
 use crate::lock::{Lock, LockError};
 use crate::providers::file_flags::FileFlags;
+use crate::providers::redis_flags::RedisFlags;
 use crate::runbook::{ActionKind, ProviderKind, Runbook};
 use crate::secrets::{self, Masker};
 use crate::steps::{FlagStores, RunEnv};
@@ -46,7 +47,8 @@ struct Launch {
     flag_previous: HashMap<String, Option<Json>>,
 }
 
-fn operator(explicit: Option<&str>) -> String {
+/// Who runs this process: `--as`, else `$RUNBOOK_USER`, else the login name.
+pub(crate) fn operator(explicit: Option<&str>) -> String {
     explicit
         .map(str::to_string)
         .or_else(|| std::env::var("RUNBOOK_USER").ok().filter(|s| !s.is_empty()))
@@ -99,6 +101,18 @@ pub fn run(state_dir: &Path, args: RunArgs) -> Exit {
         }
         None => new_run_id(),
     };
+    for step in &args.view.approve {
+        let is_approval = rb
+            .steps
+            .iter()
+            .chain(&rb.on_failure)
+            .chain(&rb.finally)
+            .any(|s| &s.id == step && matches!(s.action.kind, ActionKind::Approval(_)));
+        if !is_approval {
+            eprintln!("error: --approve {step}: the runbook has no approval step `{step}`");
+            return Exit::Invalid;
+        }
+    }
     let identity = operator(args.view.identity.as_deref());
     launch(
         state_dir,
@@ -482,10 +496,16 @@ fn flag_stores(rb: &Runbook, state_dir: &Path, ctx: &Context) -> Result<FlagStor
                 stores.push((Some(p.name.clone()), Arc::new(FileFlags::new(path))));
             }
             ProviderKind::Redis => {
-                return Err(format!(
-                    "provider `{}`: redis flag stores are not available in this build yet",
-                    p.name
-                ));
+                let url = p
+                    .url
+                    .as_deref()
+                    .ok_or_else(|| format!("provider `{}` needs a `url`", p.name))?;
+                let url = ctx
+                    .render(url)
+                    .map_err(|e| format!("provider `{}`: url: {e}", p.name))?;
+                let store = RedisFlags::new(&url, &p.prefix, p.timeout)
+                    .map_err(|e| format!("provider `{}`: {e}", p.name))?;
+                stores.push((Some(p.name.clone()), Arc::new(store)));
             }
             _ => {}
         }

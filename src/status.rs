@@ -61,7 +61,8 @@ fn steps(rec: &Recorded) -> Vec<Json> {
             | Event::Waiting { step, .. }
             | Event::StepFinished { step, .. }
             | Event::RollbackStarted { step, .. }
-            | Event::RollbackFinished { step, .. } => step,
+            | Event::RollbackFinished { step, .. }
+            | Event::Approval { step, .. } => step,
             _ => continue,
         };
         let Some(s) = steps.get_mut(id) else { continue };
@@ -91,6 +92,19 @@ fn steps(rec: &Recorded) -> Vec<Json> {
                 s["waiting_on"] = Json::Null;
                 if let Some(e) = error {
                     s["error"] = json!(e);
+                }
+            }
+            Event::Approval {
+                by,
+                approved,
+                comment,
+                ..
+            } => {
+                let decision =
+                    json!({ "by": by, "approved": approved, "comment": comment, "at": at });
+                match s["approvals"].as_array_mut() {
+                    Some(list) => list.push(decision),
+                    None => s["approvals"] = json!([decision]),
                 }
             }
             Event::RollbackStarted { .. } => s["rollback"] = json!({ "status": "running" }),
@@ -208,6 +222,22 @@ pub fn show(state_dir: &Path, run_id: Option<&str>, as_json: bool) -> Exit {
                     t,
                     s["rollback"]["status"].as_str().unwrap_or("")
                 );
+                for d in s["approvals"].as_array().into_iter().flatten() {
+                    let verb = if d["approved"] == true {
+                        "approved"
+                    } else {
+                        "rejected"
+                    };
+                    let comment = d["comment"]
+                        .as_str()
+                        .map_or(String::new(), |c| format!(": {c}"));
+                    println!(
+                        "{:24} {verb} by {} at {}{comment}",
+                        "",
+                        d["by"].as_str().unwrap_or(""),
+                        d["at"].as_str().unwrap_or("")
+                    );
+                }
             }
             Exit::Succeeded
         }

@@ -64,6 +64,10 @@ fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
     entries.sort();
     for path in entries {
         if path.is_dir() {
+            // examples/ci holds a GitHub Actions workflow, not a runbook.
+            if path.file_name().is_some_and(|n| n == "ci") {
+                continue;
+            }
             yaml_files(&path, out);
         } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
             out.push(path);

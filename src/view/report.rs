@@ -48,8 +48,27 @@ impl Report {
 }
 
 impl Listener for Report {
-    fn on(&mut self, _at: SystemTime, event: &Event) {
+    fn on(&mut self, at: SystemTime, event: &Event) {
         match event {
+            Event::Approval {
+                step,
+                by,
+                approved,
+                comment,
+            } => {
+                if let Some(s) = self.steps.get_mut(step) {
+                    let decision = json!({
+                        "by": by,
+                        "approved": approved,
+                        "comment": comment,
+                        "at": humantime::format_rfc3339_millis(at).to_string(),
+                    });
+                    match s["approvals"].as_array_mut() {
+                        Some(list) => list.push(decision),
+                        None => s["approvals"] = json!([decision]),
+                    }
+                }
+            }
             Event::StepFinished {
                 step,
                 status,

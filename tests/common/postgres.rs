@@ -34,7 +34,13 @@ fn as_postgres(bin: &Path) -> Command {
     let running_as_root = unsafe { libc::geteuid() } == 0;
     if running_as_root {
         let mut c = Command::new("setpriv");
-        c.args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--"]).arg(bin);
+        c.args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            "--",
+        ])
+        .arg(bin);
         c
     } else {
         Command::new(bin)
@@ -44,18 +50,39 @@ fn as_postgres(bin: &Path) -> Command {
 impl Postgres {
     pub fn start() -> Postgres {
         let bin = bin_dir();
-        let mut dir = tempfile::Builder::new().prefix("runbook-pg-").tempdir_in("/tmp").expect("temp dir");
+        let mut dir = tempfile::Builder::new()
+            .prefix("runbook-pg-")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
         let data = dir.path().join("data");
         // The postgres user must be able to enter the dir and own the data dir.
-        Command::new("chmod").arg("777").arg(dir.path()).status().expect("chmod");
+        Command::new("chmod")
+            .arg("777")
+            .arg(dir.path())
+            .status()
+            .expect("chmod");
         let st = as_postgres(&bin.join("initdb"))
-            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync", "-D"])
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+                "-D",
+            ])
             .arg(&data)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .output()
             .expect("run initdb");
-        assert!(st.status.success(), "initdb failed: {}", String::from_utf8_lossy(&st.stderr));
+        assert!(
+            st.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
         for attempt in 0..5 {
             let port = free_port();
             let child = as_postgres(&bin.join("postgres"))
@@ -63,7 +90,14 @@ impl Postgres {
                 .arg(&data)
                 .args(["-p", &port.to_string(), "-k"])
                 .arg(dir.path())
-                .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=20"])
+                .args([
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "max_connections=20",
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -94,7 +128,10 @@ impl Postgres {
 
     /// A fresh database; returns its URL.
     pub fn database(&self, name: &str) -> String {
-        self.psql("postgres", &format!("CREATE DATABASE {name} TEMPLATE template0"));
+        self.psql(
+            "postgres",
+            &format!("CREATE DATABASE {name} TEMPLATE template0"),
+        );
         self.url(name)
     }
 
@@ -105,10 +142,22 @@ impl Postgres {
     /// Runs SQL, returning the unaligned output; panics on error.
     pub fn psql(&self, db: &str, sql: &str) -> String {
         let out = Command::new("psql")
-            .args(["--no-psqlrc", "-v", "ON_ERROR_STOP=1", "-At", "-c", sql, &self.url(db)])
+            .args([
+                "--no-psqlrc",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "-c",
+                sql,
+                &self.url(db),
+            ])
             .output()
             .expect("run psql");
-        assert!(out.status.success(), "psql {sql:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "psql {sql:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }
