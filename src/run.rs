@@ -45,6 +45,8 @@ struct Launch {
     operator: String,
     view: ViewArgs,
     flag_previous: HashMap<String, Option<Json>>,
+    /// Where steps run: the run's original working directory when resuming.
+    workdir: Option<PathBuf>,
 }
 
 /// Who runs this process: `--as`, else `$RUNBOOK_USER`, else the login name.
@@ -126,6 +128,7 @@ pub fn run(state_dir: &Path, args: RunArgs) -> Exit {
             identity,
             view: args.view,
             flag_previous: HashMap::new(),
+            workdir: None,
         },
         Mode::Fresh,
     )
@@ -176,6 +179,7 @@ fn from_journal(rec: &journal::Recorded, rb: Arc<Runbook>, view: ViewArgs) -> La
         operator: operator(view.identity.as_deref()),
         view,
         flag_previous,
+        workdir: Some(PathBuf::from(&rec.header.cwd)).filter(|d| d.is_dir()),
     }
 }
 
@@ -246,6 +250,9 @@ fn launch(state_dir: &Path, l: Launch, mode: Mode) -> Exit {
         }
     };
     let state_dir = cwd.join(state_dir);
+    // A resumed run goes on where it started: relative paths in its steps
+    // mean what they meant then, whatever directory the operator is in now.
+    let cwd = l.workdir.clone().unwrap_or(cwd);
     let store = FileStore::new(&state_dir);
     let run_dir = store.run_dir(&l.run_id);
     if matches!(mode, Mode::Fresh) && run_dir.exists() {
@@ -466,7 +473,9 @@ fn subscribe_views(bus: &Bus, rb: &Runbook, l: &Launch, cwd: &Path) {
             .chain(rb.finally.iter().map(|s| (s.id.clone(), "finally")))
             .collect();
         bus.subscribe(Box::new(view::Report::new(
-            cwd.join(path),
+            std::env::current_dir()
+                .unwrap_or_else(|_| cwd.to_path_buf())
+                .join(path),
             &l.run_id,
             &rb.name,
             &ids,

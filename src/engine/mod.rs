@@ -123,16 +123,34 @@ impl Engine {
         let rb = self.env.runbook.clone();
         let n = rb.steps.len();
         let mut records: Vec<StepRecord> = vec![StepRecord::new(); n];
-        let mut failed: Option<usize> = None;
         let mut interrupted = prior.interrupted;
         let mut seq = prior.seq;
         for (i, step) in rb.steps.iter().enumerate() {
             if let Some(rec) = prior.steps.get(&step.id) {
                 records[i] = rec.clone();
                 self.ctx.set_step(&step.id, rec);
-            } else if prior.running.contains(&step.id)
-                && step.on_resume == crate::runbook::OnResume::Fail
-            {
+            }
+        }
+        let mut failed: Option<usize> = match &prior.unwinding {
+            Some(f) => f.as_ref().and_then(|id| rb.step_index(id)),
+            // The engine can die after recording a failure (or a cancelled
+            // step) and before recording `unwind_started`: the run was
+            // already going down, so it still must unwind.
+            None => (0..n)
+                .filter(|&i| {
+                    records[i].status == StepStatus::Failed && !rb.steps[i].continue_on_failure
+                })
+                .min_by_key(|&i| records[i].finished_seq),
+        };
+        if failed.is_none() {
+            interrupted |= prior.unwinding.is_some()
+                || records.iter().any(|r| r.status == StepStatus::Cancelled);
+        }
+        for (i, step) in rb.steps.iter().enumerate() {
+            if prior.steps.contains_key(&step.id) || !prior.running.contains(&step.id) {
+                continue;
+            }
+            if step.on_resume == crate::runbook::OnResume::Fail {
                 let rec = &mut records[i];
                 rec.status = StepStatus::Failed;
                 rec.error = Some("the engine stopped while this step ran, and it has `on_resume: fail`: check its effects by hand".into());
@@ -140,14 +158,17 @@ impl Engine {
                 rec.finished_seq = Some(seq);
                 self.finish_step(i, &records[i], 0);
                 self.ctx.set_step(&step.id, &records[i]);
-                if failed.is_none() && !step.continue_on_failure {
+                if failed.is_none() && !interrupted && !step.continue_on_failure {
                     failed = Some(i);
                 }
+            } else if failed.is_some() || interrupted {
+                // It was running when the engine died and the run is
+                // unwinding: nothing new starts, so it counts as cancelled
+                // and is rolled back like the other cancelled steps.
+                records[i].status = StepStatus::Cancelled;
+                self.finish_step(i, &records[i], 0);
+                self.ctx.set_step(&step.id, &records[i]);
             }
-        }
-        if let Some(f) = &prior.unwinding {
-            failed = f.as_ref().and_then(|id| rb.step_index(id));
-            interrupted |= failed.is_none();
         }
         let done = |r: &StepRecord, s: &Step| {
             matches!(r.status, StepStatus::Succeeded | StepStatus::Skipped)
@@ -249,6 +270,11 @@ impl Engine {
                         Ok(out) => {
                             rec.status = StepStatus::Succeeded;
                             rec.result = out;
+                        }
+                        // Cancelled before its first attempt began: it never
+                        // started, so it has nothing to roll back.
+                        Err(Failure::Cancelled) if attempts == 0 => {
+                            rec.status = StepStatus::NotStarted
                         }
                         Err(Failure::Cancelled) => rec.status = StepStatus::Cancelled,
                         Err(Failure::Failed(e)) => {

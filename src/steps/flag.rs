@@ -61,18 +61,27 @@ pub async fn restore_flag(cx: &Cx<'_>, action: &Action, outputs: &Json) -> Resul
     let ActionKind::Flag(f) = &action.kind else {
         return Err("not a flag action".into());
     };
-    let Some(name) = outputs.get("name").and_then(Json::as_str) else {
-        // The step never wrote the flag: nothing to undo.
-        return Ok(());
+    let (name, previous) = match outputs.get("name").and_then(Json::as_str) {
+        Some(name) => {
+            let existed = outputs
+                .get("existed")
+                .and_then(Json::as_bool)
+                .unwrap_or(false);
+            let previous = existed.then(|| outputs.get("previous").cloned().unwrap_or(Json::Null));
+            (name.to_string(), previous)
+        }
+        // No outputs: the step did not finish. If an earlier process recorded
+        // the flag's previous value, it may have written the flag before it
+        // died, so put that value back.
+        None => match cx.env.flag_previous.get(cx.step_id) {
+            Some(previous) => (render(cx, &f.name)?, previous.clone()),
+            // The step never wrote the flag: nothing to undo.
+            None => return Ok(()),
+        },
     };
     let store = cx
         .env
         .flag_store(f.provider.as_deref())
         .ok_or_else(|| format!("no flag store for provider {:?}", f.provider))?;
-    let existed = outputs
-        .get("existed")
-        .and_then(Json::as_bool)
-        .unwrap_or(false);
-    let previous = existed.then(|| outputs.get("previous").cloned().unwrap_or(Json::Null));
-    store.restore(name, previous.as_ref()).await
+    store.restore(&name, previous.as_ref()).await
 }

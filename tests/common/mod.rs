@@ -18,6 +18,10 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod postgres;
+pub mod redis;
+pub mod services;
+
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -135,6 +139,7 @@ impl Test {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
             code: out.status.code(),
+            signal: std::os::unix::process::ExitStatusExt::signal(&out.status),
             dir: self.dir,
         }
     }
@@ -148,6 +153,8 @@ pub struct Output {
     pub stderr: String,
     /// `None` when killed by a signal.
     pub code: Option<i32>,
+    /// The signal that killed the binary, if one did (`libc::SIGKILL`, ...).
+    pub signal: Option<i32>,
     /// Kept alive so the test can inspect files the run wrote.
     pub dir: tempfile::TempDir,
 }
@@ -162,6 +169,24 @@ impl Output {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// A new command in the same directory, keeping every file the earlier
+    /// ones wrote (the state dir, logs): `run` -> crash -> `resume` -> `status`.
+    /// Arguments, environment and stdin start empty again.
+    pub fn again(self) -> Test {
+        Test {
+            dir: self.dir,
+            args: Vec::new(),
+            env: Vec::new(),
+            stdin: None,
+            state_dir: None,
+        }
+    }
+
+    /// Whether the binary died by SIGKILL (as `RUNBOOK_CRASH_AT` makes it).
+    pub fn killed(&self) -> bool {
+        self.signal == Some(libc::SIGKILL) || self.code == Some(137)
     }
 
     pub fn code(self, expected: i32) -> Output {
@@ -418,6 +443,7 @@ impl Running {
             stdout,
             stderr,
             code: status.code(),
+            signal: std::os::unix::process::ExitStatusExt::signal(&status),
             dir: self.dir.take().expect("the test directory"),
         }
     }
