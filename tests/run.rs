@@ -75,14 +75,6 @@ fn step<'a>(report: &'a Json, id: &str) -> &'a Json {
         .unwrap_or_else(|| panic!("no step {id} in the report: {report:#}"))
 }
 
-/// Index of the first line equal to `needle`.
-fn pos(lines: &[String], needle: &str) -> usize {
-    lines
-        .iter()
-        .position(|l| l == needle)
-        .unwrap_or_else(|| panic!("{needle:?} not in {lines:#?}"))
-}
-
 /// Index of the first line of stdout ending with `suffix` (the plain view
 /// prints `<timestamp> ==> b: succeeded`).
 fn stdout_pos(out: &Output, suffix: &str) -> usize {
@@ -721,7 +713,6 @@ steps:
 /// always 0), and by its own rollback (`step.outputs`), which must know what
 /// the step did before failing. Today the engine drops them on failure.
 #[test]
-#[ignore = "engine drops a failed step's outputs/exit_code (see the report)"]
 fn failed_step_keeps_its_outputs_and_exit_code() {
     let out = runbook(
         r#"
@@ -733,7 +724,8 @@ steps:
     shell: |
       echo "revision=5" >> "$RUNBOOK_OUTPUT"
       exit 7
-    rollback: { shell: echo undo revision {{ step.outputs.revision }} exit {{ step.exit_code }} >> log }
+    rollback:
+      shell: echo undo revision {{ step.outputs.revision }} exit {{ step.exit_code }} >> log
   - id: check
     shell: echo deploy exited {{ steps.deploy.exit_code }} >> log
   - id: boom
@@ -1292,13 +1284,56 @@ steps:
     assert!(log(&out).is_empty());
     // Fixing the environment and running again with the same id works: the
     // refused run left no record behind.
-    let dir = out.path().to_path_buf();
-    let out2 = Test::new()
+    let out2 = out
+        .again()
         .env("RB_TEST_UNSET_TOKEN_VAR", "value-of-the-token")
-        .args(&["run", dir.join(RB).to_str().unwrap()])
-        .args(&["--state-dir", dir.join("st").to_str().unwrap()])
-        .args(&["--run-id", "deploy-1"])
+        .args(&["run", RB, "--state-dir", "st", "--run-id", "deploy-1"])
         .run()
         .success();
     assert_eq!(lines(&out2, "log"), ["a"]);
+}
+
+#[test]
+fn interpreter_is_found_through_the_step_path() {
+    // `fakesh` exists only in `tools/`, which only the step's PATH names
+    // (relative, so relative to the step's working directory).
+    let t = runbook(
+        r#"
+version: 1
+name: interpreter
+steps:
+  - id: fake
+    interpreter: [fakesh, --flag]
+    env:
+      PATH: "tools:{{ env.PATH }}"
+    shell: the script
+  - id: argv0
+    interpreter: [bash, -c]
+    shell: echo "$0" >> log
+  - id: missing
+    interpreter: [no-such-interpreter-here]
+    shell: "true"
+"#,
+    )
+    .file(
+        "tools/fakesh",
+        "#!/bin/sh\necho \"fakesh $0 $*\" | sed \"s|$PWD/||\" >> log\n",
+    );
+    std::fs::set_permissions(
+        t.path().join("tools/fakesh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let out = t.run().code(1);
+    assert_eq!(
+        log(&out),
+        ["fakesh tools/fakesh --flag the script", "bash"]
+    );
+    let r = report(&out);
+    assert!(
+        step(&r, "missing")["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no-such-interpreter-here")),
+        "{r:#}"
+    );
 }

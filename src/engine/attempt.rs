@@ -76,6 +76,15 @@ pub struct Attempts<'a> {
     pub label: &'a str,
     pub role: Role,
     pub cancel: watch::Receiver<bool>,
+    /// Outputs of the last failed attempt, if the executor kept any.
+    pub partial: std::sync::Mutex<Option<Outputs>>,
+}
+
+impl Attempts<'_> {
+    /// What the last failed attempt produced before failing.
+    pub fn take_partial(&self) -> Option<Outputs> {
+        self.partial.lock().ok().and_then(|mut p| p.take())
+    }
 }
 
 async fn cancelled(mut rx: watch::Receiver<bool>) {
@@ -129,6 +138,7 @@ impl Attempts<'_> {
                 template: ctx,
                 bus: self.bus,
                 stop: stop_rx,
+                partial: std::sync::Mutex::new(None),
             };
             let started = Instant::now();
             let mut fut = exec.run(action, &cx);
@@ -152,6 +162,12 @@ impl Attempts<'_> {
                 }
             };
             drop(fut);
+            if result.is_err() {
+                let kept = cx.partial.lock().ok().and_then(|mut p| p.take());
+                if let Ok(mut last) = self.partial.lock() {
+                    *last = kept;
+                }
+            }
             match result {
                 Ok(out) => return (Ok(out), attempt),
                 Err(e) => {

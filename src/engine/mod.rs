@@ -98,6 +98,16 @@ pub struct Prior {
     pub seq: u64,
 }
 
+/// A step task's result: index, outcome, attempts, milliseconds, and what a
+/// failed attempt kept.
+type StepDone = (
+    usize,
+    Result<crate::steps::Outputs, Failure>,
+    u32,
+    u64,
+    Option<crate::steps::Outputs>,
+);
+
 /// Signals from outside: each message is one SIGINT/SIGTERM.
 pub type Signals = mpsc::UnboundedReceiver<()>;
 
@@ -108,7 +118,13 @@ pub struct Engine {
 }
 
 enum Event2 {
-    Done(usize, Result<crate::steps::Outputs, Failure>, u32, u64),
+    Done(
+        usize,
+        Result<crate::steps::Outputs, Failure>,
+        u32,
+        u64,
+        Option<crate::steps::Outputs>,
+    ),
     Signal,
 }
 
@@ -186,8 +202,7 @@ impl Engine {
             .filter(|&i| waiting_on[i] == 0 && records[i].status == StepStatus::NotStarted)
             .collect();
         let (cancel_tx, cancel_rx) = watch::channel(false);
-        let mut running: JoinSet<(usize, Result<crate::steps::Outputs, Failure>, u32, u64)> =
-            JoinSet::new();
+        let mut running: JoinSet<StepDone> = JoinSet::new();
         let mut signals_seen = 0u32;
 
         loop {
@@ -232,10 +247,11 @@ impl Engine {
                         label: &step.id,
                         role: Role::Step,
                         cancel,
+                        partial: std::sync::Mutex::new(None),
                     };
                     let t = Instant::now();
                     let (r, a) = attempts.run(&step.action, &ctx).await;
-                    (i, r, a, millis(t.elapsed()))
+                    (i, r, a, millis(t.elapsed()), attempts.take_partial())
                 });
             }
             if running.is_empty() {
@@ -243,7 +259,7 @@ impl Engine {
             }
             let ev = tokio::select! {
                 Some(joined) = running.join_next() => match joined {
-                    Ok((i, r, a, ms)) => Event2::Done(i, r, a, ms),
+                    Ok((i, r, a, ms, kept)) => Event2::Done(i, r, a, ms, kept),
                     // A panicking step task is a bug; treat it as that step failing.
                     Err(e) => {
                         tracing::error!("step task failed: {e}");
@@ -261,7 +277,7 @@ impl Engine {
                     interrupted = true;
                     let _ = cancel_tx.send(true);
                 }
-                Event2::Done(i, result, attempts, ms) => {
+                Event2::Done(i, result, attempts, ms, kept) => {
                     let step = &rb.steps[i];
                     let rec = &mut records[i];
                     rec.attempts = attempts;
@@ -280,9 +296,10 @@ impl Engine {
                         Err(Failure::Failed(e)) => {
                             rec.status = StepStatus::Failed;
                             rec.error = Some(e);
+                            rec.result = kept.unwrap_or_default();
                         }
                     }
-                    if rec.status != StepStatus::Cancelled {
+                    if matches!(rec.status, StepStatus::Succeeded | StepStatus::Failed) {
                         seq += 1;
                         rec.finished_seq = Some(seq);
                     }
@@ -534,6 +551,7 @@ impl Engine {
                     template: &ctx,
                     bus: &self.bus,
                     stop,
+                    partial: std::sync::Mutex::new(None),
                 };
                 let outputs = rec.result.get("outputs").cloned().unwrap_or(Json::Null);
                 if let Err(e) = crate::steps::restore_flag(&cx, &step.action, &outputs).await {
@@ -550,6 +568,7 @@ impl Engine {
                         label: &label,
                         role: Role::Rollback { body: b },
                         cancel: cancel.clone(),
+                        partial: std::sync::Mutex::new(None),
                     };
                     let (r, a) = attempts.run(body, &ctx).await;
                     total_attempts += a;
@@ -620,6 +639,7 @@ impl Engine {
                         label: &step.id,
                         role: Role::Step,
                         cancel: cancel.clone(),
+                        partial: std::sync::Mutex::new(None),
                     };
                     let (r, a) = attempts.run(&step.action, &ctx).await;
                     rec.attempts = a;
@@ -631,6 +651,7 @@ impl Engine {
                         Err(Failure::Failed(e)) => {
                             rec.status = StepStatus::Failed;
                             rec.error = Some(e);
+                            rec.result = attempts.take_partial().unwrap_or_default();
                         }
                         Err(Failure::Cancelled) => rec.status = StepStatus::Cancelled,
                     }

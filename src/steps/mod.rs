@@ -77,9 +77,20 @@ pub struct Cx<'a> {
     pub template: &'a minijinja::Value,
     pub bus: &'a Bus,
     pub stop: watch::Receiver<Option<Stop>>,
+    /// What a failing attempt produced before it failed (a shell step's
+    /// outputs and exit code): kept so later steps and the step's own
+    /// rollback can read them.
+    pub partial: std::sync::Mutex<Option<Outputs>>,
 }
 
 impl Cx<'_> {
+    /// Keeps `outputs` for the step's record even though the attempt fails.
+    pub fn keep(&self, outputs: Outputs) {
+        if let Ok(mut p) = self.partial.lock() {
+            *p = Some(outputs);
+        }
+    }
+
     /// Resolves when the attempt is told to stop.
     pub async fn stopped(&self) -> Stop {
         let mut rx = self.stop.clone();

@@ -6,6 +6,7 @@
 //! `steps.<id>.stdout`. Values the script writes to `$RUNBOOK_OUTPUT` as
 //! `key=value` lines become `steps.<id>.outputs`.
 
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -74,21 +75,39 @@ async fn run(action: &Action, cx: &Cx<'_>) -> Result<Outputs, String> {
     std::fs::write(&output_file, b"")
         .map_err(|e| format!("cannot create {}: {e}", output_file.display()))?;
 
-    let mut cmd = Command::new(program);
-    cmd.args(args).arg(&script);
-    cmd.env_clear();
-    for (k, v) in &cx.env.base_env {
-        cmd.env(k, v);
-    }
+    let mut step_env = Vec::with_capacity(action.env.len());
     for (k, v) in &action.env {
-        cmd.env(k, render(cx, v)?);
+        step_env.push((k, render(cx, v)?));
     }
-    cmd.env("RUNBOOK_STEP_ID", cx.step_id);
-    cmd.env("RUNBOOK_OUTPUT", &output_file);
     let cwd = match &action.cwd {
         Some(c) => cx.env.cwd.join(render(cx, c)?),
         None => cx.env.cwd.clone(),
     };
+    let path_var = step_env
+        .iter()
+        .rev()
+        .find(|(k, _)| k.as_str() == "PATH")
+        .map(|(_, v)| v.as_str())
+        .or_else(|| {
+            cx.env
+                .base_env
+                .iter()
+                .rev()
+                .find(|(k, _)| k == "PATH")
+                .map(|(_, v)| v.as_str())
+        });
+
+    let mut cmd = Command::new(resolve_program(program, path_var, &cwd));
+    cmd.arg0(program).args(args).arg(&script);
+    cmd.env_clear();
+    for (k, v) in &cx.env.base_env {
+        cmd.env(k, v);
+    }
+    for (k, v) in step_env {
+        cmd.env(k, v);
+    }
+    cmd.env("RUNBOOK_STEP_ID", cx.step_id);
+    cmd.env("RUNBOOK_OUTPUT", &output_file);
     cmd.current_dir(&cwd);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -172,6 +191,9 @@ async fn run(action: &Action, cx: &Cx<'_>) -> Result<Outputs, String> {
         Json::String(stdout_text.trim().to_string()),
     );
     outputs.insert("exit_code".into(), code.map_or(Json::Null, Json::from));
+    if code != Some(0) {
+        cx.keep(outputs.clone());
+    }
     match code {
         Some(0) => Ok(outputs),
         Some(c) => Err(format!("exit code {c}")),
@@ -180,6 +202,30 @@ async fn run(action: &Action, cx: &Cx<'_>) -> Result<Outputs, String> {
             Err(format!("killed by signal {}", status.signal().unwrap_or(0)))
         }
     }
+}
+
+/// The interpreter as a path, found in the step's own `PATH` the way
+/// `execvp` would. Given a bare name and an environment of its own, std's
+/// `Command` falls back to fork + exec, copying the engine's page tables for
+/// every step (a cost that grows with the engine's memory); given a path it
+/// uses `posix_spawn` (vfork). Not found: the name as is, and spawning
+/// reports the error as before.
+fn resolve_program(program: &str, path_var: Option<&str>, cwd: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    if program.contains('/') {
+        return PathBuf::from(program);
+    }
+    for dir in std::env::split_paths(path_var.unwrap_or_default()) {
+        // An empty entry means the working directory, a relative one is
+        // relative to it (the child's, after `cwd`).
+        let candidate = cwd.join(dir).join(program);
+        if std::fs::metadata(&candidate)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        {
+            return candidate;
+        }
+    }
+    PathBuf::from(program)
 }
 
 /// Reads a stream line by line, emitting each line; returns what it kept.
