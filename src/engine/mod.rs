@@ -138,15 +138,9 @@ impl Engine {
         let started = Instant::now();
         let rb = self.env.runbook.clone();
         let n = rb.steps.len();
-        let mut records: Vec<StepRecord> = vec![StepRecord::new(); n];
+        let mut records = self.restore(&prior);
         let mut interrupted = prior.interrupted;
         let mut seq = prior.seq;
-        for (i, step) in rb.steps.iter().enumerate() {
-            if let Some(rec) = prior.steps.get(&step.id) {
-                records[i] = rec.clone();
-                self.ctx.set_step(&step.id, rec);
-            }
-        }
         let mut failed: Option<usize> = match &prior.unwinding {
             Some(f) => f.as_ref().and_then(|id| rb.step_index(id)),
             // The engine can die after recording a failure (or a cancelled
@@ -356,16 +350,41 @@ impl Engine {
             self.run_list("on_failure", &rb.on_failure, &prior).await
         };
         let finally = self.run_list("finally", &rb.finally, &prior).await;
+        self.conclude(status, started, records, on_failure, finally)
+    }
+
+    /// Records the run's end and hands back its outcome.
+    fn conclude(
+        &self,
+        status: RunStatus,
+        started: Instant,
+        steps: Vec<StepRecord>,
+        on_failure: Vec<StepRecord>,
+        finally: Vec<StepRecord>,
+    ) -> Outcome {
         self.bus.emit(Event::RunFinished {
             status,
             duration_ms: millis(started.elapsed()),
         });
         Outcome {
             status,
-            steps: records,
+            steps,
             on_failure,
             finally,
         }
+    }
+
+    /// Main steps' records as the journal left them (not started otherwise).
+    fn restore(&self, prior: &Prior) -> Vec<StepRecord> {
+        let steps = &self.env.runbook.steps;
+        let mut records = vec![StepRecord::new(); steps.len()];
+        for (rec, step) in records.iter_mut().zip(steps) {
+            if let Some(done) = prior.steps.get(&step.id) {
+                *rec = done.clone();
+                self.ctx.set_step(&step.id, done);
+            }
+        }
+        records
     }
 
     /// Unwinds a run that finished successfully (an emergency rollback).
@@ -376,14 +395,7 @@ impl Engine {
         who: &str,
     ) -> Outcome {
         let started = Instant::now();
-        let rb = self.env.runbook.clone();
-        let mut records: Vec<StepRecord> = vec![StepRecord::new(); rb.steps.len()];
-        for (i, step) in rb.steps.iter().enumerate() {
-            if let Some(rec) = prior.steps.get(&step.id) {
-                records[i] = rec.clone();
-                self.ctx.set_step(&step.id, rec);
-            }
-        }
+        let mut records = self.restore(&prior);
         if prior.unwinding.is_none() {
             self.bus.emit(Event::UnwindStarted {
                 reason: format!("rollback requested by {who}"),
@@ -399,29 +411,18 @@ impl Engine {
             Some(true) => RunStatus::RolledBack,
             Some(false) => RunStatus::RollbackFailed,
         };
-        self.bus.emit(Event::RunFinished {
-            status,
-            duration_ms: millis(started.elapsed()),
-        });
-        Outcome {
-            status,
-            steps: records,
-            on_failure: Vec::new(),
-            finally: Vec::new(),
-        }
+        self.conclude(status, started, records, Vec::new(), Vec::new())
     }
 
+    /// A second signal: stop at once, with what is recorded so far.
     fn abort(&self, steps: Vec<StepRecord>, started: Instant) -> Outcome {
-        self.bus.emit(Event::RunFinished {
-            status: RunStatus::Interrupted,
-            duration_ms: millis(started.elapsed()),
-        });
-        Outcome {
-            status: RunStatus::Interrupted,
+        self.conclude(
+            RunStatus::Interrupted,
+            started,
             steps,
-            on_failure: Vec::new(),
-            finally: Vec::new(),
-        }
+            Vec::new(),
+            Vec::new(),
+        )
     }
 
     fn finish_step(&self, i: usize, rec: &StepRecord, attempts: u32) {
