@@ -16,6 +16,9 @@ pub struct Terminal {
     rows: Vec<(String, String, u32, Option<Duration>, String)>,
     started: HashMap<String, Instant>,
     color: bool,
+    /// The closing line: how the run ended and how to look at it again.
+    ending: Option<String>,
+    run_id: String,
 }
 
 impl Terminal {
@@ -38,6 +41,8 @@ impl Terminal {
             rows: Vec::new(),
             started: HashMap::new(),
             color,
+            ending: None,
+            run_id: String::new(),
         }
     }
 
@@ -154,6 +159,32 @@ impl Listener for Terminal {
                     row.4 = status.as_str().to_string();
                 }
             }
+            Event::RunStarted { run_id, .. } => {
+                self.run_id = run_id.clone();
+                if let Some(text) = super::plain::describe(event) {
+                    let _ = self.multi.println(text);
+                }
+            }
+            Event::RunFinished {
+                status,
+                duration_ms,
+            } => {
+                let code = match status {
+                    crate::events::RunStatus::Succeeded => "1;32",
+                    _ => "1;31",
+                };
+                let text = format!(
+                    "run {} {} in {}",
+                    self.run_id,
+                    status.as_str(),
+                    super::short(Duration::from_millis(*duration_ms))
+                );
+                self.ending = Some(format!(
+                    "{}  (details: runbook status {})",
+                    self.paint(code, &text),
+                    self.run_id
+                ));
+            }
             Event::UnwindStarted { reason, .. } => {
                 let _ = self
                     .multi
@@ -187,6 +218,9 @@ impl Listener for Terminal {
         for (id, status, attempts, took, rollback) in &self.rows {
             let took = took.map_or("-".to_string(), super::short);
             println!("{id:width$}  {status:11}  {attempts:>8}  {took:>8}  {rollback}");
+        }
+        if let Some(end) = self.ending.take() {
+            println!("\n{end}");
         }
     }
 }
