@@ -711,7 +711,7 @@ steps:
 /// A failed step's outputs, stdout and exit code should stay readable: by
 /// later steps when it had `continue_on_failure` (`exit_code` is otherwise
 /// always 0), and by its own rollback (`step.outputs`), which must know what
-/// the step did before failing. Today the engine drops them on failure.
+/// the step did before failing.
 #[test]
 fn failed_step_keeps_its_outputs_and_exit_code() {
     let out = runbook(
@@ -1196,7 +1196,7 @@ steps:
         .stderr_contains("first-run");
 
     // Another key is not blocked.
-    let mut other = second("other-run", &["--param", "environment=production"]).spawn();
+    let other = second("other-run", &["--param", "environment=production"]).spawn();
     assert!(
         poll_until(Duration::from_secs(60), || work
             .join("held-other-run")
@@ -1325,10 +1325,7 @@ steps:
     )
     .unwrap();
     let out = t.run().code(1);
-    assert_eq!(
-        log(&out),
-        ["fakesh tools/fakesh --flag the script", "bash"]
-    );
+    assert_eq!(log(&out), ["fakesh tools/fakesh --flag the script", "bash"]);
     let r = report(&out);
     assert!(
         step(&r, "missing")["error"]

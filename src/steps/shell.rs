@@ -212,10 +212,10 @@ async fn run(action: &Action, cx: &Cx<'_>) -> Result<Outputs, String> {
 /// reports the error as before.
 fn resolve_program(program: &str, path_var: Option<&str>, cwd: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    if program.contains('/') {
+    let Some(path_var) = path_var.filter(|_| !program.contains('/')) else {
         return PathBuf::from(program);
-    }
-    for dir in std::env::split_paths(path_var.unwrap_or_default()) {
+    };
+    for dir in std::env::split_paths(path_var) {
         // An empty entry means the working directory, a relative one is
         // relative to it (the child's, after `cwd`).
         let candidate = cwd.join(dir).join(program);

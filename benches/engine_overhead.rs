@@ -1,0 +1,242 @@
+//! What the engine costs per step, beyond the processes it starts.
+//!
+//! `cargo bench --bench engine_overhead` generates a chain of N `true` shell
+//! steps, runs it with the release binary (`runbook run`, plain output to
+//! /dev/null, a fresh state dir each time) and compares the wall time with
+//! spawning `bash -eo pipefail -c true` N times in a plain loop (stdout and
+//! stderr piped and read, as the engine does). The difference divided by N is
+//! the per-step overhead: scheduling, events, the output file, the view, and
+//! the journal, which is fsync'd before every step starts and after it ends.
+//! The same chain is also run with the state dir on /dev/shm (tmpfs, where
+//! fsync is free): the gap between the two is the price of durability on the
+//! disk the bench runs on.
+//!
+//! Peak RSS (`wait4`'s `ru_maxrss`) is given for the run and, to tell what
+//! loading costs from what running costs, for `runbook validate` of the same
+//! file.
+//!
+//! Set `BENCH_SIZES=1000,5000` (default) or `BENCH_ITERS=3` (default; medians
+//! are reported) to change the defaults; `BENCH_DIR` picks where the on-disk
+//! state dirs go (default: a temporary dir under `target/`, i.e. the same
+//! disk as a project's `.runbook`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_runbook");
+
+/// A runbook whose steps each wait for the one before (the default `needs`).
+fn chain(n: usize) -> String {
+    let mut s = String::from("version: 1\nname: overhead\nsteps:\n");
+    for i in 0..n {
+        s.push_str(&format!("  - id: s{i}\n    shell: \"true\"\n"));
+    }
+    s
+}
+
+fn cpu(ru: &libc::rusage) -> Duration {
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Waits for `pid`; returns its exit status, peak RSS in KiB, and the CPU
+/// time (user + system) of it and the children it reaped (its steps).
+fn wait4(pid: u32) -> (i32, u64, Duration) {
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid out-parameter; pid is our unreaped child.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::wait4(pid as i32, &mut status, 0, &mut ru) };
+    assert_eq!(rc, pid as i32, "wait4 failed");
+    (status, u64::try_from(ru.ru_maxrss).unwrap_or(0), cpu(&ru))
+}
+
+/// CPU time of the reaped children of this process so far.
+fn children_cpu() -> Duration {
+    // SAFETY: a zeroed rusage is a valid out-parameter.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    cpu(&ru)
+}
+
+struct EngineRun {
+    time: Duration,
+    cpu: Duration,
+    rss_kib: u64,
+}
+
+/// Writes the chain of `n` steps into `dir` (once) and returns its path.
+fn chain_file(dir: &Path, n: usize) -> PathBuf {
+    let file = dir.join(format!("chain-{n}.yaml"));
+    if !file.exists() {
+        std::fs::write(&file, chain(n)).expect("write the runbook");
+    }
+    file
+}
+
+/// `runbook run` on the chain, with a fresh state dir under `state_base`.
+#[allow(clippy::zombie_processes)] // reaped by `wait4`, for its rusage
+fn engine(dir: &Path, state_base: &Path, n: usize, iter: usize) -> EngineRun {
+    let file = chain_file(dir, n);
+    let state = state_base.join(format!("state-{n}-{iter}"));
+    let started = Instant::now();
+    let child = Command::new(BIN)
+        .arg("run")
+        .arg(&file)
+        .arg("--state-dir")
+        .arg(&state)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env_remove("RUNBOOK_STATE_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start runbook");
+    let (status, rss_kib, cpu) = wait4(child.id());
+    let time = started.elapsed();
+    assert_eq!(status, 0, "runbook run failed (wait status {status})");
+    let _ = std::fs::remove_dir_all(&state);
+    EngineRun { time, cpu, rss_kib }
+}
+
+/// Peak RSS of `runbook validate` on the chain: what loading alone costs.
+#[allow(clippy::zombie_processes)] // reaped by `wait4`, for its rusage
+fn validate_rss(dir: &Path, n: usize) -> u64 {
+    let file = chain_file(dir, n);
+    let child = Command::new(BIN)
+        .arg("validate")
+        .arg(&file)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start runbook");
+    let (status, rss, _) = wait4(child.id());
+    assert_eq!(status, 0, "runbook validate failed");
+    rss
+}
+
+/// Wall time and the children's CPU time of spawning bash `n` times.
+fn plain_loop(n: usize) -> (Duration, Duration) {
+    let cpu_before = children_cpu();
+    let started = Instant::now();
+    for _ in 0..n {
+        let out = Command::new("bash")
+            .args(["-eo", "pipefail", "-c", "true"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("start bash");
+        assert!(out.status.success());
+    }
+    (started.elapsed(), children_cpu().saturating_sub(cpu_before))
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| default.to_vec())
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter argument is accepted and ignored.
+    let sizes = env_list("BENCH_SIZES", &[1000, 5000]);
+    let iters = env_list("BENCH_ITERS", &[3])[0].max(1);
+    let base = std::env::var_os("BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    std::fs::create_dir_all(&base).expect("create the bench dir");
+    let dir = tempfile::Builder::new()
+        .prefix("engine-overhead-")
+        .tempdir_in(&base)
+        .expect("create a temporary dir");
+    // The same runs with the state dir in memory, where fsync costs nothing:
+    // the difference is what durability (the fsync'd journal) costs.
+    let shm = tempfile::Builder::new()
+        .prefix("engine-overhead-")
+        .tempdir_in("/dev/shm")
+        .ok();
+
+    println!("engine overhead: chain of `true` steps, median of {iters} runs");
+    println!("binary: {BIN}");
+    println!("state dir on disk: {}", dir.path().display());
+    println!(
+        "{:>6}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}",
+        "steps",
+        "loop wall",
+        "engine",
+        "per step",
+        "engine shm",
+        "per step",
+        "CPU/step",
+        "RSS run",
+        "RSS valid."
+    );
+    for &n in &sizes {
+        // Warm up (page cache, the binary, bash).
+        let _ = engine(dir.path(), dir.path(), n.min(50), 0);
+        let _ = plain_loop(n.min(50));
+        let (mut disk, mut mem, mut loop_wall, mut loop_cpu) = (vec![], vec![], vec![], vec![]);
+        let mut cpu = Vec::new();
+        let mut rss = Vec::new();
+        for i in 0..iters {
+            // Interleaved, so a change in machine load hits every side.
+            let r = engine(dir.path(), dir.path(), n, i);
+            disk.push(r.time);
+            cpu.push(r.cpu);
+            rss.push(r.rss_kib);
+            if let Some(shm) = &shm {
+                let r = engine(dir.path(), shm.path(), n, i);
+                mem.push(r.time);
+                cpu.push(r.cpu);
+                rss.push(r.rss_kib);
+            }
+            let (wall, c) = plain_loop(n);
+            loop_wall.push(wall);
+            loop_cpu.push(c);
+        }
+        let l = median(loop_wall);
+        let per_step = |t: Duration| format!("{:.3}ms", ms(t.saturating_sub(l)) / n as f64);
+        let e = median(disk);
+        let (m, m_step) = if mem.is_empty() {
+            ("-".to_string(), "-".to_string())
+        } else {
+            let m = median(mem);
+            (format!("{:.0}ms", ms(m)), per_step(m))
+        };
+        // CPU: the engine and its steps, minus the loop's bash processes.
+        let cpu_step = ms(median(cpu).saturating_sub(median(loop_cpu))) / n as f64;
+        let mib = |kib: u64| format!("{:.1}MiB", kib as f64 / 1024.0);
+        println!(
+            "{n:>6}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}",
+            format!("{:.0}ms", ms(l)),
+            format!("{:.0}ms", ms(e)),
+            per_step(e),
+            m,
+            m_step,
+            format!("{cpu_step:.3}ms"),
+            mib(rss.iter().copied().max().unwrap_or(0)),
+            mib(validate_rss(dir.path(), n)),
+        );
+    }
+    println!(
+        "per step: (engine - loop) wall time / steps, state dir on disk, then in /dev/shm (no fsync cost)"
+    );
+    println!("CPU/step: (engine + its steps - the loop's bash) user+sys CPU / steps");
+    println!(
+        "RSS: peak (wait4 ru_maxrss) of `runbook run`, and of `runbook validate` of the same file"
+    );
+}
