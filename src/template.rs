@@ -49,6 +49,11 @@ pub fn environment() -> &'static Environment<'static> {
             }
         });
         env.set_formatter(|out, state, value| {
+            // Booleans print as YAML and JSON write them, not Python's True.
+            if value.kind() == minijinja::value::ValueKind::Bool {
+                let text = if value.is_true() { "true" } else { "false" };
+                return out.write_str(text).map_err(Error::from);
+            }
             if matches!(state.auto_escape(), AutoEscape::Custom("shell")) && !value.is_safe() {
                 let text = match value.as_str() {
                     Some(s) => s.to_string(),
@@ -325,6 +330,13 @@ mod tests {
             "a; rm -rf /"
         );
         assert_eq!(render_str("{{ params.x }}", &ctx).unwrap(), "a; rm -rf /");
+    }
+
+    #[test]
+    fn booleans_render_lowercase() {
+        let ctx = context! { params => context! { on => true, off => false } };
+        assert_eq!(render_str("{{ params.on }}/{{ params.off }}", &ctx).unwrap(), "true/false");
+        assert_eq!(render_shell("[ {{ params.on }} = true ]", &ctx).unwrap(), "[ true = true ]");
     }
 
     #[test]
