@@ -137,10 +137,14 @@ pub fn show(state_dir: &Path, run_id: Option<&str>, as_json: bool) -> Exit {
                     return Exit::CannotStart;
                 }
             };
+            // A run whose journal cannot be read is listed, not hidden: it is
+            // exactly the run someone needs to look at.
             let runs: Vec<Json> = ids
                 .iter()
-                .filter_map(|id| store.read(id).ok())
-                .map(|r| summary(&store, &r))
+                .map(|id| match store.read(id) {
+                    Ok(r) => summary(&store, &r),
+                    Err(e) => json!({ "run_id": id, "runbook": "?", "status": "unreadable", "error": e.to_string() }),
+                })
                 .collect();
             if as_json {
                 println!(
