@@ -113,7 +113,9 @@ pub fn render_str(source: &str, ctx: &Value) -> Result<String, Error> {
     if !is_template(source) {
         return Ok(source.to_string());
     }
-    environment().render_str(source, ctx).map_err(|e| name_undefined(e, source, false, ctx))
+    environment()
+        .render_str(source, ctx)
+        .map_err(|e| name_undefined(e, source, false, ctx))
 }
 
 /// minijinja's strict-undefined error says "undefined value" without saying
@@ -122,7 +124,9 @@ fn name_undefined(e: Error, source: &str, expression: bool, ctx: &Value) -> Erro
     if e.kind() != ErrorKind::UndefinedError {
         return e;
     }
-    let Ok(names) = reads(source, expression) else { return e };
+    let Ok(names) = reads(source, expression) else {
+        return e;
+    };
     for name in names {
         // Check each prefix: `steps.a.outputs.url` fails at its first missing part.
         let mut path = String::new();
@@ -155,7 +159,9 @@ pub fn render_shell(source: &str, ctx: &Value) -> Result<String, Error> {
 pub fn render_value(source: &str, ctx: &Value) -> Result<Value, Error> {
     if let Some(expr) = sole_expression(source) {
         let e = compile_expression(expr)?;
-        return e.eval(ctx).map_err(|err| name_undefined(err, expr, true, ctx));
+        return e
+            .eval(ctx)
+            .map_err(|err| name_undefined(err, expr, true, ctx));
     }
     render_str(source, ctx).map(Value::from)
 }
@@ -206,7 +212,9 @@ fn has_stray_variable_end(expr: &str) -> bool {
 /// Evaluates an expression (`when`, `condition`) to a boolean.
 pub fn eval_bool(expr: &str, ctx: &Value) -> Result<bool, Error> {
     let e = compile_expression(expr)?;
-    let v = e.eval(ctx).map_err(|err| name_undefined(err, expr, true, ctx))?;
+    let v = e
+        .eval(ctx)
+        .map_err(|err| name_undefined(err, expr, true, ctx))?;
     if v.is_undefined() {
         return Err(Error::new(
             ErrorKind::UndefinedError,
@@ -335,8 +343,14 @@ mod tests {
     #[test]
     fn booleans_render_lowercase() {
         let ctx = context! { params => context! { on => true, off => false } };
-        assert_eq!(render_str("{{ params.on }}/{{ params.off }}", &ctx).unwrap(), "true/false");
-        assert_eq!(render_shell("[ {{ params.on }} = true ]", &ctx).unwrap(), "[ true = true ]");
+        assert_eq!(
+            render_str("{{ params.on }}/{{ params.off }}", &ctx).unwrap(),
+            "true/false"
+        );
+        assert_eq!(
+            render_shell("[ {{ params.on }} = true ]", &ctx).unwrap(),
+            "[ true = true ]"
+        );
     }
 
     #[test]

@@ -70,20 +70,28 @@ fn handle(mut stream: std::net::TcpStream, db_url: &str, broken: bool) {
         ("200 OK", r#"{"status":"healthy"}"#.to_string())
     } else if request_line.starts_with("POST /api/auth/register") {
         if broken {
-            ("500 Internal Server Error", r#"{"error":"user sync failed"}"#.to_string())
+            (
+                "500 Internal Server Error",
+                r#"{"error":"user sync failed"}"#.to_string(),
+            )
         } else {
             let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
             let email = v["email"].as_str().unwrap_or_default().replace('\'', "");
             let ok = std::process::Command::new("psql")
                 .args(["--no-psqlrc", "-v", "ON_ERROR_STOP=1", "-c"])
-                .arg(format!("INSERT INTO users (email, synced) VALUES ('{email}', true)"))
+                .arg(format!(
+                    "INSERT INTO users (email, synced) VALUES ('{email}', true)"
+                ))
                 .arg(db_url)
                 .output()
                 .is_ok_and(|o| o.status.success());
             if ok {
                 ("201 Created", r#"{"created":true}"#.to_string())
             } else {
-                ("500 Internal Server Error", r#"{"error":"insert failed"}"#.to_string())
+                (
+                    "500 Internal Server Error",
+                    r#"{"error":"insert failed"}"#.to_string(),
+                )
             }
         }
     } else {
@@ -102,8 +110,14 @@ INSERT INTO reputation SELECT id, 100 FROM users;\n";
 
 fn setup(pg: &Postgres, db: &str) -> String {
     let url = pg.database(db);
-    pg.psql(db, "CREATE TABLE users (id serial PRIMARY KEY, email text UNIQUE NOT NULL)");
-    pg.psql(db, "INSERT INTO users (email) VALUES ('ada@example.test'), ('grace@example.test')");
+    pg.psql(
+        db,
+        "CREATE TABLE users (id serial PRIMARY KEY, email text UNIQUE NOT NULL)",
+    );
+    pg.psql(
+        db,
+        "INSERT INTO users (email) VALUES ('ada@example.test'), ('grace@example.test')",
+    );
     url
 }
 
@@ -137,11 +151,18 @@ fn migration_applies_and_smoke_tests_pass() {
     let app = App::start(url.clone(), false);
     let out = run_migration(&url, &app).success();
     assert_eq!(pg.psql("applied", "SELECT count(*) FROM reputation"), "2");
-    assert_eq!(pg.psql("applied", "SELECT count(*) FROM users WHERE synced"), "1", "the smoke user was synced");
-    let backups: Vec<_> = std::fs::read_dir(out.path().join("backups")).unwrap().collect();
+    assert_eq!(
+        pg.psql("applied", "SELECT count(*) FROM users WHERE synced"),
+        "1",
+        "the smoke user was synced"
+    );
+    let backups: Vec<_> = std::fs::read_dir(out.path().join("backups"))
+        .unwrap()
+        .collect();
     assert_eq!(backups.len(), 1, "one pg_dump backup was taken");
     let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap())
+            .unwrap();
     assert_eq!(report["status"], "succeeded");
 }
 
@@ -153,7 +174,10 @@ fn failed_smoke_test_restores_the_backup() {
     let out = run_migration(&url, &app).code(1);
     // The migration was applied, then undone from the backup.
     assert_eq!(
-        pg.psql("restored", "SELECT count(*) FROM information_schema.tables WHERE table_name = 'reputation'"),
+        pg.psql(
+            "restored",
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'reputation'"
+        ),
         "0",
         "{}",
         out.stdout
@@ -162,12 +186,29 @@ fn failed_smoke_test_restores_the_backup() {
         pg.psql("restored", "SELECT count(*) FROM information_schema.columns WHERE table_name = 'users' AND column_name = 'synced'"),
         "0"
     );
-    assert_eq!(pg.psql("restored", "SELECT string_agg(email, ',' ORDER BY id) FROM users"), "ada@example.test,grace@example.test");
+    assert_eq!(
+        pg.psql(
+            "restored",
+            "SELECT string_agg(email, ',' ORDER BY id) FROM users"
+        ),
+        "ada@example.test,grace@example.test"
+    );
     let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap())
+            .unwrap();
     assert_eq!(report["status"], "rolled_back");
-    let migrate = report["steps"].as_array().unwrap().iter().find(|s| s["id"] == "migrate").unwrap();
+    let migrate = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "migrate")
+        .unwrap();
     assert_eq!(migrate["rollback"]["status"], "succeeded");
-    let smoke = report["steps"].as_array().unwrap().iter().find(|s| s["id"] == "smoke_register").unwrap();
+    let smoke = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "smoke_register")
+        .unwrap();
     assert_eq!(smoke["status"], "failed");
 }

@@ -84,7 +84,10 @@ fn serve(mut stream: std::net::TcpStream, hooks: &Mutex<Vec<serde_json::Value>>)
     let (status, reply) = if request.starts_with("GET /health") {
         ("200 OK", r#"{"status":"healthy"}"#)
     } else if request.starts_with("POST /hooks/") {
-        hooks.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or_default());
+        hooks
+            .lock()
+            .unwrap()
+            .push(serde_json::from_slice(&body).unwrap_or_default());
         ("204 No Content", "")
     } else {
         ("404 Not Found", "{}")
@@ -102,7 +105,10 @@ struct Rollout {
 
 impl Rollout {
     fn new() -> Rollout {
-        let dir = tempfile::Builder::new().prefix("runbook-e2e-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("runbook-e2e-")
+            .tempdir()
+            .unwrap();
         std::fs::create_dir_all(dir.path().join("runbooks")).unwrap();
         std::fs::write(
             dir.path().join("runbooks/production-rollout.yaml"),
@@ -125,7 +131,13 @@ impl Rollout {
 
     /// Starts the rollout, answers its approval from two other processes,
     /// and returns (exit code, stdout).
-    fn run(&self, redis: &Redis, prom: &Prometheus, svc: &Service, metrics_at: &str) -> (i32, String) {
+    fn run(
+        &self,
+        redis: &Redis,
+        prom: &Prometheus,
+        svc: &Service,
+        metrics_at: &str,
+    ) -> (i32, String) {
         let params = [
             "environment=production".to_string(),
             "revision=v2.4.0".into(),
@@ -140,7 +152,14 @@ impl Rollout {
             "staged_samples=3".into(),
             format!("metrics_at={metrics_at}"),
         ];
-        let mut args = vec!["run", "runbooks/production-rollout.yaml", "--run-id", "rollout1", "--report", "report.json"];
+        let mut args = vec![
+            "run",
+            "runbooks/production-rollout.yaml",
+            "--run-id",
+            "rollout1",
+            "--report",
+            "report.json",
+        ];
         for p in &params {
             args.push("--param");
             args.push(p);
@@ -155,7 +174,8 @@ impl Rollout {
             self.approve(who);
         }
         let out = child.wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
         (out.status.code().unwrap_or(-1), stdout)
     }
 
@@ -164,7 +184,15 @@ impl Rollout {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let out = self
-                .runbook(&["approve", "rollout1", "approve_production", "--as", who, "--comment", "metrics look fine"])
+                .runbook(&[
+                    "approve",
+                    "rollout1",
+                    "approve_production",
+                    "--as",
+                    who,
+                    "--comment",
+                    "metrics look fine",
+                ])
                 .output()
                 .unwrap();
             if out.status.success() {
@@ -180,7 +208,8 @@ impl Rollout {
     }
 
     fn report(&self) -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(self.dir.path().join("report.json")).unwrap()).unwrap()
+        serde_json::from_str(&std::fs::read_to_string(self.dir.path().join("report.json")).unwrap())
+            .unwrap()
     }
 
     fn state_files(&self) -> Vec<PathBuf> {
@@ -218,10 +247,18 @@ fn happy_path_reaches_full_rollout() {
     assert_eq!(flag["stage"], "full");
     assert_eq!(flag["percent"], 100);
     assert_eq!(flag["revision"], "v2.4.0");
-    assert_eq!(redis.get_json("flags:websocket_isolation").unwrap()["percent"], 100);
+    assert_eq!(
+        redis.get_json("flags:websocket_isolation").unwrap()["percent"],
+        100
+    );
     let report = r.report();
     assert_eq!(report["status"], "succeeded");
-    let approval = report["steps"].as_array().unwrap().iter().find(|s| s["id"] == "approve_production").unwrap();
+    let approval = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "approve_production")
+        .unwrap();
     assert_eq!(approval["status"], "succeeded");
     // The release channel got the outcome; nobody was paged.
     let hooks = svc.hooks();
@@ -231,7 +268,11 @@ fn happy_path_reaches_full_rollout() {
     assert!(!out.contains("hook-secret-5e1f"));
     for f in r.state_files() {
         let text = std::fs::read(&f).unwrap();
-        assert!(!String::from_utf8_lossy(&text).contains("hook-secret-5e1f"), "secret in {}", f.display());
+        assert!(
+            !String::from_utf8_lossy(&text).contains("hook-secret-5e1f"),
+            "secret in {}",
+            f.display()
+        );
     }
 }
 
@@ -245,7 +286,11 @@ fn canary_breach_restores_every_flag() {
     let (code, out) = r.run(&redis, &prom, &svc, BREACH_AT);
     assert_eq!(code, 1, "{out}");
     // Every flag is back where it started: the old value, and no new key.
-    assert_eq!(redis.get("flags:request_isolation").as_deref(), Some(LEGACY), "{out}");
+    assert_eq!(
+        redis.get("flags:request_isolation").as_deref(),
+        Some(LEGACY),
+        "{out}"
+    );
     assert!(!redis.exists("flags:websocket_isolation"), "{out}");
     let report = r.report();
     assert_eq!(report["status"], "rolled_back");
@@ -253,7 +298,13 @@ fn canary_breach_restores_every_flag() {
     let step = |id: &str| steps.iter().find(|s| s["id"] == id).unwrap();
     assert_eq!(step("gate_canary_latency")["status"], "failed");
     assert_eq!(step("stage_staged")["status"], "not_started");
-    for id in ["stage_canary", "websocket_canary", "stage_internal", "flags_off", "deploy_backend"] {
+    for id in [
+        "stage_canary",
+        "websocket_canary",
+        "stage_internal",
+        "flags_off",
+        "deploy_backend",
+    ] {
         assert_eq!(step(id)["rollback"]["status"], "succeeded", "{id}: {out}");
     }
     // The on-call was paged with the failing step, then the outcome posted.

@@ -15,6 +15,8 @@ use super::StepRecord;
 use crate::runbook::Runbook;
 use crate::template;
 
+/// A map read live by templates: `steps` as steps finish, `vars` while they
+/// are rendered in order.
 #[derive(Debug, Default)]
 struct StepsView {
     steps: Mutex<HashMap<String, Value>>,
@@ -82,11 +84,17 @@ impl Context {
             steps,
             run: Mutex::new(run),
         };
+        // Each var sees those above it through a live view, so rendering n
+        // vars costs n renders, not n copies of a growing map.
+        let live = Arc::new(StepsView::default());
+        ctx.vars = Value::from_dyn_object(live.clone());
         let mut vars = serde_json::Map::new();
         for (k, v) in &rb.vars {
-            ctx.vars = Value::from_serialize(&vars);
             let rendered = template::render_json(v, &ctx.for_step(None))
                 .map_err(|e| format!("var `{k}`: {}", crate::steps::template_error(&e)))?;
+            if let Ok(mut m) = live.steps.lock() {
+                m.insert(k.clone(), Value::from_serialize(&rendered));
+            }
             vars.insert(k.clone(), rendered);
         }
         ctx.vars = Value::from_serialize(&vars);

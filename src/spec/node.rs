@@ -50,6 +50,11 @@ pub struct Budget {
     pub max_depth: usize,
     /// Nodes in the tree after aliases are expanded.
     pub max_nodes: usize,
+    /// Bytes of scalar text in the tree after aliases are expanded. Without
+    /// aliases this is under `max_bytes`; with them, a long string repeated
+    /// through nested aliases would otherwise stay under `max_nodes` while
+    /// asking for gigabytes.
+    pub max_scalar_bytes: usize,
 }
 
 impl Default for Budget {
@@ -58,6 +63,7 @@ impl Default for Budget {
             max_bytes: 8 * 1024 * 1024,
             max_depth: 64,
             max_nodes: 2_000_000,
+            max_scalar_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -118,14 +124,6 @@ impl Node {
                 .find(|(k, _)| k.as_str() == Some(key))
                 .map(|(k, _)| k),
             _ => None,
-        }
-    }
-
-    fn count(&self) -> usize {
-        1 + match &self.value {
-            Value::Seq(items) => items.iter().map(Node::count).sum(),
-            Value::Map(entries) => entries.iter().map(|(k, v)| k.count() + v.count()).sum(),
-            _ => 0,
         }
     }
 
@@ -223,9 +221,71 @@ fn resolve_plain(text: &str) -> Value {
 struct Builder<'a> {
     text: &'a str,
     parser: Parser<'a, saphyr_parser::StrInput<'a>>,
-    anchors: std::collections::HashMap<usize, Node>,
+    anchors: std::collections::HashMap<usize, Anchored>,
     nodes: usize,
+    scalar_bytes: usize,
     budget: Budget,
+}
+
+/// The keys of a mapping being built, to find a repeated one without comparing
+/// every pair (that made a 1.7 MB mapping of 100,000 keys take 38 s to load).
+/// Scalar keys are hashed by value, equal exactly when `Value`'s `==` says so;
+/// lists, mappings and NaN as keys (rare) are compared one by one.
+#[derive(Default)]
+struct Keys {
+    scalars: std::collections::HashMap<KeyId, usize>,
+    others: Vec<usize>,
+}
+
+#[derive(PartialEq, Eq, Hash)]
+enum KeyId {
+    Null,
+    Bool(bool),
+    Int(i64),
+    /// The bits of a float, with -0.0 as 0.0 (they are `==`).
+    Float(u64),
+    Str(String),
+}
+
+impl Keys {
+    /// The index in `entries` of an earlier entry with the same key; if there
+    /// is none, `key` is recorded as the key of the entry pushed next.
+    fn find_or_insert(&mut self, entries: &[(Node, Node)], key: &Node) -> Option<usize> {
+        let index = entries.len();
+        let id = match &key.value {
+            Value::Null => KeyId::Null,
+            Value::Bool(b) => KeyId::Bool(*b),
+            Value::Int(i) => KeyId::Int(*i),
+            Value::Float(f) if !f.is_nan() => KeyId::Float(if *f == 0.0 { 0 } else { f.to_bits() }),
+            Value::Str(s) => KeyId::Str(s.clone()),
+            _ => {
+                let first = self
+                    .others
+                    .iter()
+                    .copied()
+                    .find(|&i| entries[i].0.value == key.value);
+                if first.is_none() {
+                    self.others.push(index);
+                }
+                return first;
+            }
+        };
+        match self.scalars.entry(id) {
+            std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(index);
+                None
+            }
+        }
+    }
+}
+
+/// An anchored node with its size, so an alias is charged to the budget
+/// before it is copied.
+struct Anchored {
+    node: Node,
+    nodes: usize,
+    scalar_bytes: usize,
 }
 
 type BuildResult<T> = Result<T, Box<Diagnostic>>;
@@ -283,19 +343,22 @@ impl<'a> Builder<'a> {
         d
     }
 
-    fn tally(&mut self, n: usize, at: Span) -> BuildResult<()> {
+    /// Charges `n` nodes holding `bytes` bytes of scalar text to the budget.
+    fn tally(&mut self, n: usize, bytes: usize, at: Span) -> BuildResult<()> {
         self.nodes = self.nodes.saturating_add(n);
-        if self.nodes > self.budget.max_nodes {
-            return Err(Box::new(Diagnostic::new(
-                Code::InputBudget,
-                at,
-                format!(
-                    "the document expands to more than {} values (an alias bomb?)",
-                    self.budget.max_nodes
-                ),
-            )));
-        }
-        Ok(())
+        self.scalar_bytes = self.scalar_bytes.saturating_add(bytes);
+        let over = if self.nodes > self.budget.max_nodes {
+            format!("{} values", self.budget.max_nodes)
+        } else if self.scalar_bytes > self.budget.max_scalar_bytes {
+            format!("{} bytes of text", self.budget.max_scalar_bytes)
+        } else {
+            return Ok(());
+        };
+        Err(Box::new(Diagnostic::new(
+            Code::InputBudget,
+            at,
+            format!("the document expands to more than {over} (an alias bomb?)"),
+        )))
     }
 
     fn node(&mut self, ev: Event<'a>, sp: Span, depth: usize) -> BuildResult<Node> {
@@ -306,17 +369,24 @@ impl<'a> Builder<'a> {
                 format!("nesting deeper than {} levels", self.budget.max_depth),
             )));
         }
+        let (nodes_before, bytes_before) = (self.nodes, self.scalar_bytes);
         let (node, anchor) = match ev {
             Event::Alias(id) => {
-                let node = self.anchors.get(&id).cloned().ok_or_else(|| {
-                    Box::new(Diagnostic::new(Code::YamlSyntax, sp, "unknown alias"))
-                })?;
-                let n = node.count();
-                self.tally(n, sp)?;
+                let (nodes, bytes) = self
+                    .anchors
+                    .get(&id)
+                    .map(|a| (a.nodes, a.scalar_bytes))
+                    .ok_or_else(|| {
+                        Box::new(Diagnostic::new(Code::YamlSyntax, sp, "unknown alias"))
+                    })?;
+                // Charged before copying: an alias bomb stops at the budget,
+                // not after building the copy that breaks it.
+                self.tally(nodes, bytes, sp)?;
+                let node = self.anchors[&id].node.clone();
                 return Ok(Node { span: sp, ..node });
             }
             Event::Scalar(text, style, anchor, tag) => {
-                self.tally(1, sp)?;
+                self.tally(1, text.len(), sp)?;
                 let forced_str = tag
                     .as_ref()
                     .is_some_and(|t| t.handle == "tag:yaml.org,2002:" && t.suffix == "str")
@@ -329,7 +399,7 @@ impl<'a> Builder<'a> {
                 (Node { span: sp, value }, anchor)
             }
             Event::SequenceStart(anchor, _) => {
-                self.tally(1, sp)?;
+                self.tally(1, 0, sp)?;
                 let mut items = Vec::new();
                 let end = loop {
                     let (ev, isp) = self.next().map_err(|d| self.unclosed(d, sp, '['))?;
@@ -351,8 +421,9 @@ impl<'a> Builder<'a> {
                 )
             }
             Event::MappingStart(anchor, _) => {
-                self.tally(1, sp)?;
+                self.tally(1, 0, sp)?;
                 let mut entries: Vec<(Node, Node)> = Vec::new();
+                let mut keys = Keys::default();
                 let mut merged: Vec<(Node, Node)> = Vec::new();
                 let end = loop {
                     let (ev, ksp) = self.next().map_err(|d| self.unclosed(d, sp, '{'))?;
@@ -382,7 +453,8 @@ impl<'a> Builder<'a> {
                         }
                         continue;
                     }
-                    if let Some((first, _)) = entries.iter().find(|(k, _)| k.value == key.value) {
+                    if let Some(first) = keys.find_or_insert(&entries, &key) {
+                        let (first, _) = &entries[first];
                         return Err(Box::new(
                             Diagnostic::new(
                                 Code::DuplicateKey,
@@ -395,7 +467,7 @@ impl<'a> Builder<'a> {
                     entries.push((key, value));
                 };
                 for (k, v) in merged {
-                    if !entries.iter().any(|(e, _)| e.value == k.value) {
+                    if keys.find_or_insert(&entries, &k).is_none() {
                         entries.push((k, v));
                     }
                 }
@@ -420,7 +492,12 @@ impl<'a> Builder<'a> {
             }
         };
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            let anchored = Anchored {
+                node: node.clone(),
+                nodes: self.nodes - nodes_before,
+                scalar_bytes: self.scalar_bytes - bytes_before,
+            };
+            self.anchors.insert(anchor, anchored);
         }
         Ok(node)
     }
@@ -464,6 +541,7 @@ pub fn parse(text: &str, budget: Budget) -> Result<Node, Box<Diagnostic>> {
         parser: Parser::new_from_str(text),
         anchors: Default::default(),
         nodes: 0,
+        scalar_bytes: 0,
         budget,
     };
     let mut root: Option<Node> = None;
@@ -523,6 +601,41 @@ mod tests {
         assert_eq!(err.code, Code::InputBudget);
     }
 
+    /// Found by fuzzing (a timeout): each alias was copied, then counted, and
+    /// only then checked, so the copy that broke the budget was built in full.
+    /// Aliases are now charged with their anchor's size before copying,
+    /// including aliases nested inside the anchor.
+    #[test]
+    fn aliases_are_charged_their_anchors_size_before_copying() {
+        let text = "a: &a [1, 2, 3, 4, 5, 6, 7, 8, 9]\nb: &b [*a]\nc: *b\n";
+        // root 1 + a (1 + 10) + b (1 + 1 + 10) + c (1 + 11) = 36
+        let budget = |max_nodes| Budget {
+            max_nodes,
+            ..Budget::default()
+        };
+        assert!(parse(text, budget(36)).is_ok());
+        let err = parse(text, budget(35)).unwrap_err();
+        assert_eq!(err.code, Code::InputBudget);
+        assert_eq!(err.span.start.line, 3);
+    }
+
+    /// Found while fixing the above: a long string repeated through nested
+    /// aliases stayed under `max_nodes` while asking for gigabytes.
+    #[test]
+    fn long_string_alias_bomb_is_a_budget_error() {
+        let mut text = format!("a0: &a0 [\"{}\"]\n", "x".repeat(1000));
+        for i in 1..8 {
+            let p = i - 1;
+            text.push_str(&format!(
+                "a{i}: &a{i} [{}]\n",
+                vec![format!("*a{p}"); 10].join(", ")
+            ));
+        }
+        let err = parse(&text, Budget::default()).unwrap_err();
+        assert_eq!(err.code, Code::InputBudget);
+        assert!(err.message.contains("bytes of text"), "{}", err.message);
+    }
+
     #[test]
     fn deep_nesting_is_a_budget_error() {
         let text = "[".repeat(200) + &"]".repeat(200);
@@ -535,6 +648,53 @@ mod tests {
         let err = parse("a: 1\nb: 2\na: 3\n", Budget::default()).unwrap_err();
         assert_eq!(err.code, Code::DuplicateKey);
         assert_eq!(err.span.start.line, 3);
+    }
+
+    /// Found while benchmarking: duplicate keys were found by comparing every
+    /// pair, so a mapping of 100,000 keys (1.7 MB) took 38 s to load.
+    #[test]
+    fn mapping_with_many_keys_loads_in_linear_time() {
+        let mut text = String::from("m:\n");
+        for i in 0..100_000 {
+            text.push_str(&format!("  k{i}: {i}\n"));
+        }
+        let t = std::time::Instant::now();
+        let n = parse(&text, Budget::default()).unwrap();
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(
+            n.get("m").unwrap().get("k99999").unwrap().value,
+            Value::Int(99_999)
+        );
+        text.push_str("  k500: again\n");
+        let err = parse(&text, Budget::default()).unwrap_err();
+        assert_eq!(err.code, Code::DuplicateKey);
+        assert_eq!(err.span.start.line, 100_002);
+        assert_eq!(err.notes, ["first defined at line 502"]);
+    }
+
+    #[test]
+    fn duplicate_keys_compare_by_value() {
+        for dup in [
+            "1: a\n1: b\n",
+            "0.0: a\n-0.0: b\n",
+            "~: a\nnull: b\n",
+            "true: a\nTrue: b\n",
+        ] {
+            let err = parse(dup, Budget::default()).unwrap_err();
+            assert_eq!(err.code, Code::DuplicateKey, "{dup}");
+        }
+        for distinct in [
+            "1: a\n'1': b\n",
+            "1: a\n1.0: b\n",
+            ".nan: a\n.nan: b\n",
+            "[1]: a\n[2]: b\n",
+        ] {
+            assert!(parse(distinct, Budget::default()).is_ok(), "{distinct}");
+        }
     }
 
     #[test]

@@ -324,7 +324,11 @@ fn http(ds: &mut Diagnostics, h: &HttpSpec) -> Http {
     let method = match &h.method {
         Some(m) => {
             // A templated method is uppercased by the executor once rendered.
-            let up = if is_template(&m.value) { m.value.clone() } else { m.value.to_ascii_uppercase() };
+            let up = if is_template(&m.value) {
+                m.value.clone()
+            } else {
+                m.value.to_ascii_uppercase()
+            };
             if !METHODS.contains(&up.as_str()) && !is_template(&m.value) {
                 ds.error(
                     Code::InvalidValue,

@@ -2,7 +2,7 @@
 //! step only reads `steps.X` where X surely ran before it (X is an ancestor in
 //! the graph). `when` and `condition` must compile as expressions.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::diagnostics::{did_you_mean, Code, Diagnostics};
 use crate::graph::{Ancestors, StepGraph};
@@ -32,6 +32,11 @@ struct Names<'a> {
     params: Vec<&'a str>,
     vars: Vec<&'a str>,
     secrets: Vec<&'a str>,
+    /// The same names for lookups: a search of the lists for every read is
+    /// quadratic in a file declaring many names.
+    param_set: HashSet<&'a str>,
+    secret_set: HashSet<&'a str>,
+    var_index: HashMap<&'a str, usize>,
     index: &'a StepIndex,
     ancestors: Option<Ancestors>,
 }
@@ -47,6 +52,14 @@ pub(super) fn check(
         params: spec.params.keys().map(|k| k.value.as_str()).collect(),
         vars: spec.vars.keys().map(|k| k.value.as_str()).collect(),
         secrets: spec.secrets.keys().map(|k| k.value.as_str()).collect(),
+        param_set: spec.params.keys().map(|k| k.value.as_str()).collect(),
+        secret_set: spec.secrets.keys().map(|k| k.value.as_str()).collect(),
+        var_index: spec
+            .vars
+            .keys()
+            .enumerate()
+            .map(|(i, k)| (k.value.as_str(), i))
+            .collect(),
         index,
         ancestors: None,
     };
@@ -331,28 +344,23 @@ fn check_read(names: &Names<'_>, name: &str, kind: Expr, scope: Scope) -> Option
     };
     match root {
         "params" => key
-            .filter(|k| !names.params.contains(k))
+            .filter(|k| !names.param_set.contains(k))
             .map(|k| missing("params", k, &names.params)),
         "secrets" => key
-            .filter(|k| !names.secrets.contains(k))
+            .filter(|k| !names.secret_set.contains(k))
             .map(|k| missing("secrets", k, &names.secrets)),
         "vars" => {
-            let visible: &[&str] = match scope {
-                Scope::Var(i) => &names.vars[..i],
-                _ => &names.vars,
-            };
             let k = key?;
-            if visible.contains(&k) {
-                return None;
-            }
-            if names.vars.contains(&k) {
-                return Some((
+            match (names.var_index.get(k), scope) {
+                // A var sees only the vars above it.
+                (Some(&j), Scope::Var(i)) if j >= i => Some((
                     format!("`vars.{k}` is defined below this var; vars are rendered in order"),
                     None,
                     Code::UndefinedName,
-                ));
+                )),
+                (Some(_), _) => None,
+                (None, _) => Some(missing("vars", k, &names.vars)),
             }
-            Some(missing("vars", k, &names.vars))
         }
         "env" => None,
         "run" => key
