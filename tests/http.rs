@@ -745,3 +745,20 @@ fn large_bodies_are_capped() {
     assert_eq!(o["json"], Json::Null);
     assert!(out.stdout.contains("body cut at 1 MiB"), "{}", out.stdout);
 }
+
+/// A response that fails its expectations is still the step's outputs: a
+/// later step (after `continue_on_failure`) and the report can read it.
+#[test]
+fn failed_expectation_keeps_the_response() {
+    let srv = Server::start();
+    let yaml = steps(&format!(
+        "  - id: check\n    continue_on_failure: true\n    http: {{ url: \"{}\" }}\n  - id: after\n    shell: echo got {{{{ steps.check.outputs.status }}}} > seen\n",
+        srv.url("/fail")
+    ));
+    let out = runbook(&yaml).run().success();
+    let r = report(&out);
+    assert_eq!(step(&r, "check")["status"], "failed");
+    assert_eq!(step(&r, "check")["outputs"]["status"], 503);
+    let seen = std::fs::read_to_string(out.path().join("seen")).unwrap();
+    assert_eq!(seen.trim(), "got 503");
+}

@@ -272,7 +272,18 @@ async fn run(action: &Action, cx: &Cx<'_>) -> Result<Outputs, String> {
         ),
     });
 
+    // The response is the step's outputs whether or not it meets the
+    // expectations: a later step, or this step's rollback, may need it.
+    let mut values = Outputs::new();
+    values.insert("status".into(), Json::from(status));
+    values.insert("body".into(), Json::String(text.clone()));
+    values.insert("json".into(), parsed.clone().unwrap_or(Json::Null));
+    values.insert("latency_ms".into(), Json::from(latency_ms));
+    let mut out = Outputs::new();
+    out.insert("outputs".into(), Json::Object(values));
+
     if !h.expect.status.iter().any(|m| m.matches(status)) {
+        cx.keep(out);
         return Err(format!(
             "unexpected status {} from {} {} (expected {}); body: {}",
             status_text(resp.status),
@@ -354,16 +365,10 @@ async fn run(action: &Action, cx: &Cx<'_>) -> Result<Outputs, String> {
         if quote_body {
             let _ = write!(msg, "; body: {}", snippet(&text));
         }
+        cx.keep(out);
         return Err(msg);
     }
 
-    let mut values = Outputs::new();
-    values.insert("status".into(), Json::from(status));
-    values.insert("body".into(), Json::String(text));
-    values.insert("json".into(), parsed.unwrap_or(Json::Null));
-    values.insert("latency_ms".into(), Json::from(latency_ms));
-    let mut out = Outputs::new();
-    out.insert("outputs".into(), Json::Object(values));
     Ok(out)
 }
 
