@@ -96,7 +96,7 @@ pub fn run(state_dir: &Path, args: RunArgs) -> Exit {
         }
     };
     let run_id = match &args.run_id {
-        Some(id) if valid_run_id(id) => id.clone(),
+        Some(id) if journal::valid_run_id(id) => id.clone(),
         Some(id) => {
             eprintln!("error: run id `{id}` may only contain letters, digits, `-`, `_` and `.`");
             return Exit::Invalid;
@@ -141,6 +141,10 @@ fn recorded(state_dir: &Path, run_id: &str) -> Result<(journal::Recorded, Arc<Ru
         Ok(r) => r,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             eprintln!("error: no run `{run_id}` in {}", state_dir.display());
+            return Err(Exit::Invalid);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            eprintln!("error: {e}");
             return Err(Exit::Invalid);
         }
         Err(e) => {
@@ -538,15 +542,6 @@ fn signals() -> crate::engine::Signals {
         }
     }
     rx
-}
-
-fn valid_run_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && !id.starts_with('.')
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 fn new_run_id() -> String {

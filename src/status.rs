@@ -176,6 +176,10 @@ pub fn show(state_dir: &Path, run_id: Option<&str>, as_json: bool) -> Exit {
         Some(id) => {
             let rec = match store.read(id) {
                 Ok(r) => r,
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                    eprintln!("error: {e}");
+                    return Exit::Invalid;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     eprintln!("error: no run `{id}` in {}", state_dir.display());
                     return Exit::Invalid;

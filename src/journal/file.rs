@@ -178,6 +178,12 @@ impl RunStore for FileStore {
     }
 
     fn read(&self, run_id: &str) -> std::io::Result<Recorded> {
+        if !super::valid_run_id(run_id) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("`{run_id}` is not a run id"),
+            ));
+        }
         let file = File::open(self.path(run_id))?;
         let mut lines = Vec::new();
         let mut reader = BufReader::new(file);

@@ -59,6 +59,16 @@ pub trait RunStore: Send + Sync {
     fn list(&self) -> std::io::Result<Vec<String>>;
 }
 
+/// Run ids name directories: letters, digits, `-`, `_`, `.`, not leading `.`.
+pub fn valid_run_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 pub fn hash(text: &str) -> String {
     use sha2::{Digest, Sha256};
     let d = Sha256::digest(text.as_bytes());
