@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{poll_until, Output, Running, Test};
+use common::{poll_until, report, step, Output, Running, Test};
 use serde_json::{json, Value as Json};
 
 const RB: &str = "rb.yaml";
@@ -137,21 +137,6 @@ fn start(test: Test) -> Running {
     let mut running = test.spawn();
     running.wait_for_file(WAITING, Duration::from_secs(60));
     running
-}
-
-fn report(out: &Output) -> Json {
-    let text = std::fs::read_to_string(out.path().join("report.json"))
-        .unwrap_or_else(|e| panic!("no report: {e}\n{}\n{}", out.stdout, out.stderr));
-    serde_json::from_str(&text).expect("the report is JSON")
-}
-
-fn step<'a>(report: &'a Json, id: &str) -> &'a Json {
-    report["steps"]
-        .as_array()
-        .expect("steps")
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no step {id}: {report:#}"))
 }
 
 fn log(out: &Output) -> Vec<String> {

@@ -19,22 +19,12 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{poll_until, Output, Test};
+use common::{poll_until, Output, Test, WAIT_FOR};
 use serde_json::{json, Value as Json};
 
 const RB: &str = "rb.yaml";
 const ST: &str = "st";
 const RUN: &str = "r1";
-
-/// `bash ./wait_for.sh FILE`: waits (bounded, 60 s) until FILE exists.
-const WAIT_FOR: &str = r#"# usage: bash ./wait_for.sh FILE
-for _ in $(seq 1 3000); do
-  [ -e "$1" ] && exit 0
-  sleep 0.02
-done
-echo "gave up waiting for $1" >&2
-exit 1
-"#;
 
 // ---------------------------------------------------------------------------
 // Reading what a run left behind

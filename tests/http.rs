@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{Output, Test};
+use common::{report, step, Output, Test};
 use serde_json::{json, Value as Json};
 
 // ---------------------------------------------------------------------------
@@ -269,28 +269,6 @@ fn runbook(yaml: &str) -> Test {
 /// A runbook of the given steps (YAML list items, indented by two).
 fn steps(body: &str) -> String {
     format!("version: 1\nname: http-test\nsteps:\n{body}")
-}
-
-fn report(out: &Output) -> Json {
-    let path = out.path().join("report.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "no report at {}: {e}\nstdout:\n{}\nstderr:\n{}",
-            path.display(),
-            out.stdout,
-            out.stderr
-        )
-    });
-    serde_json::from_str(&text).expect("the report is JSON")
-}
-
-fn step<'a>(report: &'a Json, id: &str) -> &'a Json {
-    report["steps"]
-        .as_array()
-        .expect("report.steps is a list")
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no step {id} in the report: {report:#}"))
 }
 
 /// The error the report records for a step (panics when there is none).

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::services::{BasicAuth, PromOptions, Prometheus};
-use common::{poll_until, repo_root, Output, Test};
+use common::{poll_until, repo_root, report, step, Output, Test};
 use serde_json::Value as Json;
 
 const RB: &str = "rb.yaml";
@@ -47,28 +47,6 @@ fn run(yaml: &str) -> Test {
     Test::new()
         .file(RB, yaml)
         .args(&["run", RB, "--state-dir", "st", "--report", "report.json"])
-}
-
-fn report(out: &Output) -> Json {
-    let path = out.path().join("report.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "no report at {}: {e}\nstdout:\n{}\nstderr:\n{}",
-            path.display(),
-            out.stdout,
-            out.stderr
-        )
-    });
-    serde_json::from_str(&text).expect("the report is JSON")
-}
-
-fn step<'a>(report: &'a Json, id: &str) -> &'a Json {
-    report["steps"]
-        .as_array()
-        .expect("report.steps is a list")
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no step {id} in the report: {report:#}"))
 }
 
 /// The gate's `steps.<id>.outputs`.

@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::redis::{Redis, Reply};
-use common::{Output, Test};
+use common::{report, step, Test};
 use serde_json::{json, Value as Json};
 
 const RB: &str = "rb.yaml";
@@ -44,21 +44,6 @@ fn run_on(port: u16, yaml: &str) -> Test {
         "--param",
         &format!("port={port}"),
     ])
-}
-
-fn report(out: &Output) -> Json {
-    let text = std::fs::read_to_string(out.path().join("report.json"))
-        .unwrap_or_else(|e| panic!("no report: {e}\n{}\n{}", out.stdout, out.stderr));
-    serde_json::from_str(&text).expect("the report is JSON")
-}
-
-fn step<'a>(report: &'a Json, id: &str) -> &'a Json {
-    report["steps"]
-        .as_array()
-        .expect("steps")
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no step {id}: {report:#}"))
 }
 
 #[test]

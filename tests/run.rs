@@ -12,21 +12,10 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{poll_until, Output, Test};
+use common::{poll_until, report, step, Output, Test, WAIT_FOR};
 use serde_json::{json, Value as Json};
 
 const RB: &str = "rb.yaml";
-
-/// `bash ./wait_for.sh FILE`: waits until FILE exists (bounded), so a step can
-/// wait for another step or for the test without a fixed sleep.
-const WAIT_FOR: &str = r#"# usage: bash ./wait_for.sh FILE
-for _ in $(seq 1 3000); do
-  [ -e "$1" ] && exit 0
-  sleep 0.02
-done
-echo "gave up waiting for $1" >&2
-exit 1
-"#;
 
 /// A test that runs `yaml` from `rb.yaml` with its own state dir (`st`) and a
 /// report (`report.json`), both inside the test's directory.
@@ -51,28 +40,6 @@ fn lines(out: &Output, rel: &str) -> Vec<String> {
 
 fn log(out: &Output) -> Vec<String> {
     lines(out, "log")
-}
-
-fn report(out: &Output) -> Json {
-    let path = out.path().join("report.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "no report at {}: {e}\nstdout:\n{}\nstderr:\n{}",
-            path.display(),
-            out.stdout,
-            out.stderr
-        )
-    });
-    serde_json::from_str(&text).expect("the report is JSON")
-}
-
-fn step<'a>(report: &'a Json, id: &str) -> &'a Json {
-    report["steps"]
-        .as_array()
-        .expect("report.steps is a list")
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no step {id} in the report: {report:#}"))
 }
 
 /// Index of the first line of stdout ending with `suffix` (the plain view

@@ -457,3 +457,41 @@ impl Drop for Running {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// What tests read back from a run
+
+/// `bash ./wait_for.sh FILE`: waits until FILE exists (bounded, 60 s), so a
+/// step can wait for another step or for the test without a fixed sleep.
+pub const WAIT_FOR: &str = r#"# usage: bash ./wait_for.sh FILE
+for _ in $(seq 1 3000); do
+  [ -e "$1" ] && exit 0
+  sleep 0.02
+done
+echo "gave up waiting for $1" >&2
+exit 1
+"#;
+
+/// The `--report report.json` a run wrote in its directory.
+pub fn report(out: &Output) -> serde_json::Value {
+    let path = out.path().join("report.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "no report at {}: {e}\nstdout:\n{}\nstderr:\n{}",
+            path.display(),
+            out.stdout,
+            out.stderr
+        )
+    });
+    serde_json::from_str(&text).expect("the report is JSON")
+}
+
+/// One step of a report, by id.
+pub fn step<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    report["steps"]
+        .as_array()
+        .expect("report.steps is a list")
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no step {id} in the report: {report:#}"))
+}
