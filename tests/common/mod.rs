@@ -115,7 +115,8 @@ impl Test {
         self
     }
 
-    pub fn run(self) -> Output {
+    /// Starts the binary with piped output, feeding it `stdin` if given.
+    fn start(&self) -> std::process::Child {
         let mut cmd = self.command();
         cmd.stdin(if self.stdin.is_some() {
             Stdio::piped()
@@ -131,6 +132,11 @@ impl Test {
                 .write_all(input.as_bytes())
                 .expect("write to the child's stdin");
         }
+        child
+    }
+
+    pub fn run(self) -> Output {
+        let child = self.start();
         let out = child
             .wait_with_output()
             .expect("wait for the runbook binary");
@@ -321,21 +327,7 @@ impl Test {
     /// Starts the binary and returns at once. Stdout and stderr are collected
     /// on background threads, so a chatty child never blocks on a full pipe.
     pub fn spawn(self) -> Running {
-        let mut cmd = self.command();
-        cmd.stdin(if self.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn the runbook binary");
-        if let Some(input) = &self.stdin {
-            let mut stdin = child.stdin.take().expect("piped stdin");
-            stdin
-                .write_all(input.as_bytes())
-                .expect("write to the child's stdin");
-        }
+        let mut child = self.start();
         let collect = |r: Option<Box<dyn std::io::Read + Send>>| {
             r.map(|mut r| {
                 std::thread::spawn(move || {
