@@ -236,9 +236,11 @@ fn stats(mut v: Vec<Duration>) -> Stats {
     }
 }
 
-fn plan_text(rb: &runbook::runbook::Runbook) -> String {
+/// What `runbook plan` does after validation: params, pre-flight, plan, text.
+fn plan_text(rb: &std::sync::Arc<runbook::runbook::Runbook>, text: &str) -> String {
     let params = resolve_params(rb, &[]).expect("defaults cover every param");
-    let plan = Plan::build(rb, &params);
+    assert!(runbook::plan::check(rb, &params).is_empty());
+    let plan = Plan::build(rb, text, &params);
     render(&plan, Format::Text)
 }
 
@@ -256,12 +258,13 @@ fn run(n: usize, iters: usize) -> Row {
             panic!("the generated runbook does not validate");
         });
         assert_eq!(rb.steps.len(), n);
-        let (_, d) = time(|| plan_text(&rb));
+        let rb = std::sync::Arc::new(rb);
+        let (_, d) = time(|| plan_text(&rb, &text));
         pt.push(d);
     }
     let (validated, validate_peak, validate_allocs) = measure_memory(|| validate_text(&text));
-    let rb = validated.runbook.expect("valid");
-    let (out, plan_peak, plan_allocs) = measure_memory(|| plan_text(&rb));
+    let rb = std::sync::Arc::new(validated.runbook.expect("valid"));
+    let (out, plan_peak, plan_allocs) = measure_memory(|| plan_text(&rb, &text));
     Row {
         steps: n,
         bytes: text.len(),

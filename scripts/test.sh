@@ -59,10 +59,10 @@ install_services() {
 }
 install_services
 
-cargo build --all-targets --locked 2>&1 | tail -n 3
-cargo clippy --all-targets --locked -- -D warnings 2>&1 | tail -n 3
+cargo build --all-targets --locked --features fault-injection 2>&1 | tail -n 3
+cargo clippy --all-targets --locked --features fault-injection -- -D warnings 2>&1 | tail -n 3
 cargo fmt --all -- --check
-cargo test --locked -- --test-threads "$(nproc)" 2>&1 | tee target/test-output.txt | grep -E '^(test result|running|failures:|---- |thread )' || true
+cargo test --locked --features fault-injection -- --test-threads "$(nproc)" 2>&1 | tee target/test-output.txt | grep -E '^(test result|running|failures:|---- |thread )' || true
 grep -q 'test result: FAILED\|error: test failed' target/test-output.txt && { tail -n 60 target/test-output.txt; exit 1; }
 if ! grep -q '^test result: ok' target/test-output.txt; then tail -n 60 target/test-output.txt; exit 1; fi
 passed=$(grep -o '[0-9]* passed' target/test-output.txt | awk '{s+=$1} END {print s+0}')

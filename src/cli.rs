@@ -1,28 +1,21 @@
-//! The command line: clap arguments -> library calls -> an exit code.
+//! The command line: clap arguments -> resolved settings -> library calls
+//! -> an exit code.
 //!
-//! Exit codes are decided here and only here ([`Exit`]), so the contract in
-//! the spec (0, 1, 2, 3, 4, 130) has one home.
+//! Exit codes are decided here and only here ([`exit_code`]), so the
+//! contract in the spec (0, 1, 2, 3, 4, 130) has one home; library code
+//! returns [`Done`] or [`Error`] and never sees clap's types.
 
-use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::diagnostics::{Diagnostic, Severity};
-use crate::plan::{self, Format, Plan};
-use crate::runbook::Runbook;
-use crate::validate;
-
-/// The process exit codes of the contract.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Exit {
-    Succeeded = 0,
-    Failed = 1,
-    Invalid = 2,
-    RollbackFailed = 3,
-    CannotStart = 4,
-    Interrupted = 130,
-}
+use crate::commands;
+use crate::error::{Done, Error};
+use crate::events::RunStatus;
+use crate::plan::Format;
+use crate::run::{Output, RunSettings};
+use crate::view::color_stderr;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -155,139 +148,94 @@ pub fn main() -> i32 {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                Exit::Invalid as i32
-            } else {
-                0
-            };
+            return if e.use_stderr() { 2 } else { 0 };
         }
     };
-    run(cli) as i32
+    let result = dispatch(cli);
+    if let Err(e) = &result {
+        print_error(e);
+    }
+    exit_code(&result)
 }
 
-pub(crate) fn color_stderr() -> bool {
-    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
+/// The one map from a command's result to the contract's exit codes.
+pub fn exit_code(result: &crate::error::Result) -> i32 {
+    match result {
+        Ok(Done::Ok) => 0,
+        Ok(Done::RiskFound) => 1,
+        Ok(Done::Run(status)) => match status {
+            RunStatus::Succeeded => 0,
+            RunStatus::RolledBack => 1,
+            RunStatus::RollbackFailed => 3,
+            RunStatus::Interrupted => 130,
+        },
+        Err(
+            Error::Invalid(_) | Error::Coded(_) | Error::Diagnostics { .. } | Error::InvalidFiles,
+        ) => 2,
+        Err(Error::NeedsPerson(_)) => 3,
+        Err(Error::CannotStart(_) | Error::StillRunning(_)) => 4,
+    }
 }
 
-/// Reads, loads and validates a file, printing its diagnostics to stderr.
-pub fn load_runbook(path: &Path) -> Result<Runbook, Exit> {
-    let (runbook, _) = check_file(path, DiagFormat::Text);
-    runbook.ok_or(Exit::Invalid)
-}
-
-fn check_file(path: &Path, format: DiagFormat) -> (Option<Runbook>, Vec<Diagnostic>) {
-    let name = path.display().to_string();
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => {
-            let d = Diagnostic::new(
-                crate::diagnostics::Code::Io,
-                crate::spec::Span::point(1, 1),
-                format!("cannot read {name}: {e}"),
-            );
-            if format == DiagFormat::Text {
-                eprintln!("error[E001]: {}", d.message);
+fn print_error(e: &Error) {
+    let mut err = std::io::stderr().lock();
+    match e {
+        Error::Diagnostics { file, text, items } => {
+            let color = color_stderr();
+            for d in items {
+                let _ = writeln!(err, "{}", d.render(file, text, color));
             }
-            return (None, vec![d]);
+            let n = items
+                .iter()
+                .filter(|d| d.severity == crate::diagnostics::Severity::Error)
+                .count();
+            let plural = if n == 1 { "" } else { "s" };
+            let _ = writeln!(err, "invalid: {file} ({n} error{plural})");
         }
-    };
-    let v = validate::validate(crate::spec::load(&text));
-    if format == DiagFormat::Text {
-        let color = color_stderr();
-        let mut err = std::io::stderr().lock();
-        for d in &v.diagnostics {
-            let _ = writeln!(err, "{}", d.render(&name, &text, color));
+        Error::InvalidFiles => {}
+        Error::Coded(list) => {
+            for (code, msg) in list {
+                let _ = writeln!(err, "error[{}]: {msg}", code.as_str());
+            }
+        }
+        other => {
+            let _ = writeln!(err, "error: {other}");
         }
     }
-    (v.runbook, v.diagnostics)
 }
 
-pub fn run(cli: Cli) -> Exit {
+fn output(view: &ViewArgs) -> Output {
+    Output {
+        approve: view.approve.clone(),
+        identity: view.identity.clone(),
+        report: view.report.clone(),
+        json_log: view.log_format == LogFormat::Json,
+    }
+}
+
+fn dispatch(cli: Cli) -> crate::error::Result {
+    let state_dir = cli.state_dir;
     match cli.command {
         Command::Validate { files, format } => {
-            let mut ok = true;
-            let mut json = Vec::new();
-            for f in &files {
-                let (rb, diags) = check_file(f, format);
-                let errors = diags
-                    .iter()
-                    .filter(|d| d.severity == Severity::Error)
-                    .count();
-                match (&rb, format) {
-                    (Some(rb), DiagFormat::Text) => {
-                        println!("ok: {} ({} steps)", f.display(), rb.steps.len())
-                    }
-                    (None, DiagFormat::Text) => {
-                        let plural = if errors == 1 { "" } else { "s" };
-                        eprintln!("invalid: {} ({errors} error{plural})", f.display());
-                    }
-                    _ => {}
-                }
-                ok &= rb.is_some();
-                json.push(serde_json::json!({ "file": f.display().to_string(), "valid": rb.is_some(), "diagnostics": diags }));
-            }
-            if format == DiagFormat::Json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&json).unwrap_or_default()
-                );
-            }
-            if ok {
-                Exit::Succeeded
-            } else {
-                Exit::Invalid
-            }
+            commands::validate(&files, format == DiagFormat::Json, color_stderr())
         }
         Command::Plan {
             file,
             params,
             format,
             diff,
-        } => {
-            let rb = match load_runbook(&file) {
-                Ok(rb) => rb,
-                Err(e) => return e,
-            };
-            let resolved = match plan::resolve_params(&rb, &params) {
-                Ok(p) => p,
-                Err(errors) => {
-                    for (code, e) in errors {
-                        eprintln!("error[{code}]: {e}");
-                    }
-                    return Exit::Invalid;
-                }
-            };
-            let plan = Plan::build(&rb, &resolved);
-            let Some(base_file) = diff else {
-                print!("{}", plan::render(&plan, format));
-                return Exit::Succeeded;
-            };
-            let base = match load_runbook(&base_file) {
-                Ok(b) => b,
-                Err(e) => return e,
-            };
-            // The base may not know a param the change added: give it only those it declares.
-            let base_params: Vec<(String, String)> = params
-                .iter()
-                .filter(|(k, _)| base.params.iter().any(|p| &p.name == k))
-                .cloned()
-                .collect();
-            let base_resolved = match plan::resolve_params(&base, &base_params) {
-                Ok(p) => p,
-                Err(errors) => {
-                    for (code, e) in errors {
-                        eprintln!("error[{code}]: base {}: {e}", base_file.display());
-                    }
-                    return Exit::Invalid;
-                }
-            };
-            let d = plan::diff(&Plan::build(&base, &base_resolved), &plan);
-            print!("{}", plan::render_diff(&d, format));
-            Exit::Succeeded
+        } => commands::plan(&file, &params, format, diff.as_deref()),
+        Command::Run(args) => crate::run::run(RunSettings {
+            state_dir,
+            file: args.file,
+            params: args.params,
+            run_id: args.run_id,
+            output: output(&args.view),
+        }),
+        Command::Resume { run_id, view } => crate::run::resume(&state_dir, &run_id, output(&view)),
+        Command::Rollback { run_id, view } => {
+            crate::run::rollback(&state_dir, &run_id, output(&view))
         }
-        Command::Run(args) => crate::run::run(&cli.state_dir, args),
-        Command::Resume { run_id, view } => crate::run::resume(&cli.state_dir, &run_id, view),
-        Command::Rollback { run_id, view } => crate::run::rollback(&cli.state_dir, &run_id, view),
         Command::Approve {
             run_id,
             step,
@@ -295,21 +243,19 @@ pub fn run(cli: Cli) -> Exit {
             reject,
             comment,
         } => crate::steps::approval::submit(
-            &cli.state_dir,
+            &state_dir,
             &run_id,
             &step,
             identity.as_deref(),
             reject,
             comment.as_deref(),
         ),
-        Command::Status { run_id, format } => crate::status::show(
-            &cli.state_dir,
-            run_id.as_deref(),
-            format == DiagFormat::Json,
-        ),
+        Command::Status { run_id, format } => {
+            crate::status::show(&state_dir, run_id.as_deref(), format == DiagFormat::Json)
+        }
         Command::Schema => {
             print!("{}", crate::schema::json());
-            Exit::Succeeded
+            Ok(Done::Ok)
         }
     }
 }

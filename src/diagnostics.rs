@@ -61,6 +61,9 @@ codes! {
     UndefinedName = "E061", "a template reads a name that is not defined";
     NotAncestor = "E062", "a template reads a step that does not run before it";
     ExpressionSyntax = "E063", "an expression does not compile";
+    UnknownFilter = "E064", "a template uses a filter or test that does not exist";
+    RenderFailed = "E065", "a template fails to render once params are known";
+    InvalidUrl = "E066", "a URL is malformed once params are known";
     SecretSource = "E070", "a secret has no source or several";
 }
 

@@ -175,31 +175,98 @@ impl Event {
     }
 }
 
-/// A subscriber to the event stream.
+/// A subscriber to the event stream (views, logs, the report).
 pub trait Listener: Send {
     fn on(&mut self, at: SystemTime, event: &Event);
     /// Called once when the run is over (flush, draw a summary).
     fn finish(&mut self) {}
 }
 
+/// The run's durable memory (the journal): an error means it can no longer
+/// keep what it is given, so the run may not act any more.
+pub trait Recorder: Send {
+    fn record(&mut self, at: SystemTime, event: &Event) -> Result<(), String>;
+}
+
+/// The most unrecorded events kept for the closing message.
+const MAX_UNRECORDED: usize = 200;
+
+/// A durable listener that failed: its error, and what it could not record.
+#[derive(Debug, Default)]
+struct Broken {
+    error: Option<String>,
+    unrecorded: Vec<String>,
+    dropped: usize,
+}
+
 /// Fans events out to listeners, masking secrets first.
+///
+/// The [`Recorder`] given to [`Bus::record_with`] (the journal) is the run's
+/// memory, and hears each event before any listener. Once it fails it gets nothing more; every
+/// later event is kept (in summary) for the message that ends the run, and
+/// [`Bus::emit`] reports it so the engine stops acting.
 #[derive(Clone)]
 pub struct Bus {
-    inner: Arc<Mutex<Vec<Box<dyn Listener>>>>,
+    inner: Arc<Mutex<Listeners>>,
     masker: Arc<Masker>,
+    broken: Arc<Mutex<Broken>>,
+}
+
+#[derive(Default)]
+struct Listeners {
+    durable: Option<Box<dyn Recorder>>,
+    others: Vec<Box<dyn Listener>>,
 }
 
 impl Bus {
     pub fn new(masker: Arc<Masker>) -> Bus {
         Bus {
-            inner: Arc::new(Mutex::new(Vec::new())),
+            inner: Arc::new(Mutex::new(Listeners::default())),
             masker,
+            broken: Arc::default(),
+        }
+    }
+
+    /// The recorder whose failure stops the run (the journal).
+    pub fn record_with(&self, l: Box<dyn Recorder>) {
+        if let Ok(mut ls) = self.inner.lock() {
+            ls.durable = Some(l);
+        }
+    }
+
+    /// Why the journal stopped taking events, if it did.
+    pub fn journal_error(&self) -> Option<String> {
+        self.broken.lock().ok().and_then(|b| b.error.clone())
+    }
+
+    /// What the journal could not record, in order, as JSON lines.
+    pub fn unrecorded(&self) -> (Vec<String>, usize) {
+        self.broken
+            .lock()
+            .map(|b| (b.unrecorded.clone(), b.dropped))
+            .unwrap_or_default()
+    }
+
+    fn lose(&self, event: &Event, error: Option<String>) {
+        if let Ok(mut b) = self.broken.lock() {
+            if b.error.is_none() {
+                b.error = error;
+            }
+            if matches!(event, Event::Output { .. }) {
+                return;
+            }
+            if b.unrecorded.len() < MAX_UNRECORDED {
+                b.unrecorded
+                    .push(serde_json::to_string(event).unwrap_or_default());
+            } else {
+                b.dropped += 1;
+            }
         }
     }
 
     pub fn subscribe(&self, l: Box<dyn Listener>) {
         if let Ok(mut ls) = self.inner.lock() {
-            ls.push(l);
+            ls.others.push(l);
         }
     }
 
@@ -207,7 +274,10 @@ impl Bus {
         &self.masker
     }
 
-    pub fn emit(&self, mut event: Event) {
+    /// Delivers an event; `false` when the journal did not record it (the
+    /// engine must not act on it).
+    #[must_use = "an event the journal did not record must stop the run from acting"]
+    pub fn emit(&self, mut event: Event) -> bool {
         event.mask(&self.masker);
         let now = SystemTime::now();
         // A listener that panicked poisoned the lock; the others still get events.
@@ -215,9 +285,26 @@ impl Bus {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        for l in ls.iter_mut() {
+        let mut recorded = true;
+        if let Some(journal) = ls.durable.as_mut() {
+            if let Err(e) = journal.record(now, &event) {
+                ls.durable = None;
+                self.lose(&event, Some(e));
+                recorded = false;
+            }
+        } else if self.journal_error().is_some() {
+            self.lose(&event, None);
+            recorded = false;
+        }
+        for l in &mut ls.others {
             l.on(now, &event);
         }
+        recorded
+    }
+
+    /// Delivers an event the engine does not act on (output, progress).
+    pub fn note(&self, event: Event) {
+        let _ = self.emit(event);
     }
 
     pub fn finish(&self) {
@@ -225,7 +312,7 @@ impl Bus {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        for l in ls.iter_mut() {
+        for l in &mut ls.others {
             l.finish();
         }
     }

@@ -5,9 +5,11 @@
 //! (validated) -> [`plan::Plan`] (waves, previews, rollback order) -> a run.
 
 pub mod cli;
+pub mod commands;
 pub mod diagnostics;
 pub mod duration;
 pub mod engine;
+pub mod error;
 pub mod events;
 pub mod graph;
 pub mod journal;

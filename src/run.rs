@@ -1,10 +1,13 @@
 //! `runbook run`, `resume` and `rollback`: everything between a validated
-//! runbook and a started engine (params, secrets, state dir, journal, locks,
-//! providers, listeners, signals), and the exit code of the outcome.
+//! runbook and a started engine (params, secrets, pre-flight, state dir,
+//! journal, locks, providers, listeners, signals).
 //!
 //! The three commands differ only in where the runbook and params come from
 //! (the file and flags, or the journal) and in what the engine is asked to do
-//! (run, continue, unwind); everything else is [`launch`].
+//! (run, continue, unwind). Everything that can reject a run is checked
+//! before the state dir is touched ([`prepare`]); only then is the run
+//! claimed and started ([`start`]), so a run refused for bad input leaves
+//! nothing behind.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -14,11 +17,13 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use serde_json::Value as Json;
 
-use crate::cli::{load_runbook, Exit, LogFormat, RunArgs, ViewArgs};
+use crate::commands::{self, Loaded};
 use crate::engine::{Context, Engine, Prior};
+use crate::error::{Done, Error, Result};
 use crate::events::{Bus, Event, RunStatus};
 use crate::journal::{self, FileStore, Header, RunStore};
 use crate::lock::{Lock, LockError};
+use crate::plan::Plan;
 use crate::providers::file_flags::FileFlags;
 use crate::providers::redis_flags::RedisFlags;
 use crate::runbook::{ActionKind, ProviderKind, Runbook};
@@ -33,20 +38,51 @@ enum Mode {
     Rollback(Prior),
 }
 
+/// How a run shows itself and what the operator answered up front: the
+/// resolved form of the command line's view flags.
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    /// Approval steps approved up front (`--approve STEP`).
+    pub approve: Vec<String>,
+    /// `--as`: who runs this command.
+    pub identity: Option<String>,
+    /// Where to write the JSON report.
+    pub report: Option<PathBuf>,
+    /// One JSON object per event line instead of the human view.
+    pub json_log: bool,
+}
+
+/// `runbook run`, resolved.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    pub state_dir: PathBuf,
+    pub file: PathBuf,
+    pub params: Vec<(String, String)>,
+    pub run_id: Option<String>,
+    pub output: Output,
+}
+
+/// A run as prepared: everything checked, nothing written yet.
 struct Launch {
-    rb: Arc<Runbook>,
-    source: String,
+    plan: Arc<Plan>,
+    /// The runbook's text as read (journaled, for resume).
+    text: String,
     file: PathBuf,
-    params: IndexMap<String, Json>,
     run_id: String,
     /// Who started the run (approvals compare against it).
     identity: String,
     /// Who runs this command.
     operator: String,
-    view: ViewArgs,
+    output: Output,
     flag_previous: HashMap<String, Option<Json>>,
     /// Where steps run: the run's original working directory when resuming.
-    workdir: Option<PathBuf>,
+    cwd: PathBuf,
+    state_dir: PathBuf,
+    ctx: Context,
+    masker: Arc<Masker>,
+    base_env: Vec<(String, String)>,
+    flags: FlagStores,
+    lock_key: Option<String>,
 }
 
 /// Who runs this process: `--as`, else `$RUNBOOK_USER`, else the login name.
@@ -77,89 +113,155 @@ fn login_name() -> Option<String> {
     }
 }
 
-pub fn run(state_dir: &Path, args: RunArgs) -> Exit {
-    let rb = match load_runbook(&args.file) {
-        Ok(rb) => Arc::new(rb),
-        Err(e) => return e,
-    };
-    let source = std::fs::read_to_string(&args.file).unwrap_or_default();
-    let params = match crate::plan::resolve_params(&rb, &args.params) {
-        Ok(p) => p
-            .into_iter()
-            .map(|(k, (v, _))| (k, v))
-            .collect::<IndexMap<String, Json>>(),
-        Err(errors) => {
-            for (code, e) in errors {
-                eprintln!("error[{code}]: {e}");
-            }
-            return Exit::Invalid;
-        }
-    };
-    let run_id = match &args.run_id {
+pub fn run(s: RunSettings) -> Result {
+    let loaded = commands::load(&s.file)?;
+    let resolved = commands::params(&loaded.runbook, &s.params, None)?;
+    let run_id = match &s.run_id {
         Some(id) if journal::valid_run_id(id) => id.clone(),
         Some(id) => {
-            eprintln!("error: run id `{id}` may only contain letters, digits, `-`, `_` and `.`");
-            return Exit::Invalid;
+            return Err(Error::invalid(format!(
+                "run id `{id}` may only contain letters, digits, `-`, `_` and `.`"
+            )))
         }
         None => new_run_id(),
     };
-    for step in &args.view.approve {
+    let rb = &loaded.runbook;
+    for step in &s.output.approve {
         let is_approval = rb
             .steps
             .iter()
             .chain(&rb.on_failure)
             .chain(&rb.finally)
-            .any(|s| &s.id == step && matches!(s.action.kind, ActionKind::Approval(_)));
+            .any(|st| &st.id == step && matches!(st.action.kind, ActionKind::Approval(_)));
         if !is_approval {
-            eprintln!("error: --approve {step}: the runbook has no approval step `{step}`");
-            return Exit::Invalid;
+            return Err(Error::invalid(format!(
+                "--approve {step}: the runbook has no approval step `{step}`"
+            )));
         }
     }
-    let identity = operator(args.view.identity.as_deref());
-    launch(
-        state_dir,
-        Launch {
-            rb,
-            source,
-            file: args.file,
-            params,
+    let identity = operator(s.output.identity.as_deref());
+    let plan = Arc::new(Plan::build(rb, &loaded.text, &resolved));
+    let cwd = std::env::current_dir()
+        .map_err(|e| Error::cannot_start(format!("cannot read the working directory: {e}")))?;
+    let launch = prepare(
+        &loaded,
+        plan,
+        Prepare {
+            state_dir: cwd.join(&s.state_dir),
+            file: s.file,
             run_id,
             operator: identity.clone(),
             identity,
-            view: args.view,
+            output: s.output,
             flag_previous: HashMap::new(),
-            workdir: None,
+            cwd,
         },
-        Mode::Fresh,
-    )
+    )?;
+    start(launch, Mode::Fresh)
+}
+
+/// What [`prepare`] needs besides the runbook and its plan.
+struct Prepare {
+    state_dir: PathBuf,
+    file: PathBuf,
+    run_id: String,
+    identity: String,
+    operator: String,
+    output: Output,
+    flag_previous: HashMap<String, Option<Json>>,
+    cwd: PathBuf,
+}
+
+/// Everything that can refuse a run, before anything is written: secrets,
+/// the template context, pre-flight, `env`, the lock key, flag stores.
+fn prepare(loaded: &Loaded, plan: Arc<Plan>, p: Prepare) -> Result<Launch> {
+    let rb = plan.runbook();
+    let secret_values = secrets::load(rb, &p.cwd).map_err(Error::invalid)?;
+    let mut masked: Vec<String> = secret_values.iter().map(|(_, v)| v.clone()).collect();
+    let params: IndexMap<String, Json> = plan
+        .resolved
+        .iter()
+        .map(|(k, (v, _))| (k.clone(), v.clone()))
+        .collect();
+    for sp in rb.params.iter().filter(|sp| sp.secret) {
+        if let Some(Json::String(v)) = params.get(&sp.name) {
+            masked.push(v.clone());
+        }
+    }
+    let masker = Arc::new(Masker::new(masked));
+    let process_env: Vec<(String, String)> = std::env::vars().collect();
+    let ctx = Context::new(rb, &p.run_id, &params, &secret_values, &process_env)
+        .map_err(|e| Error::invalid(masker.mask(&e)))?;
+    let mut problems = crate::plan::preflight(rb, &ctx.for_step(None), crate::plan::RUN_ROOTS);
+    for d in &mut problems {
+        masker.mask_in_place(&mut d.message);
+    }
+    commands::preflight_errors(loaded, problems)?;
+    let mut base_env = process_env;
+    for (k, v) in &rb.env {
+        match ctx.render(v) {
+            Ok(v) => base_env.push((k.clone(), v)),
+            Err(e) => return Err(Error::invalid(format!("env {k}: {}", masker.mask(&e)))),
+        }
+    }
+    base_env.push(("RUNBOOK_RUN_ID".into(), p.run_id.clone()));
+    let flags = flag_stores(rb, &p.state_dir, &ctx).map_err(|e| Error::invalid(masker.mask(&e)))?;
+    let lock_key = match &rb.lock {
+        None => None,
+        Some(key) => Some(
+            ctx.render(key)
+                .map_err(|e| Error::invalid(format!("lock: {}", masker.mask(&e))))?,
+        ),
+    };
+    Ok(Launch {
+        plan,
+        text: loaded.text.clone(),
+        file: p.file,
+        run_id: p.run_id,
+        identity: p.identity,
+        operator: p.operator,
+        output: p.output,
+        flag_previous: p.flag_previous,
+        cwd: p.cwd,
+        state_dir: p.state_dir,
+        ctx,
+        masker,
+        base_env,
+        flags,
+        lock_key,
+    })
 }
 
 /// Loads a run's journal and the runbook recorded in it.
-fn recorded(state_dir: &Path, run_id: &str) -> Result<(journal::Recorded, Arc<Runbook>), Exit> {
+fn recorded(state_dir: &Path, run_id: &str) -> Result<(journal::Recorded, Loaded)> {
     let store = FileStore::new(state_dir);
     let rec = match store.read(run_id) {
         Ok(r) => r,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("error: no run `{run_id}` in {}", state_dir.display());
-            return Err(Exit::Invalid);
+            return Err(Error::invalid(format!(
+                "no run `{run_id}` in {}",
+                state_dir.display()
+            )))
         }
         Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
-            eprintln!("error: {e}");
-            return Err(Exit::Invalid);
+            return Err(Error::invalid(e.to_string()))
         }
         Err(e) => {
-            eprintln!("error: cannot read the journal of run `{run_id}`: {e}");
-            return Err(Exit::CannotStart);
+            return Err(Error::cannot_start(format!(
+                "cannot read the journal of run `{run_id}`: {e}"
+            )))
         }
     };
     if rec.torn {
         eprintln!("note: the journal's last record was torn (the engine died while writing it); it is ignored");
     }
-    let v = crate::validate::validate(crate::spec::load(&rec.header.source));
-    let Some(rb) = v.runbook else {
-        eprintln!("error: the runbook recorded in run `{run_id}` no longer validates with this version of runbook");
-        return Err(Exit::Invalid);
-    };
+    let loaded = commands::load_text(rec.header.file.clone(), rec.header.source.clone()).map_err(
+        |_| {
+            Error::invalid(format!(
+            "the runbook recorded in run `{run_id}` no longer validates with this version of runbook"
+        ))
+        },
+    )?;
     if let Ok(now) = std::fs::read_to_string(Path::new(&rec.header.cwd).join(&rec.header.file)) {
         if journal::hash(&now) != rec.header.hash {
             eprintln!(
@@ -168,33 +270,49 @@ fn recorded(state_dir: &Path, run_id: &str) -> Result<(journal::Recorded, Arc<Ru
             );
         }
     }
-    Ok((rec, Arc::new(rb)))
+    Ok((rec, loaded))
 }
 
-fn from_journal(rec: &journal::Recorded, rb: Arc<Runbook>, view: ViewArgs) -> Launch {
+/// Prepares a journaled run again, for resume or rollback.
+fn from_journal(
+    state_dir: &Path,
+    rec: &journal::Recorded,
+    loaded: &Loaded,
+    output: Output,
+) -> Result<Launch> {
     let (_, flag_previous) = rec.prior();
-    Launch {
-        rb,
-        source: rec.header.source.clone(),
-        file: PathBuf::from(&rec.header.file),
-        params: rec.header.params.clone().into_iter().collect(),
-        run_id: rec.header.run_id.clone(),
-        identity: rec.header.identity.clone(),
-        operator: operator(view.identity.as_deref()),
-        view,
-        flag_previous,
-        workdir: Some(PathBuf::from(&rec.header.cwd)).filter(|d| d.is_dir()),
+    let rb = &loaded.runbook;
+    let mut resolved = crate::plan::ResolvedParams::new();
+    for (k, v) in &rec.header.params {
+        resolved.insert(k.clone(), (v.clone(), true));
     }
+    let plan = Arc::new(Plan::build(rb, &loaded.text, &resolved));
+    let here = std::env::current_dir()
+        .map_err(|e| Error::cannot_start(format!("cannot read the working directory: {e}")))?;
+    let cwd = Some(PathBuf::from(&rec.header.cwd))
+        .filter(|d| d.is_dir())
+        .unwrap_or_else(|| here.clone());
+    prepare(
+        loaded,
+        plan,
+        Prepare {
+            state_dir: here.join(state_dir),
+            file: PathBuf::from(&rec.header.file),
+            run_id: rec.header.run_id.clone(),
+            identity: rec.header.identity.clone(),
+            operator: operator(output.identity.as_deref()),
+            output,
+            flag_previous,
+            cwd,
+        },
+    )
 }
 
-pub fn resume(state_dir: &Path, run_id: &str, view: ViewArgs) -> Exit {
-    let (rec, rb) = match recorded(state_dir, run_id) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
+pub fn resume(state_dir: &Path, run_id: &str, output: Output) -> Result {
+    let (rec, loaded) = recorded(state_dir, run_id)?;
     if let Some(status) = rec.finished() {
         println!("run {run_id} already finished: {}", status.as_str());
-        return exit_of(status);
+        return Ok(Done::Run(status));
     }
     let (prior, _) = rec.prior();
     let mode = if rec.rollback_started_after_success() {
@@ -202,180 +320,117 @@ pub fn resume(state_dir: &Path, run_id: &str, view: ViewArgs) -> Exit {
     } else {
         Mode::Resume(prior)
     };
-    launch(state_dir, from_journal(&rec, rb, view), mode)
+    start(from_journal(state_dir, &rec, &loaded, output)?, mode)
 }
 
-pub fn rollback(state_dir: &Path, run_id: &str, view: ViewArgs) -> Exit {
-    let (rec, rb) = match recorded(state_dir, run_id) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
+pub fn rollback(state_dir: &Path, run_id: &str, output: Output) -> Result {
+    let (rec, loaded) = recorded(state_dir, run_id)?;
     match rec.finished() {
         Some(RunStatus::Succeeded) => {}
         Some(other) => {
-            eprintln!(
-                "error: run {run_id} ended {}; only a succeeded run can be rolled back",
+            return Err(Error::invalid(format!(
+                "run {run_id} ended {}; only a succeeded run can be rolled back",
                 other.as_str()
-            );
-            return Exit::Invalid;
+            )))
         }
         None if rec.rollback_started_after_success() => {}
         None => {
-            eprintln!(
-                "error: run {run_id} has not finished; `runbook resume {run_id}` continues it"
-            );
-            return Exit::Invalid;
+            return Err(Error::invalid(format!(
+                "run {run_id} has not finished; `runbook resume {run_id}` continues it"
+            )))
         }
     }
     let (prior, _) = rec.prior();
-    launch(
-        state_dir,
-        from_journal(&rec, rb, view),
+    start(
+        from_journal(state_dir, &rec, &loaded, output)?,
         Mode::Rollback(prior),
     )
 }
 
-fn exit_of(status: RunStatus) -> Exit {
-    match status {
-        RunStatus::Succeeded => Exit::Succeeded,
-        RunStatus::RolledBack => Exit::Failed,
-        RunStatus::RollbackFailed => Exit::RollbackFailed,
-        RunStatus::Interrupted => Exit::Interrupted,
-    }
-}
-
-fn launch(state_dir: &Path, l: Launch, mode: Mode) -> Exit {
-    let rb = l.rb.clone();
-    let cwd = match std::env::current_dir() {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: cannot read the working directory: {e}");
-            return Exit::CannotStart;
-        }
-    };
-    let state_dir = cwd.join(state_dir);
-    // A resumed run goes on where it started: relative paths in its steps
-    // mean what they meant then, whatever directory the operator is in now.
-    let cwd = l.workdir.clone().unwrap_or(cwd);
+/// Claims the run (its directory, run lock, lock key, journal) and runs the engine.
+fn start(l: Launch, mode: Mode) -> Result {
+    let rb = l.plan.source.clone();
+    let state_dir = l.state_dir.clone();
     let store = FileStore::new(&state_dir);
     let run_dir = store.run_dir(&l.run_id);
     if matches!(mode, Mode::Fresh) && run_dir.exists() {
-        eprintln!(
-            "error: run `{}` already exists in {}; pick another --run-id",
+        return Err(Error::invalid(format!(
+            "run `{}` already exists in {}; pick another --run-id",
             l.run_id,
             state_dir.display()
-        );
-        return Exit::Invalid;
+        )));
     }
-    if let Err(e) = std::fs::create_dir_all(&run_dir) {
-        eprintln!("error: state dir {} is unusable: {e}", state_dir.display());
-        return Exit::CannotStart;
-    }
+    let fresh_dirs = !state_dir.exists();
+    std::fs::create_dir_all(&run_dir).map_err(|e| {
+        Error::cannot_start(format!(
+            "state dir {} is unusable: {e}",
+            state_dir.display()
+        ))
+    })?;
+    // A fresh run refused before its journal exists (lock held, ...) must not
+    // keep its id: the same `--run-id` may run once fixed.
+    let mut unclaimed = Unclaimed(
+        matches!(mode, Mode::Fresh).then(|| run_dir.clone()),
+        fresh_dirs.then(|| state_dir.clone()),
+    );
     // One process per run: a second `resume` of a live run must not race it.
     let _run_lock =
         match Lock::acquire_file(&run_dir.join("run.lock"), &std::process::id().to_string()) {
             Ok(l) => l,
             Err(LockError::Held { holder }) => {
-                eprintln!("error: run {} is being run by process {holder}", l.run_id);
-                return Exit::CannotStart;
+                return Err(Error::cannot_start(format!(
+                    "run {} is being run by process {holder}",
+                    l.run_id
+                )))
             }
             Err(LockError::Io(e)) => {
-                eprintln!("error: state dir {} is unusable: {e}", state_dir.display());
-                return Exit::CannotStart;
+                return Err(Error::cannot_start(format!(
+                    "state dir {} is unusable: {e}",
+                    state_dir.display()
+                )))
             }
         };
-
-    // A fresh run refused before its journal exists (missing secret, lock
-    // held, ...) must not keep its id: the same `--run-id` may run once fixed.
-    let mut unclaimed = Unclaimed(matches!(mode, Mode::Fresh).then(|| run_dir.clone()));
-
-    let secret_values = match secrets::load(&rb, &cwd) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Invalid;
-        }
-    };
-    let mut masked: Vec<String> = secret_values.iter().map(|(_, v)| v.clone()).collect();
-    for p in rb.params.iter().filter(|p| p.secret) {
-        if let Some(Json::String(v)) = l.params.get(&p.name) {
-            masked.push(v.clone());
-        }
-    }
-    let masker = Arc::new(Masker::new(masked));
-    let process_env: Vec<(String, String)> = std::env::vars().collect();
-    let ctx = match Context::new(&rb, &l.run_id, &l.params, &secret_values, &process_env) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {}", masker.mask(&e));
-            return Exit::Invalid;
-        }
-    };
-    let mut base_env = process_env;
-    for (k, v) in &rb.env {
-        match ctx.render(v) {
-            Ok(v) => base_env.push((k.clone(), v)),
-            Err(e) => {
-                eprintln!("error: env {k}: {}", masker.mask(&e));
-                return Exit::Invalid;
-            }
-        }
-    }
-    base_env.push(("RUNBOOK_RUN_ID".into(), l.run_id.clone()));
-    let flags = match flag_stores(&rb, &state_dir, &ctx) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Invalid;
-        }
-    };
-
-    let _lock = match &rb.lock {
+    let _lock = match &l.lock_key {
         None => None,
-        Some(key) => {
-            let key = match ctx.render(key) {
-                Ok(k) => k,
-                Err(e) => {
-                    eprintln!("error: lock: {e}");
-                    return Exit::Invalid;
-                }
-            };
-            match Lock::acquire(&state_dir, &key, &l.run_id) {
-                Ok(lock) => Some(lock),
-                Err(LockError::Held { holder }) => {
-                    eprintln!("error: lock `{key}` is held by run {holder}; wait for it or check `runbook status {holder}`");
-                    return Exit::CannotStart;
-                }
-                Err(LockError::Io(e)) => {
-                    eprintln!("error: cannot take lock `{key}`: {e}");
-                    return Exit::CannotStart;
-                }
+        Some(key) => match Lock::acquire(&state_dir, key, &l.run_id) {
+            Ok(lock) => Some(lock),
+            Err(LockError::Held { holder }) => {
+                return Err(Error::cannot_start(format!("lock `{key}` is held by run {holder}; wait for it or check `runbook status {holder}`")))
             }
-        }
+            Err(LockError::Io(e)) => {
+                return Err(Error::cannot_start(format!("cannot take lock `{key}`: {e}")))
+            }
+        },
     };
 
-    let bus = Bus::new(masker.clone());
-    // The journal listens first: every other listener sees an event only once it is durable.
+    let bus = Bus::new(l.masker.clone());
+    // The journal hears each event first: a listener sees an event only once it is durable.
     let journal = match &mode {
         Mode::Fresh => {
-            let mut params: serde_json::Map<String, Json> = l.params.clone().into_iter().collect();
+            let mut params: serde_json::Map<String, Json> = l
+                .plan
+                .resolved
+                .iter()
+                .map(|(k, (v, _))| (k.clone(), v.clone()))
+                .collect();
             for p in rb.params.iter().filter(|p| p.secret) {
                 params.insert(p.name.clone(), Json::String("***".into()));
             }
-            let mut source = l.source.clone();
-            masker.mask_in_place(&mut source);
+            let mut source = l.text.clone();
+            l.masker.mask_in_place(&mut source);
             let header = Header {
                 run_id: l.run_id.clone(),
                 runbook: rb.name.clone(),
                 file: l.file.display().to_string(),
-                hash: journal::hash(&l.source),
+                hash: journal::hash(&l.text),
                 source,
                 params,
                 identity: l.identity.clone(),
                 pid: std::process::id(),
                 started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
                     .to_string(),
-                cwd: cwd.display().to_string(),
+                cwd: l.cwd.display().to_string(),
+                fingerprint: l.plan.fingerprint.clone(),
             };
             store.create(&header)
         }
@@ -383,56 +438,53 @@ fn launch(state_dir: &Path, l: Launch, mode: Mode) -> Exit {
     };
     match journal {
         Ok(j) => {
-            bus.subscribe(j);
+            bus.record_with(j);
             unclaimed.0 = None;
+            unclaimed.1 = None;
         }
         Err(e) => {
-            eprintln!(
-                "error: cannot write the journal in {}: {e}",
+            return Err(Error::cannot_start(format!(
+                "cannot write the journal in {}: {e}",
                 run_dir.display()
-            );
-            return Exit::CannotStart;
+            )))
         }
     }
-    subscribe_views(&bus, &rb, &l, &cwd);
+    subscribe_views(&bus, &rb, &l);
 
     let env = Arc::new(RunEnv {
-        runbook: rb.clone(),
+        plan: l.plan.clone(),
         run_id: l.run_id.clone(),
         state_dir: state_dir.clone(),
         run_dir,
-        cwd,
-        base_env,
+        cwd: l.cwd.clone(),
+        base_env: l.base_env,
         identity: l.identity.clone(),
-        flags,
+        flags: l.flags,
         flag_previous: l.flag_previous.clone(),
-        approve: l.view.approve.clone(),
+        approve: l.output.approve.clone(),
         operator: l.operator.clone(),
         interactive: std::io::stdin().is_terminal() && std::io::stdout().is_terminal(),
     });
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return Exit::CannotStart;
-        }
-    };
+        .map_err(|e| Error::cannot_start(format!("cannot start the runtime: {e}")))?;
+    let ctx = l.ctx;
     let outcome = runtime.block_on(async {
         let signals = signals();
         if matches!(mode, Mode::Fresh) {
-            bus.emit(Event::RunStarted {
+            eprintln!("plan {}", l.plan.fingerprint);
+            // Its record is checked by the engine before the first step.
+            let _ = bus.emit(Event::RunStarted {
                 run_id: l.run_id.clone(),
                 runbook: rb.name.clone(),
                 steps: rb.steps.len(),
-                params: serde_json::to_value(&l.params).unwrap_or_default(),
+                params: serde_json::to_value(ctx.params()).unwrap_or_default(),
             });
         } else {
             eprintln!(
-                "continuing run {} of {} (started by {})",
-                l.run_id, rb.name, l.identity
+                "continuing run {} of {} (started by {}; plan {})",
+                l.run_id, rb.name, l.identity, l.plan.fingerprint
             );
         }
         let engine = Arc::new(Engine::new(env, bus.clone(), ctx));
@@ -444,31 +496,57 @@ fn launch(state_dir: &Path, l: Launch, mode: Mode) -> Exit {
     });
     bus.finish();
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    exit_of(outcome.status)
+    if let Some(error) = bus.journal_error() {
+        return Err(journal_failed(&l.run_id, &error, &bus));
+    }
+    Ok(Done::Run(outcome.status))
 }
 
-/// Removes the directory of a fresh run that never got a journal.
-struct Unclaimed(Option<PathBuf>);
+/// The message of a run stopped because its journal could not be written.
+fn journal_failed(run_id: &str, error: &str, bus: &Bus) -> Error {
+    let (lost, dropped) = bus.unrecorded();
+    let mut msg = format!(
+        "{error}\nthe run stopped acting: no step or rollback started after this, and steps still running were stopped.\nnot recorded ({} event{}):",
+        lost.len() + dropped,
+        if lost.len() + dropped == 1 { "" } else { "s" }
+    );
+    for line in &lost {
+        msg.push_str("\n  ");
+        msg.push_str(line);
+    }
+    if dropped > 0 {
+        msg.push_str(&format!("\n  ... and {dropped} more"));
+    }
+    msg.push_str(&format!(
+        "\ncheck what those steps did, free the disk, then `runbook resume {run_id}` continues from what the journal holds"
+    ));
+    Error::NeedsPerson(msg)
+}
+
+/// Removes the directory of a fresh run that never got a journal, and the
+/// state dir too if this run created it.
+struct Unclaimed(Option<PathBuf>, Option<PathBuf>);
 
 impl Drop for Unclaimed {
     fn drop(&mut self) {
-        if let Some(dir) = &self.0 {
+        for dir in self.0.iter().chain(self.1.iter()) {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
 
-fn subscribe_views(bus: &Bus, rb: &Runbook, l: &Launch, cwd: &Path) {
+fn subscribe_views(bus: &Bus, rb: &Runbook, l: &Launch) {
     let tty = std::io::stdout().is_terminal();
     let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && tty;
-    match l.view.log_format {
-        LogFormat::Json => bus.subscribe(Box::new(view::JsonLog::install())),
-        LogFormat::Text if tty && std::env::var_os("CI").is_none() => {
-            bus.subscribe(Box::new(view::Terminal::new(rb.steps.len(), color)));
-        }
-        LogFormat::Text => bus.subscribe(Box::new(view::Plain::new(color))),
+    if l.output.json_log {
+        bus.subscribe(Box::new(view::JsonLog::install()));
+    } else if tty && std::env::var_os("CI").is_none() {
+        bus.subscribe(Box::new(view::Terminal::new(rb.steps.len(), color)));
+    } else {
+        bus.subscribe(Box::new(view::Plain::new(color)));
     }
-    if let Some(path) = &l.view.report {
+    let cwd = &l.cwd;
+    if let Some(path) = &l.output.report {
         let ids: Vec<(String, &'static str)> = rb
             .steps
             .iter()
@@ -482,12 +560,17 @@ fn subscribe_views(bus: &Bus, rb: &Runbook, l: &Launch, cwd: &Path) {
                 .join(path),
             &l.run_id,
             &rb.name,
+            &l.plan.fingerprint,
             &ids,
         )));
     }
 }
 
-fn flag_stores(rb: &Runbook, state_dir: &Path, ctx: &Context) -> Result<FlagStores, String> {
+fn flag_stores(
+    rb: &Runbook,
+    state_dir: &Path,
+    ctx: &Context,
+) -> std::result::Result<FlagStores, String> {
     let mut stores: FlagStores = Vec::new();
     let default_path = state_dir.join("flags.json");
     let uses_default = rb

@@ -8,7 +8,38 @@ use std::time::Duration;
 use serde_json::Value as Json;
 
 use crate::graph::StepGraph;
+use crate::spec::Span;
 pub use crate::spec::{Backoff, OnNoData, OnResume, ParamType, ProviderKind};
+
+/// A template source with where it is written, so an error found once
+/// params are known (pre-flight) or during the run points at the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tpl {
+    pub text: String,
+    pub span: Span,
+}
+
+impl Tpl {
+    pub fn new(text: impl Into<String>, span: Span) -> Tpl {
+        Tpl {
+            text: text.into(),
+            span,
+        }
+    }
+}
+
+impl std::ops::Deref for Tpl {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl std::fmt::Display for Tpl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Runbook {
@@ -19,7 +50,7 @@ pub struct Runbook {
     pub secrets: Vec<Secret>,
     pub env: Vec<(String, String)>,
     pub concurrency: usize,
-    pub lock: Option<String>,
+    pub lock: Option<Tpl>,
     pub providers: Vec<Provider>,
     pub steps: Vec<Step>,
     pub on_failure: Vec<Step>,
@@ -110,9 +141,9 @@ pub struct Secret {
 pub struct Provider {
     pub name: String,
     pub kind: ProviderKind,
-    pub url: Option<String>,
+    pub url: Option<Tpl>,
     pub prefix: String,
-    pub path: Option<String>,
+    pub path: Option<Tpl>,
     pub headers: Vec<(String, String)>,
     pub timeout: Option<Duration>,
 }
@@ -121,14 +152,14 @@ pub struct Provider {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Dur {
     Fixed(Duration),
-    Template(String),
+    Template(Tpl),
 }
 
-/// A whole number, or a template that renders to one.
+/// A whole number, or a template that renders to one (at least `min`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Num {
     Fixed(i64),
-    Template(String),
+    Template(Tpl, i64),
 }
 
 #[derive(Debug, Clone)]
@@ -168,7 +199,7 @@ pub struct Step {
     pub stage: Option<String>,
     pub line: u32,
     pub needs: Vec<usize>,
-    pub when: Option<String>,
+    pub when: Option<Tpl>,
     pub continue_on_failure: bool,
     pub on_resume: OnResume,
     pub action: Action,
@@ -218,7 +249,7 @@ impl ActionKind {
 
 #[derive(Debug, Clone)]
 pub struct Http {
-    pub url: String,
+    pub url: Tpl,
     pub method: String,
     pub headers: Vec<(String, String)>,
     pub body: Option<Json>,
@@ -261,8 +292,8 @@ pub struct Expect {
 #[derive(Debug, Clone)]
 pub struct Metric {
     pub provider: String,
-    pub query: String,
-    pub condition: String,
+    pub query: Tpl,
+    pub condition: Tpl,
     pub interval: Dur,
     pub samples: Num,
     pub failure_limit: Num,
@@ -283,6 +314,6 @@ pub struct Approval {
 pub struct Flag {
     /// `None`: the default file store at `<state dir>/flags.json`.
     pub provider: Option<String>,
-    pub name: String,
+    pub name: Tpl,
     pub value: Json,
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::{json, Value as Json};
 
-use crate::cli::Exit;
+use crate::error::{Done, Error, Result};
 use crate::events::Event;
 use crate::journal::{FileStore, Recorded, RunStore};
 
@@ -126,15 +126,17 @@ fn steps(rec: &Recorded) -> Vec<Json> {
         .collect()
 }
 
-pub fn show(state_dir: &Path, run_id: Option<&str>, as_json: bool) -> Exit {
+pub fn show(state_dir: &Path, run_id: Option<&str>, as_json: bool) -> Result {
     let store = FileStore::new(state_dir);
     match run_id {
         None => {
             let ids = match store.list() {
                 Ok(ids) => ids,
                 Err(e) => {
-                    eprintln!("error: cannot read {}: {e}", state_dir.display());
-                    return Exit::CannotStart;
+                    return Err(Error::cannot_start(format!(
+                        "cannot read {}: {e}",
+                        state_dir.display()
+                    )))
                 }
             };
             // A run whose journal cannot be read is listed, not hidden: it is
@@ -171,29 +173,27 @@ pub fn show(state_dir: &Path, run_id: Option<&str>, as_json: bool) -> Exit {
                     );
                 }
             }
-            Exit::Succeeded
+            Ok(Done::Ok)
         }
         Some(id) => {
             let rec = match store.read(id) {
                 Ok(r) => r,
                 Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
-                    eprintln!("error: {e}");
-                    return Exit::Invalid;
+                    return Err(Error::invalid(e.to_string()))
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    eprintln!("error: no run `{id}` in {}", state_dir.display());
-                    return Exit::Invalid;
+                    return Err(Error::invalid(format!(
+                        "no run `{id}` in {}",
+                        state_dir.display()
+                    )))
                 }
-                Err(e) => {
-                    eprintln!("error: cannot read run `{id}`: {e}");
-                    return Exit::CannotStart;
-                }
+                Err(e) => return Err(Error::cannot_start(format!("cannot read run `{id}`: {e}"))),
             };
             let mut out = summary(&store, &rec);
             out["steps"] = Json::Array(steps(&rec));
             if as_json {
                 println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-                return Exit::Succeeded;
+                return Ok(Done::Ok);
             }
             println!(
                 "run {}  {}  {}",
@@ -247,7 +247,7 @@ pub fn show(state_dir: &Path, run_id: Option<&str>, as_json: bool) -> Exit {
                     );
                 }
             }
-            Exit::Succeeded
+            Ok(Done::Ok)
         }
     }
 }

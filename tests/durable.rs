@@ -1231,7 +1231,8 @@ fn a_lock_held_by_a_killed_process_is_released_and_the_run_resumes() {
 
 /// `x` and `y` start together; `x` waits until the journal has recorded
 /// `y`'s end, so completion order is y, x (the reverse of file order), then
-/// z. Each records an output its rollback prints.
+/// z. Each records an output its rollback prints. The unwind follows the
+/// plan's order (z, y, x), not the completion order, which timing decides.
 const OUTPUTS: &str = r#"
 version: 1
 name: outputs
@@ -1266,7 +1267,7 @@ finally:
 "#;
 
 #[test]
-fn rollback_of_a_succeeded_run_undoes_in_reverse_completion_order_with_recorded_outputs() {
+fn rollback_of_a_succeeded_run_undoes_in_the_plans_order_with_recorded_outputs() {
     let out = Test::new()
         .file(RB, OUTPUTS)
         .file("wait_for.sh", WAIT_FOR)
@@ -1292,10 +1293,10 @@ fn rollback_of_a_succeeded_run_undoes_in_reverse_completion_order_with_recorded_
             "z",
             "fin",
             "undo-z z-out",
-            "undo-x x-out succeeded",
-            "undo-y y-out"
+            "undo-y y-out",
+            "undo-x x-out succeeded"
         ],
-        "reverse completion order; finally does not run again"
+        "the plan's unwind order, whatever the completion order; finally does not run again"
     );
     let (status, out) = status_json(out, RUN);
     assert_eq!(status["status"], "rolled_back");

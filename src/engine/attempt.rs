@@ -20,6 +20,8 @@ use crate::template;
 pub enum Failure {
     Failed(String),
     Cancelled,
+    /// The journal could not record the attempt's start, so it never began.
+    Unrecorded,
 }
 
 /// Whether the attempts are a step's or a rollback body's (for events).
@@ -42,7 +44,7 @@ pub fn resolve_dur(d: &Dur, ctx: &Value) -> Result<Duration, String> {
 pub fn resolve_num(n: &Num, ctx: &Value) -> Result<i64, String> {
     match n {
         Num::Fixed(i) => Ok(*i),
-        Num::Template(t) => {
+        Num::Template(t, _) => {
             let v = template::render_value(t, ctx).map_err(|e| steps::template_error(&e))?;
             i64::try_from(v.clone())
                 .or_else(|_| v.as_str().unwrap_or_default().trim().parse::<i64>())
@@ -116,7 +118,7 @@ impl Attempts<'_> {
             if *self.cancel.borrow() {
                 return (Err(Failure::Cancelled), attempt - 1);
             }
-            self.bus.emit(match self.role {
+            let recorded = self.bus.emit(match self.role {
                 Role::Step => Event::StepStarted {
                     step: self.step_id.to_string(),
                     attempt,
@@ -129,6 +131,9 @@ impl Attempts<'_> {
                     attempts,
                 },
             });
+            if !recorded {
+                return (Err(Failure::Unrecorded), attempt - 1);
+            }
             let (stop_tx, stop_rx) = watch::channel(None);
             let cx = Cx {
                 env: self.env,
@@ -179,7 +184,7 @@ impl Attempts<'_> {
                     } else {
                         None
                     };
-                    self.bus.emit(Event::AttemptFailed {
+                    self.bus.note(Event::AttemptFailed {
                         step: self.label.to_string(),
                         attempt,
                         error: format!("{e} (after {})", duration::format(started.elapsed())),

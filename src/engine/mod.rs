@@ -117,14 +117,9 @@ pub struct Engine {
     ctx: Context,
 }
 
-enum Event2 {
-    Done(
-        usize,
-        Result<crate::steps::Outputs, Failure>,
-        u32,
-        u64,
-        Option<crate::steps::Outputs>,
-    ),
+/// What wakes the scheduler: a step task ending, or a signal.
+enum Wake {
+    Done(StepDone),
     Signal,
 }
 
@@ -136,7 +131,7 @@ impl Engine {
     /// Runs the runbook, continuing from `prior` (empty for a fresh run).
     pub async fn run(self: Arc<Self>, mut signals: Signals, prior: Prior) -> Outcome {
         let started = Instant::now();
-        let rb = self.env.runbook.clone();
+        let rb = self.env.plan.source.clone();
         let n = rb.steps.len();
         let mut records = self.restore(&prior);
         let mut interrupted = prior.interrupted;
@@ -197,6 +192,8 @@ impl Engine {
             .collect();
         let (cancel_tx, cancel_rx) = watch::channel(false);
         let mut running: JoinSet<StepDone> = JoinSet::new();
+        // Which step each task runs, so a task that panicked is still that step's end.
+        let mut tasks: HashMap<tokio::task::Id, usize> = HashMap::new();
         let mut signals_seen = 0u32;
 
         loop {
@@ -204,36 +201,33 @@ impl Engine {
                 let Some(i) = ready.pop_first() else { break };
                 let step = &rb.steps[i];
                 let ctx = self.ctx.for_step(None);
-                match step
-                    .when
-                    .as_ref()
-                    .map(|w| crate::template::eval_bool(w, &ctx))
-                {
-                    Some(Ok(false)) => {
+                match when(step, &ctx) {
+                    Ok(true) => {}
+                    Ok(false) => {
                         records[i].status = StepStatus::Skipped;
                         self.finish_step(i, &records[i], 0);
                         self.ctx.set_step(&step.id, &records[i]);
                         release(&rb, i, &mut waiting_on, &mut ready);
                         continue;
                     }
-                    Some(Err(e)) => {
+                    Err(e) => {
                         records[i].status = StepStatus::Failed;
-                        records[i].error = Some(format!(
-                            "`when` failed: {}",
-                            crate::steps::template_error(&e)
-                        ));
+                        records[i].error = Some(e);
                         self.finish_step(i, &records[i], 0);
                         self.ctx.set_step(&step.id, &records[i]);
                         failed = Some(i);
                         continue;
                     }
-                    _ => {}
+                }
+                if self.bus.journal_error().is_some() {
+                    break;
                 }
                 records[i].status = StepStatus::Cancelled; // until it reports back
                 let me = self.clone();
                 let cancel = cancel_rx.clone();
-                running.spawn(async move {
-                    let step = &me.env.runbook.steps[i];
+                let task = running.spawn(async move {
+                    let step = &me.env.runbook().steps[i];
+                    fault::maybe_panic(&step.id);
                     let attempts = Attempts {
                         env: &me.env,
                         bus: &me.bus,
@@ -247,23 +241,37 @@ impl Engine {
                     let (r, a) = attempts.run(&step.action, &ctx).await;
                     (i, r, a, millis(t.elapsed()), attempts.take_partial())
                 });
+                tasks.insert(task.id(), i);
             }
             if running.is_empty() {
                 break;
             }
             let ev = tokio::select! {
-                Some(joined) = running.join_next() => match joined {
-                    Ok((i, r, a, ms, kept)) => Event2::Done(i, r, a, ms, kept),
-                    // A panicking step task is a bug; treat it as that step failing.
+                Some(joined) = running.join_next_with_id() => match joined {
+                    Ok((id, done)) => {
+                        tasks.remove(&id);
+                        Wake::Done(done)
+                    }
+                    // A step task that panicked is a bug in the engine: that
+                    // step failed, and the run unwinds like any failure.
                     Err(e) => {
-                        tracing::error!("step task failed: {e}");
-                        continue;
+                        let Some(i) = tasks.remove(&e.id()) else { continue };
+                        let why = if e.is_panic() { "panicked" } else { "was aborted" };
+                        Wake::Done((
+                            i,
+                            Err(Failure::Failed(format!(
+                                "internal error: the engine's task for this step {why}; please report it (the step's effects are unknown: check them)"
+                            ))),
+                            1,
+                            0,
+                            None,
+                        ))
                     }
                 },
-                Some(()) = signals.recv() => Event2::Signal,
+                Some(()) = signals.recv() => Wake::Signal,
             };
             match ev {
-                Event2::Signal => {
+                Wake::Signal => {
                     signals_seen += 1;
                     if signals_seen > 1 {
                         return self.abort(records, started);
@@ -271,7 +279,7 @@ impl Engine {
                     interrupted = true;
                     let _ = cancel_tx.send(true);
                 }
-                Event2::Done(i, result, attempts, ms, kept) => {
+                Wake::Done((i, result, attempts, ms, kept)) => {
                     let step = &rb.steps[i];
                     let rec = &mut records[i];
                     rec.attempts = attempts;
@@ -287,6 +295,8 @@ impl Engine {
                             rec.status = StepStatus::NotStarted
                         }
                         Err(Failure::Cancelled) => rec.status = StepStatus::Cancelled,
+                        // Its start could not be recorded, so it never began.
+                        Err(Failure::Unrecorded) => rec.status = StepStatus::NotStarted,
                         Err(Failure::Failed(e)) => {
                             rec.status = StepStatus::Failed;
                             rec.error = Some(e);
@@ -308,8 +318,16 @@ impl Engine {
                         failed = Some(i);
                         let _ = cancel_tx.send(true);
                     }
+                    if self.bus.journal_error().is_some() {
+                        // Nothing the run does from here could be recorded:
+                        // stop the steps still running, start nothing more.
+                        let _ = cancel_tx.send(true);
+                    }
                 }
             }
+        }
+        if self.bus.journal_error().is_some() {
+            return self.abort(records, started);
         }
 
         let mut status = RunStatus::Succeeded;
@@ -325,7 +343,7 @@ impl Engine {
             self.ctx
                 .set_run_failure(failed.map(|i| rb.steps[i].id.clone()), &reason);
             if prior.unwinding.is_none() {
-                self.bus.emit(Event::UnwindStarted {
+                let _ = self.bus.emit(Event::UnwindStarted {
                     reason,
                     failed_step: failed.map(|i| rb.steps[i].id.clone()),
                 });
@@ -362,7 +380,7 @@ impl Engine {
         on_failure: Vec<StepRecord>,
         finally: Vec<StepRecord>,
     ) -> Outcome {
-        self.bus.emit(Event::RunFinished {
+        self.bus.note(Event::RunFinished {
             status,
             duration_ms: millis(started.elapsed()),
         });
@@ -376,7 +394,7 @@ impl Engine {
 
     /// Main steps' records as the journal left them (not started otherwise).
     fn restore(&self, prior: &Prior) -> Vec<StepRecord> {
-        let steps = &self.env.runbook.steps;
+        let steps = &self.env.runbook().steps;
         let mut records = vec![StepRecord::new(); steps.len()];
         for (rec, step) in records.iter_mut().zip(steps) {
             if let Some(done) = prior.steps.get(&step.id) {
@@ -397,7 +415,7 @@ impl Engine {
         let started = Instant::now();
         let mut records = self.restore(&prior);
         if prior.unwinding.is_none() {
-            self.bus.emit(Event::UnwindStarted {
+            let _ = self.bus.emit(Event::UnwindStarted {
                 reason: format!("rollback requested by {who}"),
                 failed_step: None,
             });
@@ -426,12 +444,12 @@ impl Engine {
     }
 
     fn finish_step(&self, i: usize, rec: &StepRecord, attempts: u32) {
-        let step = &self.env.runbook.steps[i];
+        let step = &self.env.runbook().steps[i];
         self.emit_finished(step, rec, attempts);
     }
 
     fn emit_finished(&self, step: &Step, rec: &StepRecord, attempts: u32) {
-        self.bus.emit(Event::StepFinished {
+        self.bus.note(Event::StepFinished {
             step: step.id.clone(),
             status: rec.status,
             attempts,
@@ -452,8 +470,9 @@ impl Engine {
         });
     }
 
-    /// Runs the rollbacks; `Some(true)` when all succeeded, `None` when a
-    /// second signal asked to stop at once.
+    /// Runs the rollbacks in the plan's unwind order; `Some(true)` when all
+    /// succeeded, `None` when a second signal asked to stop at once or the
+    /// journal stopped taking records.
     async fn unwind(
         &self,
         records: &mut [StepRecord],
@@ -461,45 +480,23 @@ impl Engine {
         signals: &mut Signals,
         signals_seen: &mut u32,
     ) -> Option<bool> {
-        let rb = self.env.runbook.clone();
-        let mut order: Vec<usize> = Vec::new();
-        order.extend(failed);
-        order.extend((0..records.len()).filter(|&i| records[i].status == StepStatus::Cancelled));
-        let mut done: Vec<usize> = (0..records.len())
-            .filter(|&i| {
-                Some(i) != failed
-                    && records[i].finished_seq.is_some()
-                    && records[i].status != StepStatus::Skipped
-            })
-            .collect();
-        done.sort_by_key(|&i| std::cmp::Reverse(records[i].finished_seq));
-        order.extend(done);
-        let mut pending: Vec<usize> = order
-            .into_iter()
-            .filter(|&i| !matches!(rb.steps[i].rollback, Rollback::None))
-            .collect();
+        let started = |i: usize| {
+            records[i].finished_seq.is_some() || records[i].status == StepStatus::Cancelled
+        };
+        // A step whose `when` failed never started: nothing of it to undo.
+        let failed = failed.filter(|&i| started(i));
+        let order = self.env.plan.unwind.for_run(failed, started);
         // Rollbacks a previous process finished are never run again; their
         // outcome still counts.
         let mut all_ok = true;
-        pending.retain(|&i| match &records[i].rollback {
-            Some(r) => {
+        for i in order {
+            if let Some(r) = &records[i].rollback {
                 all_ok &= r.status == StepStatus::Succeeded;
-                false
+                continue;
             }
-            None => true,
-        });
-        let ancestors = rb.graph.ancestors();
-        while !pending.is_empty() {
-            // The first in order whose dependents' rollbacks are all finished.
-            let pos = pending
-                .iter()
-                .position(|&i| {
-                    !pending
-                        .iter()
-                        .any(|&j| j != i && ancestors.is_ancestor(i, j))
-                })
-                .unwrap_or(0);
-            let i = pending.remove(pos);
+            if self.bus.journal_error().is_some() {
+                return None;
+            }
             let (no_cancel_tx, no_cancel) = watch::channel(false);
             let undone = records[i].clone();
             let fut = self.rollback_one(i, &undone, no_cancel);
@@ -528,7 +525,7 @@ impl Engine {
         rec: &StepRecord,
         cancel: watch::Receiver<bool>,
     ) -> RollbackRecord {
-        let step = &self.env.runbook.steps[i];
+        let step = &self.env.runbook().steps[i];
         let started = Instant::now();
         let ctx = self.ctx.for_step(Some(rec));
         let mut total_attempts = 0;
@@ -536,7 +533,7 @@ impl Engine {
         match &step.rollback {
             Rollback::None => {}
             Rollback::Automatic => {
-                self.bus.emit(Event::RollbackStarted {
+                let recorded = self.bus.emit(Event::RollbackStarted {
                     step: step.id.clone(),
                     body: 0,
                     attempt: 1,
@@ -555,7 +552,10 @@ impl Engine {
                     partial: std::sync::Mutex::new(None),
                 };
                 let outputs = rec.result.get("outputs").cloned().unwrap_or(Json::Null);
-                if let Err(e) = crate::steps::restore_flag(&cx, &step.action, &outputs).await {
+                if !recorded {
+                    error = Some("not started: the journal could not record it".into());
+                } else if let Err(e) = crate::steps::restore_flag(&cx, &step.action, &outputs).await
+                {
                     error = Some(e);
                 }
             }
@@ -577,6 +577,9 @@ impl Engine {
                         error = Some(match f {
                             Failure::Failed(e) => e,
                             Failure::Cancelled => "cancelled".into(),
+                            Failure::Unrecorded => {
+                                "not started: the journal could not record it".into()
+                            }
                         });
                         break;
                     }
@@ -588,7 +591,7 @@ impl Engine {
         } else {
             StepStatus::Succeeded
         };
-        self.bus.emit(Event::RollbackFinished {
+        self.bus.note(Event::RollbackFinished {
             step: step.id.clone(),
             status,
             attempts: total_attempts,
@@ -608,7 +611,7 @@ impl Engine {
         if steps.is_empty() {
             return out;
         }
-        self.bus.emit(Event::PhaseStarted {
+        self.bus.note(Event::PhaseStarted {
             phase: phase.into(),
         });
         let (_keep, cancel) = watch::channel(false);
@@ -617,22 +620,18 @@ impl Engine {
                 out.push(rec.clone());
                 continue;
             }
+            if self.bus.journal_error().is_some() {
+                break;
+            }
             let mut rec = StepRecord::new();
             let ctx = self.ctx.for_step(None);
-            match step
-                .when
-                .as_ref()
-                .map(|w| crate::template::eval_bool(w, &ctx))
-            {
-                Some(Ok(false)) => rec.status = StepStatus::Skipped,
-                Some(Err(e)) => {
+            match when(step, &ctx) {
+                Ok(false) => rec.status = StepStatus::Skipped,
+                Err(e) => {
                     rec.status = StepStatus::Failed;
-                    rec.error = Some(format!(
-                        "`when` failed: {}",
-                        crate::steps::template_error(&e)
-                    ));
+                    rec.error = Some(e);
                 }
-                _ => {
+                Ok(true) => {
                     let attempts = Attempts {
                         env: &self.env,
                         bus: &self.bus,
@@ -655,6 +654,7 @@ impl Engine {
                             rec.result = attempts.take_partial().unwrap_or_default();
                         }
                         Err(Failure::Cancelled) => rec.status = StepStatus::Cancelled,
+                        Err(Failure::Unrecorded) => rec.status = StepStatus::NotStarted,
                     }
                 }
             }
@@ -664,6 +664,30 @@ impl Engine {
         }
         out
     }
+}
+
+/// A step's `when`, decided once where the scheduler reaches it; a `when`
+/// that cannot be evaluated fails the step (it never starts).
+fn when(step: &Step, ctx: &Value) -> Result<bool, String> {
+    match &step.when {
+        None => Ok(true),
+        Some(w) => crate::template::eval_bool(w, ctx)
+            .map_err(|e| format!("`when` failed: {}", crate::steps::template_error(&e))),
+    }
+}
+
+/// Test-only faults, compiled only with the `fault-injection` feature:
+/// `RUNBOOK_PANIC_IN_STEP=ID` makes the engine's task for step ID panic.
+mod fault {
+    #[cfg(feature = "fault-injection")]
+    pub(super) fn maybe_panic(step: &str) {
+        if std::env::var("RUNBOOK_PANIC_IN_STEP").is_ok_and(|s| s == step) {
+            panic!("injected panic in step `{step}` (RUNBOOK_PANIC_IN_STEP)");
+        }
+    }
+
+    #[cfg(not(feature = "fault-injection"))]
+    pub(super) fn maybe_panic(_step: &str) {}
 }
 
 fn release(

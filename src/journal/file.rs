@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use serde_json::Value as Json;
 
 use super::{Header, Recorded, RunStore};
-use crate::events::{Event, Listener};
+use crate::events::{Event, Recorder};
 
 pub struct FileStore {
     runs: PathBuf,
@@ -32,42 +32,60 @@ impl FileStore {
 
 struct Writer {
     file: File,
-    failed: bool,
-    crash: Option<CrashPoint>,
+    path: PathBuf,
+    crash: crash::Point,
     written: usize,
 }
 
-/// Fault injection for the crash tests: `RUNBOOK_CRASH_AT=before:N` kills the
-/// process with SIGKILL just before the N-th event of this process reaches
-/// the journal, `after:N` just after. Nothing else reads it.
-#[derive(Clone, Copy)]
-struct CrashPoint {
-    before: bool,
-    n: usize,
+/// Fault injection for the crash tests, compiled only with the
+/// `fault-injection` feature (the test build): `RUNBOOK_CRASH_AT=before:N`
+/// kills the process with SIGKILL just before the N-th event of this process
+/// reaches the journal, `after:N` just after.
+#[cfg(feature = "fault-injection")]
+mod crash {
+    #[derive(Clone, Copy)]
+    pub(super) struct Point(Option<(bool, usize)>);
+
+    impl Point {
+        pub(super) fn from_env() -> Point {
+            Point((|| {
+                let v = std::env::var("RUNBOOK_CRASH_AT").ok()?;
+                let (when, n) = v.split_once(':')?;
+                Some((when == "before", n.parse().ok()?))
+            })())
+        }
+
+        pub(super) fn check(self, before: bool, written: usize) {
+            if self.0 == Some((before, written)) {
+                let _ = rustix::process::kill_process(
+                    rustix::process::getpid(),
+                    rustix::process::Signal::KILL,
+                );
+            }
+        }
+    }
 }
 
-fn crash_point() -> Option<CrashPoint> {
-    let v = std::env::var("RUNBOOK_CRASH_AT").ok()?;
-    let (when, n) = v.split_once(':')?;
-    Some(CrashPoint {
-        before: when == "before",
-        n: n.parse().ok()?,
-    })
-}
+#[cfg(not(feature = "fault-injection"))]
+mod crash {
+    #[derive(Clone, Copy)]
+    pub(super) struct Point;
 
-fn die() {
-    // SAFETY: raising SIGKILL on ourselves; it does not return.
-    unsafe {
-        libc::kill(libc::getpid(), libc::SIGKILL);
+    impl Point {
+        pub(super) fn from_env() -> Point {
+            Point
+        }
+
+        pub(super) fn check(self, _before: bool, _written: usize) {}
     }
 }
 
 impl Writer {
-    fn new(file: File) -> Writer {
+    fn new(file: File, path: PathBuf) -> Writer {
         Writer {
             file,
-            failed: false,
-            crash: crash_point(),
+            path,
+            crash: crash::Point::from_env(),
             written: 0,
         }
     }
@@ -116,8 +134,8 @@ fn must_sync(event: &Event) -> bool {
     )
 }
 
-impl Listener for Writer {
-    fn on(&mut self, at: SystemTime, event: &Event) {
+impl Recorder for Writer {
+    fn record(&mut self, at: SystemTime, event: &Event) -> Result<(), String> {
         let mut value = serde_json::to_value(event).unwrap_or(Json::Null);
         if let Json::Object(m) = &mut value {
             m.insert(
@@ -126,31 +144,22 @@ impl Listener for Writer {
             );
         }
         self.written += 1;
-        if self.crash.is_some_and(|c| c.before && c.n == self.written) {
-            die();
-        }
+        self.crash.check(true, self.written);
         let sync = must_sync(event);
         let result = self.write_line_with(&value, sync);
-        if self.crash.is_some_and(|c| !c.before && c.n == self.written) {
-            die();
-        }
-        if let Err(e) = result {
-            if !self.failed {
-                eprintln!("runbook: cannot write the journal: {e}; this run cannot be resumed");
-                self.failed = true;
-            }
-        }
+        self.crash.check(false, self.written);
+        result.map_err(|e| format!("cannot write the journal {}: {e}", self.path.display()))
     }
 }
 
 impl RunStore for FileStore {
-    fn create(&self, header: &Header) -> std::io::Result<Box<dyn Listener>> {
+    fn create(&self, header: &Header) -> std::io::Result<Box<dyn Recorder>> {
         std::fs::create_dir_all(self.run_dir(&header.run_id))?;
         let file = OpenOptions::new()
             .create_new(true)
             .append(true)
             .open(self.path(&header.run_id))?;
-        let mut w = Writer::new(file);
+        let mut w = Writer::new(file, self.path(&header.run_id));
         let mut value = serde_json::to_value(header).map_err(std::io::Error::other)?;
         if let Json::Object(m) = &mut value {
             m.insert("record".into(), Json::String("header".into()));
@@ -162,7 +171,7 @@ impl RunStore for FileStore {
         Ok(Box::new(w))
     }
 
-    fn append(&self, run_id: &str) -> std::io::Result<Box<dyn Listener>> {
+    fn append(&self, run_id: &str) -> std::io::Result<Box<dyn Recorder>> {
         let path = self.path(run_id);
         // Cut a torn last record so new records start on a line of their own.
         let text = std::fs::read(&path)?;
@@ -174,7 +183,7 @@ impl RunStore for FileStore {
             }
         }
         let file = OpenOptions::new().append(true).open(&path)?;
-        Ok(Box::new(Writer::new(file)))
+        Ok(Box::new(Writer::new(file, self.path(run_id))))
     }
 
     fn read(&self, run_id: &str) -> std::io::Result<Recorded> {

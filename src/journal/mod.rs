@@ -21,7 +21,7 @@ use serde_json::{Map, Value as Json};
 pub use file::FileStore;
 
 use crate::engine::{Prior, RollbackRecord, StepRecord};
-use crate::events::{Event, Listener, RunStatus, StepStatus};
+use crate::events::{Event, Recorder, RunStatus, StepStatus};
 
 /// The first record of a journal.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,6 +36,9 @@ pub struct Header {
     pub pid: u32,
     pub started_at: String,
     pub cwd: String,
+    /// The plan fingerprint the run was started with (empty in journals older than it).
+    #[serde(default)]
+    pub fingerprint: String,
 }
 
 /// A journal as read back.
@@ -51,9 +54,9 @@ pub struct Recorded {
 /// Where journals live.
 pub trait RunStore: Send + Sync {
     /// Starts a new run's journal with its header.
-    fn create(&self, header: &Header) -> std::io::Result<Box<dyn Listener>>;
+    fn create(&self, header: &Header) -> std::io::Result<Box<dyn Recorder>>;
     /// Appends to an existing run's journal (resume, rollback).
-    fn append(&self, run_id: &str) -> std::io::Result<Box<dyn Listener>>;
+    fn append(&self, run_id: &str) -> std::io::Result<Box<dyn Recorder>>;
     fn read(&self, run_id: &str) -> std::io::Result<Recorded>;
     /// Run ids, oldest first.
     fn list(&self) -> std::io::Result<Vec<String>>;

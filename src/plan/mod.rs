@@ -6,7 +6,9 @@
 //! JSON and Mermaid are all renderings of this one struct (`render.rs`).
 
 mod diff;
+mod preflight;
 mod render;
+mod unwind;
 
 use std::time::Duration;
 
@@ -20,15 +22,35 @@ use serde::Serialize;
 use serde_json::Value as Json;
 
 pub use diff::{diff, render_diff, PlanDiff};
+pub use preflight::{preflight, PLAN_ROOTS, RUN_ROOTS};
 pub use render::{render, Format};
+pub use unwind::UnwindOrder;
 
 use crate::diagnostics::Code;
 use crate::duration;
 use crate::runbook::{Action, ActionKind, Backoff, Dur, Num, Rollback, Runbook, Step};
+
+impl Plan {
+    /// The validated runbook the plan was built from.
+    pub fn runbook(&self) -> &Runbook {
+        &self.source
+    }
+}
 use crate::template::{self, symbol};
 
 #[derive(Debug, Serialize)]
 pub struct Plan {
+    /// What `run` executes: the validated runbook this plan was built from.
+    #[serde(skip)]
+    pub source: Arc<Runbook>,
+    /// Params as resolved for this plan (secret values included: never serialised).
+    #[serde(skip)]
+    pub resolved: ResolvedParams,
+    /// The one unwinding order, used by the preview and by the engine.
+    #[serde(skip)]
+    pub unwind: UnwindOrder,
+    /// `sha256:` over the runbook's text, the non-secret params and the engine version.
+    pub fingerprint: String,
     pub runbook: String,
     pub description: Option<String>,
     pub params: Vec<PlanParam>,
@@ -205,6 +227,12 @@ pub fn resolve_params(
     }
 }
 
+/// What `plan` reports before showing a plan: the pre-flight errors a run
+/// with these params would stop at, as far as a preview can know them.
+pub fn check(rb: &Runbook, params: &ResolvedParams) -> Vec<crate::diagnostics::Diagnostic> {
+    preflight(rb, &preview_context(rb, params), PLAN_ROOTS)
+}
+
 /// The context a preview renders with: real params, masked secrets, symbols for the rest.
 fn preview_context(rb: &Runbook, params: &IndexMap<String, (Json, bool)>) -> Value {
     let secret_params = secret_params(rb);
@@ -313,7 +341,7 @@ fn dur_value(d: &Dur, ctx: &Value) -> Option<Duration> {
 fn num_value(n: &Num, ctx: &Value) -> Option<i64> {
     match n {
         Num::Fixed(i) => Some(*i),
-        Num::Template(t) => template::render_value(t, ctx)
+        Num::Template(t, _) => template::render_value(t, ctx)
             .ok()
             .and_then(|v| i64::try_from(v).ok()),
     }
@@ -337,7 +365,7 @@ fn dur_text(d: &Dur, ctx: &Value) -> String {
 fn num_text(n: &Num, ctx: &Value) -> String {
     num_value(n, ctx).map_or_else(
         || match n {
-            Num::Template(t) => show(t, ctx),
+            Num::Template(t, _) => show(t, ctx),
             Num::Fixed(i) => i.to_string(),
         },
         |i| i.to_string(),
@@ -435,7 +463,7 @@ fn flag_store(rb: &Runbook, provider: Option<&str>) -> String {
 
 fn retry_text(a: &Action, ctx: &Value) -> Option<String> {
     let attempts = num_value(&a.retry.attempts, ctx).unwrap_or(1);
-    if attempts <= 1 && !matches!(a.retry.attempts, Num::Template(_)) {
+    if attempts <= 1 && !matches!(a.retry.attempts, Num::Template(..)) {
         return None;
     }
     let mut s = format!(
@@ -494,20 +522,36 @@ pub fn worst_case(a: &Action, ctx: &Value) -> Option<Duration> {
     Some(total)
 }
 
+/// The plan fingerprint: `sha256:` + hex of the runbook's text, the
+/// resolved params without the secret ones, and the engine version, each
+/// length-prefixed so no two inputs run together.
+pub fn fingerprint(text: &str, rb: &Runbook, params: &ResolvedParams) -> String {
+    use sha2::{Digest, Sha256};
+    let secret = secret_params(rb);
+    let public: serde_json::Map<String, Json> = params
+        .iter()
+        .filter(|(k, _)| !secret.contains(k.as_str()))
+        .map(|(k, (v, _))| (k.clone(), v.clone()))
+        .collect();
+    let params = Json::Object(public).to_string();
+    let mut h = Sha256::new();
+    for part in [text, &params, env!("CARGO_PKG_VERSION")] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
 impl Plan {
-    pub fn build(rb: &Runbook, params: &IndexMap<String, (Json, bool)>) -> Plan {
+    /// Builds the plan `run` executes and `plan` previews; `text` is the
+    /// runbook file as written (for the fingerprint).
+    pub fn build(rb: &Arc<Runbook>, text: &str, params: &ResolvedParams) -> Plan {
         let ctx = preview_context(rb, params);
         let graph = &rb.graph;
-        // Unwinding order if everything had finished: reverse topological order,
-        // which keeps "dependents' rollbacks first" and is deterministic.
-        let unwind: Vec<usize> = graph
-            .order()
-            .iter()
-            .rev()
-            .copied()
-            .filter(|&i| !matches!(rb.steps[i].rollback, Rollback::None))
-            .collect();
-        let mut unwinds = unwinds_on_failure(graph, &unwind, rb.steps.len());
+        let order = UnwindOrder::new(&rb.steps, graph);
+        let unwind = order.all();
+        let mut unwinds = unwinds_on_failure(graph, unwind, rb.steps.len());
 
         let mut planned = |i: usize, s: &Step, wave: usize| -> PlannedStep {
             let (listed, more) = std::mem::take(&mut unwinds[i]);
@@ -566,6 +610,10 @@ impl Plan {
         let (worst, path) = graph.longest_path(|i| steps[i].worst_case);
         let secret_params = secret_params(rb);
         Plan {
+            source: rb.clone(),
+            resolved: params.clone(),
+            fingerprint: fingerprint(text, rb, params),
+            unwind: order.clone(),
             runbook: rb.name.clone(),
             description: rb.description.clone(),
             params: params
@@ -682,14 +730,14 @@ fn step_preview(
         kind: s.action.kind.name(),
         wave,
         needs: Vec::new(),
-        when: s.when.clone(),
+        when: s.when.as_ref().map(|w| w.text.clone()),
         when_value,
         action: describe(&s.action, rb, ctx),
         gate: match &s.action.kind {
             ActionKind::Metric(m) => Some(PlannedGate {
                 provider: m.provider.clone(),
                 query: show(&m.query, ctx),
-                condition: m.condition.clone(),
+                condition: m.condition.text.clone(),
                 samples: num_value(&m.samples, ctx),
                 interval: dur_value(&m.interval, ctx),
                 failure_limit: num_value(&m.failure_limit, ctx),
@@ -730,7 +778,8 @@ mod tests {
             ));
         }
         let rb = validate_text(&y).runbook.expect("valid");
-        let plan = Plan::build(&rb, &resolve_params(&rb, &[]).unwrap());
+        let rb = Arc::new(rb);
+        let plan = Plan::build(&rb, &y, &resolve_params(&rb, &[]).unwrap());
         let last = &plan.steps[99];
         assert_eq!(last.on_failure_unwinds.len(), MAX_LISTED_UNWINDS);
         assert_eq!(last.on_failure_unwinds[0], "s99");
@@ -770,7 +819,8 @@ mod tests {
         y.push_str("steps:\n  - id: a\n    shell: echo {{ vars.last }}\n");
         let t = std::time::Instant::now();
         let rb = validate_text(&y).runbook.expect("valid");
-        let plan = Plan::build(&rb, &resolve_params(&rb, &[]).unwrap());
+        let rb = Arc::new(rb);
+        let plan = Plan::build(&rb, &y, &resolve_params(&rb, &[]).unwrap());
         assert!(
             t.elapsed() < std::time::Duration::from_secs(20),
             "{:?}",

@@ -64,6 +64,7 @@ fn text(plan: &Plan) -> String {
     if let Some(d) = &plan.description {
         let _ = writeln!(o, "  {d}");
     }
+    let _ = writeln!(o, "Fingerprint: {}", plan.fingerprint);
     if !plan.params.is_empty() {
         let _ = writeln!(o, "\nParameters:");
         for p in &plan.params {
@@ -140,6 +141,7 @@ fn text(plan: &Plan) -> String {
             "  no step has a rollback; a failure stops the run without undoing anything"
         );
     }
+    let parallel = plan.waves.iter().any(|w| w.len() > 1);
     for s in failing {
         let _ = writeln!(
             o,
@@ -147,6 +149,13 @@ fn text(plan: &Plan) -> String {
             s.id,
             s.on_failure_unwinds.join(", then "),
             unwinds_more(s, ", then ")
+        );
+    }
+    if parallel && !plan.unwind_order.is_empty() {
+        let _ = writeln!(
+            o,
+            "  steps of other branches that had started are undone too; every unwind follows this order: {}",
+            plan.unwind_order.join(", ")
         );
     }
     let _ = writeln!(
@@ -216,6 +225,7 @@ fn md_escape(s: &str) -> String {
 fn markdown(plan: &Plan) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "## Runbook plan: `{}`\n", plan.runbook);
+    let _ = writeln!(o, "Plan fingerprint: `{}`\n", plan.fingerprint);
     if let Some(d) = &plan.description {
         let _ = writeln!(o, "{d}\n");
     }

@@ -109,13 +109,13 @@ impl FlagStore for FileFlags {
         &'a self,
         name: &'a str,
         value: &'a Json,
-        record: &'a (dyn Fn(Option<&Json>) + Send + Sync),
+        record: &'a (dyn Fn(Option<&Json>) -> Result<(), String> + Send + Sync),
     ) -> BoxFuture<'a, Result<Option<Json>, String>> {
         Box::pin(async move {
             let _l = self.lock()?;
             let mut flags = self.read()?;
             let previous = flags.get(name).cloned();
-            record(previous.as_ref());
+            record(previous.as_ref())?;
             flags.insert(name.to_string(), value.clone());
             self.write(&flags)?;
             Ok(previous)
@@ -151,7 +151,7 @@ mod tests {
     async fn set_returns_previous_and_restore_deletes_new_flags() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileFlags::new(dir.path().join("flags.json"));
-        let noop = |_: Option<&Json>| {};
+        let noop = |_: Option<&Json>| Ok(());
         assert_eq!(store.set("a", &Json::from(1), &noop).await.unwrap(), None);
         assert_eq!(
             store.set("a", &Json::from(2), &noop).await.unwrap(),
@@ -176,7 +176,7 @@ mod tests {
                         .unwrap();
                     let store = FileFlags::new(path);
                     for i in 0..20 {
-                        let noop = |_: Option<&Json>| {};
+                        let noop = |_: Option<&Json>| Ok(());
                         rt.block_on(store.set(&format!("t{t}_{i}"), &Json::from(i), &noop))
                             .unwrap();
                     }

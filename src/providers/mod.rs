@@ -20,12 +20,13 @@ pub trait FlagStore: Send + Sync {
 
     /// Sets a flag and returns its previous value (`None`: it did not exist).
     /// `record` receives the previous value before the new one is written, so
-    /// the journal holds it before the change can be observed.
+    /// the journal holds it before the change can be observed; when it fails
+    /// (the journal could not record it), nothing is written.
     fn set<'a>(
         &'a self,
         name: &'a str,
         value: &'a Json,
-        record: &'a (dyn Fn(Option<&Json>) + Send + Sync),
+        record: &'a (dyn Fn(Option<&Json>) -> Result<(), String> + Send + Sync),
     ) -> BoxFuture<'a, Result<Option<Json>, String>>;
 
     /// Puts back a previous value, deleting the flag when it had none.

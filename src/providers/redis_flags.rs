@@ -230,7 +230,7 @@ impl FlagStore for RedisFlags {
         &'a self,
         name: &'a str,
         value: &'a Json,
-        record: &'a (dyn Fn(Option<&Json>) + Send + Sync),
+        record: &'a (dyn Fn(Option<&Json>) -> Result<(), String> + Send + Sync),
     ) -> BoxFuture<'a, Result<Option<Json>, String>> {
         Box::pin(async move {
             let key = self.key(name);
@@ -241,7 +241,7 @@ impl FlagStore for RedisFlags {
                 .query(&mut con, redis::cmd("GET").arg(&key), "get", &key)
                 .await?;
             let before = self.decode(&key, before);
-            record(before.as_ref());
+            record(before.as_ref())?;
             let text = value.to_string();
             let set = redis::cmd("SET").arg(&key).arg(&text).arg("GET").clone();
             let previous: Option<Vec<u8>> = match tokio::time::timeout(
@@ -278,7 +278,8 @@ impl FlagStore for RedisFlags {
             if previous != before {
                 // Someone else wrote the key between our read and our write:
                 // what the atomic write returned is what we replaced.
-                record(previous.as_ref());
+                // The write happened: what matters now is saying so.
+                record(previous.as_ref())?;
             }
             Ok(previous)
         })

@@ -40,7 +40,7 @@ use serde_json::Value as Json;
 use tokio::sync::mpsc;
 
 use super::{render, Cx, Executor, Outputs};
-use crate::cli::Exit;
+use crate::error::{Done, Error};
 use crate::events::{Event, Stream};
 use crate::journal::{FileStore, RunStore};
 use crate::providers::BoxFuture;
@@ -301,7 +301,7 @@ struct Tally<'a> {
 
 impl Tally<'_> {
     fn note(&self, line: String) {
-        self.cx.bus.emit(Event::Output {
+        self.cx.bus.note(Event::Output {
             step: self.cx.label.to_string(),
             stream: Stream::Stderr,
             line,
@@ -320,12 +320,16 @@ impl Tally<'_> {
             self.note(format!("ignored a decision: {why}"));
             return false;
         }
-        self.cx.bus.emit(Event::Approval {
+        let recorded = self.cx.bus.emit(Event::Approval {
             step: self.cx.label.to_string(),
             by: d.by.clone(),
             approved: d.approved,
             comment: d.comment.clone(),
         });
+        if !recorded {
+            // A decision the journal does not hold does not count.
+            return false;
+        }
         if d.approved {
             if !self.approved.contains(&d.by) {
                 self.approved.push(d.by);
@@ -543,7 +547,7 @@ impl Executor for ApprovalExec {
                 }
                 let on = tally.rules.waiting_on(&tally.approved);
                 if shown.as_ref() != Some(&on) {
-                    cx.bus.emit(Event::Waiting {
+                    cx.bus.note(Event::Waiting {
                         step: cx.label.to_string(),
                         on: on.clone(),
                     });
@@ -658,17 +662,10 @@ pub fn submit(
     identity: Option<&str>,
     reject: bool,
     comment: Option<&str>,
-) -> Exit {
-    match try_submit(state_dir, run_id, step, identity, reject, comment) {
-        Ok(msg) => {
-            println!("{msg}");
-            Exit::Succeeded
-        }
-        Err((exit, msg)) => {
-            eprintln!("error: {msg}");
-            exit
-        }
-    }
+) -> crate::error::Result {
+    let msg = try_submit(state_dir, run_id, step, identity, reject, comment)?;
+    println!("{msg}");
+    Ok(Done::Ok)
 }
 
 fn try_submit(
@@ -678,8 +675,8 @@ fn try_submit(
     identity: Option<&str>,
     reject: bool,
     comment: Option<&str>,
-) -> Result<String, (Exit, String)> {
-    let invalid = |m: String| (Exit::Invalid, m);
+) -> Result<String, Error> {
+    let invalid = Error::Invalid;
     if run_id.is_empty() || run_id.starts_with('.') || run_id.contains('/') {
         return Err(invalid(format!("`{run_id}` is not a run id")));
     }
@@ -697,10 +694,9 @@ fn try_submit(
             )))
         }
         Err(e) => {
-            return Err((
-                Exit::CannotStart,
-                format!("cannot read the journal of run `{run_id}`: {e}"),
-            ))
+            return Err(Error::CannotStart(format!(
+                "cannot read the journal of run `{run_id}`: {e}"
+            )))
         }
     };
     if let Some(rb) = crate::validate::validate(crate::spec::load(&rec.header.source)).runbook {
@@ -721,10 +717,10 @@ fn try_submit(
     let dir = approvals_dir(&run_dir, step);
     let rules: Rules = match std::fs::read(dir.join("waiting.json")) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-            (
-                Exit::CannotStart,
-                format!("{} is damaged: {e}", dir.join("waiting.json").display()),
-            )
+            Error::CannotStart(format!(
+                "{} is damaged: {e}",
+                dir.join("waiting.json").display()
+            ))
         })?,
         Err(_) => {
             return Err(invalid(format!(
@@ -753,12 +749,8 @@ fn try_submit(
         file_safe(&who),
         std::process::id()
     ));
-    write_atomic(&path, &decision).map_err(|e| {
-        (
-            Exit::CannotStart,
-            format!("cannot write {}: {e}", path.display()),
-        )
-    })?;
+    write_atomic(&path, &decision)
+        .map_err(|e| Error::CannotStart(format!("cannot write {}: {e}", path.display())))?;
     Ok(format!(
         "{who} {} step `{step}` of run `{run_id}`",
         if reject { "rejected" } else { "approved" }

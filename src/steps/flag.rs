@@ -30,11 +30,19 @@ impl Executor for FlagExec {
             let step = cx.step_id.to_string();
             let flag = name.clone();
             let record = move |prev: Option<&Json>| {
-                bus.emit(Event::FlagPrevious {
+                let recorded = bus.emit(Event::FlagPrevious {
                     step: step.clone(),
                     flag: flag.clone(),
                     previous: prev.cloned(),
                 });
+                if recorded {
+                    Ok(())
+                } else {
+                    Err(
+                        "not written: the journal could not record the flag's previous value"
+                            .into(),
+                    )
+                }
             };
             let previous = tokio::select! {
                 r = store.set(&name, &value, &record) => r?,

@@ -256,7 +256,7 @@ async fn run(action: &Action, cx: &Cx<'_>) -> Result<Outputs, String> {
         serde_json::from_str::<Json>(&text).ok()
     };
 
-    cx.bus.emit(Event::Output {
+    cx.bus.note(Event::Output {
         step: cx.label.to_string(),
         stream: Stream::Stdout,
         line: format!(

@@ -186,7 +186,7 @@ async fn run(action: &Action, cx: &Cx<'_>) -> Result<Outputs, String> {
                 ));
             }
         }
-        cx.bus.emit(Event::Waiting {
+        cx.bus.note(Event::Waiting {
             step: cx.label.to_string(),
             on: progress,
         });
@@ -210,7 +210,7 @@ fn source(
 ) -> Result<(Box<dyn MetricSource>, String), String> {
     let provider = cx
         .env
-        .runbook
+        .runbook()
         .provider(&m.provider)
         .ok_or_else(|| format!("no provider named `{}`", m.provider))?;
     match provider.kind {

@@ -36,7 +36,8 @@ pub type FlagStores = Vec<(Option<String>, Arc<dyn FlagStore>)>;
 
 /// What a run shares with every executor.
 pub struct RunEnv {
-    pub runbook: Arc<Runbook>,
+    /// The plan the run executes.
+    pub plan: Arc<crate::plan::Plan>,
     pub run_id: String,
     pub state_dir: PathBuf,
     pub run_dir: PathBuf,
@@ -59,6 +60,10 @@ pub struct RunEnv {
 }
 
 impl RunEnv {
+    pub fn runbook(&self) -> &Runbook {
+        self.plan.runbook()
+    }
+
     pub fn flag_store(&self, provider: Option<&str>) -> Option<&Arc<dyn FlagStore>> {
         self.flags
             .iter()

@@ -250,7 +250,7 @@ fn pump<'a, R: AsyncRead + Unpin + Send + 'a>(
                         kept.push_str(line);
                         kept.push('\n');
                     }
-                    cx.bus.emit(Event::Output {
+                    cx.bus.note(Event::Output {
                         step: cx.label.to_string(),
                         stream: which,
                         line: line.to_string(),

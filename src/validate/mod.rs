@@ -313,7 +313,10 @@ fn convert(spec: &RunbookSpec, root: Option<&Node>, ds: &mut Diagnostics) -> Opt
             .map(|(k, v)| (k.value.clone(), v.value.clone()))
             .collect(),
         concurrency,
-        lock: spec.lock.as_ref().map(|l| l.value.clone()),
+        lock: spec
+            .lock
+            .as_ref()
+            .map(|l| crate::runbook::Tpl::new(l.value.clone(), l.span)),
         providers: providers.into_iter().collect::<Vec<Provider>>(),
         steps: steps_out,
         on_failure,

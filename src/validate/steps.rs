@@ -7,7 +7,7 @@ use crate::diagnostics::{did_you_mean, Code, Diagnostics};
 use crate::duration;
 use crate::runbook::{
     Action, ActionKind, Approval, Dur, Expect, Flag, Http, Metric, Num, Provider, Retry, Rollback,
-    StatusMatch, Step,
+    StatusMatch, Step, Tpl,
 };
 use crate::spec::{
     ApprovalSpec, BodySpec, Checked, DefaultsSpec, FlagSpec, HttpSpec, IntOrTemplate, MetricSpec,
@@ -79,9 +79,9 @@ pub(super) fn provider(
     Some(Provider {
         name: name.value.clone(),
         kind,
-        url: p.url.as_ref().map(|u| u.value.clone()),
+        url: p.url.as_ref().map(|u| Tpl::new(u.value.clone(), u.span)),
         prefix: p.prefix.clone().unwrap_or_default(),
-        path: p.path.as_ref().map(|p| p.value.clone()),
+        path: p.path.as_ref().map(|p| Tpl::new(p.value.clone(), p.span)),
         headers: p
             .headers
             .iter()
@@ -134,7 +134,7 @@ pub(super) fn convert(ds: &mut Diagnostics, ctx: &StepCtx<'_>, s: &StepSpec) -> 
         stage: s.stage.clone(),
         line: s.id.span.start.line,
         needs: Vec::new(),
-        when: s.when.as_ref().map(|w| w.value.clone()),
+        when: s.when.as_ref().map(|w| Tpl::new(w.value.clone(), w.span)),
         continue_on_failure: s.continue_on_failure,
         on_resume: s.on_resume.unwrap_or_default(),
         action,
@@ -271,14 +271,14 @@ fn fixed_duration(ds: &mut Diagnostics, t: &Spanned<String>) -> Option<Duration>
 
 fn dur(ds: &mut Diagnostics, t: &Spanned<String>) -> Dur {
     if is_template(&t.value) {
-        return Dur::Template(t.value.clone());
+        return Dur::Template(Tpl::new(t.value.clone(), t.span));
     }
     Dur::Fixed(fixed_duration(ds, t).unwrap_or_default())
 }
 
 fn num(ds: &mut Diagnostics, n: &Spanned<IntOrTemplate>, min: i64, what: &str) -> Num {
     match &n.value {
-        IntOrTemplate::Template(t) => Num::Template(t.clone()),
+        IntOrTemplate::Template(t) => Num::Template(Tpl::new(t.clone(), n.span), min),
         IntOrTemplate::Int(i) => {
             if *i < min {
                 ds.error(
@@ -376,7 +376,7 @@ fn http(ds: &mut Diagnostics, h: &HttpSpec) -> Http {
         expect.max_latency = e.max_latency.as_ref().map(|m| dur(ds, m));
     }
     Http {
-        url: h.url.value.clone(),
+        url: Tpl::new(h.url.value.clone(), h.url.span),
         method,
         headers: h
             .headers
@@ -521,8 +521,8 @@ fn metric(ds: &mut Diagnostics, ctx: &StepCtx<'_>, m: &MetricSpec) -> Metric {
     }
     Metric {
         provider,
-        query: m.query.value.clone(),
-        condition: m.condition.value.clone(),
+        query: Tpl::new(m.query.value.clone(), m.query.span),
+        condition: Tpl::new(m.condition.value.clone(), m.condition.span),
         interval: m
             .interval
             .as_ref()
@@ -584,7 +584,7 @@ fn flag(ds: &mut Diagnostics, ctx: &StepCtx<'_>, f: &FlagSpec) -> Flag {
     .flatten();
     Flag {
         provider,
-        name: f.name.value.clone(),
+        name: Tpl::new(f.name.value.clone(), f.name.span),
         value: f.value.0.to_json(),
     }
 }

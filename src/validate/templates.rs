@@ -317,6 +317,25 @@ fn one(ds: &mut Diagnostics, names: &Names<'_>, text: &str, span: Span, kind: Ex
         }
     };
     let mut reported = HashSet::new();
+    for (name, is_test) in template::filters_and_tests(text, expression) {
+        if !template::knows(&name, is_test) && reported.insert(name.clone()) {
+            let what = if is_test { "test" } else { "filter" };
+            let d = ds.error(
+                Code::UnknownFilter,
+                span,
+                format!("unknown {what} `{name}`"),
+            );
+            let near = if is_test {
+                COMMON_TESTS
+            } else {
+                COMMON_FILTERS
+            };
+            d.help = Some(match did_you_mean(&name, near.iter().copied()) {
+                Some(m) => format!("did you mean `{m}`?"),
+                None => format!("{what}s include {}", near[..8].join(", ")),
+            });
+        }
+    }
     for name in reads {
         if let Some((msg, help, code)) = check_read(names, &name, kind, scope) {
             if reported.insert(msg.clone()) {
@@ -328,6 +347,82 @@ fn one(ds: &mut Diagnostics, names: &Names<'_>, text: &str, span: Span, kind: Ex
 }
 
 type Problem = (String, Option<String>, Code);
+
+/// Names to suggest for a misspelt filter or test (every one exists).
+const COMMON_FILTERS: &[&str] = &[
+    "upper",
+    "lower",
+    "trim",
+    "replace",
+    "default",
+    "length",
+    "join",
+    "split",
+    "quote",
+    "tojson",
+    "int",
+    "float",
+    "round",
+    "abs",
+    "first",
+    "last",
+    "title",
+    "capitalize",
+    "list",
+    "sort",
+    "unique",
+    "reverse",
+    "map",
+    "select",
+    "reject",
+    "selectattr",
+    "rejectattr",
+    "indent",
+    "items",
+    "dictsort",
+    "min",
+    "max",
+    "sum",
+    "string",
+    "bool",
+    "urlencode",
+    "format",
+    "lines",
+    "safe",
+    "escape",
+    "batch",
+    "slice",
+    "attr",
+];
+const COMMON_TESTS: &[&str] = &[
+    "defined",
+    "undefined",
+    "none",
+    "number",
+    "string",
+    "true",
+    "false",
+    "even",
+    "odd",
+    "divisibleby",
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "in",
+    "startingwith",
+    "endingwith",
+    "mapping",
+    "sequence",
+    "iterable",
+    "boolean",
+    "integer",
+    "float",
+    "filter",
+    "test",
+];
 
 fn check_read(names: &Names<'_>, name: &str, kind: Expr, scope: Scope) -> Option<Problem> {
     let mut parts = name.split('.');

@@ -11,7 +11,13 @@ pub use plain::Plain;
 pub use report::Report;
 pub use terminal::Terminal;
 
+use std::io::IsTerminal;
 use std::time::Duration;
+
+/// Whether what goes to stderr may be coloured: a terminal, and no `NO_COLOR`.
+pub fn color_stderr() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
+}
 
 pub(crate) fn short(d: Duration) -> String {
     if d < Duration::from_secs(1) {

@@ -12,6 +12,7 @@ pub struct Report {
     path: PathBuf,
     run_id: String,
     runbook: String,
+    fingerprint: String,
     status: Option<RunStatus>,
     started: SystemTime,
     duration_ms: u64,
@@ -24,6 +25,7 @@ impl Report {
         path: PathBuf,
         run_id: &str,
         runbook: &str,
+        fingerprint: &str,
         steps: &[(String, &'static str)],
     ) -> Report {
         let steps = steps
@@ -39,6 +41,7 @@ impl Report {
             path,
             run_id: run_id.to_string(),
             runbook: runbook.to_string(),
+            fingerprint: fingerprint.to_string(),
             status: None,
             started: SystemTime::now(),
             duration_ms: 0,
@@ -113,6 +116,7 @@ impl Listener for Report {
         let report = json!({
             "run_id": self.run_id,
             "runbook": self.runbook,
+            "fingerprint": self.fingerprint,
             "status": self.status.map_or("interrupted", RunStatus::as_str),
             "started_at": humantime::format_rfc3339_seconds(self.started).to_string(),
             "duration_ms": self.duration_ms,

@@ -1,0 +1,181 @@
+//! `validate` and `plan`: a file read, checked and previewed. Nothing here
+//! runs a step or touches the state dir.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::diagnostics::{Code, Diagnostic, Severity};
+use crate::error::{Done, Error, Result};
+use crate::plan::{self, Format, Plan, ResolvedParams};
+use crate::runbook::Runbook;
+use crate::spec::Span;
+
+/// A runbook file as read and validated, with its text (for diagnostics and
+/// the fingerprint).
+pub struct Loaded {
+    pub runbook: Arc<Runbook>,
+    pub text: String,
+    pub name: String,
+}
+
+fn read(path: &Path) -> std::result::Result<String, Diagnostic> {
+    let name = path.display().to_string();
+    std::fs::read_to_string(path).map_err(|e| {
+        Diagnostic::new(
+            Code::Io,
+            Span::point(1, 1),
+            format!("cannot read {name}: {e}"),
+        )
+    })
+}
+
+/// Reads and validates a file; its diagnostics are the error (warnings are printed).
+pub fn load(path: &Path) -> Result<Loaded> {
+    let name = path.display().to_string();
+    let text = match read(path) {
+        Ok(t) => t,
+        Err(d) => return Err(Error::Coded(vec![(d.code, d.message)])),
+    };
+    load_text(name, text)
+}
+
+/// Validates a runbook's text (from a file or a journal).
+pub fn load_text(name: String, text: String) -> Result<Loaded> {
+    let v = crate::validate::validate(crate::spec::load(&text));
+    match v.runbook {
+        Some(rb) => {
+            print_warnings(&name, &text, &v.diagnostics);
+            Ok(Loaded {
+                runbook: Arc::new(rb),
+                text,
+                name,
+            })
+        }
+        None => Err(Error::Diagnostics {
+            file: name,
+            text,
+            items: v.diagnostics,
+        }),
+    }
+}
+
+fn print_warnings(name: &str, text: &str, ds: &[Diagnostic]) {
+    let color = crate::view::color_stderr();
+    let mut err = std::io::stderr().lock();
+    for d in ds.iter().filter(|d| d.severity != Severity::Error) {
+        let _ = writeln!(err, "{}", d.render(name, text, color));
+    }
+}
+
+/// Params resolved against the runbook; bad ones are the error.
+pub fn params(
+    rb: &Runbook,
+    given: &[(String, String)],
+    base: Option<&str>,
+) -> Result<ResolvedParams> {
+    plan::resolve_params(rb, given).map_err(|errors| {
+        Error::Coded(
+            errors
+                .into_iter()
+                .map(|(code, e)| match base {
+                    Some(b) => (code, format!("base {b}: {e}")),
+                    None => (code, e),
+                })
+                .collect(),
+        )
+    })
+}
+
+/// Pre-flight errors are the file's diagnostics.
+pub fn preflight_errors(loaded: &Loaded, items: Vec<Diagnostic>) -> Result<()> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Diagnostics {
+        file: loaded.name.clone(),
+        text: loaded.text.clone(),
+        items,
+    })
+}
+
+pub fn validate(files: &[std::path::PathBuf], json: bool, color: bool) -> Result {
+    let mut ok = true;
+    let mut out = Vec::new();
+    for f in files {
+        let name = f.display().to_string();
+        let (valid, diags) = match read(f) {
+            Err(d) => {
+                if !json {
+                    eprintln!("error[E001]: {}", d.message);
+                }
+                (None, vec![d])
+            }
+            Ok(text) => {
+                let v = crate::validate::validate(crate::spec::load(&text));
+                if !json {
+                    let mut err = std::io::stderr().lock();
+                    for d in &v.diagnostics {
+                        let _ = writeln!(err, "{}", d.render(&name, &text, color));
+                    }
+                }
+                (v.runbook.map(|rb| rb.steps.len()), v.diagnostics)
+            }
+        };
+        let errors = diags
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count();
+        match (valid, json) {
+            (Some(n), false) => println!("ok: {name} ({n} steps)"),
+            (None, false) => {
+                let plural = if errors == 1 { "" } else { "s" };
+                eprintln!("invalid: {name} ({errors} error{plural})");
+            }
+            _ => {}
+        }
+        ok &= valid.is_some();
+        out.push(
+            serde_json::json!({ "file": name, "valid": valid.is_some(), "diagnostics": diags }),
+        );
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    }
+    if ok {
+        Ok(Done::Ok)
+    } else {
+        Err(Error::InvalidFiles)
+    }
+}
+
+pub fn plan(
+    file: &Path,
+    given: &[(String, String)],
+    format: Format,
+    diff: Option<&Path>,
+) -> Result {
+    let loaded = load(file)?;
+    let resolved = params(&loaded.runbook, given, None)?;
+    preflight_errors(&loaded, plan::check(&loaded.runbook, &resolved))?;
+    let plan = Plan::build(&loaded.runbook, &loaded.text, &resolved);
+    let Some(base_file) = diff else {
+        print!("{}", plan::render(&plan, format));
+        return Ok(Done::Ok);
+    };
+    let base = load(base_file)?;
+    // The base may not know a param the change added: give it only those it declares.
+    let base_params: Vec<(String, String)> = given
+        .iter()
+        .filter(|(k, _)| base.runbook.params.iter().any(|p| &p.name == k))
+        .cloned()
+        .collect();
+    let base_name = base_file.display().to_string();
+    let base_resolved = params(&base.runbook, &base_params, Some(&base_name))?;
+    let d = plan::diff(
+        &Plan::build(&base.runbook, &base.text, &base_resolved),
+        &plan,
+    );
+    print!("{}", plan::render_diff(&d, format));
+    Ok(Done::Ok)
+}

@@ -1,0 +1,300 @@
+//! Pre-flight: once params are known, render and type-check every template
+//! that depends only on them (and on vars, secrets and env), before anything
+//! runs.
+//!
+//! Validation proves a template compiles and reads names that exist; only
+//! the values say whether `{{ params.gate_interval }}` is a duration or a
+//! URL parses. A run that learned that at its gate, days in, would already
+//! have changed the world, so `run` checks here first and `plan` shows the
+//! same errors. Templates that read `steps`, `run` or `step` wait for the
+//! run; which other roots count as known is the caller's choice (`plan`
+//! knows neither real secrets nor the run's environment).
+
+use minijinja::Value;
+
+use crate::diagnostics::{Code, Diagnostic};
+use crate::duration;
+use crate::runbook::{Action, ActionKind, Dur, Num, ProviderKind, Rollback, Runbook, Step, Tpl};
+use crate::spec::Span;
+use crate::template;
+
+/// Roots `run` knows before the first step: everything but the run's progress.
+pub const RUN_ROOTS: &[&str] = &["params", "vars", "secrets", "env"];
+/// Roots a preview knows: secrets are masked and env is the run's, not ours.
+pub const PLAN_ROOTS: &[&str] = &["params", "vars"];
+
+/// Every error found, in file order of the steps (top-level settings first).
+pub fn preflight(rb: &Runbook, ctx: &Value, known: &[&str]) -> Vec<Diagnostic> {
+    let mut c = Checker {
+        ctx,
+        known,
+        out: Vec::new(),
+    };
+    if let Some(lock) = &rb.lock {
+        c.text(lock, "lock", Kind::NonEmpty);
+    }
+    for p in &rb.providers {
+        let what = format!("provider `{}`", p.name);
+        if let Some(url) = &p.url {
+            c.text(url, &format!("{what}: url"), Kind::Url(p.kind));
+        }
+        if let Some(path) = &p.path {
+            c.text(path, &format!("{what}: path"), Kind::NonEmpty);
+        }
+    }
+    for s in rb.steps.iter().chain(&rb.on_failure).chain(&rb.finally) {
+        c.step(s);
+    }
+    c.out
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Any,
+    NonEmpty,
+    Url(ProviderKind),
+    HttpUrl,
+}
+
+struct Checker<'a> {
+    ctx: &'a Value,
+    known: &'a [&'a str],
+    out: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    /// Whether a template reads only known roots (so can be checked now),
+    /// and whether it reads a secret (so its value is never shown).
+    fn decidable(&self, text: &str, expression: bool) -> Option<bool> {
+        if !expression && !template::is_template(text) {
+            return None;
+        }
+        let reads = template::reads(text, expression).ok()?;
+        let root = |r: &String| r.split('.').next().unwrap_or_default().to_string();
+        reads
+            .iter()
+            .all(|r| self.known.contains(&root(r).as_str()))
+            .then(|| reads.iter().any(|r| root(r) == "secrets"))
+    }
+
+    fn error(&mut self, code: Code, span: Span, message: String) {
+        self.out.push(Diagnostic::new(code, span, message));
+    }
+
+    fn render_failed(&mut self, span: Span, what: &str, e: &minijinja::Error) {
+        let msg = format!("{what}: {}", crate::steps::template_error(e));
+        self.error(Code::RenderFailed, span, msg);
+    }
+
+    fn shown(value: &str, secret: bool) -> String {
+        if secret {
+            "a value read from a secret".into()
+        } else {
+            format!("`{value}`")
+        }
+    }
+
+    fn text(&mut self, t: &Tpl, what: &str, kind: Kind) {
+        let Some(secret) = self.decidable(t, false) else {
+            return;
+        };
+        let value = match template::render_str(t, self.ctx) {
+            Ok(v) => v,
+            Err(e) => return self.render_failed(t.span, what, &e),
+        };
+        let problem = match kind {
+            Kind::Any => None,
+            Kind::NonEmpty => value.trim().is_empty().then(|| "renders empty".to_string()),
+            Kind::HttpUrl => url_problem(&value, &["http", "https"]),
+            Kind::Url(ProviderKind::Redis) => url_problem(&value, &["redis", "rediss"]),
+            Kind::Url(ProviderKind::Prometheus) => url_problem(&value, &["http", "https"]),
+            Kind::Url(_) => None,
+        };
+        if let Some(p) = problem {
+            let code = match kind {
+                Kind::Url(_) | Kind::HttpUrl => Code::InvalidUrl,
+                _ => Code::RenderFailed,
+            };
+            let shown = Self::shown(&value, secret);
+            self.error(
+                code,
+                t.span,
+                format!("{what}: `{}` gives {shown}, which {p}", t.text),
+            );
+        }
+    }
+
+    fn dur(&mut self, d: &Dur, what: &str) {
+        let Dur::Template(t) = d else { return };
+        let Some(secret) = self.decidable(t, false) else {
+            return;
+        };
+        match template::render_str(t, self.ctx) {
+            Err(e) => self.render_failed(t.span, what, &e),
+            Ok(v) => {
+                if let Err(e) = duration::parse(&v) {
+                    let shown = Self::shown(&v, secret);
+                    self.error(
+                        Code::InvalidDuration,
+                        t.span,
+                        format!(
+                            "{what}: `{}` gives {shown}, which is not a duration: {e}",
+                            t.text
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    fn num(&mut self, n: &Num, what: &str) {
+        let Num::Template(t, min) = n else { return };
+        let Some(secret) = self.decidable(t, false) else {
+            return;
+        };
+        match template::render_value(t, self.ctx) {
+            Err(e) => self.render_failed(t.span, what, &e),
+            Ok(v) => {
+                let n = i64::try_from(v.clone())
+                    .ok()
+                    .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()));
+                let shown = Self::shown(&v.to_string(), secret);
+                match n {
+                    None => self.error(
+                        Code::InvalidNumber,
+                        t.span,
+                        format!(
+                            "{what}: `{}` gives {shown}, which is not a whole number",
+                            t.text
+                        ),
+                    ),
+                    Some(n) if n < *min => self.error(
+                        Code::InvalidNumber,
+                        t.span,
+                        format!("{what}: `{}` gives {n}; it must be at least {min}", t.text),
+                    ),
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+
+    fn when(&mut self, t: &Tpl) {
+        if self.decidable(t, true).is_none() {
+            return;
+        }
+        if let Err(e) = template::eval_bool(t, self.ctx) {
+            self.render_failed(t.span, "`when`", &e);
+        }
+    }
+
+    /// A template without a span of its own: reported at its step's line.
+    fn plain(&mut self, text: &str, line: u32, what: &str, shell: bool) {
+        if self.decidable(text, false).is_none() {
+            return;
+        }
+        let r = if shell {
+            template::render_shell(text, self.ctx)
+        } else {
+            template::render_str(text, self.ctx)
+        };
+        if let Err(e) = r {
+            self.render_failed(Span::point(line, 1), what, &e);
+        }
+    }
+
+    fn json(&mut self, v: &serde_json::Value, line: u32, what: &str) {
+        let mut leaves = Vec::new();
+        string_leaves(v, &mut leaves);
+        if leaves.is_empty() || leaves.iter().any(|t| self.decidable(t, false).is_none()) {
+            return;
+        }
+        if let Err(e) = template::render_json(v, self.ctx) {
+            self.render_failed(Span::point(line, 1), what, &e);
+        }
+    }
+
+    fn step(&mut self, s: &Step) {
+        if let Some(w) = &s.when {
+            self.when(w);
+        }
+        self.action(&s.action, s.line, &format!("step `{}`", s.id));
+        if let Rollback::Bodies(bodies) = &s.rollback {
+            for (b, body) in bodies.iter().enumerate() {
+                self.action(body, s.line, &format!("step `{}` rollback {}", s.id, b + 1));
+            }
+        }
+    }
+
+    fn action(&mut self, a: &Action, line: u32, who: &str) {
+        if let Some(t) = &a.timeout {
+            self.dur(t, &format!("{who}: timeout"));
+        }
+        self.num(&a.retry.attempts, &format!("{who}: retry.attempts"));
+        self.dur(&a.retry.delay, &format!("{who}: retry.delay"));
+        if let Some(m) = &a.retry.max_delay {
+            self.dur(m, &format!("{who}: retry.max_delay"));
+        }
+        for (k, v) in &a.env {
+            self.plain(v, line, &format!("{who}: env {k}"), false);
+        }
+        if let Some(cwd) = &a.cwd {
+            self.plain(cwd, line, &format!("{who}: cwd"), false);
+        }
+        match &a.kind {
+            ActionKind::Shell { script } => {
+                self.plain(script, line, &format!("{who}: shell"), true)
+            }
+            ActionKind::Http(h) => {
+                self.text(&h.url, &format!("{who}: url"), Kind::HttpUrl);
+                for (k, v) in &h.headers {
+                    self.plain(v, line, &format!("{who}: header {k}"), false);
+                }
+                if let Some(b) = &h.body {
+                    self.json(b, line, &format!("{who}: body"));
+                }
+                if let Some(l) = &h.expect.max_latency {
+                    self.dur(l, &format!("{who}: expect.max_latency"));
+                }
+            }
+            ActionKind::Metric(m) => {
+                self.text(&m.query, &format!("{who}: query"), Kind::Any);
+                self.dur(&m.interval, &format!("{who}: interval"));
+                self.num(&m.samples, &format!("{who}: samples"));
+                self.num(&m.failure_limit, &format!("{who}: failure_limit"));
+            }
+            ActionKind::Approval(ap) => {
+                if let Some(msg) = &ap.message {
+                    self.plain(msg, line, &format!("{who}: message"), false);
+                }
+                self.num(&ap.required, &format!("{who}: required"));
+                if let Some(t) = &ap.timeout {
+                    self.dur(t, &format!("{who}: approval timeout"));
+                }
+            }
+            ActionKind::Flag(f) => {
+                self.text(&f.name, &format!("{who}: flag name"), Kind::NonEmpty);
+                self.json(&f.value, line, &format!("{who}: flag value"));
+            }
+        }
+    }
+}
+
+fn string_leaves<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+    match v {
+        serde_json::Value::String(s) if template::is_template(s) => out.push(s),
+        serde_json::Value::Array(items) => items.iter().for_each(|i| string_leaves(i, out)),
+        serde_json::Value::Object(m) => m.values().for_each(|i| string_leaves(i, out)),
+        _ => {}
+    }
+}
+
+fn url_problem(value: &str, schemes: &[&str]) -> Option<String> {
+    match reqwest::Url::parse(value.trim()) {
+        Err(e) => Some(format!("is not a URL ({e})")),
+        Ok(u) if !schemes.contains(&u.scheme()) => {
+            Some(format!("is not a {} URL", schemes.join(" or ")))
+        }
+        Ok(_) => None,
+    }
+}
