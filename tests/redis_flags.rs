@@ -9,6 +9,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::raw_tcp::{free_port, RawServer};
 use common::redis::{Redis, Reply};
 use common::{report, step, Test};
 use serde_json::{json, Value as Json};
@@ -301,15 +302,8 @@ providers:
 #[test]
 fn a_server_that_does_not_answer_times_out() {
     // Accepts connections and never replies.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let held = std::thread::spawn(move || {
-        let mut conns = Vec::new();
-        for c in listener.incoming().take(4).flatten() {
-            conns.push(c);
-        }
-        std::thread::sleep(Duration::from_secs(5));
-    });
+    let silent = RawServer::silent();
+    let port = silent.port;
     let started = std::time::Instant::now();
     run_on(
         port,
@@ -330,16 +324,13 @@ fn a_server_that_does_not_answer_times_out() {
         started.elapsed() < Duration::from_secs(60),
         "the provider timeout bounds the step"
     );
-    drop(held);
+    drop(silent);
 }
 
 #[test]
 fn a_refused_connection_fails_the_step_before_anything_changes() {
     // Nothing listens on this port (bound, read, closed).
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    let port = free_port();
     run_on(
         port,
         &format!(

@@ -19,6 +19,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod postgres;
+pub mod raw_tcp;
 pub mod redis;
 pub mod services;
 

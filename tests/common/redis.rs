@@ -13,11 +13,13 @@
 //! command that installs it; it never skips.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use super::raw_tcp::free_port;
 
 pub struct Redis {
     child: Option<Child>,
@@ -41,11 +43,6 @@ fn redis_server() -> PathBuf {
              (scripts/test.sh does this when RUNBOOK_NEEDS_SERVICES=1)"
         )
     })
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
-    l.local_addr().expect("local address").port()
 }
 
 impl Redis {
