@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::raw_tcp::{free_port, RawServer};
-use common::redis::{Redis, Reply};
+use common::redis::{Redis, Value};
 use common::{report, step, Test};
 use serde_json::{json, Value as Json};
 
@@ -240,7 +240,7 @@ fn redis_gone_mid_run_fails_with_a_clear_error_and_a_failed_rollback() {
 #[test]
 fn a_key_of_another_type_is_a_clear_error() {
     let redis = Redis::start();
-    assert_eq!(redis.command(&["RPUSH", "t:listy", "x"]), Reply::Integer(1));
+    assert_eq!(redis.command(&["RPUSH", "t:listy", "x"]), Value::Int(1));
     run(
         &redis,
         r#"steps:
@@ -254,7 +254,7 @@ fn a_key_of_another_type_is_a_clear_error() {
     .stdout_contains("holds a value that is not a string");
     assert_eq!(
         redis.command(&["TYPE", "t:listy"]),
-        Reply::Status("list".into()),
+        Value::SimpleString("list".into()),
         "the key is untouched"
     );
 }
@@ -429,7 +429,7 @@ fn a_write_without_an_answer_says_it_may_have_been_applied() {
     // (2 s is a bound for the connect and the GET on a loaded machine.)
     assert_eq!(
         redis.command(&["CLIENT", "PAUSE", "60000", "WRITE"]),
-        Reply::Status("OK".into())
+        Value::Okay
     );
     let out = run_on(
         redis.port,
