@@ -4,11 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
+use common::http_server::{HttpServer, Reply};
 use common::postgres::Postgres;
 use common::Test;
 
@@ -16,92 +12,47 @@ use common::Test;
 /// user into PostgreSQL (or answers 500 when `broken`).
 struct App {
     url: String,
-    stop: Arc<AtomicBool>,
+    _server: HttpServer,
 }
 
 impl App {
     fn start(db_url: String, broken: bool) -> App {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
-        std::thread::spawn(move || {
-            // Bounded: the thread ends with the test (stop flag) or after 2 minutes.
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-            while !stopping.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
-                let Ok((stream, _)) = listener.accept() else {
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                    continue;
-                };
-                stream.set_nonblocking(false).unwrap();
-                handle(stream, &db_url, broken);
-            }
-        });
-        App { url, stop }
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-fn handle(mut stream: std::net::TcpStream, db_url: &str, broken: bool) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).is_err() {
-        return;
-    }
-    let mut length = 0usize;
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-            break;
-        }
-        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut body = vec![0; length];
-    let _ = reader.read_exact(&mut body);
-    let (status, reply) = if request_line.starts_with("GET /health") {
-        ("200 OK", r#"{"status":"healthy"}"#.to_string())
-    } else if request_line.starts_with("POST /api/auth/register") {
-        if broken {
-            (
-                "500 Internal Server Error",
-                r#"{"error":"user sync failed"}"#.to_string(),
+        let server = HttpServer::builder()
+            .reply(
+                "GET /health",
+                Reply::status(200).json(r#"{"status":"healthy"}"#),
             )
-        } else {
-            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            let email = v["email"].as_str().unwrap_or_default().replace('\'', "");
-            let ok = std::process::Command::new("psql")
-                .args(["--no-psqlrc", "-v", "ON_ERROR_STOP=1", "-c"])
-                .arg(format!(
-                    "INSERT INTO users (email, synced) VALUES ('{email}', true)"
-                ))
-                .arg(db_url)
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if ok {
-                ("201 Created", r#"{"created":true}"#.to_string())
-            } else {
-                (
-                    "500 Internal Server Error",
-                    r#"{"error":"insert failed"}"#.to_string(),
-                )
-            }
+            .handle("POST /api/auth/register", move |req| {
+                register(&req.body, &db_url, broken)
+            })
+            .fallback(Reply::status(404).json("{}"))
+            .start();
+        App {
+            url: server.base_url(),
+            _server: server,
         }
+    }
+}
+
+fn register(body: &str, db_url: &str, broken: bool) -> Reply {
+    if broken {
+        return Reply::status(500).json(r#"{"error":"user sync failed"}"#);
+    }
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let email = v["email"].as_str().unwrap_or_default().replace('\'', "");
+    let ok = std::process::Command::new("psql")
+        .args(["--no-psqlrc", "-v", "ON_ERROR_STOP=1", "-c"])
+        .arg(format!(
+            "INSERT INTO users (email, synced) VALUES ('{email}', true)"
+        ))
+        .arg(db_url)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        Reply::status(201).json(r#"{"created":true}"#)
     } else {
-        ("404 Not Found", "{}".to_string())
-    };
-    let _ = write!(
-        stream,
-        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
-        reply.len()
-    );
+        Reply::status(500).json(r#"{"error":"insert failed"}"#)
+    }
 }
 
 const MIGRATION: &str = "ALTER TABLE users ADD COLUMN synced boolean NOT NULL DEFAULT false;\n\

@@ -5,14 +5,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::http_server::{HttpServer, Reply};
 use common::redis::Redis;
 use common::services::Prometheus;
 
@@ -21,82 +18,38 @@ use common::services::Prometheus;
 const HEALTHY_AT: &str = "1700000617";
 const BREACH_AT: &str = "1700004217";
 
-/// The service being rolled out: `/health`, and a webhook that records what
-/// it is sent.
+/// The service being rolled out: `/health`, and a webhook whose requests the
+/// server records.
 struct Service {
     url: String,
-    hooks: Arc<Mutex<Vec<serde_json::Value>>>,
-    stop: Arc<AtomicBool>,
+    server: HttpServer,
 }
 
 impl Service {
     fn start() -> Service {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let hooks = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (h, s) = (hooks.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(180);
-            while !s.load(Ordering::Relaxed) && Instant::now() < deadline {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        stream.set_nonblocking(false).unwrap();
-                        serve(stream, &h);
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        Service { url, hooks, stop }
+        let server = HttpServer::builder()
+            .reply(
+                "GET /health",
+                Reply::status(200).json(r#"{"status":"healthy"}"#),
+            )
+            .reply("POST /hooks/*", Reply::status(204))
+            .fallback(Reply::status(404).json("{}"))
+            .start();
+        Service {
+            url: server.base_url(),
+            server,
+        }
     }
 
+    /// The JSON bodies posted to the webhook, in order.
     fn hooks(&self) -> Vec<serde_json::Value> {
-        self.hooks.lock().unwrap().clone()
+        self.server
+            .requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path.starts_with("/hooks/"))
+            .map(|r| serde_json::from_str(&r.body).unwrap_or_default())
+            .collect()
     }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-fn serve(mut stream: std::net::TcpStream, hooks: &Mutex<Vec<serde_json::Value>>) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut request = String::new();
-    if reader.read_line(&mut request).is_err() {
-        return;
-    }
-    let mut length = 0;
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-            break;
-        }
-        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut body = vec![0; length];
-    let _ = reader.read_exact(&mut body);
-    let (status, reply) = if request.starts_with("GET /health") {
-        ("200 OK", r#"{"status":"healthy"}"#)
-    } else if request.starts_with("POST /hooks/") {
-        hooks
-            .lock()
-            .unwrap()
-            .push(serde_json::from_slice(&body).unwrap_or_default());
-        ("204 No Content", "")
-    } else {
-        ("404 Not Found", "{}")
-    };
-    let _ = write!(
-        stream,
-        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
-        reply.len()
-    );
 }
 
 struct Rollout {

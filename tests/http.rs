@@ -1,258 +1,72 @@
-//! `http:` steps end to end: the real binary against a tiny HTTP server that
-//! each test starts on 127.0.0.1:0.
-//!
-//! The server (std only, one thread per connection, `Connection: close`) has
-//! a few canned routes and records every request it got, so tests assert what
-//! was sent as well as what the step made of the answer. Its accept loop is
-//! bounded in time and stops when the `Server` is dropped; the only sleeping
-//! route (`/slow/MS`) is bounded too and wakes up when the server stops.
+//! `http:` steps end to end: the real binary against the shared test HTTP
+//! server (tests/common/http_server.rs), which each test starts on
+//! 127.0.0.1:0 with the routes below and which records every request it
+//! got, so tests assert what was sent as well as what the step made of the
+//! answer.
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::http_server::{HttpServer, Reply};
+use common::raw_tcp::{free_port, RawServer};
 use common::{report, step, Output, Test};
 use serde_json::{json, Value as Json};
 
 // ---------------------------------------------------------------------------
 // The test server.
 
-#[derive(Clone, Debug)]
-struct Request {
-    method: String,
-    path: String,
-    /// Names lowercased.
-    headers: Vec<(String, String)>,
-    body: String,
+const HEALTH: &str = r#"{"status":"ok","version":"1.2.3","checks":{"db":1,"cache":[1,2]}}"#;
+
+fn server() -> HttpServer {
+    server_with_flaky(0)
 }
 
-impl Request {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-struct State {
-    requests: Mutex<Vec<Request>>,
-    /// `/flaky` answers 503 to this many requests, then 200.
-    flaky_failures: usize,
-    flaky_seen: AtomicUsize,
-    stop: AtomicBool,
-}
-
-struct Server {
-    addr: SocketAddr,
-    state: Arc<State>,
-    accept: Option<JoinHandle<()>>,
-}
-
-/// The longest a server lives, whatever the test does.
-const SERVER_LIFETIME: Duration = Duration::from_secs(120);
-/// The longest `/slow/MS` sleeps.
-const MAX_SLOW: Duration = Duration::from_secs(20);
-
-impl Server {
-    fn start() -> Server {
-        Server::with_flaky(0)
-    }
-
-    fn with_flaky(flaky_failures: usize) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        listener
-            .set_nonblocking(true)
-            .expect("non-blocking listener");
-        let addr = listener.local_addr().expect("local address");
-        let state = Arc::new(State {
-            requests: Mutex::new(Vec::new()),
-            flaky_failures,
-            flaky_seen: AtomicUsize::new(0),
-            stop: AtomicBool::new(false),
-        });
-        let st = state.clone();
-        let accept = std::thread::spawn(move || {
-            let deadline = Instant::now() + SERVER_LIFETIME;
-            while !st.stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        let st = st.clone();
-                        std::thread::spawn(move || handle(stream, &st));
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        Server {
-            addr,
-            state,
-            accept: Some(accept),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn requests(&self) -> Vec<Request> {
-        self.state.requests.lock().unwrap().clone()
-    }
-
-    fn requests_to(&self, path: &str) -> Vec<Request> {
-        self.requests()
-            .into_iter()
-            .filter(|r| r.path == path)
-            .collect()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.state.stop.store(true, Ordering::SeqCst);
-        if let Some(h) = self.accept.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-fn read_request(stream: &mut TcpStream) -> Option<Request> {
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let mut reader = BufReader::new(stream.try_clone().ok()?);
-    let mut line = String::new();
-    reader.read_line(&mut line).ok()?;
-    let mut parts = line.split_whitespace();
-    let method = parts.next()?.to_string();
-    let path = parts.next()?.to_string();
-    let mut headers = Vec::new();
-    for _ in 0..200 {
-        let mut h = String::new();
-        if reader.read_line(&mut h).ok()? == 0 {
-            break;
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
-    }
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0)
-        .min(1 << 20);
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).ok()?;
-    Some(Request {
-        method,
-        path,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
-}
-
-fn respond(stream: &mut TcpStream, code: u16, content_type: &str, body: &[u8], extra: &str) {
-    let reason = match code {
-        200 => "OK",
-        201 => "Created",
-        302 => "Found",
-        404 => "Not Found",
-        503 => "Service Unavailable",
-        _ => "Whatever",
-    };
-    let head = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = stream.write_all(head.as_bytes());
-    let _ = stream.write_all(body);
-    let _ = stream.flush();
-    let _ = stream.shutdown(std::net::Shutdown::Both);
-}
-
-fn handle(mut stream: TcpStream, st: &State) {
-    let _ = stream.set_nonblocking(false);
-    let Some(req) = read_request(&mut stream) else {
-        return;
-    };
-    st.requests.lock().unwrap().push(req.clone());
-    const JSON: &str = "application/json";
-    let path = req.path.split('?').next().unwrap_or("").to_string();
-    match path.as_str() {
-        "/health" => respond(
-            &mut stream,
-            200,
-            JSON,
-            br#"{"status":"ok","version":"1.2.3","checks":{"db":1,"cache":[1,2]}}"#,
-            "",
-        ),
-        "/fail" => respond(
-            &mut stream,
-            503,
-            "text/plain",
-            b"service unavailable: the database is down",
-            "",
-        ),
-        "/flaky" => {
-            let n = st.flaky_seen.fetch_add(1, Ordering::SeqCst);
-            if n < st.flaky_failures {
-                respond(&mut stream, 503, "text/plain", b"warming up", "");
-            } else {
-                respond(&mut stream, 200, JSON, br#"{"status":"ok"}"#, "");
-            }
-        }
-        "/echo" => {
-            let ct = req
-                .header("content-type")
-                .unwrap_or("text/plain")
-                .to_string();
-            respond(&mut stream, 200, &ct, req.body.as_bytes(), "");
-        }
-        "/headers" => {
+/// The canned routes; `/flaky` answers 503 to the first `flaky_failures`
+/// requests, then 200.
+fn server_with_flaky(flaky_failures: usize) -> HttpServer {
+    let mut flaky = vec![Reply::status(503).text("warming up"); flaky_failures];
+    flaky.push(Reply::status(200).json(r#"{"status":"ok"}"#));
+    HttpServer::builder()
+        .reply("/health", Reply::status(200).json(HEALTH))
+        .reply(
+            "/fail",
+            Reply::status(503).text("service unavailable: the database is down"),
+        )
+        .replies("/flaky", flaky)
+        .handle("/echo", |req| {
+            let ct = req.header("content-type").unwrap_or("text/plain");
+            Reply::status(200)
+                .header("Content-Type", ct)
+                .body(req.body.clone())
+        })
+        .handle("/headers", |req| {
             let map: serde_json::Map<String, Json> = req
                 .headers
                 .iter()
                 .map(|(k, v)| (k.clone(), Json::String(v.clone())))
                 .collect();
-            respond(
-                &mut stream,
-                200,
-                JSON,
-                Json::Object(map).to_string().as_bytes(),
-                "",
-            );
-        }
-        "/created" => respond(&mut stream, 201, "text/plain", b"created", ""),
-        "/big" => respond(&mut stream, 200, "text/plain", &vec![b'a'; 2 << 20], ""),
-        "/redirect" => respond(&mut stream, 302, "text/plain", b"", "Location: /health\r\n"),
-        "/loop" => respond(&mut stream, 302, "text/plain", b"", "Location: /loop\r\n"),
-        p if p.starts_with("/slow/") => {
-            let ms: u64 = p["/slow/".len()..].parse().unwrap_or(0);
-            let until = Instant::now() + Duration::from_millis(ms).min(MAX_SLOW);
-            while Instant::now() < until && !st.stop.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            respond(&mut stream, 200, "text/plain", b"finally", "");
-        }
-        _ => respond(&mut stream, 404, "text/plain", b"no such route", ""),
-    }
-}
-
-/// A port nothing listens on: bound once, then released.
-fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("address").port()
+            Reply::status(200).json(Json::Object(map).to_string())
+        })
+        .reply("/created", Reply::status(201).text("created"))
+        .reply("/big", Reply::status(200).text(vec![b'a'; 2 << 20]))
+        .reply(
+            "/redirect",
+            Reply::status(302).text("").header("Location", "/health"),
+        )
+        .reply(
+            "/loop",
+            Reply::status(302).text("").header("Location", "/loop"),
+        )
+        // `/slow/MS` answers after MS milliseconds.
+        .handle("/slow/*", |req| {
+            let ms = req.path["/slow/".len()..].split('?').next().unwrap_or("");
+            let ms: u64 = ms.parse().unwrap_or(0);
+            Reply::status(200)
+                .text("finally")
+                .delay(Duration::from_millis(ms))
+        })
+        .start()
 }
 
 // ---------------------------------------------------------------------------
@@ -288,7 +102,7 @@ fn error_of(out: &Output, id: &str) -> String {
 
 #[test]
 fn status_code_list_and_class() {
-    let srv = Server::start();
+    let srv = server();
     let yaml = steps(&format!(
         r#"  - id: code
     http: {{ url: "{h}", expect: {{ status: 200 }} }}
@@ -325,7 +139,7 @@ fn status_code_list_and_class() {
 
 #[test]
 fn unexpected_status_fails_with_the_body() {
-    let srv = Server::start();
+    let srv = server();
     let yaml = steps(&format!(
         "  - id: check\n    http: {{ url: \"{}\" }}\n",
         srv.url("/fail")
@@ -360,7 +174,7 @@ fn unexpected_status_fails_with_the_body() {
 
 #[test]
 fn body_contains_pass_and_mismatch() {
-    let srv = Server::start();
+    let srv = server();
     let yaml = steps(&format!(
         "  - id: ok\n    http: {{ url: \"{u}\", expect: {{ body_contains: '\"status\":\"ok\"' }} }}\n",
         u = srv.url("/health")
@@ -383,7 +197,7 @@ fn body_contains_pass_and_mismatch() {
 
 #[test]
 fn json_pointers_pass() {
-    let srv = Server::start();
+    let srv = server();
     let yaml = format!(
         r#"version: 1
 name: json
@@ -413,7 +227,7 @@ steps:
 
 #[test]
 fn json_pointer_mismatch_says_which_and_what() {
-    let srv = Server::start();
+    let srv = server();
     let yaml = steps(&format!(
         r#"  - id: check
     http:
@@ -454,7 +268,7 @@ fn json_pointer_mismatch_says_which_and_what() {
 
 #[test]
 fn max_latency_breach() {
-    let srv = Server::start();
+    let srv = server();
     let yaml = steps(&format!(
         r#"  - id: fast
     http: {{ url: "{h}", expect: {{ max_latency: 5s }} }}
@@ -473,7 +287,7 @@ fn max_latency_breach() {
 
 #[test]
 fn post_json_body_rendered_from_params() {
-    let srv = Server::start();
+    let srv = server();
     let yaml = format!(
         r#"version: 1
 name: post
@@ -522,7 +336,7 @@ steps:
 
 #[test]
 fn headers_from_a_secret_are_sent_and_masked() {
-    let srv = Server::start();
+    let srv = server();
     let token = "s3cr3t-t0ken-value";
     let yaml = format!(
         r#"version: 1
@@ -583,7 +397,7 @@ steps:
 
 #[test]
 fn retry_until_healthy() {
-    let srv = Server::with_flaky(2);
+    let srv = server_with_flaky(2);
     let yaml = steps(&format!(
         r#"  - id: wait
     http: {{ url: "{u}", expect: {{ json: {{ /status: ok }} }} }}
@@ -602,7 +416,7 @@ fn retry_until_healthy() {
     );
 
     // Not enough attempts: the last error is reported.
-    let srv = Server::with_flaky(5);
+    let srv = server_with_flaky(5);
     let yaml = steps(&format!(
         "  - id: wait\n    http: {{ url: \"{u}\" }}\n    retry: {{ attempts: 2, delay: 10ms }}\n",
         u = srv.url("/flaky")
@@ -616,7 +430,7 @@ fn retry_until_healthy() {
 
 #[test]
 fn connection_refused_is_clear() {
-    let port = closed_port();
+    let port = free_port();
     let yaml = steps(&format!(
         "  - id: check\n    http: {{ url: \"http://127.0.0.1:{port}/health\" }}\n"
     ));
@@ -631,9 +445,13 @@ fn connection_refused_is_clear() {
 
 #[test]
 fn tls_failure_is_clear() {
-    // An https:// URL to a plain-HTTP server: the TLS handshake fails.
-    let srv = Server::start();
-    let url = srv.url("/health").replacen("http://", "https://", 1);
+    // An https:// URL to a plain-HTTP server: the TLS handshake fails. The
+    // server answers a plain `400 Bad Request` to the ClientHello, as a real
+    // one does (see `RawServer::canned` for why this is not the shared server).
+    let srv = RawServer::canned(
+        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    let url = format!("https://127.0.0.1:{}/health", srv.port);
     let yaml = steps(&format!("  - id: check\n    http: {{ url: \"{url}\" }}\n"));
     let out = runbook(&yaml).run().code(1);
     let err = error_of(&out, "check");
@@ -657,7 +475,7 @@ fn dns_failure_is_clear() {
 
 #[test]
 fn step_timeout_stops_a_slow_request_at_once() {
-    let srv = Server::start();
+    let srv = server();
     let yaml = steps(&format!(
         "  - id: check\n    http: {{ url: \"{u}\" }}\n    timeout: 500ms\n",
         u = srv.url("/slow/15000")
@@ -676,7 +494,7 @@ fn step_timeout_stops_a_slow_request_at_once() {
 
 #[test]
 fn outputs_feed_a_later_step() {
-    let srv = Server::start();
+    let srv = server();
     let yaml = steps(&format!(
         r#"  - id: check
     http: {{ url: "{u}" }}
@@ -693,7 +511,7 @@ fn outputs_feed_a_later_step() {
 
 #[test]
 fn redirects_are_followed_but_bounded() {
-    let srv = Server::start();
+    let srv = server();
     let yaml = steps(&format!(
         r#"  - id: moved
     http: {{ url: "{r}", expect: {{ json: {{ /status: ok }} }} }}
@@ -711,7 +529,7 @@ fn redirects_are_followed_but_bounded() {
 
 #[test]
 fn large_bodies_are_capped() {
-    let srv = Server::start();
+    let srv = server();
     let yaml = steps(&format!(
         "  - id: big\n    http: {{ url: \"{u}\" }}\n",
         u = srv.url("/big")
@@ -728,7 +546,7 @@ fn large_bodies_are_capped() {
 /// later step (after `continue_on_failure`) and the report can read it.
 #[test]
 fn failed_expectation_keeps_the_response() {
-    let srv = Server::start();
+    let srv = server();
     let yaml = steps(&format!(
         "  - id: check\n    continue_on_failure: true\n    http: {{ url: \"{}\" }}\n  - id: after\n    shell: echo got {{{{ steps.check.outputs.status }}}} > seen\n",
         srv.url("/fail")

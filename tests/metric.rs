@@ -360,10 +360,7 @@ fn prometheus_errors_are_shown() {
     assert_contains(&out, "prometheus answered HTTP 400: bad_data:");
 
     // Nothing listens: the error names the endpoint and the cause.
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let closed = common::raw_tcp::free_port();
     let yaml = with_prom(
         &format!("http://127.0.0.1:{closed}"),
         "  - id: gate\n    metric:\n      query: up\n      condition: value == 1\n",

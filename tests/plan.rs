@@ -8,8 +8,7 @@
 
 mod common;
 
-use std::net::TcpListener;
-
+use common::raw_tcp::{free_port, Untouched};
 use common::Test;
 
 const HELLO: &str = "examples/hello.yaml";
@@ -258,10 +257,7 @@ steps:
 #[test]
 fn plan_contacts_nothing_even_with_unreachable_providers() {
     // A port that was free a moment ago: connecting to it would fail.
-    let port = {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    let port = free_port();
     for format in ["text", "markdown", "json", "mermaid"] {
         let out = Test::new()
             .file("networked.yaml", &networked(port))
@@ -279,20 +275,15 @@ fn plan_contacts_nothing_even_with_unreachable_providers() {
 #[test]
 fn plan_opens_no_connection() {
     // A listening port that would see any connection the plan made.
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let port = listener.local_addr().expect("addr").port();
+    let listener = Untouched::bind();
+    let port = listener.port;
     Test::new()
         .file("networked.yaml", &networked(port))
         .args(&["plan", "networked.yaml"])
         .run()
         .success()
         .stdout_contains(&format!("GET http://127.0.0.1:{port}/health"));
-    match listener.accept() {
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-        Ok((_, peer)) => panic!("plan connected to the provider port from {peer}"),
-        Err(e) => panic!("accept failed: {e}"),
-    }
+    listener.assert_no_connection();
 }
 
 /// `plan --diff` puts what makes a rollout riskier first: a loosened gate,

@@ -9,7 +9,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::redis::{Redis, Reply};
+use common::raw_tcp::{free_port, RawServer};
+use common::redis::{Redis, Value};
 use common::{report, step, Test};
 use serde_json::{json, Value as Json};
 
@@ -239,7 +240,7 @@ fn redis_gone_mid_run_fails_with_a_clear_error_and_a_failed_rollback() {
 #[test]
 fn a_key_of_another_type_is_a_clear_error() {
     let redis = Redis::start();
-    assert_eq!(redis.command(&["RPUSH", "t:listy", "x"]), Reply::Integer(1));
+    assert_eq!(redis.command(&["RPUSH", "t:listy", "x"]), Value::Int(1));
     run(
         &redis,
         r#"steps:
@@ -253,7 +254,7 @@ fn a_key_of_another_type_is_a_clear_error() {
     .stdout_contains("holds a value that is not a string");
     assert_eq!(
         redis.command(&["TYPE", "t:listy"]),
-        Reply::Status("list".into()),
+        Value::SimpleString("list".into()),
         "the key is untouched"
     );
 }
@@ -301,15 +302,8 @@ providers:
 #[test]
 fn a_server_that_does_not_answer_times_out() {
     // Accepts connections and never replies.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let held = std::thread::spawn(move || {
-        let mut conns = Vec::new();
-        for c in listener.incoming().take(4).flatten() {
-            conns.push(c);
-        }
-        std::thread::sleep(Duration::from_secs(5));
-    });
+    let silent = RawServer::silent();
+    let port = silent.port;
     let started = std::time::Instant::now();
     run_on(
         port,
@@ -330,16 +324,13 @@ fn a_server_that_does_not_answer_times_out() {
         started.elapsed() < Duration::from_secs(60),
         "the provider timeout bounds the step"
     );
-    drop(held);
+    drop(silent);
 }
 
 #[test]
 fn a_refused_connection_fails_the_step_before_anything_changes() {
     // Nothing listens on this port (bound, read, closed).
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    let port = free_port();
     run_on(
         port,
         &format!(
@@ -438,7 +429,7 @@ fn a_write_without_an_answer_says_it_may_have_been_applied() {
     // (2 s is a bound for the connect and the GET on a loaded machine.)
     assert_eq!(
         redis.command(&["CLIENT", "PAUSE", "60000", "WRITE"]),
-        Reply::Status("OK".into())
+        Value::Okay
     );
     let out = run_on(
         redis.port,

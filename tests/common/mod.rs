@@ -18,7 +18,9 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod http_server;
 pub mod postgres;
+pub mod raw_tcp;
 pub mod redis;
 pub mod services;
 

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::raw_tcp::free_port;
+
 pub struct Postgres {
     pub port: u16,
     dir: tempfile::TempDir,
@@ -23,11 +25,6 @@ fn bin_dir() -> PathBuf {
         }
     }
     panic!("PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin: run scripts/test.sh, which installs the `postgresql` package");
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr").port()
 }
 
 fn as_postgres(bin: &Path) -> Command {

@@ -11,13 +11,22 @@
 //! when the handle drops, and by the kernel (`PR_SET_PDEATHSIG`) if the
 //! test's thread dies first. A missing `redis-server` FAILS the test with the
 //! command that installs it; it never skips.
+//!
+//! The harness's own commands go through the `redis` crate's blocking
+//! client, one connection per command (a test may kill or pause the server
+//! between two of them).
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+pub use redis::Value;
+
+use super::raw_tcp::free_port;
+
+/// How long the harness waits to connect to, or hear from, the server.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Redis {
     child: Option<Child>,
@@ -41,11 +50,6 @@ fn redis_server() -> PathBuf {
              (scripts/test.sh does this when RUNBOOK_NEEDS_SERVICES=1)"
         )
     })
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
-    l.local_addr().expect("local address").port()
 }
 
 impl Redis {
@@ -150,30 +154,18 @@ impl Redis {
         self
     }
 
-    fn try_command(&self, args: &[&str]) -> std::io::Result<Reply> {
-        match &self.password {
-            None => command_at(self.port, args),
-            Some(pw) => {
-                let mut replies = commands_at(self.port, &[&["AUTH", pw], args])?;
-                let command = replies.pop().expect("two replies");
-                match replies.pop() {
-                    Some(Reply::Status(ok)) if ok == "OK" => Ok(command),
-                    other => Err(std::io::Error::other(format!("AUTH: {other:?}"))),
-                }
-            }
-        }
-    }
-
-    /// Runs a command; panics when Redis cannot be reached.
-    pub fn command(&self, args: &[&str]) -> Reply {
-        self.try_command(args)
+    /// Runs a command; panics when Redis cannot be reached or answers
+    /// with an error.
+    pub fn command(&self, args: &[&str]) -> Value {
+        command_at(self.port, self.password.as_deref(), args)
             .unwrap_or_else(|e| panic!("redis {args:?} on port {}: {e}", self.port))
     }
 
     /// `GET key` as text; `None` when the key does not exist.
     pub fn get(&self, key: &str) -> Option<String> {
         match self.command(&["GET", key]) {
-            Reply::Bulk(v) => v,
+            Value::Nil => None,
+            Value::BulkString(v) => Some(String::from_utf8_lossy(&v).into_owned()),
             other => panic!("GET {key}: unexpected reply {other:?}"),
         }
     }
@@ -187,13 +179,13 @@ impl Redis {
 
     pub fn set(&self, key: &str, value: &str) {
         match self.command(&["SET", key, value]) {
-            Reply::Status(s) if s == "OK" => {}
+            Value::Okay => {}
             other => panic!("SET {key}: unexpected reply {other:?}"),
         }
     }
 
     pub fn exists(&self, key: &str) -> bool {
-        matches!(self.command(&["EXISTS", key]), Reply::Integer(1))
+        matches!(self.command(&["EXISTS", key]), Value::Int(1))
     }
 }
 
@@ -210,82 +202,29 @@ fn wait_ready(child: &mut Child, port: u16, limit: Duration) -> bool {
         if matches!(child.try_wait(), Ok(Some(_))) {
             return false;
         }
-        match command_at(port, &["PING"]) {
-            Ok(Reply::Status(s)) if s == "PONG" => return true,
+        match command_at(port, None, &["PING"]) {
+            Ok(Value::SimpleString(s)) if s == "PONG" => return true,
             // Up, but wants a password: that is ready too.
-            Ok(Reply::Error(e)) if e.starts_with("NOAUTH") => return true,
+            Err(e) if e.code() == Some("NOAUTH") => return true,
             _ => std::thread::sleep(Duration::from_millis(20)),
         }
     }
     false
 }
 
-fn command_at(port: u16, args: &[&str]) -> std::io::Result<Reply> {
-    let mut replies = commands_at(port, &[args])?;
-    Ok(replies.pop().expect("one reply"))
-}
-
-/// Sends commands on one connection and reads one reply for each.
-fn commands_at(port: u16, commands: &[&[&str]]) -> std::io::Result<Vec<Reply>> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut req = String::new();
-    for args in commands {
-        req.push_str(&format!("*{}\r\n", args.len()));
-        for a in *args {
-            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-    }
-    s.write_all(req.as_bytes())?;
-    let mut r = BufReader::new(s);
-    commands.iter().map(|_| read_reply(&mut r)).collect()
-}
-
-/// A RESP reply (only what these tests need).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Reply {
-    Status(String),
-    Error(String),
-    Integer(i64),
-    Bulk(Option<String>),
-    Array(Vec<Reply>),
-}
-
-fn read_reply(r: &mut impl BufRead) -> std::io::Result<Reply> {
-    let mut line = String::new();
-    if r.read_line(&mut line)? == 0 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "redis closed the connection",
-        ));
-    }
-    let line = line.trim_end_matches("\r\n");
-    let (kind, rest) = line.split_at(1.min(line.len()));
-    let bad = || std::io::Error::other(format!("bad reply line {line:?}"));
-    Ok(match kind {
-        "+" => Reply::Status(rest.to_string()),
-        "-" => Reply::Error(rest.to_string()),
-        ":" => Reply::Integer(rest.parse().map_err(|_| bad())?),
-        "$" => {
-            let n: i64 = rest.parse().map_err(|_| bad())?;
-            if n < 0 {
-                Reply::Bulk(None)
-            } else {
-                let mut buf = vec![0; usize::try_from(n).map_err(|_| bad())? + 2];
-                r.read_exact(&mut buf)?;
-                buf.truncate(buf.len() - 2);
-                Reply::Bulk(Some(String::from_utf8_lossy(&buf).into_owned()))
-            }
-        }
-        "*" => {
-            let n: i64 = rest.parse().map_err(|_| bad())?;
-            let mut items = Vec::new();
-            for _ in 0..n.max(0) {
-                items.push(read_reply(r)?);
-            }
-            Reply::Array(items)
-        }
-        _ => return Err(bad()),
-    })
+/// Runs one command on a connection of its own (authenticated with
+/// `password` if given); an error reply is an `Err`.
+fn command_at(port: u16, password: Option<&str>, args: &[&str]) -> redis::RedisResult<Value> {
+    let info = redis::ConnectionInfo {
+        addr: redis::ConnectionAddr::Tcp("127.0.0.1".into(), port),
+        redis: redis::RedisConnectionInfo {
+            password: password.map(str::to_string),
+            ..Default::default()
+        },
+    };
+    let mut conn = redis::Client::open(info)?.get_connection_with_timeout(IO_TIMEOUT)?;
+    conn.set_read_timeout(Some(IO_TIMEOUT))?;
+    conn.set_write_timeout(Some(IO_TIMEOUT))?;
+    let (name, rest) = args.split_first().expect("a command has a name");
+    redis::cmd(name).arg(rest).query(&mut conn)
 }

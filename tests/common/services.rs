@@ -27,12 +27,14 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use super::raw_tcp::free_port;
 
 /// How long a server may take to become ready before the test fails.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -286,11 +288,6 @@ fn binaries() -> (PathBuf, PathBuf) {
             )
         }
     }
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
-    l.local_addr().expect("local address").port()
 }
 
 /// Spawns `cmd` from a thread that lives as long as the process, with
