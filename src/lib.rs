@@ -9,6 +9,7 @@ pub mod diagnostics;
 pub mod duration;
 pub mod engine;
 pub mod events;
+pub mod fsutil;
 pub mod graph;
 pub mod journal;
 pub mod lock;
