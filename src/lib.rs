@@ -14,6 +14,7 @@ pub mod graph;
 pub mod journal;
 pub mod lock;
 pub mod plan;
+pub mod process_group;
 pub mod providers;
 pub mod run;
 pub mod runbook;

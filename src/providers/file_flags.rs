@@ -8,9 +8,9 @@
 //! one keeps its mode.
 
 use std::fs::{self, File, OpenOptions};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use rustix::fs::{flock, FlockOperation};
 use serde_json::{Map, Value as Json};
 
 use super::{BoxFuture, FlagStore};
@@ -36,15 +36,9 @@ impl FileFlags {
             .write(true)
             .open(&lock_path)
             .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
-        // SAFETY: flock on a file descriptor we own; released when `file` closes.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        if rc != 0 {
-            return Err(format!(
-                "cannot lock {}: {}",
-                lock_path.display(),
-                std::io::Error::last_os_error()
-            ));
-        }
+        // Released when `file` closes.
+        flock(&file, FlockOperation::LockExclusive)
+            .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
         Ok(Locked { _file: file })
     }
 
