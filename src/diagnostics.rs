@@ -2,12 +2,18 @@
 //!
 //! Codes are part of the contract (tests and editors match on them), so they
 //! live in one enum with their numbers spelled out; renumbering is a breaking
-//! change. Rendering is ours rather than a crate's so the text is stable and
-//! exactly testable: `error[E010]: ...`, a `--> file:line:col` line, the source
-//! line and a caret underline.
+//! change. Rendering goes through `annotate-snippets`, the renderer rustc
+//! uses, so the text keeps the shape tools already parse: `error[E010]: ...`,
+//! a `--> file:line:col` line, the source line with a caret underline, and
+//! `= help:` / `= note:` lines. A diagnostic may carry secondary labels
+//! (`first defined here`, each hop of a cycle), drawn under their own lines.
+//! Spans are line/column pairs; they become byte ranges only here, clamped to
+//! the source and to character boundaries, so no span can make rendering panic.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
+use std::ops::Range;
 
+use annotate_snippets::{AnnotationKind, Level, Origin, Renderer, Snippet};
 use serde::Serialize;
 
 use crate::spec::Span;
@@ -95,6 +101,17 @@ pub struct Diagnostic {
     pub message: String,
     pub help: Option<String>,
     pub notes: Vec<String>,
+    /// Other places the diagnostic is about, each with a short label.
+    pub labels: Vec<Label>,
+}
+
+/// A secondary span of a diagnostic: where the first of two duplicates is,
+/// or one hop of a cycle.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Label {
+    #[serde(serialize_with = "ser_span")]
+    pub span: Span,
+    pub message: String,
 }
 
 fn ser_span<S: serde::Serializer>(span: &Span, s: S) -> Result<S::Ok, S::Error> {
@@ -114,6 +131,7 @@ impl Diagnostic {
             message: message.into(),
             help: None,
             notes: Vec::new(),
+            labels: Vec::new(),
         }
     }
 
@@ -134,72 +152,142 @@ impl Diagnostic {
         self
     }
 
-    /// Renders the diagnostic against `source`, the text of `file`.
+    /// Adds a secondary label at `span`.
+    pub fn with_label(mut self, span: Span, message: impl Into<String>) -> Self {
+        self.labels.push(Label {
+            span,
+            message: message.into(),
+        });
+        self
+    }
+
+    /// Renders the diagnostic against `source`, the text of `file`; ANSI
+    /// colors only when `color` is set.
     pub fn render(&self, file: &str, source: &str, color: bool) -> String {
-        let (red, bold, blue, reset) = if color {
-            match self.severity {
-                Severity::Error => ("\x1b[1;31m", "\x1b[1m", "\x1b[1;34m", "\x1b[0m"),
-                Severity::Warning => ("\x1b[1;33m", "\x1b[1m", "\x1b[1;34m", "\x1b[0m"),
-            }
-        } else {
-            ("", "", "", "")
+        let level = match self.severity {
+            Severity::Error => Level::ERROR,
+            Severity::Warning => Level::WARNING,
         };
-        let label = match self.severity {
-            Severity::Error => "error",
-            Severity::Warning => "warning",
-        };
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "{red}{label}[{}]{reset}{bold}: {}{reset}",
-            self.code, self.message
-        );
-        let line_no = self.span.start.line.max(1);
-        let _ = writeln!(
-            out,
-            "  {blue}-->{reset} {file}:{}:{}",
-            line_no,
-            self.span.start.col.max(1)
-        );
-        if let Some(line) = source.lines().nth(line_no as usize - 1) {
-            let width = line_no.to_string().len();
-            let pad = " ".repeat(width);
-            let start = self.span.start.col.max(1) as usize - 1;
-            let line_chars = line.chars().count();
-            let end = if self.span.end.line == self.span.start.line
-                && self.span.end.col > self.span.start.col
-            {
-                self.span.end.col as usize - 1
-            } else {
-                line_chars.max(start + 1)
-            };
-            let mut len = end.saturating_sub(start).max(1);
-            // Trailing blanks (a block scalar's span ends on the next line) are not worth underlining.
-            let trimmed = line.trim_end().chars().count();
-            if start < trimmed && start + len > trimmed {
-                len = trimmed - start;
+        let title = level.primary_title(&self.message).id(self.code.as_str());
+        let mut group = match excerpt(source, self.span, &self.labels) {
+            Some(ex) => {
+                let primary = AnnotationKind::Primary.span(ex.primary);
+                let secondary = ex
+                    .labels
+                    .into_iter()
+                    .map(|(range, label)| AnnotationKind::Context.span(range).label(label));
+                title.element(
+                    Snippet::source(ex.text)
+                        .line_start(ex.first_line)
+                        .path(file)
+                        .annotation(primary)
+                        .annotations(secondary),
+                )
             }
-            let _ = writeln!(out, "{pad} {blue}|{reset}");
-            let _ = writeln!(out, "{blue}{line_no}{reset} {blue}|{reset} {line}");
-            let lead: String = line
-                .chars()
-                .take(start)
-                .map(|c| if c == '\t' { '\t' } else { ' ' })
-                .collect();
-            let _ = writeln!(
-                out,
-                "{pad} {blue}|{reset} {lead}{red}{}{reset}",
-                "^".repeat(len)
-            );
-        }
+            // The span is not in the text (an empty file, a position past
+            // its end): the location alone.
+            None => title.element(
+                Origin::path(file)
+                    .line(self.span.start.line.max(1) as usize)
+                    .char_column(self.span.start.col.max(1) as usize),
+            ),
+        };
         if let Some(help) = &self.help {
-            let _ = writeln!(out, "  = help: {help}");
+            group = group.element(Level::HELP.message(help));
         }
         for note in &self.notes {
-            let _ = writeln!(out, "  = note: {note}");
+            group = group.element(Level::NOTE.message(note));
         }
+        let renderer = if color {
+            Renderer::styled()
+        } else {
+            Renderer::plain()
+        };
+        let mut out = renderer.render(&[group]);
+        out.push('\n');
         out
     }
+}
+
+/// The lines of `source` a diagnostic shows, with its spans as byte ranges
+/// into them.
+struct Excerpt<'a> {
+    text: &'a str,
+    /// Line number of the first line of `text`.
+    first_line: usize,
+    primary: Range<usize>,
+    labels: Vec<(Range<usize>, &'a str)>,
+}
+
+/// Cuts the lines from the first to the last span out of `source`. A span is
+/// drawn on its first line only (a block's span would otherwise mark every
+/// line of it), without the line's trailing blanks. `None` when the primary
+/// span's line is not in `source`; labels outside it are left out.
+fn excerpt<'a>(source: &'a str, primary: Span, labels: &'a [Label]) -> Option<Excerpt<'a>> {
+    let line_of = |span: Span| span.start.line.max(1) as usize;
+    let lines_wanted = std::iter::once(primary)
+        .chain(labels.iter().map(|l| l.span))
+        .map(line_of);
+    let first = lines_wanted.clone().min().unwrap_or(1);
+    let last = lines_wanted.max().unwrap_or(1);
+    // Byte offset of the start of each line from `first` to `last`.
+    let mut starts = Vec::new();
+    let mut offset = 0;
+    for (i, line) in source.split_inclusive('\n').enumerate() {
+        let number = i + 1;
+        if number > last {
+            break;
+        }
+        if number >= first {
+            starts.push(offset);
+        }
+        offset += line.len();
+    }
+    let end_of_text = offset;
+    let line_range = |number: usize| -> Option<Range<usize>> {
+        let start = *starts.get(number.checked_sub(first)?)?;
+        let end = starts
+            .get(number + 1 - first)
+            .copied()
+            .unwrap_or(end_of_text);
+        Some(start..end)
+    };
+    let range_of = |span: Span| -> Option<Range<usize>> {
+        let number = line_of(span);
+        let bounds = line_range(number)?;
+        let line = source[bounds.clone()].trim_end_matches(['\n', '\r']);
+        let shown = line.trim_end().len();
+        let at_col = |col: u32| {
+            let col = col.max(1) as usize - 1;
+            line.char_indices().nth(col).map_or(line.len(), |(i, _)| i)
+        };
+        let start = at_col(span.start.col);
+        let mut end = if span.end.line == span.start.line && span.end.col > span.start.col {
+            at_col(span.end.col)
+        } else {
+            line.len()
+        };
+        // Trailing blanks (a block scalar's span ends on the next line) are
+        // not worth underlining.
+        if start < shown {
+            end = end.min(shown);
+        }
+        Some(bounds.start + start..bounds.start + end.max(start))
+    };
+    let primary_range = range_of(primary)?;
+    let text_start = *starts.first()?;
+    let text_end = line_range(last).map_or(end_of_text, |r| r.end);
+    let text = &source[text_start..text_end];
+    let shift = |r: Range<usize>| r.start - text_start..r.end - text_start;
+    Some(Excerpt {
+        text,
+        first_line: first,
+        primary: shift(primary_range),
+        labels: labels
+            .iter()
+            .filter_map(|l| Some((shift(range_of(l.span)?), l.message.as_str())))
+            .collect(),
+    })
 }
 
 /// Diagnostics of one file, errors first then by position.
@@ -282,22 +370,79 @@ mod tests {
         }
     }
 
+    fn span(line: u32, col: u32, end_line: u32, end_col: u32) -> Span {
+        use crate::spec::Pos;
+        Span {
+            start: Pos { line, col },
+            end: Pos {
+                line: end_line,
+                col: end_col,
+            },
+        }
+    }
+
     #[test]
     fn renders_caret_under_span() {
         let src = "steps:\n  - id: a\n    neds: [b]\n";
-        let d = Diagnostic::new(
-            Code::UnknownField,
-            Span {
-                start: crate::spec::Pos { line: 3, col: 5 },
-                end: crate::spec::Pos { line: 3, col: 9 },
-            },
-            "unknown field `neds`",
-        )
-        .with_help("did you mean `needs`?");
+        let d = Diagnostic::new(Code::UnknownField, span(3, 5, 3, 9), "unknown field `neds`")
+            .with_help("did you mean `needs`?");
         let text = d.render("x.yaml", src, false);
         assert_eq!(
             text,
-            "error[E010]: unknown field `neds`\n  --> x.yaml:3:5\n  |\n3 |     neds: [b]\n  |     ^^^^\n  = help: did you mean `needs`?\n"
+            "error[E010]: unknown field `neds`\n --> x.yaml:3:5\n  |\n3 |     neds: [b]\n  |     ^^^^\n  |\n  = help: did you mean `needs`?\n"
         );
+    }
+
+    #[test]
+    fn secondary_labels_are_drawn_on_their_own_lines() {
+        let src = "a: 1\nb: 2\na: 3\n";
+        let d = Diagnostic::new(Code::DuplicateKey, span(3, 1, 3, 2), "duplicate key `a`")
+            .with_label(span(1, 1, 1, 2), "first defined here");
+        assert_eq!(
+            d.render("x.yaml", src, false),
+            "error[E004]: duplicate key `a`\n --> x.yaml:3:1\n  |\n1 | a: 1\n  | - first defined here\n2 | b: 2\n3 | a: 3\n  | ^\n"
+        );
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(json["labels"][0]["span"]["line"], 1);
+        assert_eq!(json["labels"][0]["span"]["column"], 1);
+        assert_eq!(json["labels"][0]["message"], "first defined here");
+        assert_eq!(json["span"]["line"], 3);
+    }
+
+    #[test]
+    fn color_only_when_asked() {
+        let d = Diagnostic::warning(Code::InvalidValue, span(1, 1, 1, 2), "odd");
+        assert!(!d.render("x.yaml", "a: 1\n", false).contains('\x1b'));
+        let colored = d.render("x.yaml", "a: 1\n", true);
+        assert!(colored.contains('\x1b'), "{colored:?}");
+        assert!(colored.contains("warning"), "{colored:?}");
+    }
+
+    /// Spans a renderer can meet from a broken file or a bug elsewhere: none
+    /// may panic, and each still says where.
+    #[test]
+    fn odd_spans_render_without_panicking() {
+        let cases: &[(&str, Span)] = &[
+            ("", span(1, 1, 1, 2)),
+            ("", Span::default()),
+            ("a: 1\n", span(9, 3, 9, 4)),
+            ("a: 1\n", span(1, 40, 1, 50)),
+            ("a: 1\n", span(1, 3, 1, 1)),
+            ("a: 1   \n", span(1, 6, 1, 7)),
+            ("a: 1", span(1, 5, 1, 6)),
+            ("é: ü\r\nb: 2\r\n", span(1, 2, 1, 4)),
+            ("é: ü\r\nb: 2\r\n", span(1, 1, 2, 3)),
+            ("\tkey: x\n", span(1, 1, 1, 2)),
+            ("k: \"\u{1F600}\u{200D}\u{1F600}\"\n", span(1, 5, 1, 6)),
+            ("a:\n  - b\n\n", span(3, 1, 3, 1)),
+        ];
+        for (src, sp) in cases {
+            let d = Diagnostic::new(Code::YamlSyntax, *sp, "bad")
+                .with_label(span(7, 7, 7, 8), "nowhere")
+                .with_label(span(1, 100, 1, 101), "past the end");
+            let text = d.render("x.yaml", src, false);
+            let at = format!("x.yaml:{}:", sp.start.line.max(1));
+            assert!(text.contains(&at), "{src:?} {sp:?}:\n{text}");
+        }
     }
 }

@@ -9,8 +9,10 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
 use std::path::Path;
+
+use rustix::fs::{flock, FlockOperation};
+use rustix::io::Errno;
 
 pub struct Lock {
     _file: File,
@@ -48,19 +50,22 @@ impl Lock {
             .write(true)
             .open(path)
             .map_err(LockError::Io)?;
-        // SAFETY: flock on a descriptor we own; released when the file closes or the process dies.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = holder.trim().to_string();
-            return Err(LockError::Held {
-                holder: if holder.is_empty() {
-                    "unknown".into()
-                } else {
-                    holder
-                },
-            });
+        // Released when the file closes or the process dies.
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(Errno::WOULDBLOCK) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim().to_string();
+                return Err(LockError::Held {
+                    holder: if holder.is_empty() {
+                        "unknown".into()
+                    } else {
+                        holder
+                    },
+                });
+            }
+            Err(e) => return Err(LockError::Io(e.into())),
         }
         file.set_len(0).map_err(LockError::Io)?;
         file.seek(SeekFrom::Start(0)).map_err(LockError::Io)?;
@@ -76,7 +81,6 @@ pub fn is_held(path: &Path) -> bool {
     let Ok(file) = OpenOptions::new().read(true).write(true).open(path) else {
         return false;
     };
-    // SAFETY: flock on a descriptor we own; a lock we get is released when `file` closes.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    rc != 0
+    // A lock we get is released when `file` closes.
+    flock(&file, FlockOperation::NonBlockingLockExclusive).is_err()
 }

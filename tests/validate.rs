@@ -274,7 +274,7 @@ fn diagnostics_show_the_source_line_a_caret_and_help() {
         .run()
         .code(2)
         .stderr_eq(
-            "error[E010]: unknown field `neds`\n  --> x.yaml:7:5\n  |\n7 |     neds: [a]\n  |     ^^^^\n  = help: did you mean `needs`?\n\ninvalid: x.yaml (1 error)\n",
+            "error[E010]: unknown field `neds`\n --> x.yaml:7:5\n  |\n7 |     neds: [a]\n  |     ^^^^\n  |\n  = help: did you mean `needs`?\n\ninvalid: x.yaml (1 error)\n",
         )
         .stdout_eq("");
 }

@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
 use super::{BoxFuture, MetricSource};
+use crate::process_group::ProcessGroup;
 
 /// Most output kept from a command (stdout or stderr).
 const MAX_OUTPUT: u64 = 64 * 1024;
@@ -32,20 +33,6 @@ pub struct CommandMetric {
     pub cwd: PathBuf,
     /// Per-evaluation limit (the provider's `timeout`), if any.
     pub timeout: Option<Duration>,
-}
-
-/// SIGKILLs the process group when dropped.
-struct Group(Option<i32>);
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        if let Some(pgid) = self.0 {
-            // SAFETY: kill(2) with a negative pid signals the group we created.
-            unsafe {
-                libc::kill(-pgid, libc::SIGKILL);
-            }
-        }
-    }
 }
 
 impl CommandMetric {
@@ -70,7 +57,7 @@ impl CommandMetric {
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start `{program}` in {}: {e}", self.cwd.display()))?;
-        let _group = Group(child.id().and_then(|p| i32::try_from(p).ok()));
+        let _group = ProcessGroup::of(&child);
         let stdout = read(child.stdout.take());
         let stderr = read(child.stderr.take());
         let outputs = async { tokio::join!(stdout, stderr) };

@@ -1,18 +1,20 @@
 //! Flags in a JSON file: `{ "flag": value, ... }`.
 //!
 //! Each change takes an exclusive `flock` on a sidecar lock file, reads the
-//! whole object, writes a temporary file, fsyncs it and renames it over the
-//! old one: readers see the old or the new file, never half of one, and two
-//! writers (two runs, or a run and `runbook rollback`) never lose an update.
+//! whole object and replaces the file atomically ([`fsutil::write_atomic`]):
+//! readers see the old or the new file, never half of one, and two writers
+//! (two runs, or a run and `runbook rollback`) never lose an update. A new
+//! flags file is readable by others (the services that poll it); an existing
+//! one keeps its mode.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use rustix::fs::{flock, FlockOperation};
 use serde_json::{Map, Value as Json};
 
 use super::{BoxFuture, FlagStore};
+use crate::fsutil;
 
 pub struct FileFlags {
     path: PathBuf,
@@ -34,15 +36,9 @@ impl FileFlags {
             .write(true)
             .open(&lock_path)
             .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
-        // SAFETY: flock on a file descriptor we own; released when `file` closes.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        if rc != 0 {
-            return Err(format!(
-                "cannot lock {}: {}",
-                lock_path.display(),
-                std::io::Error::last_os_error()
-            ));
-        }
+        // Released when `file` closes.
+        flock(&file, FlockOperation::LockExclusive)
+            .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
         Ok(Locked { _file: file })
     }
 
@@ -63,24 +59,10 @@ impl FileFlags {
     }
 
     fn write(&self, flags: &Map<String, Json>) -> Result<(), String> {
-        let tmp = self
-            .path
-            .with_extension(format!("tmp.{}", std::process::id()));
         let mut text = serde_json::to_string_pretty(flags).map_err(|e| e.to_string())?;
         text.push('\n');
-        let mut f =
-            File::create(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-        f.write_all(text.as_bytes())
-            .and_then(|()| f.sync_all())
-            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-        fs::rename(&tmp, &self.path)
-            .map_err(|e| format!("cannot replace {}: {e}", self.path.display()))?;
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
+        fsutil::write_atomic(&self.path, text.as_bytes(), fsutil::SHARED_READ)
+            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))
     }
 }
 

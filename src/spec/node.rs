@@ -461,7 +461,7 @@ impl<'a> Builder<'a> {
                                 key.span,
                                 format!("duplicate key `{}`", key.scalar_text()),
                             )
-                            .with_note(format!("first defined at line {}", first.span.start.line)),
+                            .with_label(first.span, "first defined here"),
                         ));
                     }
                     entries.push((key, value));
@@ -673,7 +673,9 @@ mod tests {
         let err = parse(&text, Budget::default()).unwrap_err();
         assert_eq!(err.code, Code::DuplicateKey);
         assert_eq!(err.span.start.line, 100_002);
-        assert_eq!(err.notes, ["first defined at line 502"]);
+        assert_eq!(err.labels.len(), 1, "{:?}", err.labels);
+        assert_eq!(err.labels[0].span.start.line, 502);
+        assert_eq!(err.labels[0].message, "first defined here");
     }
 
     #[test]

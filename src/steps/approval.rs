@@ -30,7 +30,7 @@
 //! attempt (a retry asks again); approvals are carried.
 
 use std::collections::HashSet;
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
@@ -196,22 +196,10 @@ fn file_safe(name: &str) -> String {
 
 /// Writes `value` as JSON to `path` atomically: a hidden temp file beside it,
 /// fsync'd, renamed over, the directory fsync'd.
+/// Writes JSON whole or not at all: a reader never sees half a decision.
 fn write_atomic(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let text = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&text)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    crate::fsutil::write_atomic(path, &text, crate::fsutil::PRIVATE)
 }
 
 /// Removes `waiting.json` when the attempt ends, however it ends.

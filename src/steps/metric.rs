@@ -298,29 +298,14 @@ pub fn parse_time(text: &str) -> Result<SystemTime, String> {
             "`at` is `{text}`, not a time (RFC 3339, e.g. 2024-05-01T12:00:00Z, or unix seconds)"
         )
     };
-    let u = t.to_ascii_uppercase();
-    let b = u.as_bytes();
-    let n = b.len();
-    if n < 20 || b[10] != b'T' {
-        return Err(bad());
+    // jiff reads RFC 3339 (and its Temporal superset: a space for `T`, a
+    // `[zone]` annotation); an offset or `Z` is required, so a bare date or
+    // a local time with no offset is refused rather than guessed at.
+    let at: jiff::Timestamp = t.parse().map_err(|_| bad())?;
+    if at < jiff::Timestamp::UNIX_EPOCH {
+        return Err(format!("`at` is `{text}`, not a time after 1970"));
     }
-    // humantime reads UTC only: take a numeric offset off and apply it.
-    if n >= 25 && matches!(b[n - 6], b'+' | b'-') && b[n - 3] == b':' {
-        let hours: u64 = u[n - 5..n - 3].parse().map_err(|_| bad())?;
-        let minutes: u64 = u[n - 2..].parse().map_err(|_| bad())?;
-        if hours > 23 || minutes > 59 {
-            return Err(bad());
-        }
-        let local = humantime::parse_rfc3339(&format!("{}Z", &u[..n - 6])).map_err(|_| bad())?;
-        let offset = Duration::from_secs(hours * 3600 + minutes * 60);
-        return if b[n - 6] == b'+' {
-            local.checked_sub(offset)
-        } else {
-            local.checked_add(offset)
-        }
-        .ok_or_else(bad);
-    }
-    humantime::parse_rfc3339(&u).map_err(|_| bad())
+    SystemTime::try_from(at).map_err(|_| bad())
 }
 
 fn interval_times(interval: Duration, i: i64) -> Result<Duration, String> {
@@ -387,7 +372,19 @@ mod tests {
             parse_time("1700000000.5"),
             Ok(t + Duration::from_millis(500))
         );
+        assert_eq!(parse_time("2023-11-14t22:13:20z"), Ok(t));
+        assert_eq!(
+            parse_time("2023-11-14T22:13:20.25Z"),
+            Ok(t + Duration::from_millis(250))
+        );
         assert!(parse_time("yesterday").is_err());
         assert!(parse_time("2023-11-14").is_err());
+        assert!(parse_time("2023-11-14T22:13:20").is_err(), "no offset");
+        assert!(parse_time("2023-11-14T22:13:20+99:00").is_err());
+        assert!(parse_time("1969-12-31T23:59:59Z").is_err());
+        // Found by reading the old byte-index parser: multi-byte text where
+        // it looked for ASCII must be an error, never a panic.
+        assert!(parse_time("2023-11-14T22:13:20é+01:00").is_err());
+        assert!(parse_time("ééééééééééééééééééééééé").is_err());
     }
 }

@@ -10,12 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use rustix::process::Signal;
 use serde_json::Value as Json;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 
 use super::{render, template_error, Cx, Executor, Outputs, Stop};
 use crate::events::{Event, Stream};
+use crate::process_group::ProcessGroup;
 use crate::providers::BoxFuture;
 use crate::runbook::{Action, ActionKind};
 
@@ -23,30 +25,6 @@ pub struct Shell;
 
 const GRACE: Duration = Duration::from_secs(2);
 const MAX_STDOUT: usize = 1 << 20;
-
-/// Kills the process group when dropped, unless disarmed (the script exited
-/// by itself): a step future that is dropped (a second Ctrl-C) leaves no
-/// processes behind.
-struct GroupGuard {
-    pgid: Option<i32>,
-}
-
-impl GroupGuard {
-    fn signal(&self, sig: i32) {
-        if let Some(pgid) = self.pgid {
-            // SAFETY: kill(2) with a negative pid signals the process group we created.
-            unsafe {
-                libc::kill(-pgid, sig);
-            }
-        }
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        self.signal(libc::SIGKILL);
-    }
-}
 
 impl Executor for Shell {
     fn run<'a>(
@@ -118,9 +96,9 @@ async fn run(action: &Action, cx: &Cx<'_>) -> Result<Outputs, String> {
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start `{program}` in {}: {e}", cwd.display()))?;
-    let mut guard = GroupGuard {
-        pgid: child.id().and_then(|p| i32::try_from(p).ok()),
-    };
+    // Killed when dropped: a step future that is dropped (a second Ctrl-C)
+    // leaves no processes behind.
+    let mut group = ProcessGroup::of(&child);
     let stdout = child
         .stdout
         .take()
@@ -147,9 +125,9 @@ async fn run(action: &Action, cx: &Cx<'_>) -> Result<Outputs, String> {
             status = child.wait() => break status.map_err(|e| format!("waiting for the script: {e}"))?,
             out = &mut readers, if collected.is_none() => collected = Some(out),
             stop = cx.stopped() => {
-                guard.signal(libc::SIGTERM);
+                group.signal(Signal::TERM);
                 if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
-                    guard.signal(libc::SIGKILL);
+                    group.signal(Signal::KILL);
                     let _ = child.wait().await;
                 }
                 return Err(match stop {
@@ -162,7 +140,7 @@ async fn run(action: &Action, cx: &Cx<'_>) -> Result<Outputs, String> {
     // The script ended on its own: what it left running in the background
     // (`nohup server &`) was left on purpose. Only timeouts, cancellation and
     // a dropped step kill the group.
-    guard.pgid = None;
+    group.disarm();
     // A background process that kept our pipes open must not hold the step:
     // take what arrived shortly after the script exited.
     let stdout_text = match collected {

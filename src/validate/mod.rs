@@ -141,7 +141,7 @@ fn convert(spec: &RunbookSpec, root: Option<&Node>, ds: &mut Diagnostics) -> Opt
         ids: HashMap::new(),
         broken: HashSet::new(),
     };
-    let mut first_line: HashMap<String, u32> = HashMap::new();
+    let mut first_span: HashMap<String, Span> = HashMap::new();
     for (phase, list) in &lists {
         for (i, s) in list.iter().enumerate() {
             let Some(s) = &s.0 else {
@@ -163,17 +163,18 @@ fn convert(spec: &RunbookSpec, root: Option<&Node>, ds: &mut Diagnostics) -> Opt
                 ds.error(Code::InvalidId, id.span, format!("step id `{}` is not valid", id.value))
                     .help = Some("ids match [a-z][a-z0-9_]*: lowercase letters, digits and underscores, starting with a letter".into());
             }
-            if let Some(line) = first_line.get(&id.value) {
-                ds.error(
-                    Code::DuplicateId,
-                    id.span,
-                    format!("step id `{}` is used twice", id.value),
-                )
-                .notes
-                .push(format!("first used at line {line}"));
+            if let Some(first) = first_span.get(&id.value) {
+                ds.push(
+                    Diagnostic::new(
+                        Code::DuplicateId,
+                        id.span,
+                        format!("step id `{}` is used twice", id.value),
+                    )
+                    .with_label(*first, "first used here"),
+                );
                 continue;
             }
-            first_line.insert(id.value.clone(), id.span.start.line);
+            first_span.insert(id.value.clone(), id.span);
             index.ids.insert(id.value.clone(), (*phase, i));
         }
     }
@@ -250,12 +251,18 @@ fn convert(spec: &RunbookSpec, root: Option<&Node>, ds: &mut Diagnostics) -> Opt
                 .map_or(Span::default(), |s| {
                     s.needs.as_ref().map_or(s.id.span, |n| n.span)
                 });
-            ds.error(
+            let mut d = Diagnostic::new(
                 Code::Cycle,
                 at,
                 format!("the steps form a cycle: {}", path.join(" -> ")),
             )
-            .help = Some("remove one of these `needs` so the steps can run in order".into());
+            .with_help("remove one of these `needs` so the steps can run in order");
+            for (n, hop) in cycle.windows(2).enumerate() {
+                if let Some((span, label)) = cycle_hop(&main_specs, hop[0], hop[1]) {
+                    d = d.with_label(span, format!("{}. {label}", n + 1));
+                }
+            }
+            ds.push(d);
             None
         }
     };
@@ -333,6 +340,30 @@ pub(crate) fn phase_key(p: Phase) -> &'static str {
     }
 }
 
+/// One hop of a cycle, `before -> after`: where step `after` waits for step
+/// `before`. That is the `needs` entry naming `before`, or `after`'s id when
+/// it has no `needs` and so waits for the step listed before it.
+fn cycle_hop(specs: &[Option<&StepSpec>], before: usize, after: usize) -> Option<(Span, String)> {
+    let b = specs.get(before).copied().flatten()?;
+    let a = specs.get(after).copied().flatten()?;
+    let (b_id, a_id) = (&b.id.value, &a.id.value);
+    match &a.needs {
+        Some(needs) => {
+            let entry = needs.value.iter().find(|n| n.value == *b_id)?;
+            let label = if before == after {
+                format!("`{a_id}` needs itself")
+            } else {
+                format!("`{a_id}` needs `{b_id}`")
+            };
+            Some((entry.span, label))
+        }
+        None => Some((
+            a.id.span,
+            format!("`{a_id}` has no `needs`, so it waits for `{b_id}`, the step before it"),
+        )),
+    }
+}
+
 fn check_name(ds: &mut Diagnostics, name: &crate::spec::Spanned<String>, what: &str) {
     let ok = {
         let mut b = name.bytes();
@@ -347,5 +378,53 @@ fn check_name(ds: &mut Diagnostics, name: &crate::spec::Spanned<String>, what: &
             format!("{what} name `{}` cannot be used in templates", name.value),
         )
         .help = Some("names are letters, digits and underscores, starting with a letter".into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(d: &Diagnostic) -> Vec<(u32, u32, &str)> {
+        d.labels
+            .iter()
+            .map(|l| (l.span.start.line, l.span.start.col, l.message.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn a_cycle_labels_each_hop() {
+        let text = "version: 1\nname: c\nsteps:\n  - id: a\n    needs: [c]\n    shell: echo\n  - id: b\n    shell: echo\n  - id: c\n    needs: [b]\n    shell: echo\n";
+        let v = validate_text(text);
+        let [d] = v.diagnostics.as_slice() else {
+            panic!("{:?}", v.diagnostics);
+        };
+        assert_eq!(d.code, Code::Cycle);
+        assert_eq!(d.message, "the steps form a cycle: a -> b -> c -> a");
+        assert_eq!(
+            labels(d),
+            [
+                (
+                    7,
+                    9,
+                    "1. `b` has no `needs`, so it waits for `a`, the step before it"
+                ),
+                (10, 13, "2. `c` needs `b`"),
+                (5, 13, "3. `a` needs `c`"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_duplicate_id_points_at_the_first() {
+        let text =
+            "version: 1\nname: d\nsteps:\n  - id: a\n    shell: echo\n  - id: a\n    shell: echo\n";
+        let v = validate_text(text);
+        let [d] = v.diagnostics.as_slice() else {
+            panic!("{:?}", v.diagnostics);
+        };
+        assert_eq!(d.code, Code::DuplicateId);
+        assert_eq!(d.span.start.line, 6);
+        assert_eq!(labels(d), [(4, 9, "first used here")]);
     }
 }
