@@ -40,7 +40,15 @@ pub fn load(path: &Path) -> Result<Loaded> {
     load_text(name, text)
 }
 
-/// Validates a runbook's text (from a file or a journal).
+/// The runbook a journal recorded, validated again (the one place that
+/// does): `None` when this version of runbook no longer accepts it.
+pub fn journaled_runbook(rec: &crate::journal::Recorded) -> Option<Arc<Runbook>> {
+    crate::validate::validate(crate::spec::load(&rec.header.source))
+        .runbook
+        .map(Arc::new)
+}
+
+/// Validates a runbook's text (from a file), printing its warnings.
 pub fn load_text(name: String, text: String) -> Result<Loaded> {
     let v = crate::validate::validate(crate::spec::load(&text));
     match v.runbook {

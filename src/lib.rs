@@ -23,6 +23,7 @@ pub mod runbook;
 pub mod schema;
 pub mod secrets;
 pub mod spec;
+pub mod state;
 pub mod status;
 pub mod steps;
 pub mod template;

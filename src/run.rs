@@ -18,7 +18,7 @@ use indexmap::IndexMap;
 use serde_json::Value as Json;
 
 use crate::commands::{self, Loaded};
-use crate::engine::{Context, Engine, Prior};
+use crate::engine::{Context, Engine};
 use crate::error::{Done, Error, Result};
 use crate::events::{Bus, Event, RunStatus};
 use crate::journal::{self, FileStore, Header, RunStore};
@@ -28,14 +28,15 @@ use crate::providers::file_flags::FileFlags;
 use crate::providers::redis_flags::RedisFlags;
 use crate::runbook::{ActionKind, ProviderKind, Runbook};
 use crate::secrets::{self, Masker};
+use crate::state::RunState;
 use crate::steps::{FlagStores, RunEnv};
 use crate::view;
 
 /// What the engine is asked to do.
 enum Mode {
     Fresh,
-    Resume(Prior),
-    Rollback(Prior),
+    Resume(RunState),
+    Rollback(RunState),
 }
 
 /// How a run shows itself and what the operator answered up front: the
@@ -233,7 +234,7 @@ fn prepare(loaded: &Loaded, plan: Arc<Plan>, p: Prepare) -> Result<Launch> {
 }
 
 /// Loads a run's journal and the runbook recorded in it.
-fn recorded(state_dir: &Path, run_id: &str) -> Result<(journal::Recorded, Loaded)> {
+fn recorded(state_dir: &Path, run_id: &str) -> Result<(journal::Recorded, Loaded, RunState)> {
     let store = FileStore::new(state_dir);
     let rec = match store.read(run_id) {
         Ok(r) => r,
@@ -255,13 +256,16 @@ fn recorded(state_dir: &Path, run_id: &str) -> Result<(journal::Recorded, Loaded
     if rec.torn {
         eprintln!("note: the journal's last record was torn (the engine died while writing it); it is ignored");
     }
-    let loaded = commands::load_text(rec.header.file.clone(), rec.header.source.clone()).map_err(
-        |_| {
-            Error::invalid(format!(
+    let Some(runbook) = commands::journaled_runbook(&rec) else {
+        return Err(Error::invalid(format!(
             "the runbook recorded in run `{run_id}` no longer validates with this version of runbook"
-        ))
-        },
-    )?;
+        )));
+    };
+    let loaded = Loaded {
+        runbook,
+        text: rec.header.source.clone(),
+        name: rec.header.file.clone(),
+    };
     if let Ok(now) = std::fs::read_to_string(Path::new(&rec.header.cwd).join(&rec.header.file)) {
         if journal::hash(&now) != rec.header.hash {
             eprintln!(
@@ -270,17 +274,19 @@ fn recorded(state_dir: &Path, run_id: &str) -> Result<(journal::Recorded, Loaded
             );
         }
     }
-    Ok((rec, loaded))
+    let state = rec.state(Some(&loaded.runbook));
+    Ok((rec, loaded, state))
 }
 
 /// Prepares a journaled run again, for resume or rollback.
 fn from_journal(
     state_dir: &Path,
     rec: &journal::Recorded,
+    state: &RunState,
     loaded: &Loaded,
     output: Output,
 ) -> Result<Launch> {
-    let (_, flag_previous) = rec.prior();
+    let flag_previous = state.flag_previous.clone();
     let rb = &loaded.runbook;
     let mut resolved = crate::plan::ResolvedParams::new();
     for (k, v) in &rec.header.params {
@@ -309,23 +315,23 @@ fn from_journal(
 }
 
 pub fn resume(state_dir: &Path, run_id: &str, output: Output) -> Result {
-    let (rec, loaded) = recorded(state_dir, run_id)?;
-    if let Some(status) = rec.finished() {
+    let (rec, loaded, state) = recorded(state_dir, run_id)?;
+    if let Some(status) = state.status {
         println!("run {run_id} already finished: {}", status.as_str());
         return Ok(Done::Run(status));
     }
-    let (prior, _) = rec.prior();
-    let mode = if rec.rollback_started_after_success() {
-        Mode::Rollback(prior)
+    let launch = from_journal(state_dir, &rec, &state, &loaded, output)?;
+    let mode = if state.rollback_after_success {
+        Mode::Rollback(state)
     } else {
-        Mode::Resume(prior)
+        Mode::Resume(state)
     };
-    start(from_journal(state_dir, &rec, &loaded, output)?, mode)
+    start(launch, mode)
 }
 
 pub fn rollback(state_dir: &Path, run_id: &str, output: Output) -> Result {
-    let (rec, loaded) = recorded(state_dir, run_id)?;
-    match rec.finished() {
+    let (rec, loaded, state) = recorded(state_dir, run_id)?;
+    match state.status {
         Some(RunStatus::Succeeded) => {}
         Some(other) => {
             return Err(Error::invalid(format!(
@@ -333,18 +339,15 @@ pub fn rollback(state_dir: &Path, run_id: &str, output: Output) -> Result {
                 other.as_str()
             )))
         }
-        None if rec.rollback_started_after_success() => {}
+        None if state.rollback_after_success => {}
         None => {
             return Err(Error::invalid(format!(
                 "run {run_id} has not finished; `runbook resume {run_id}` continues it"
             )))
         }
     }
-    let (prior, _) = rec.prior();
-    start(
-        from_journal(state_dir, &rec, &loaded, output)?,
-        Mode::Rollback(prior),
-    )
+    let launch = from_journal(state_dir, &rec, &state, &loaded, output)?;
+    start(launch, Mode::Rollback(state))
 }
 
 /// Claims the run (its directory, run lock, lock key, journal) and runs the engine.
@@ -449,7 +452,14 @@ fn start(l: Launch, mode: Mode) -> Result {
             )))
         }
     }
-    subscribe_views(&bus, &rb, &l);
+    let mut seed = match &mode {
+        Mode::Fresh => RunState::new(&l.run_id, Some(&rb)),
+        Mode::Resume(s) | Mode::Rollback(s) => s.clone(),
+    };
+    seed.fingerprint.clone_from(&l.plan.fingerprint);
+    let live: crate::state::Shared = Arc::new(std::sync::Mutex::new(seed.clone()));
+    bus.subscribe(Box::new(crate::state::Follow(live.clone())));
+    subscribe_views(&bus, &rb, &l, seed);
 
     let env = Arc::new(RunEnv {
         plan: l.plan.clone(),
@@ -464,6 +474,7 @@ fn start(l: Launch, mode: Mode) -> Result {
         approve: l.output.approve.clone(),
         operator: l.operator.clone(),
         interactive: std::io::stdin().is_terminal() && std::io::stdout().is_terminal(),
+        state: live,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -489,7 +500,7 @@ fn start(l: Launch, mode: Mode) -> Result {
         }
         let engine = Arc::new(Engine::new(env, bus.clone(), ctx));
         match mode {
-            Mode::Fresh => engine.run(signals, Prior::default()).await,
+            Mode::Fresh => engine.run(signals, RunState::default()).await,
             Mode::Resume(prior) => engine.run(signals, prior).await,
             Mode::Rollback(prior) => engine.rollback(signals, prior, &l.operator).await,
         }
@@ -535,7 +546,7 @@ impl Drop for Unclaimed {
     }
 }
 
-fn subscribe_views(bus: &Bus, rb: &Runbook, l: &Launch) {
+fn subscribe_views(bus: &Bus, rb: &Runbook, l: &Launch, state: RunState) {
     let tty = std::io::stdout().is_terminal();
     let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && tty;
     if l.output.json_log {
@@ -545,24 +556,9 @@ fn subscribe_views(bus: &Bus, rb: &Runbook, l: &Launch) {
     } else {
         bus.subscribe(Box::new(view::Plain::new(color)));
     }
-    let cwd = &l.cwd;
     if let Some(path) = &l.output.report {
-        let ids: Vec<(String, &'static str)> = rb
-            .steps
-            .iter()
-            .map(|s| (s.id.clone(), "steps"))
-            .chain(rb.on_failure.iter().map(|s| (s.id.clone(), "on_failure")))
-            .chain(rb.finally.iter().map(|s| (s.id.clone(), "finally")))
-            .collect();
-        bus.subscribe(Box::new(view::Report::new(
-            std::env::current_dir()
-                .unwrap_or_else(|_| cwd.to_path_buf())
-                .join(path),
-            &l.run_id,
-            &rb.name,
-            &l.plan.fingerprint,
-            &ids,
-        )));
+        let here = std::env::current_dir().unwrap_or_else(|_| l.cwd.clone());
+        bus.subscribe(Box::new(view::Report::new(here.join(path), state)));
     }
 }
 

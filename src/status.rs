@@ -8,11 +8,11 @@ use std::path::Path;
 use serde_json::{json, Value as Json};
 
 use crate::error::{Done, Error, Result};
-use crate::events::Event;
 use crate::journal::{FileStore, Recorded, RunStore};
+use crate::state::RunState;
 
-fn run_status(store: &FileStore, rec: &Recorded) -> String {
-    match rec.finished() {
+fn run_status(store: &FileStore, rec: &Recorded, state: &RunState) -> String {
+    match state.status {
         Some(s) => s.as_str().to_string(),
         None if crate::lock::is_held(&store.run_dir(&rec.header.run_id).join("run.lock")) => {
             "running".into()
@@ -21,109 +21,21 @@ fn run_status(store: &FileStore, rec: &Recorded) -> String {
     }
 }
 
-fn summary(store: &FileStore, rec: &Recorded) -> Json {
-    let ended = rec
-        .events
-        .iter()
-        .rev()
-        .find_map(|(at, e)| matches!(e, Event::RunFinished { .. }).then_some(at.clone()));
-    let duration = rec.events.iter().rev().find_map(|(_, e)| match e {
-        Event::RunFinished { duration_ms, .. } => Some(*duration_ms),
-        _ => None,
-    });
-    json!({
-        "run_id": rec.header.run_id,
-        "runbook": rec.header.runbook,
-        "file": rec.header.file,
-        "status": run_status(store, rec),
-        "started_at": rec.header.started_at,
-        "finished_at": ended,
-        "duration_ms": duration,
-        "started_by": rec.header.identity,
-    })
-}
-
-fn steps(rec: &Recorded) -> Vec<Json> {
-    let mut order: Vec<String> = Vec::new();
-    let mut steps: std::collections::HashMap<String, Json> = std::collections::HashMap::new();
-    if let Some(rb) = crate::validate::validate(crate::spec::load(&rec.header.source)).runbook {
-        for s in rb.steps.iter().chain(&rb.on_failure).chain(&rb.finally) {
-            order.push(s.id.clone());
-            steps.insert(
-                s.id.clone(),
-                json!({ "id": s.id, "status": "not_started", "attempts": 0 }),
-            );
+/// The run's state in the shape the report has, with what only the journal
+/// and the run lock know: the file, who started it, whether it is live.
+fn summary(store: &FileStore, rec: &Recorded, with_steps: bool) -> Json {
+    let rb = crate::commands::journaled_runbook(rec);
+    let state = rec.state(rb.as_deref());
+    let mut out = state.to_json();
+    out["status"] = json!(run_status(store, rec, &state));
+    out["file"] = json!(rec.header.file);
+    out["started_by"] = json!(rec.header.identity);
+    if !with_steps {
+        if let Json::Object(m) = &mut out {
+            m.remove("steps");
         }
     }
-    for (at, e) in &rec.events {
-        let id = match e {
-            Event::StepStarted { step, .. }
-            | Event::Waiting { step, .. }
-            | Event::StepFinished { step, .. }
-            | Event::RollbackStarted { step, .. }
-            | Event::RollbackFinished { step, .. }
-            | Event::Approval { step, .. } => step,
-            _ => continue,
-        };
-        let Some(s) = steps.get_mut(id) else { continue };
-        match e {
-            Event::StepStarted {
-                attempt, attempts, ..
-            } => {
-                s["status"] = json!("running");
-                s["attempt"] = json!(format!("{attempt}/{attempts}"));
-                if s.get("started_at").is_none() {
-                    s["started_at"] = json!(at);
-                }
-                s["waiting_on"] = Json::Null;
-            }
-            Event::Waiting { on, .. } => s["waiting_on"] = json!(on),
-            Event::StepFinished {
-                status,
-                attempts,
-                error,
-                duration_ms,
-                ..
-            } => {
-                s["status"] = json!(status.as_str());
-                s["attempts"] = json!(attempts);
-                s["duration_ms"] = json!(duration_ms);
-                s["finished_at"] = json!(at);
-                s["waiting_on"] = Json::Null;
-                if let Some(e) = error {
-                    s["error"] = json!(e);
-                }
-            }
-            Event::Approval {
-                by,
-                approved,
-                comment,
-                ..
-            } => {
-                let decision =
-                    json!({ "by": by, "approved": approved, "comment": comment, "at": at });
-                match s["approvals"].as_array_mut() {
-                    Some(list) => list.push(decision),
-                    None => s["approvals"] = json!([decision]),
-                }
-            }
-            Event::RollbackStarted { .. } => s["rollback"] = json!({ "status": "running" }),
-            Event::RollbackFinished {
-                status,
-                attempts,
-                error,
-                ..
-            } => {
-                s["rollback"] =
-                    json!({ "status": status.as_str(), "attempts": attempts, "error": error });
-            }
-            _ => {}
-        }
-    }
-    order
-        .into_iter()
-        .filter_map(|id| steps.remove(&id))
-        .collect()
+    out
 }
 
 pub fn show(state_dir: &Path, run_id: Option<&str>, as_json: bool) -> Result {
@@ -144,7 +56,7 @@ pub fn show(state_dir: &Path, run_id: Option<&str>, as_json: bool) -> Result {
             let runs: Vec<Json> = ids
                 .iter()
                 .map(|id| match store.read(id) {
-                    Ok(r) => summary(&store, &r),
+                    Ok(r) => summary(&store, &r, false),
                     Err(e) => json!({ "run_id": id, "runbook": "?", "status": "unreadable", "error": e.to_string() }),
                 })
                 .collect();
@@ -189,8 +101,7 @@ pub fn show(state_dir: &Path, run_id: Option<&str>, as_json: bool) -> Result {
                 }
                 Err(e) => return Err(Error::cannot_start(format!("cannot read run `{id}`: {e}"))),
             };
-            let mut out = summary(&store, &rec);
-            out["steps"] = Json::Array(steps(&rec));
+            let out = summary(&store, &rec, true);
             if as_json {
                 println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
                 return Ok(Done::Ok);
@@ -206,6 +117,9 @@ pub fn show(state_dir: &Path, run_id: Option<&str>, as_json: bool) -> Result {
                 out["started_at"].as_str().unwrap_or(""),
                 out["started_by"].as_str().unwrap_or("")
             );
+            if let Some(f) = out["fingerprint"].as_str().filter(|f| !f.is_empty()) {
+                println!("plan {f}");
+            }
             println!(
                 "\n{:24} {:12} {:>8} {:>9}  {:10} detail",
                 "step", "status", "attempts", "time", "rollback"

@@ -11,8 +11,8 @@ use indexmap::IndexMap;
 use minijinja::value::{Object, Value};
 use serde_json::{json, Value as Json};
 
-use super::StepRecord;
 use crate::runbook::Runbook;
+use crate::state::StepRecord;
 use crate::template;
 
 /// A map read live by templates: `steps` as steps finish, `vars` while they

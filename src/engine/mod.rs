@@ -12,12 +12,12 @@
 mod attempt;
 mod context;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
 use minijinja::Value;
-use serde_json::{json, Map, Value as Json};
+use serde_json::{json, Value as Json};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -26,55 +26,9 @@ pub use context::Context;
 
 use crate::events::{millis, Bus, Event, RunStatus, StepStatus};
 use crate::runbook::{Rollback, Step};
+pub use crate::state::{RollbackRecord, RunState, StepRecord};
 use crate::steps::{Cx, RunEnv};
 use attempt::{Attempts, Role};
-
-/// What the engine knows of one step.
-#[derive(Debug, Clone)]
-pub struct StepRecord {
-    pub status: StepStatus,
-    pub attempts: u32,
-    /// `outputs` and kind-specific values (`stdout`, `exit_code`).
-    pub result: Map<String, Json>,
-    pub error: Option<String>,
-    /// Order of completion among main steps, for unwinding.
-    pub finished_seq: Option<u64>,
-    pub duration_ms: u64,
-    pub rollback: Option<RollbackRecord>,
-}
-
-#[derive(Debug, Clone)]
-pub struct RollbackRecord {
-    pub status: StepStatus,
-    pub attempts: u32,
-    pub error: Option<String>,
-}
-
-impl StepRecord {
-    fn new() -> StepRecord {
-        StepRecord {
-            status: StepStatus::NotStarted,
-            attempts: 0,
-            result: Map::new(),
-            error: None,
-            finished_seq: None,
-            duration_ms: 0,
-            rollback: None,
-        }
-    }
-
-    /// The value templates see as `steps.<id>` (or `step` in a rollback body).
-    pub fn template_value(&self) -> Json {
-        let mut m = self.result.clone();
-        m.entry("outputs").or_insert_with(|| json!({}));
-        m.insert("status".into(), json!(self.status.as_str()));
-        m.insert("attempts".into(), json!(self.attempts));
-        if let Some(e) = &self.error {
-            m.insert("error".into(), json!(e));
-        }
-        Json::Object(m)
-    }
-}
 
 /// What a run came to.
 pub struct Outcome {
@@ -82,20 +36,6 @@ pub struct Outcome {
     pub steps: Vec<StepRecord>,
     pub on_failure: Vec<StepRecord>,
     pub finally: Vec<StepRecord>,
-}
-
-/// What a journal says happened before this process took over.
-#[derive(Debug, Default)]
-pub struct Prior {
-    /// Finished steps (of every list) by id, with their rollback if it finished.
-    pub steps: HashMap<String, StepRecord>,
-    /// Steps that started and never finished: the engine died under them.
-    pub running: HashSet<String>,
-    /// The run had started unwinding; the id of the failed step, if a step failed.
-    pub unwinding: Option<Option<String>>,
-    pub interrupted: bool,
-    /// Completion counter so far.
-    pub seq: u64,
 }
 
 /// A step task's result: index, outcome, attempts, milliseconds, and what a
@@ -129,7 +69,7 @@ impl Engine {
     }
 
     /// Runs the runbook, continuing from `prior` (empty for a fresh run).
-    pub async fn run(self: Arc<Self>, mut signals: Signals, prior: Prior) -> Outcome {
+    pub async fn run(self: Arc<Self>, mut signals: Signals, prior: RunState) -> Outcome {
         let started = Instant::now();
         let rb = self.env.plan.source.clone();
         let n = rb.steps.len();
@@ -151,8 +91,9 @@ impl Engine {
             interrupted |= prior.unwinding.is_some()
                 || records.iter().any(|r| r.status == StepStatus::Cancelled);
         }
+        let died_running = prior.died_running();
         for (i, step) in rb.steps.iter().enumerate() {
-            if prior.steps.contains_key(&step.id) || !prior.running.contains(&step.id) {
+            if prior.finished(&step.id).is_some() || !died_running.contains(&step.id) {
                 continue;
             }
             if step.on_resume == crate::runbook::OnResume::Fail {
@@ -393,11 +334,11 @@ impl Engine {
     }
 
     /// Main steps' records as the journal left them (not started otherwise).
-    fn restore(&self, prior: &Prior) -> Vec<StepRecord> {
+    fn restore(&self, prior: &RunState) -> Vec<StepRecord> {
         let steps = &self.env.runbook().steps;
         let mut records = vec![StepRecord::new(); steps.len()];
         for (rec, step) in records.iter_mut().zip(steps) {
-            if let Some(done) = prior.steps.get(&step.id) {
+            if let Some(done) = prior.finished(&step.id) {
                 *rec = done.clone();
                 self.ctx.set_step(&step.id, done);
             }
@@ -409,7 +350,7 @@ impl Engine {
     pub async fn rollback(
         self: Arc<Self>,
         mut signals: Signals,
-        prior: Prior,
+        prior: RunState,
         who: &str,
     ) -> Outcome {
         let started = Instant::now();
@@ -606,7 +547,7 @@ impl Engine {
     }
 
     /// `on_failure` or `finally`: in list order, each failure recorded, never unwound.
-    async fn run_list(&self, phase: &str, steps: &[Step], prior: &Prior) -> Vec<StepRecord> {
+    async fn run_list(&self, phase: &str, steps: &[Step], prior: &RunState) -> Vec<StepRecord> {
         let mut out = Vec::with_capacity(steps.len());
         if steps.is_empty() {
             return out;
@@ -616,7 +557,7 @@ impl Engine {
         });
         let (_keep, cancel) = watch::channel(false);
         for step in steps {
-            if let Some(rec) = prior.steps.get(&step.id) {
+            if let Some(rec) = prior.finished(&step.id) {
                 out.push(rec.clone());
                 continue;
             }

@@ -1,5 +1,5 @@
-//! Durable runs: an append-only, fsync'd journal per run, and what a later
-//! process rebuilds from it.
+//! Durable runs: an append-only, fsync'd journal per run. The journal stores
+//! and replays events; what they mean is [`crate::state`]'s business.
 //!
 //! The journal is a listener on the event bus. Delivery is synchronous, so
 //! when `StepFinished` is emitted it is on disk before the scheduler releases
@@ -13,15 +13,12 @@
 
 mod file;
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
 pub use file::FileStore;
 
-use crate::engine::{Prior, RollbackRecord, StepRecord};
-use crate::events::{Event, Recorder, RunStatus, StepStatus};
+use crate::events::{Event, Recorder};
 
 /// The first record of a journal.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,111 +76,18 @@ pub fn hash(text: &str) -> String {
 }
 
 impl Recorded {
-    /// The run's final status, if it finished (the last `RunFinished`).
-    pub fn finished(&self) -> Option<RunStatus> {
-        let mut status = None;
-        for (_, e) in &self.events {
-            match e {
-                Event::RunFinished { status: s, .. } => status = Some(*s),
-                // A rollback started after the run finished reopens it.
-                Event::UnwindStarted { .. } if status.is_some() => status = None,
-                _ => {}
-            }
+    /// The run's state, folded from its events.
+    pub fn state(&self, rb: Option<&crate::runbook::Runbook>) -> crate::state::RunState {
+        let mut s = crate::state::RunState::replay(
+            &self.header.run_id,
+            rb,
+            self.events.iter().map(|(at, e)| (at.as_str(), e)),
+        );
+        if s.runbook.is_empty() {
+            s.runbook.clone_from(&self.header.runbook);
         }
-        status
-    }
-
-    /// Whether a rollback of a finished run was started (and so must be continued, not rerun).
-    pub fn rollback_started_after_success(&self) -> bool {
-        let mut succeeded = false;
-        for (_, e) in &self.events {
-            match e {
-                Event::RunFinished {
-                    status: RunStatus::Succeeded,
-                    ..
-                } => succeeded = true,
-                Event::UnwindStarted { .. } if succeeded => return true,
-                _ => {}
-            }
-        }
-        false
-    }
-
-    /// Rebuilds engine state from the events.
-    pub fn prior(&self) -> (Prior, HashMap<String, Option<Json>>) {
-        let mut prior = Prior::default();
-        let mut flag_previous: HashMap<String, Option<Json>> = HashMap::new();
-        let mut after_success = false;
-        for (_, e) in &self.events {
-            match e {
-                Event::StepStarted { step, .. } => {
-                    prior.running.insert(step.clone());
-                }
-                Event::StepFinished {
-                    step,
-                    status,
-                    attempts,
-                    outputs,
-                    extra,
-                    error,
-                    duration_ms,
-                } => {
-                    prior.running.remove(step);
-                    let mut result = match extra {
-                        Json::Object(m) => m.clone(),
-                        _ => Map::new(),
-                    };
-                    result.insert("outputs".into(), outputs.clone());
-                    let mut rec = StepRecord {
-                        status: *status,
-                        attempts: *attempts,
-                        result,
-                        error: error.clone(),
-                        finished_seq: None,
-                        duration_ms: *duration_ms,
-                        rollback: None,
-                    };
-                    if *status != StepStatus::Cancelled {
-                        prior.seq += 1;
-                        rec.finished_seq = Some(prior.seq);
-                    }
-                    prior.steps.insert(step.clone(), rec);
-                }
-                Event::FlagPrevious { step, previous, .. } => {
-                    flag_previous
-                        .entry(step.clone())
-                        .or_insert_with(|| previous.clone());
-                }
-                Event::UnwindStarted { failed_step, .. } => {
-                    if failed_step.is_none() && !after_success {
-                        prior.interrupted = true;
-                    }
-                    prior.unwinding = Some(failed_step.clone());
-                }
-                Event::RollbackFinished {
-                    step,
-                    status,
-                    attempts,
-                    error,
-                    ..
-                } => {
-                    if let Some(rec) = prior.steps.get_mut(step) {
-                        rec.rollback = Some(RollbackRecord {
-                            status: *status,
-                            attempts: *attempts,
-                            error: error.clone(),
-                        });
-                    }
-                }
-                Event::RunFinished { status, .. } => {
-                    after_success = *status == RunStatus::Succeeded;
-                    if after_success {
-                        prior.unwinding = None;
-                    }
-                }
-                _ => {}
-            }
-        }
-        (prior, flag_previous)
+        s.fingerprint.clone_from(&self.header.fingerprint);
+        s.started_at = Some(self.header.started_at.clone());
+        s
     }
 }

@@ -333,27 +333,14 @@ impl Tally<'_> {
     }
 }
 
-/// Approvals of `label` already in the run's journal (earlier attempts,
-/// earlier processes), in order, without repeats.
+/// Approvals of `label` the run already holds (earlier attempts, earlier
+/// processes), in order, without repeats.
 fn journaled_approvals(cx: &Cx<'_>) -> Vec<String> {
-    let Ok(rec) = FileStore::new(&cx.env.state_dir).read(&cx.env.run_id) else {
-        return Vec::new();
-    };
-    let mut out: Vec<String> = Vec::new();
-    for (_, e) in rec.events {
-        if let Event::Approval {
-            step,
-            by,
-            approved: true,
-            ..
-        } = e
-        {
-            if step == cx.label && !out.contains(&by) {
-                out.push(by);
-            }
-        }
-    }
-    out
+    cx.env
+        .state
+        .lock()
+        .map(|s| s.approvers(cx.label))
+        .unwrap_or_default()
 }
 
 fn rules_for(action: &Action, cx: &Cx<'_>) -> Result<Rules, String> {
@@ -585,21 +572,6 @@ impl Executor for ApprovalExec {
     }
 }
 
-/// How a step stands in the journal, for messages.
-fn step_state(rec: &crate::journal::Recorded, step: &str) -> &'static str {
-    let mut state = "not started";
-    for (_, e) in &rec.events {
-        match e {
-            Event::StepStarted { step: s, .. } if s == step => state = "running",
-            Event::StepFinished {
-                step: s, status, ..
-            } if s == step => state = status.as_str(),
-            _ => {}
-        }
-    }
-    state
-}
-
 /// Whether `label` (`id` or `id.rollback.N`) names an approval in the runbook.
 /// `Err` says what it is instead.
 fn approval_label(rb: &crate::runbook::Runbook, label: &str) -> Result<(), String> {
@@ -687,10 +659,12 @@ fn try_submit(
             )))
         }
     };
-    if let Some(rb) = crate::validate::validate(crate::spec::load(&rec.header.source)).runbook {
-        approval_label(&rb, step).map_err(|e| invalid(format!("run `{run_id}`: {e}")))?;
+    let rb = crate::commands::journaled_runbook(&rec);
+    if let Some(rb) = &rb {
+        approval_label(rb, step).map_err(|e| invalid(format!("run `{run_id}`: {e}")))?;
     }
-    if let Some(status) = rec.finished() {
+    let state = rec.state(rb.as_deref());
+    if let Some(status) = state.status {
         return Err(invalid(format!(
             "run `{run_id}` already finished ({}); step `{step}` is not waiting for approval",
             status.as_str()
@@ -713,7 +687,11 @@ fn try_submit(
         Err(_) => {
             return Err(invalid(format!(
                 "step `{step}` of run `{run_id}` is not waiting for approval (it is {})",
-                step_state(&rec, step.split(".rollback.").next().unwrap_or(step))
+                state
+                    .steps
+                    .get(step.split(".rollback.").next().unwrap_or(step))
+                    .map_or("not_started", |s| s.display_status())
+                    .replace('_', " ")
             )))
         }
     };

@@ -57,6 +57,8 @@ pub struct RunEnv {
     pub operator: String,
     /// Whether approvals may prompt on the terminal.
     pub interactive: bool,
+    /// The run's state so far, kept current from the event stream.
+    pub state: crate::state::Shared,
 }
 
 impl RunEnv {

@@ -1,0 +1,427 @@
+//! One typed state of a run, folded from its event stream.
+//!
+//! The journal stores events and knows nothing of what they mean; this is
+//! the one place that does. `resume` and `rollback` start the engine from a
+//! replayed [`RunState`], `status` and `runbook approve` read one, the
+//! `--report` listener folds the live stream into one, and the approval
+//! waiter reads the decisions of the live one. So the report and
+//! `status --format json` have one shape ([`RunState::to_json`]), and a
+//! rule such as "a run that started unwinding after success is a rollback"
+//! is written once.
+
+use std::collections::{HashMap, HashSet};
+
+use indexmap::IndexMap;
+use serde_json::{json, Map, Value as Json};
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crate::events::{Event, Listener, RunStatus, StepStatus};
+use crate::runbook::Runbook;
+
+/// What is known of one step (or an `on_failure`/`finally` step).
+#[derive(Debug, Clone)]
+pub struct StepRecord {
+    pub status: StepStatus,
+    pub attempts: u32,
+    /// `outputs` and kind-specific values (`stdout`, `exit_code`).
+    pub result: Map<String, Json>,
+    pub error: Option<String>,
+    /// Order of completion among main steps.
+    pub finished_seq: Option<u64>,
+    pub duration_ms: u64,
+    pub rollback: Option<RollbackRecord>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RollbackRecord {
+    pub status: StepStatus,
+    pub attempts: u32,
+    pub error: Option<String>,
+}
+
+impl Default for StepRecord {
+    fn default() -> Self {
+        StepRecord::new()
+    }
+}
+
+impl StepRecord {
+    pub fn new() -> StepRecord {
+        StepRecord {
+            status: StepStatus::NotStarted,
+            attempts: 0,
+            result: Map::new(),
+            error: None,
+            finished_seq: None,
+            duration_ms: 0,
+            rollback: None,
+        }
+    }
+
+    /// The value templates see as `steps.<id>` (or `step` in a rollback body).
+    pub fn template_value(&self) -> Json {
+        let mut m = self.result.clone();
+        m.entry("outputs").or_insert_with(|| json!({}));
+        m.insert("status".into(), json!(self.status.as_str()));
+        m.insert("attempts".into(), json!(self.attempts));
+        if let Some(e) = &self.error {
+            m.insert("error".into(), json!(e));
+        }
+        Json::Object(m)
+    }
+}
+
+/// One decision on an approval (`label` is `id` or `id.rollback.N`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub label: String,
+    pub by: String,
+    pub approved: bool,
+    pub comment: Option<String>,
+    pub at: String,
+}
+
+/// A step as `status` and the report show it.
+#[derive(Debug, Clone)]
+pub struct StepState {
+    pub id: String,
+    /// `steps`, `on_failure` or `finally`.
+    pub phase: &'static str,
+    /// The last finished attempt's record (status `not_started` until then).
+    pub record: StepRecord,
+    /// Started and not finished (so far as the events say).
+    pub running: bool,
+    /// `attempt/attempts` of the attempt running or last run.
+    pub attempt: Option<String>,
+    pub waiting_on: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub rollback_running: bool,
+}
+
+impl StepState {
+    fn new(id: &str, phase: &'static str) -> StepState {
+        StepState {
+            id: id.to_string(),
+            phase,
+            record: StepRecord::new(),
+            running: false,
+            attempt: None,
+            waiting_on: None,
+            started_at: None,
+            finished_at: None,
+            rollback_running: false,
+        }
+    }
+
+    /// `running`, or the recorded status.
+    pub fn display_status(&self) -> &'static str {
+        if self.running {
+            "running"
+        } else {
+            self.record.status.as_str()
+        }
+    }
+}
+
+/// A run as its events tell it.
+#[derive(Debug, Clone, Default)]
+pub struct RunState {
+    pub run_id: String,
+    pub runbook: String,
+    pub fingerprint: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<u64>,
+    /// The last `run_finished`, unless a rollback reopened the run since.
+    pub status: Option<RunStatus>,
+    /// Every step of the runbook in file order (then any the events name).
+    pub steps: IndexMap<String, StepState>,
+    pub decisions: Vec<Decision>,
+    /// The run started unwinding; the failed step, if a step failed.
+    pub unwinding: Option<Option<String>>,
+    /// It unwinds because of a signal, not a failure.
+    pub interrupted: bool,
+    /// An unwind began after the run had succeeded: an emergency rollback.
+    pub rollback_after_success: bool,
+    /// The first previous value recorded for each flag step.
+    pub flag_previous: HashMap<String, Option<Json>>,
+    /// Main steps finished so far (the completion counter).
+    pub seq: u64,
+    succeeded_once: bool,
+}
+
+impl RunState {
+    /// An empty state with every step of `rb` not started.
+    pub fn new(run_id: &str, rb: Option<&Runbook>) -> RunState {
+        let mut s = RunState {
+            run_id: run_id.to_string(),
+            ..RunState::default()
+        };
+        if let Some(rb) = rb {
+            s.runbook = rb.name.clone();
+            let lists = [
+                ("steps", &rb.steps),
+                ("on_failure", &rb.on_failure),
+                ("finally", &rb.finally),
+            ];
+            for (phase, list) in lists {
+                for step in list {
+                    s.steps
+                        .insert(step.id.clone(), StepState::new(&step.id, phase));
+                }
+            }
+        }
+        s
+    }
+
+    /// Replays a journal's events.
+    pub fn replay<'a>(
+        run_id: &str,
+        rb: Option<&Runbook>,
+        events: impl IntoIterator<Item = (&'a str, &'a Event)>,
+    ) -> RunState {
+        let mut s = RunState::new(run_id, rb);
+        for (at, e) in events {
+            s.apply(at, e);
+        }
+        s
+    }
+
+    fn step(&mut self, id: &str) -> &mut StepState {
+        self.steps
+            .entry(id.to_string())
+            .or_insert_with(|| StepState::new(id, "steps"))
+    }
+
+    /// Folds one event in; `at` is its RFC 3339 time.
+    pub fn apply(&mut self, at: &str, e: &Event) {
+        match e {
+            Event::RunStarted {
+                run_id, runbook, ..
+            } => {
+                self.run_id.clone_from(run_id);
+                self.runbook.clone_from(runbook);
+                self.started_at.get_or_insert_with(|| at.to_string());
+            }
+            Event::StepStarted {
+                step,
+                attempt,
+                attempts,
+            } => {
+                let s = self.step(step);
+                s.running = true;
+                s.attempt = Some(format!("{attempt}/{attempts}"));
+                s.waiting_on = None;
+                s.started_at.get_or_insert_with(|| at.to_string());
+            }
+            Event::Waiting { step, on } => self.step(step).waiting_on = Some(on.clone()),
+            Event::Approval {
+                step,
+                by,
+                approved,
+                comment,
+            } => self.decisions.push(Decision {
+                label: step.clone(),
+                by: by.clone(),
+                approved: *approved,
+                comment: comment.clone(),
+                at: at.to_string(),
+            }),
+            Event::FlagPrevious { step, previous, .. } => {
+                self.flag_previous
+                    .entry(step.clone())
+                    .or_insert_with(|| previous.clone());
+            }
+            Event::StepFinished {
+                step,
+                status,
+                attempts,
+                outputs,
+                extra,
+                error,
+                duration_ms,
+            } => {
+                let mut result = match extra {
+                    Json::Object(m) => m.clone(),
+                    _ => Map::new(),
+                };
+                result.insert("outputs".into(), outputs.clone());
+                let finished_seq = (*status != StepStatus::Cancelled).then(|| {
+                    self.seq += 1;
+                    self.seq
+                });
+                let s = self.step(step);
+                let rollback = s.record.rollback.take();
+                s.record = StepRecord {
+                    status: *status,
+                    attempts: *attempts,
+                    result,
+                    error: error.clone(),
+                    finished_seq,
+                    duration_ms: *duration_ms,
+                    rollback,
+                };
+                s.running = false;
+                s.waiting_on = None;
+                s.finished_at = Some(at.to_string());
+            }
+            Event::UnwindStarted { failed_step, .. } => {
+                if self.succeeded_once {
+                    self.rollback_after_success = true;
+                } else if failed_step.is_none() {
+                    self.interrupted = true;
+                }
+                // A rollback after the run finished reopens it.
+                self.status = None;
+                self.unwinding = Some(failed_step.clone());
+            }
+            Event::RollbackStarted { step, .. } => self.step(step).rollback_running = true,
+            Event::RollbackFinished {
+                step,
+                status,
+                attempts,
+                error,
+                ..
+            } => {
+                let s = self.step(step);
+                s.rollback_running = false;
+                s.record.rollback = Some(RollbackRecord {
+                    status: *status,
+                    attempts: *attempts,
+                    error: error.clone(),
+                });
+            }
+            Event::RunFinished {
+                status,
+                duration_ms,
+            } => {
+                self.status = Some(*status);
+                self.duration_ms = Some(*duration_ms);
+                self.finished_at = Some(at.to_string());
+                if *status == RunStatus::Succeeded {
+                    self.succeeded_once = true;
+                    self.unwinding = None;
+                }
+            }
+            Event::Output { .. } | Event::AttemptFailed { .. } | Event::PhaseStarted { .. } => {}
+        }
+    }
+
+    /// A step's record once it finished (or was cancelled), as resume needs it.
+    pub fn finished(&self, id: &str) -> Option<&StepRecord> {
+        self.steps
+            .get(id)
+            .filter(|s| s.finished_at.is_some())
+            .map(|s| &s.record)
+    }
+
+    /// Steps that started and never finished: the engine died under them.
+    pub fn died_running(&self) -> HashSet<String> {
+        self.steps
+            .values()
+            .filter(|s| s.running && s.finished_at.is_none())
+            .map(|s| s.id.clone())
+            .collect()
+    }
+
+    /// Approvers of `label` so far, in order, without repeats.
+    pub fn approvers(&self, label: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for d in self
+            .decisions
+            .iter()
+            .filter(|d| d.label == label && d.approved)
+        {
+            if !out.contains(&d.by) {
+                out.push(d.by.clone());
+            }
+        }
+        out
+    }
+
+    /// The shape `status --format json` and the report share.
+    pub fn to_json(&self) -> Json {
+        let steps: Vec<Json> = self.steps.values().map(|s| self.step_json(s)).collect();
+        json!({
+            "run_id": self.run_id,
+            "runbook": self.runbook,
+            "fingerprint": self.fingerprint,
+            "status": self.status.map(RunStatus::as_str),
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "duration_ms": self.duration_ms,
+            "steps": steps,
+        })
+    }
+
+    fn step_json(&self, s: &StepState) -> Json {
+        let r = &s.record;
+        let mut m = Map::new();
+        m.insert("id".into(), json!(s.id));
+        m.insert("phase".into(), json!(s.phase));
+        m.insert("status".into(), json!(s.display_status()));
+        m.insert("attempts".into(), json!(r.attempts));
+        m.insert(
+            "outputs".into(),
+            r.result
+                .get("outputs")
+                .cloned()
+                .unwrap_or_else(|| json!({})),
+        );
+        if let Some(e) = &r.error {
+            m.insert("error".into(), json!(e));
+        }
+        if s.finished_at.is_some() {
+            m.insert("duration_ms".into(), json!(r.duration_ms));
+        }
+        for (k, v) in [
+            ("attempt", &s.attempt),
+            ("waiting_on", &s.waiting_on),
+            ("started_at", &s.started_at),
+            ("finished_at", &s.finished_at),
+        ] {
+            if let Some(v) = v {
+                m.insert(k.into(), json!(v));
+            }
+        }
+        let approvals: Vec<Json> = self
+            .decisions
+            .iter()
+            .filter(|d| d.label == s.id || d.label.starts_with(&format!("{}.rollback.", s.id)))
+            .map(|d| json!({ "by": d.by, "approved": d.approved, "comment": d.comment, "at": d.at, "step": d.label }))
+            .collect();
+        if !approvals.is_empty() {
+            m.insert("approvals".into(), Json::Array(approvals));
+        }
+        if s.rollback_running {
+            m.insert("rollback".into(), json!({ "status": "running" }));
+        } else if let Some(rb) = &r.rollback {
+            m.insert(
+                "rollback".into(),
+                json!({ "status": rb.status.as_str(), "attempts": rb.attempts, "error": rb.error }),
+            );
+        }
+        Json::Object(m)
+    }
+}
+
+/// The state of the run in progress, kept current from the bus and read by
+/// executors (the approval waiter counts the decisions it already has).
+pub type Shared = Arc<Mutex<RunState>>;
+
+/// Folds the live event stream into a [`Shared`] state.
+pub struct Follow(pub Shared);
+
+impl Listener for Follow {
+    fn on(&mut self, at: SystemTime, event: &Event) {
+        let at = humantime::format_rfc3339_millis(at).to_string();
+        let mut s = match self.0.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        s.apply(&at, event);
+    }
+}
