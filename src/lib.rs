@@ -22,6 +22,7 @@ pub mod run;
 pub mod runbook;
 pub mod schema;
 pub mod secrets;
+pub mod shell_values;
 pub mod spec;
 pub mod state;
 pub mod status;

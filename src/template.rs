@@ -54,26 +54,47 @@ pub fn environment() -> &'static Environment<'static> {
                 let text = if value.is_true() { "true" } else { "false" };
                 return out.write_str(text).map_err(Error::from);
             }
-            if matches!(state.auto_escape(), AutoEscape::Custom("shell")) && !value.is_safe() {
+            if crate::shell_values::collecting() {
+                // A shell script: every value becomes data (see shell_values).
                 let text = match value.as_str() {
                     Some(s) => s.to_string(),
                     None => value.to_string(),
                 };
-                return out.write_str(&shell_quote(&text)).map_err(Error::from);
+                let text = crate::shell_values::placeholder(value, text);
+                return out.write_str(&text).map_err(Error::from);
             }
             minijinja::escape_formatter(out, state, value)
         });
         env.set_recursion_limit(64);
         env.add_filter("quote", quote_filter);
+        env.add_filter("safe", safe_filter);
         env
     })
 }
 
+/// Shell-quotes a value. In a shell script every value is already data, so
+/// there it is the value itself (one word, exactly as given).
 fn quote_filter(v: Value) -> Value {
+    if crate::shell_values::collecting() {
+        return v;
+    }
     Value::from_safe_string(match v.as_str() {
         Some(s) => shell_quote(s),
         None => shell_quote(&v.to_string()),
     })
+}
+
+/// `| safe`: in a shell script, the one way to write a value as code.
+fn safe_filter(v: Value) -> Value {
+    let text = match v.as_str() {
+        Some(s) => s.to_string(),
+        None => v.to_string(),
+    };
+    if crate::shell_values::collecting() {
+        Value::from_object(crate::shell_values::Code(text))
+    } else {
+        Value::from_safe_string(text)
+    }
 }
 
 /// POSIX shell single-quoting: the result is always one word, never code.
@@ -144,15 +165,41 @@ fn name_undefined(e: Error, source: &str, expression: bool, ctx: &Value) -> Erro
     e
 }
 
-/// Renders a shell script: values are quoted as single shell words.
-pub fn render_shell(source: &str, ctx: &Value) -> Result<String, Error> {
+/// Renders a shell script (or a `command` metric query): every value
+/// reaches the shell as data, through an environment variable
+/// ([`crate::shell_values`]). `shell` is false for an interpreter that is
+/// not a POSIX shell.
+pub fn render_shell(
+    source: &str,
+    ctx: &Value,
+    shell: bool,
+) -> Result<crate::shell_values::Script, Error> {
     if !is_template(source) {
-        return Ok(source.to_string());
+        return Ok(crate::shell_values::Script {
+            text: source.to_string(),
+            values: Vec::new(),
+            display: source.to_string(),
+        });
     }
-    environment()
-        .template_from_named_str("script.sh", source)?
-        .render(ctx)
-        .map_err(|e| name_undefined(e, source, false, ctx))
+    crate::shell_values::render(
+        || {
+            environment()
+                .template_from_named_str("script.sh", source)?
+                .render(ctx)
+                .map_err(|e| name_undefined(e, source, false, ctx))
+        },
+        shell,
+    )
+}
+
+/// Whether an interpreter's program is a POSIX shell (values can be data).
+pub fn is_shell(interpreter: &[String]) -> bool {
+    let program = interpreter.first().map_or("", String::as_str);
+    let name = program.rsplit('/').next().unwrap_or(program);
+    matches!(
+        name,
+        "sh" | "bash" | "dash" | "zsh" | "ksh" | "mksh" | "ash" | "busybox"
+    )
 }
 
 /// Renders a string keeping the type of a sole expression.
@@ -394,19 +441,21 @@ mod tests {
     }
 
     #[test]
-    fn shell_scripts_quote_values_unless_safe() {
+    fn shell_scripts_pass_values_as_data_unless_safe() {
         let ctx = context! { params => context! { x => "a; rm -rf /", n => 3 } };
+        let s = render_shell("echo {{ params.x }}", &ctx, true).unwrap();
+        assert_eq!(s.text, r#"echo "${RUNBOOK_VALUE_1}""#);
+        assert_eq!(s.display, r"echo 'a; rm -rf /'");
+        assert_eq!(s.values[0].1, "a; rm -rf /");
+        let s = render_shell("echo {{ params.x | quote }}", &ctx, true).unwrap();
+        assert_eq!(s.text, r#"echo "${RUNBOOK_VALUE_1}""#);
+        assert_eq!(s.values[0].1, "a; rm -rf /");
+        let s = render_shell("echo {{ params.n }}", &ctx, true).unwrap();
+        assert_eq!(s.display, "echo 3");
         assert_eq!(
-            render_shell("echo {{ params.x }}", &ctx).unwrap(),
-            r"echo 'a; rm -rf /'"
-        );
-        assert_eq!(
-            render_shell("echo {{ params.x | quote }}", &ctx).unwrap(),
-            r"echo 'a; rm -rf /'"
-        );
-        assert_eq!(render_shell("echo {{ params.n }}", &ctx).unwrap(), "echo 3");
-        assert_eq!(
-            render_shell("{{ params.x | safe }}", &ctx).unwrap(),
+            render_shell("{{ params.x | safe }}", &ctx, true)
+                .unwrap()
+                .text,
             "a; rm -rf /"
         );
         assert_eq!(render_str("{{ params.x }}", &ctx).unwrap(), "a; rm -rf /");
@@ -420,7 +469,9 @@ mod tests {
             "true/false"
         );
         assert_eq!(
-            render_shell("[ {{ params.on }} = true ]", &ctx).unwrap(),
+            render_shell("[ {{ params.on }} = true ]", &ctx, true)
+                .unwrap()
+                .display,
             "[ true = true ]"
         );
     }

@@ -375,7 +375,8 @@ fn num_text(n: &Num, ctx: &Value) -> String {
 /// Lines describing what an action does.
 fn describe(a: &Action, rb: &Runbook, ctx: &Value) -> Vec<String> {
     match &a.kind {
-        ActionKind::Shell { script } => template::render_shell(script, ctx)
+        ActionKind::Shell { script } => template::render_shell(script, ctx, true)
+            .map(|s| s.display)
             .unwrap_or_else(|e| format!("<cannot render: {}>", e.detail().unwrap_or("error")))
             .trim_end()
             .lines()

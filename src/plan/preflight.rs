@@ -194,7 +194,7 @@ impl Checker<'_> {
             return;
         }
         let r = if shell {
-            template::render_shell(text, self.ctx)
+            template::render_shell(text, self.ctx, true).map(|s| s.display)
         } else {
             template::render_str(text, self.ctx)
         };

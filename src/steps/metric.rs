@@ -239,8 +239,14 @@ fn source(
                 Some(c) => cx.env.cwd.join(render(cx, c)?),
                 None => cx.env.cwd.clone(),
             };
-            let query = crate::template::render_shell(&m.query, cx.template)
-                .map_err(|e| template_error(&e))?;
+            let script = crate::template::render_shell(
+                &m.query,
+                cx.template,
+                crate::template::is_shell(&action.interpreter),
+            )
+            .map_err(|e| template_error(&e))?;
+            env.extend(script.values);
+            let query = script.text;
             let cmd = CommandMetric {
                 interpreter: action.interpreter.clone(),
                 env,

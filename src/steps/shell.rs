@@ -40,8 +40,12 @@ async fn run(action: &Action, cx: &Cx<'_>) -> Result<Outputs, String> {
     let ActionKind::Shell { script } = &action.kind else {
         return Err("not a shell action".into());
     };
-    let script =
-        crate::template::render_shell(script, cx.template).map_err(|e| template_error(&e))?;
+    let script = crate::template::render_shell(
+        script,
+        cx.template,
+        crate::template::is_shell(&action.interpreter),
+    )
+    .map_err(|e| template_error(&e))?;
     let (program, args) = action
         .interpreter
         .split_first()
@@ -76,12 +80,16 @@ async fn run(action: &Action, cx: &Cx<'_>) -> Result<Outputs, String> {
         });
 
     let mut cmd = Command::new(resolve_program(program, path_var, &cwd));
-    cmd.arg0(program).args(args).arg(&script);
+    cmd.arg0(program).args(args).arg(&script.text);
     cmd.env_clear();
     for (k, v) in &cx.env.base_env {
         cmd.env(k, v);
     }
     for (k, v) in step_env {
+        cmd.env(k, v);
+    }
+    // The script's template values, set last so nothing overrides them.
+    for (k, v) in &script.values {
         cmd.env(k, v);
     }
     cmd.env("RUNBOOK_STEP_ID", cx.step_id);

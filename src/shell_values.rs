@@ -1,0 +1,867 @@
+//! How template values reach a shell script: as data, never as code.
+//!
+//! Quoting a value where it is inserted only protects a bare word; inside a
+//! comment, double quotes, a heredoc or `$(( ))` the shell parses the quoted
+//! text again. So, as GitHub's hardening guide asks for Actions, a value is
+//! never written into the script: rendering leaves a placeholder per value,
+//! then a small lexer of the rendered script finds each placeholder's shell
+//! context and writes a reference to an environment variable
+//! (`RUNBOOK_VALUE_1`, ...) in the form that context reads as one plain
+//! string: `"${V}"` in a command, `${V}` inside double quotes, a comment or
+//! an unquoted heredoc, `'"${V}"'` inside single quotes. The executor sets
+//! those variables; what the script sees is exactly the value.
+//!
+//! Three contexts cannot take a reference: arithmetic (`$(( ))`, `(( ))`,
+//! array subscripts, `[[ a -eq b ]]`) evaluates a variable's value as an
+//! expression, so there a value must be a plain integer and is written as
+//! one; a quoted heredoc expands nothing, so the value is written as is,
+//! unless a line of it would end the heredoc; a heredoc delimiter cannot be
+//! a value. Anything else is an error, never a silent insertion. Only
+//! `| safe` writes text as code. The plan shows each value inline, quoted
+//! for reading ([`Script::display`]).
+
+use std::cell::RefCell;
+
+use minijinja::value::Value;
+use minijinja::{Error, ErrorKind};
+
+/// Start and end of a placeholder in rendered text; private-use characters
+/// that no filter changes, around a per-render nonce.
+const OPEN: char = '\u{E000}';
+const CLOSE: char = '\u{E001}';
+
+/// The prefix of the variables that carry values into the script.
+pub const VAR_PREFIX: &str = "RUNBOOK_VALUE_";
+
+/// A rendered script: its text, the values it reads, and a version for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Script {
+    /// What the shell runs.
+    pub text: String,
+    /// Environment variables the script reads its values from.
+    pub values: Vec<(String, String)>,
+    /// The script with each value written inline, quoted for its context.
+    pub display: String,
+}
+
+/// Text written with `| safe`: the author asks for it to be code.
+#[derive(Debug)]
+pub(crate) struct Code(pub(crate) String);
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl minijinja::value::Object for Code {
+    fn render(self: &std::sync::Arc<Self>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+struct Collector {
+    nonce: String,
+    values: Vec<String>,
+}
+
+thread_local! {
+    static COLLECTOR: RefCell<Option<Collector>> = const { RefCell::new(None) };
+}
+
+/// Whether a shell script is being rendered on this thread.
+pub(crate) fn collecting() -> bool {
+    COLLECTOR.with(|c| c.borrow().is_some())
+}
+
+/// What the formatter writes for a value while a script renders: code for
+/// `| safe`, captured template output (it holds our nonce) as it is, and a
+/// placeholder for everything else.
+pub(crate) fn placeholder(value: &Value, text: String) -> String {
+    if let Some(code) = value.downcast_object_ref::<Code>() {
+        return code.0.clone();
+    }
+    COLLECTOR.with(|c| {
+        let mut c = c.borrow_mut();
+        let Some(c) = c.as_mut() else { return text };
+        if text.contains(&c.nonce) {
+            // The output of a macro or `{% set %}` block: the author's text
+            // with placeholders already in it.
+            return text;
+        }
+        c.values.push(text);
+        format!("{OPEN}{}.{}{CLOSE}", c.nonce, c.values.len())
+    })
+}
+
+/// Renders `source` with `render` (which must use the shared environment)
+/// and turns each value into a reference. `shell` is false for an
+/// interpreter that is not a POSIX shell: there no value can be data, so a
+/// value is an error.
+pub fn render(
+    render: impl FnOnce() -> Result<String, Error>,
+    shell: bool,
+) -> Result<Script, Error> {
+    let nonce = format!("{:016x}", fastrand::u64(..));
+    COLLECTOR.with(|c| {
+        *c.borrow_mut() = Some(Collector {
+            nonce: nonce.clone(),
+            values: Vec::new(),
+        });
+    });
+    let rendered = render();
+    let values = COLLECTOR
+        .with(|c| c.borrow_mut().take())
+        .map(|c| c.values)
+        .unwrap_or_default();
+    let rendered = rendered?;
+    if values.is_empty() && !rendered.contains(OPEN) {
+        return Ok(Script {
+            display: rendered.clone(),
+            text: rendered,
+            values: Vec::new(),
+        });
+    }
+    if !shell {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            "this interpreter is not a POSIX shell, so a template value cannot be passed to it as data: read it from the environment (the step's `env:`) or write `| safe` to insert it as code",
+        ));
+    }
+    Lexer::new(&rendered, &nonce, &values).run()
+}
+
+/// Where the lexer is.
+#[derive(Debug, Clone, PartialEq)]
+enum Frame {
+    /// Commands: the top level, `$( )`, `( )`, backticks, `${ }`.
+    Cmd {
+        close: Close,
+        depth: usize,
+    },
+    DQuote,
+    SQuote,
+    AnsiC,
+    Comment,
+    /// `$(( ))` or `(( ))`.
+    Arith {
+        depth: usize,
+    },
+    /// `[[ ]]`.
+    Test,
+    Heredoc(Heredoc),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Close {
+    Top,
+    Paren,
+    Backtick,
+    Brace,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Heredoc {
+    delim: String,
+    quoted: bool,
+    strip_tabs: bool,
+}
+
+struct Lexer<'a> {
+    src: Vec<char>,
+    pos: usize,
+    nonce: &'a str,
+    values: &'a [String],
+    stack: Vec<Frame>,
+    /// Heredocs whose bodies start after the current line.
+    pending: Vec<Heredoc>,
+    text: String,
+    display: String,
+    used: Vec<(String, String)>,
+}
+
+fn err(msg: impl Into<String>) -> Error {
+    Error::new(ErrorKind::InvalidOperation, msg.into())
+}
+
+fn is_integer(v: &str) -> bool {
+    let digits = v.strip_prefix('-').unwrap_or(v);
+    !digits.is_empty() && digits.len() <= 18 && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `"…"`-safe text for display: what a reader sees inside double quotes.
+fn dq_escape(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for ch in v.chars() {
+        if matches!(ch, '"' | '$' | '`' | '\\') {
+            s.push('\\');
+        }
+        s.push(ch);
+    }
+    s
+}
+
+impl<'a> Lexer<'a> {
+    fn new(rendered: &str, nonce: &'a str, values: &'a [String]) -> Lexer<'a> {
+        Lexer {
+            src: rendered.chars().collect(),
+            pos: 0,
+            nonce,
+            values,
+            stack: vec![Frame::Cmd {
+                close: Close::Top,
+                depth: 0,
+            }],
+            pending: Vec::new(),
+            text: String::with_capacity(rendered.len()),
+            display: String::with_capacity(rendered.len()),
+            used: Vec::new(),
+        }
+    }
+
+    fn peek(&self, k: usize) -> Option<char> {
+        self.src.get(self.pos + k).copied()
+    }
+
+    fn starts(&self, s: &str) -> bool {
+        s.chars().enumerate().all(|(k, c)| self.peek(k) == Some(c))
+    }
+
+    fn emit(&mut self, s: &str) {
+        self.text.push_str(s);
+        self.display.push_str(s);
+    }
+
+    fn take(&mut self, n: usize) {
+        for _ in 0..n {
+            if let Some(c) = self.peek(0) {
+                self.text.push(c);
+                self.display.push(c);
+                self.pos += 1;
+            }
+        }
+    }
+
+    /// A backslash and what it escapes, unless that is a placeholder.
+    fn escape(&mut self) {
+        if self.peek(1) == Some(OPEN) {
+            self.take(1);
+        } else {
+            self.take(2);
+        }
+    }
+
+    fn top(&self) -> &Frame {
+        // The stack never empties: the top-level frame is never popped.
+        self.stack.last().unwrap_or(&Frame::Cmd {
+            close: Close::Top,
+            depth: 0,
+        })
+    }
+
+    /// Whether the last character written starts a word here (so `#` is a comment, `[[` a test).
+    fn at_word_start(&self) -> bool {
+        match self.text.chars().last() {
+            None => true,
+            Some(c) => c.is_whitespace() || matches!(c, ';' | '&' | '|' | '(' | ')' | '{' | '}'),
+        }
+    }
+
+    /// The placeholder at `pos`, if any: its value's index.
+    fn placeholder_at(&self) -> Option<(usize, usize)> {
+        if self.peek(0) != Some(OPEN) {
+            return None;
+        }
+        let rest: String = self.src[self.pos + 1..]
+            .iter()
+            .take(self.nonce.len() + 24)
+            .collect();
+        let body = rest.strip_prefix(self.nonce)?.strip_prefix('.')?;
+        let end = body.find(CLOSE)?;
+        let n: usize = body[..end].parse().ok()?;
+        let len = 1 + self.nonce.len() + 1 + end + 1;
+        Some((n.checked_sub(1)?, len))
+    }
+
+    fn value(&self, i: usize) -> Result<&'a str, Error> {
+        let v = self
+            .values
+            .get(i)
+            .ok_or_else(|| err("a template value was lost while rendering"))?;
+        if v.contains('\0') {
+            return Err(err(
+                "a template value holds a NUL byte, which no shell can receive",
+            ));
+        }
+        Ok(v)
+    }
+
+    fn reference(&mut self, i: usize) -> Result<String, Error> {
+        let value = self.value(i)?.to_string();
+        let name = format!("{VAR_PREFIX}{}", i + 1);
+        if !self.used.iter().any(|(n, _)| n == &name) {
+            self.used.push((name.clone(), value));
+        }
+        Ok(name)
+    }
+
+    /// Writes the reference (and the display form) for value `i` in the current context.
+    fn substitute(&mut self, i: usize) -> Result<(), Error> {
+        let value = self.value(i)?;
+        match self.top().clone() {
+            Frame::Cmd { .. } => {
+                if !self.in_subscript() {
+                    let name = self.reference(i)?;
+                    self.text.push_str(&format!("\"${{{name}}}\""));
+                    self.display.push_str(&crate::template::shell_quote(value));
+                } else {
+                    self.integer(value, "an array subscript")?;
+                }
+            }
+            Frame::DQuote | Frame::Comment => {
+                let name = self.reference(i)?;
+                self.text.push_str(&format!("${{{name}}}"));
+                if self.top() == &Frame::Comment {
+                    self.display.push_str(&value.replace('\n', "\\n"));
+                } else {
+                    self.display.push_str(&dq_escape(value));
+                }
+            }
+            Frame::SQuote => {
+                let name = self.reference(i)?;
+                self.text.push_str(&format!("'\"${{{name}}}\"'"));
+                self.display.push_str(&value.replace('\'', "'\\''"));
+            }
+            Frame::AnsiC => {
+                let name = self.reference(i)?;
+                self.text.push_str(&format!("'\"${{{name}}}\"$'"));
+                self.display
+                    .push_str(&format!("'{}$'", crate::template::shell_quote(value)));
+            }
+            Frame::Arith { .. } => self.integer(value, "arithmetic")?,
+            Frame::Test => {
+                if self.arith_operand() {
+                    self.integer(value, "an arithmetic comparison")?;
+                } else {
+                    let name = self.reference(i)?;
+                    self.text.push_str(&format!("\"${{{name}}}\""));
+                    self.display.push_str(&crate::template::shell_quote(value));
+                }
+            }
+            Frame::Heredoc(h) if !h.quoted => {
+                let name = self.reference(i)?;
+                self.text.push_str(&format!("${{{name}}}"));
+                self.display.push_str(value);
+            }
+            Frame::Heredoc(_) => {
+                // A quoted heredoc expands nothing: the value goes in as is;
+                // the line it lands on is checked when the line ends.
+                self.emit(value);
+            }
+        }
+        Ok(())
+    }
+
+    fn integer(&mut self, value: &str, what: &str) -> Result<(), Error> {
+        if !is_integer(value.trim()) {
+            return Err(err(format!(
+                "a template value in {what} must be a whole number (the shell would evaluate anything else as an expression), not {:?}",
+                crate::template::shell_quote(value)
+            )));
+        }
+        self.emit(value.trim());
+        Ok(())
+    }
+
+    /// Whether the current word is `NAME[...` with the `[` still open.
+    fn in_subscript(&self) -> bool {
+        let word: String = self
+            .text
+            .chars()
+            .rev()
+            .take_while(|c| !c.is_whitespace() && !matches!(c, ';' | '&' | '|' | '(' | ')'))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let Some(open) = word.find('[') else {
+            return false;
+        };
+        let name = &word[..open];
+        let name = name.strip_prefix("${").unwrap_or(name);
+        !name.is_empty()
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !word[open..].contains(']')
+    }
+
+    /// In `[[ ]]`: whether the word before or after this one is `-eq` and the like.
+    fn arith_operand(&self) -> bool {
+        const OPS: [&str; 6] = ["-eq", "-ne", "-lt", "-le", "-gt", "-ge"];
+        let before = self.text.split_whitespace().last().unwrap_or_default();
+        let mut after = String::new();
+        let mut k = self.placeholder_at().map_or(0, |(_, len)| len);
+        while self.peek(k).is_some_and(char::is_whitespace) {
+            k += 1;
+        }
+        while let Some(c) = self.peek(k).filter(|c| !c.is_whitespace()) {
+            after.push(c);
+            k += 1;
+        }
+        OPS.contains(&before) || OPS.contains(&after.as_str())
+    }
+
+    fn run(mut self) -> Result<Script, Error> {
+        while self.pos < self.src.len() {
+            if let Frame::Heredoc(h) = self.top().clone() {
+                // A body is read a line at a time, values included.
+                self.heredoc_line(&h)?;
+                continue;
+            }
+            if let Some((i, len)) = self.placeholder_at() {
+                self.pos += len;
+                self.substitute(i)?;
+                continue;
+            }
+            if self.peek(0) == Some(OPEN) {
+                return Err(err(
+                    "a filter changed a template value's placeholder (e.g. `| reverse` of a macro's output); render the value on its own",
+                ));
+            }
+            match self.top().clone() {
+                Frame::Cmd { close, depth } => self.command(close, depth)?,
+                Frame::DQuote => self.double_quoted(),
+                Frame::SQuote => {
+                    if self.peek(0) == Some('\'') {
+                        self.stack.pop();
+                    }
+                    self.take(1);
+                }
+                Frame::AnsiC => match self.peek(0) {
+                    Some('\\') => self.escape(),
+                    Some('\'') => {
+                        self.stack.pop();
+                        self.take(1);
+                    }
+                    _ => self.take(1),
+                },
+                Frame::Comment => {
+                    if self.peek(0) == Some('\n') {
+                        self.stack.pop();
+                        self.newline()?;
+                    } else {
+                        self.take(1);
+                    }
+                }
+                Frame::Arith { depth } => self.arith(depth),
+                Frame::Test => {
+                    if self.starts("]]") {
+                        self.stack.pop();
+                        self.take(2);
+                    } else {
+                        self.quotes_or_take()?;
+                    }
+                }
+                Frame::Heredoc(_) => {}
+            }
+        }
+        if let Some(h) = self.pending.first() {
+            return Err(err(format!("the heredoc `{}` is never ended", h.delim)));
+        }
+        Ok(Script {
+            text: self.text,
+            values: self.used,
+            display: self.display,
+        })
+    }
+
+    /// Quotes and expansions, shared by command-like contexts.
+    fn quotes_or_take(&mut self) -> Result<(), Error> {
+        match self.peek(0) {
+            Some('\\') => self.escape(),
+            Some('\'') => {
+                self.stack.push(Frame::SQuote);
+                self.take(1);
+            }
+            Some('"') => {
+                self.stack.push(Frame::DQuote);
+                self.take(1);
+            }
+            Some('$') if self.peek(1) == Some('\'') => {
+                self.stack.push(Frame::AnsiC);
+                self.take(2);
+            }
+            Some('$') => self.dollar(),
+            Some('`') => {
+                self.stack.push(Frame::Cmd {
+                    close: Close::Backtick,
+                    depth: 0,
+                });
+                self.take(1);
+            }
+            Some('\n') => self.newline()?,
+            _ => self.take(1),
+        }
+        Ok(())
+    }
+
+    /// `$(( `, `$( `, `${ `, or a plain `$`.
+    fn dollar(&mut self) {
+        if self.starts("$((") {
+            self.stack.push(Frame::Arith { depth: 0 });
+            self.take(3);
+        } else if self.starts("$(") {
+            self.stack.push(Frame::Cmd {
+                close: Close::Paren,
+                depth: 0,
+            });
+            self.take(2);
+        } else if self.starts("${") {
+            self.stack.push(Frame::Cmd {
+                close: Close::Brace,
+                depth: 0,
+            });
+            self.take(2);
+        } else {
+            self.take(1);
+        }
+    }
+
+    fn set_depth(&mut self, new: usize) {
+        if let Some(Frame::Cmd { depth, .. } | Frame::Arith { depth }) = self.stack.last_mut() {
+            *depth = new;
+        }
+    }
+
+    fn command(&mut self, close: Close, depth: usize) -> Result<(), Error> {
+        let c = self.peek(0);
+        match c {
+            Some('#') if close != Close::Brace && self.at_word_start() => {
+                self.stack.push(Frame::Comment);
+                self.take(1);
+            }
+            Some('(') if self.starts("((") && self.at_word_start() && close != Close::Brace => {
+                self.stack.push(Frame::Arith { depth: 0 });
+                self.take(2);
+            }
+            Some('[') if self.starts("[[") && self.at_word_start() => {
+                self.stack.push(Frame::Test);
+                self.take(2);
+            }
+            Some('(') => {
+                self.set_depth(depth + 1);
+                self.take(1);
+            }
+            Some(')') if close == Close::Paren && depth == 0 => {
+                self.stack.pop();
+                self.take(1);
+            }
+            Some(')') => {
+                self.set_depth(depth.saturating_sub(1));
+                self.take(1);
+            }
+            Some('`') if close == Close::Backtick => {
+                self.stack.pop();
+                self.take(1);
+            }
+            Some('{') if close == Close::Brace => {
+                self.set_depth(depth + 1);
+                self.take(1);
+            }
+            Some('}') if close == Close::Brace => {
+                if depth == 0 {
+                    self.stack.pop();
+                } else {
+                    self.set_depth(depth - 1);
+                }
+                self.take(1);
+            }
+            Some('<') if self.starts("<<") && !self.starts("<<<") => self.heredoc_start()?,
+            _ => self.quotes_or_take()?,
+        }
+        Ok(())
+    }
+
+    fn double_quoted(&mut self) {
+        match self.peek(0) {
+            Some('\\') => self.escape(),
+            Some('"') => {
+                self.stack.pop();
+                self.take(1);
+            }
+            Some('$') => self.dollar(),
+            Some('`') => {
+                self.stack.push(Frame::Cmd {
+                    close: Close::Backtick,
+                    depth: 0,
+                });
+                self.take(1);
+            }
+            _ => self.take(1),
+        }
+    }
+
+    fn arith(&mut self, depth: usize) {
+        match self.peek(0) {
+            Some('(') => {
+                self.set_depth(depth + 1);
+                self.take(1);
+            }
+            Some(')') if depth == 0 && self.peek(1) == Some(')') => {
+                self.stack.pop();
+                self.take(2);
+            }
+            Some(')') => {
+                self.set_depth(depth.saturating_sub(1));
+                self.take(1);
+            }
+            Some('$') => self.dollar(),
+            _ => self.take(1),
+        }
+    }
+
+    /// `<<WORD`, `<<-WORD`, `<<'WORD'`, `<<"WORD"`, `<<\WORD`: the body starts on the next line.
+    fn heredoc_start(&mut self) -> Result<(), Error> {
+        self.take(2);
+        let strip_tabs = self.peek(0) == Some('-');
+        if strip_tabs {
+            self.take(1);
+        }
+        while matches!(self.peek(0), Some(' ' | '\t')) {
+            self.take(1);
+        }
+        let mut delim = String::new();
+        let mut quoted = false;
+        loop {
+            if self.placeholder_at().is_some() {
+                return Err(err("a template value cannot be a heredoc's delimiter"));
+            }
+            match self.peek(0) {
+                Some(q @ ('\'' | '"')) => {
+                    quoted = true;
+                    self.take(1);
+                    while let Some(c) = self.peek(0).filter(|&c| c != q) {
+                        if self.placeholder_at().is_some() {
+                            return Err(err("a template value cannot be a heredoc's delimiter"));
+                        }
+                        delim.push(c);
+                        self.take(1);
+                    }
+                    self.take(1);
+                }
+                Some('\\') => {
+                    quoted = true;
+                    self.take(1);
+                }
+                Some(c)
+                    if !c.is_whitespace()
+                        && !matches!(c, ';' | '&' | '|' | '<' | '>' | '(' | ')') =>
+                {
+                    delim.push(c);
+                    self.take(1);
+                }
+                _ => break,
+            }
+        }
+        if !delim.is_empty() {
+            self.pending.push(Heredoc {
+                delim,
+                quoted,
+                strip_tabs,
+            });
+        }
+        Ok(())
+    }
+
+    /// A newline in a command context: pending heredoc bodies start here.
+    fn newline(&mut self) -> Result<(), Error> {
+        self.take(1);
+        if !self.pending.is_empty() {
+            let pending = std::mem::take(&mut self.pending);
+            // Bodies follow one another; the first is read first.
+            for h in pending.into_iter().rev() {
+                self.stack.push(Frame::Heredoc(h));
+            }
+        }
+        Ok(())
+    }
+
+    /// One line of a heredoc body (up to and including its newline).
+    fn heredoc_line(&mut self, h: &Heredoc) -> Result<(), Error> {
+        let line_start = self.text.len();
+        let mut had_value = false;
+        loop {
+            match self.peek(0) {
+                None => break,
+                Some('\n') => break,
+                _ => {}
+            }
+            if let Some((i, len)) = self.placeholder_at() {
+                self.pos += len;
+                had_value = true;
+                self.substitute(i)?;
+                continue;
+            }
+            if !h.quoted {
+                match self.peek(0) {
+                    Some('\\') => {
+                        self.escape();
+                        continue;
+                    }
+                    Some('$') if self.starts("$(") || self.starts("${") => {
+                        // An expansion inside the body: lex it as a command.
+                        let before = self.stack.len();
+                        self.dollar();
+                        while self.stack.len() > before && self.pos < self.src.len() {
+                            if let Some((i, len)) = self.placeholder_at() {
+                                self.pos += len;
+                                had_value = true;
+                                self.substitute(i)?;
+                                continue;
+                            }
+                            match self.top().clone() {
+                                Frame::Cmd { close, depth } => self.command(close, depth)?,
+                                Frame::DQuote => self.double_quoted(),
+                                Frame::Arith { depth } => self.arith(depth),
+                                Frame::SQuote => {
+                                    if self.peek(0) == Some('\'') {
+                                        self.stack.pop();
+                                    }
+                                    self.take(1);
+                                }
+                                _ => self.take(1),
+                            }
+                        }
+                        continue;
+                    }
+                    Some('`') => {
+                        self.take(1);
+                        while let Some(c) = self.peek(0).filter(|&c| c != '`') {
+                            if let Some((i, len)) = self.placeholder_at() {
+                                self.pos += len;
+                                had_value = true;
+                                let name = self.reference(i)?;
+                                let value = self.value(i)?;
+                                self.text.push_str(&format!("\"${{{name}}}\""));
+                                self.display.push_str(&crate::template::shell_quote(value));
+                                continue;
+                            }
+                            let _ = c;
+                            self.take(1);
+                        }
+                        self.take(1);
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            self.take(1);
+        }
+        let line = &self.text[line_start..];
+        let ends = |l: &str| {
+            let l = if h.strip_tabs {
+                l.trim_start_matches('\t')
+            } else {
+                l
+            };
+            l == h.delim
+        };
+        let end_of_body = !had_value && ends(line);
+        if had_value && line.split('\n').any(ends) {
+            return Err(err(format!(
+                "a template value would end the heredoc `{}` early",
+                h.delim
+            )));
+        }
+        if end_of_body {
+            self.stack.pop();
+        }
+        if self.peek(0) == Some('\n') {
+            self.take(1);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render_with(source: &str, value: &str) -> Result<Script, Error> {
+        let ctx = minijinja::context! { v => value };
+        crate::template::render_shell(source, &ctx, true)
+    }
+
+    #[test]
+    fn contexts_get_their_reference_form() {
+        let cases = [
+            ("echo {{ v }}", "echo \"${RUNBOOK_VALUE_1}\""),
+            ("echo \"a {{ v }} b\"", "echo \"a ${RUNBOOK_VALUE_1} b\""),
+            ("echo 'a {{ v }} b'", "echo 'a '\"${RUNBOOK_VALUE_1}\"' b'"),
+            (
+                "# deploying {{ v }}\necho",
+                "# deploying ${RUNBOOK_VALUE_1}\necho",
+            ),
+            (
+                "cat <<EOF\n{{ v }}\nEOF\n",
+                "cat <<EOF\n${RUNBOOK_VALUE_1}\nEOF\n",
+            ),
+            ("x=$(echo {{ v }})", "x=$(echo \"${RUNBOOK_VALUE_1}\")"),
+            (
+                "x=\"$(echo {{ v }})\"",
+                "x=\"$(echo \"${RUNBOOK_VALUE_1}\")\"",
+            ),
+            ("echo `echo {{ v }}`", "echo `echo \"${RUNBOOK_VALUE_1}\"`"),
+            ("echo ${x:-{{ v }}}", "echo ${x:-\"${RUNBOOK_VALUE_1}\"}"),
+        ];
+        for (src, want) in cases {
+            let s = render_with(src, "$(touch PWN)").unwrap();
+            assert_eq!(s.text, want, "{src}");
+            assert_eq!(
+                s.values,
+                [("RUNBOOK_VALUE_1".to_string(), "$(touch PWN)".to_string())]
+            );
+        }
+    }
+
+    #[test]
+    fn arithmetic_takes_only_integers() {
+        assert_eq!(
+            render_with("echo $(( {{ v }} + 1 ))", "41").unwrap().text,
+            "echo $(( 41 + 1 ))"
+        );
+        assert!(render_with("echo $(( {{ v }} + 1 ))", "a[$(touch x)]").is_err());
+        assert!(render_with("(( n = {{ v }} ))", "x").is_err());
+        assert!(render_with("a[{{ v }}]=1", "$(id)").is_err());
+        assert!(render_with("[[ {{ v }} -eq 1 ]]", "a[$(id)]").is_err());
+        assert_eq!(
+            render_with("[[ {{ v }} == x ]]", "a b").unwrap().text,
+            "[[ \"${RUNBOOK_VALUE_1}\" == x ]]"
+        );
+    }
+
+    #[test]
+    fn quoted_heredocs_take_values_that_cannot_end_them() {
+        let s = render_with("cat <<'EOF'\nv={{ v }}\nEOF\n", "$(id)").unwrap();
+        assert_eq!(s.text, "cat <<'EOF'\nv=$(id)\nEOF\n");
+        assert!(render_with("cat <<'EOF'\n{{ v }}\nEOF\n", "x\nEOF\ntouch PWN").is_err());
+        assert!(render_with("cat <<'EOF'\n{{ v }}\nEOF\n", "EOF").is_err());
+        assert!(render_with("cat <<{{ v }}\nx\n", "EOF").is_err());
+    }
+
+    #[test]
+    fn safe_is_code_and_tojson_is_data() {
+        let s = render_with("{{ v | safe }}", "echo hi").unwrap();
+        assert_eq!(s.text, "echo hi");
+        let s = render_with("echo {{ v | tojson }}", "a'b").unwrap();
+        assert_eq!(s.text, "echo \"${RUNBOOK_VALUE_1}\"");
+        let back: String = serde_json::from_str(&s.values[0].1).unwrap();
+        assert_eq!(back, "a'b");
+    }
+
+    #[test]
+    fn non_shell_interpreters_refuse_values() {
+        let ctx = minijinja::context! { v => "x" };
+        assert!(crate::template::render_shell("print({{ v }})", &ctx, false).is_err());
+        assert!(crate::template::render_shell("print(1)", &ctx, false).is_ok());
+    }
+}
