@@ -444,3 +444,102 @@ fn when_reading_steps_waits_for_the_run() {
         "{report:#}"
     );
 }
+
+/// Found by this file: a step whose `when` could not be evaluated failed
+/// and unwound the run even with `continue_on_failure: true`, and its
+/// dependents never started (the spec: with `continue_on_failure`, "a
+/// failure is recorded and does not unwind the run").
+#[test]
+fn failed_when_ignored_continue_on_failure() {
+    let yaml = format!(
+        "{HEADER}steps:
+  - id: first
+    shell: |
+      touch ran-first
+      echo t=soon >> \"$RUNBOOK_OUTPUT\"
+    rollback: {{ shell: touch ran-undo-first }}
+  - id: cond
+    when: \"steps.first.outputs.t.speed == 1\"
+    shell: touch ran-cond
+    continue_on_failure: true
+  - id: last
+    shell: touch ran-last
+"
+    );
+    let out = Test::new()
+        .file(RB, &yaml)
+        .args(&["run", RB, "--state-dir", "st", "--report", "report.json"])
+        .run();
+    let report = common::report(&out);
+    assert_eq!(
+        common::step(&report, "cond")["status"],
+        "failed",
+        "{report:#}"
+    );
+    assert!(
+        out.path().join("ran-last").exists(),
+        "the step after a continue_on_failure step did not run:\n{}",
+        out.stdout
+    );
+    assert!(
+        !out.path().join("ran-undo-first").exists(),
+        "the run unwound:\n{}",
+        out.stdout
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stdout);
+}
+
+/// Found by this file: a pre-flight error for a template that reads a
+/// secret showed the value it rendered whenever that value was not the
+/// secret itself (`{{ secrets.x | upper }}`, a number computed from it), and
+/// a `secret: true` param did not count as a secret at all, so
+/// `{{ params.token | upper }}` printed the token in capitals.
+#[test]
+fn preflight_errors_showed_values_derived_from_secrets() {
+    let yaml = format!(
+        "{HEADER}secrets:
+  api_key: {{ env: PREFLIGHT_API_KEY }}
+  pin: {{ env: PREFLIGHT_PIN }}
+steps:
+  - id: first
+    shell: touch ran-first
+    timeout: \"{{{{ params.token | upper }}}}\"
+  - id: second
+    shell: touch ran-second
+    timeout: \"{{{{ secrets.api_key | upper }}}}\"
+  - id: third
+    shell: touch ran-third
+    timeout: \"{{{{ secrets.api_key }}}}\"
+  - id: fourth
+    shell: touch ran-fourth
+    retry: {{ attempts: \"{{{{ secrets.pin | int - 10 }}}}\" }}
+"
+    );
+    let want = expected(
+        &yaml,
+        &[
+            ("E025", "params.token | upper"),
+            ("E025", "secrets.api_key | upper"),
+            ("E025", "timeout: \"{{ secrets.api_key }}\""),
+            ("E027", "secrets.pin | int - 10"),
+        ],
+    );
+    let out = Test::new()
+        .file(RB, &yaml)
+        .env("PREFLIGHT_API_KEY", "sk-live-abc")
+        .env("PREFLIGHT_PIN", "7")
+        .args(&["run", RB, "--state-dir", "st"])
+        .args(&["--param", "token=hunter2-given"])
+        .run()
+        .code(2);
+    assert_eq!(out.errors(), want, "{}", out.stderr);
+    assert_nothing_ran(&out, "secrets");
+    let lower = out.stderr.to_lowercase();
+    for leaked in ["hunter2", "sk-live-abc", "gives -3", "gives `-3`"] {
+        assert!(
+            !lower.contains(leaked),
+            "a value derived from a secret is shown ({leaked}):\n{}",
+            out.stderr
+        );
+    }
+}
