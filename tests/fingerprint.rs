@@ -221,3 +221,16 @@ fn resume_continues_the_journaled_plan() {
         .success()
         .stderr_contains(&format!("plan {journaled})"));
 }
+
+/// Found by this file: the journal keeps the runbook's text with secret
+/// values masked, so a `secret: true` param's default became `***` in it,
+/// which is not YAML (an alias): `resume` refused the run ("no longer
+/// validates"), and even a masking that parsed would hash to another plan.
+#[test]
+fn resume_failed_when_a_secret_default_was_masked_in_the_journal() {
+    let (journaled, resumed) = crash_and_resume(YAML);
+    assert_eq!(journaled, json_fingerprint(YAML, &[]));
+    resumed
+        .success()
+        .stderr_contains(&format!("plan {journaled})"));
+}
