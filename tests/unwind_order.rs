@@ -435,3 +435,37 @@ fn shipped_runbooks_plan_with_waves_and_unwind_order_that_agree_with_needs() {
         }
     }
 }
+/// The plan shows a rollback as planned only where it can run: a step that
+/// the given params skip (`when` false) never runs, so it is never undone.
+/// Found by this file: `on_failure_unwinds` listed such a step ("if b fails:
+/// undo b, then a" under "a ... (false: skipped)").
+#[test]
+fn on_failure_unwinds_listed_steps_the_params_skip() {
+    let yaml = "version: 1
+name: skipped-ancestor
+params:
+  migrate: { type: boolean, default: false }
+steps:
+  - id: a
+    when: \"params.migrate\"
+    shell: echo a >> log
+    rollback: { shell: echo undo-a >> log }
+  - id: b
+    shell: echo b >> log; exit 1
+    rollback: { shell: echo undo-b >> log }
+";
+    let plan = plan_json(Test::new().file(RB, yaml), RB, &[]);
+    assert_eq!(common::step(&plan, "a")["when_value"], false);
+    let out = Test::new()
+        .file(RB, yaml)
+        .args(&["run", RB, "--state-dir", "st"])
+        .run()
+        .code(1);
+    let log = std::fs::read_to_string(out.path().join("log")).unwrap_or_default();
+    assert_eq!(log, "b\nundo-b\n");
+    assert_eq!(
+        strings(&common::step(&plan, "b")["on_failure_unwinds"]),
+        ["b"],
+        "the plan promises a rollback of a step that will be skipped"
+    );
+}
