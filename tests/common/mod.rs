@@ -45,6 +45,8 @@ pub struct Test {
     env: Vec<(String, String)>,
     stdin: Option<String>,
     state_dir: Option<PathBuf>,
+    /// A program that starts the binary (see [`Test::wrapped`]).
+    wrapper: Vec<String>,
 }
 
 impl Default for Test {
@@ -64,7 +66,16 @@ impl Test {
             env: Vec::new(),
             stdin: None,
             state_dir: None,
+            wrapper: Vec::new(),
         }
+    }
+
+    /// Starts the binary through another program: `wrapper` then the
+    /// binary's path then the arguments, e.g. `["unshare", "-m", "sh", "-c",
+    /// "mount ... && exec \"$0\" \"$@\""]` (the binary is `$0` there).
+    pub fn wrapped(mut self, wrapper: &[&str]) -> Test {
+        self.wrapper = wrapper.iter().map(ToString::to_string).collect();
+        self
     }
 
     /// The test's working directory.
@@ -189,6 +200,7 @@ impl Output {
             env: Vec::new(),
             stdin: None,
             state_dir: None,
+            wrapper: Vec::new(),
         }
     }
 
@@ -309,7 +321,15 @@ impl Test {
     /// The command `run` and `spawn` start: the binary in the test directory,
     /// without the caller's `RUNBOOK_*` variables.
     fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_runbook"));
+        let bin = env!("CARGO_BIN_EXE_runbook");
+        let mut cmd = match self.wrapper.split_first() {
+            None => Command::new(bin),
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(bin);
+                c
+            }
+        };
         cmd.args(&self.args).current_dir(self.dir.path());
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("RUNBOOK_") {
@@ -488,4 +508,47 @@ pub fn step<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Valu
         .iter()
         .find(|s| s["id"] == id)
         .unwrap_or_else(|| panic!("no step {id} in the report: {report:#}"))
+}
+
+/// The 1-based line numbers of `text` that contain `needle`, for asserting
+/// where a diagnostic points without hard-coding line numbers.
+pub fn lines_containing(text: &str, needle: &str) -> Vec<u32> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains(needle))
+        .map(|(i, _)| u32::try_from(i + 1).expect("line number fits in u32"))
+        .collect()
+}
+
+/// The first line of `text` containing `needle`; panics when there is none.
+pub fn line_of(text: &str, needle: &str) -> u32 {
+    *lines_containing(text, needle)
+        .first()
+        .unwrap_or_else(|| panic!("no line contains {needle:?} in:\n{text}"))
+}
+
+/// `runbook plan FILE --format json` with `--param` arguments, parsed; fails
+/// the test (showing the output) unless it exits 0.
+pub fn plan_json(t: Test, file: &str, params: &[&str]) -> serde_json::Value {
+    let mut args = vec!["plan", file, "--format", "json"];
+    for p in params {
+        args.extend(["--param", p]);
+    }
+    let out = t.args(&args).run().success();
+    serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("plan --format json is not JSON ({e}):\n{}", out.stdout))
+}
+
+/// The first line (the header) of a run's journal, `<state>/runs/<id>/journal.jsonl`.
+pub fn journal_header(out: &Output, state_dir: &str, run_id: &str) -> serde_json::Value {
+    let path = out
+        .path()
+        .join(state_dir)
+        .join("runs")
+        .join(run_id)
+        .join("journal.jsonl");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let first = text.lines().next().expect("the journal has a header line");
+    serde_json::from_str(first).expect("the journal header is JSON")
 }
