@@ -63,12 +63,18 @@ pub enum Command {
     /// Continue a run after the engine died (crash, kill -9, power loss).
     Resume {
         run_id: String,
+        /// A secret parameter given at the start, `name=value` (secrets are never journaled).
+        #[arg(long = "param", value_parser = parse_kv)]
+        params: Vec<(String, String)>,
         #[command(flatten)]
         view: ViewArgs,
     },
     /// Unwind a finished, succeeded run (an emergency rollback).
     Rollback {
         run_id: String,
+        /// A secret parameter given at the start, `name=value` (secrets are never journaled).
+        #[arg(long = "param", value_parser = parse_kv)]
+        params: Vec<(String, String)>,
         #[command(flatten)]
         view: ViewArgs,
     },
@@ -232,10 +238,16 @@ fn dispatch(cli: Cli) -> crate::error::Result {
             run_id: args.run_id,
             output: output(&args.view),
         }),
-        Command::Resume { run_id, view } => crate::run::resume(&state_dir, &run_id, output(&view)),
-        Command::Rollback { run_id, view } => {
-            crate::run::rollback(&state_dir, &run_id, output(&view))
-        }
+        Command::Resume {
+            run_id,
+            params,
+            view,
+        } => crate::run::resume(&state_dir, &run_id, &params, output(&view)),
+        Command::Rollback {
+            run_id,
+            params,
+            view,
+        } => crate::run::rollback(&state_dir, &run_id, &params, output(&view)),
         Command::Approve {
             run_id,
             step,

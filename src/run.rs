@@ -279,19 +279,82 @@ fn recorded(state_dir: &Path, run_id: &str) -> Result<(journal::Recorded, Loaded
 }
 
 /// Prepares a journaled run again, for resume or rollback.
+/// The params a journaled run ran with: the journaled ones as they were,
+/// each secret one given at the start from `given` again, the others'
+/// defaults from the journaled text.
+fn journaled_params(
+    rec: &journal::Recorded,
+    rb: &Runbook,
+    given: &[(String, String)],
+) -> Result<crate::plan::ResolvedParams> {
+    let mut out = crate::plan::ResolvedParams::new();
+    let mut missing = Vec::new();
+    for (k, _) in given {
+        let secret = rb.params.iter().any(|p| &p.name == k && p.secret);
+        if !secret {
+            return Err(Error::invalid(format!(
+                "--param {k}: only secret params are given again; the others are the journal's"
+            )));
+        }
+    }
+    for p in &rb.params {
+        if !p.secret {
+            let v = rec
+                .header
+                .params
+                .get(&p.name)
+                .cloned()
+                .unwrap_or(Json::Null);
+            out.insert(p.name.clone(), (v, true));
+            continue;
+        }
+        match given.iter().rev().find(|(k, _)| k == &p.name) {
+            Some((_, text)) => {
+                let v = p
+                    .parse(text)
+                    .map_err(|e| Error::invalid(format!("parameter `{}`: {e}", p.name)))?;
+                out.insert(p.name.clone(), (v, true));
+            }
+            None if rec.header.secret_params.contains(&p.name) => missing.push(p.name.clone()),
+            None => {
+                out.insert(
+                    p.name.clone(),
+                    (p.default.clone().unwrap_or(Json::Null), false),
+                );
+            }
+        }
+    }
+    if !missing.is_empty() {
+        let flags: Vec<String> = missing
+            .iter()
+            .map(|m| format!("--param {m}=VALUE"))
+            .collect();
+        return Err(Error::Coded(vec![(
+            crate::diagnostics::Code::MissingParam,
+            format!(
+                "secret parameter{} {} {} given at the start and never journaled: give {} again ({})",
+                if missing.len() == 1 { "" } else { "s" },
+                missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "),
+                if missing.len() == 1 { "was" } else { "were" },
+                if missing.len() == 1 { "it" } else { "them" },
+                flags.join(" ")
+            ),
+        )]));
+    }
+    Ok(out)
+}
+
 fn from_journal(
     state_dir: &Path,
     rec: &journal::Recorded,
     state: &RunState,
     loaded: &Loaded,
+    given: &[(String, String)],
     output: Output,
 ) -> Result<Launch> {
     let flag_previous = state.flag_previous.clone();
     let rb = &loaded.runbook;
-    let mut resolved = crate::plan::ResolvedParams::new();
-    for (k, v) in &rec.header.params {
-        resolved.insert(k.clone(), (v.clone(), true));
-    }
+    let resolved = journaled_params(rec, rb, given)?;
     let plan = Arc::new(Plan::build(rb, &loaded.text, &resolved));
     let here = std::env::current_dir()
         .map_err(|e| Error::cannot_start(format!("cannot read the working directory: {e}")))?;
@@ -314,13 +377,18 @@ fn from_journal(
     )
 }
 
-pub fn resume(state_dir: &Path, run_id: &str, output: Output) -> Result {
+pub fn resume(
+    state_dir: &Path,
+    run_id: &str,
+    given: &[(String, String)],
+    output: Output,
+) -> Result {
     let (rec, loaded, state) = recorded(state_dir, run_id)?;
     if let Some(status) = state.status {
         println!("run {run_id} already finished: {}", status.as_str());
         return Ok(Done::Run(status));
     }
-    let launch = from_journal(state_dir, &rec, &state, &loaded, output)?;
+    let launch = from_journal(state_dir, &rec, &state, &loaded, given, output)?;
     let mode = if state.rollback_after_success {
         Mode::Rollback(state)
     } else {
@@ -329,7 +397,12 @@ pub fn resume(state_dir: &Path, run_id: &str, output: Output) -> Result {
     start(launch, mode)
 }
 
-pub fn rollback(state_dir: &Path, run_id: &str, output: Output) -> Result {
+pub fn rollback(
+    state_dir: &Path,
+    run_id: &str,
+    given: &[(String, String)],
+    output: Output,
+) -> Result {
     let (rec, loaded, state) = recorded(state_dir, run_id)?;
     match state.status {
         Some(RunStatus::Succeeded) => {}
@@ -346,7 +419,7 @@ pub fn rollback(state_dir: &Path, run_id: &str, output: Output) -> Result {
             )))
         }
     }
-    let launch = from_journal(state_dir, &rec, &state, &loaded, output)?;
+    let launch = from_journal(state_dir, &rec, &state, &loaded, given, output)?;
     start(launch, Mode::Rollback(state))
 }
 
@@ -410,24 +483,36 @@ fn start(l: Launch, mode: Mode) -> Result {
     // The journal hears each event first: a listener sees an event only once it is durable.
     let journal = match &mode {
         Mode::Fresh => {
-            let mut params: serde_json::Map<String, Json> = l
+            // Secrets are never journaled, not even masked: resume reads
+            // them again from their sources, and secret params from --param.
+            let secret: Vec<&str> = rb
+                .params
+                .iter()
+                .filter(|p| p.secret)
+                .map(|p| p.name.as_str())
+                .collect();
+            let params: serde_json::Map<String, Json> = l
                 .plan
                 .resolved
                 .iter()
+                .filter(|(k, _)| !secret.contains(&k.as_str()))
                 .map(|(k, (v, _))| (k.clone(), v.clone()))
                 .collect();
-            for p in rb.params.iter().filter(|p| p.secret) {
-                params.insert(p.name.clone(), Json::String("***".into()));
-            }
-            let mut source = l.text.clone();
-            l.masker.mask_in_place(&mut source);
+            let secret_params: Vec<String> = l
+                .plan
+                .resolved
+                .iter()
+                .filter(|(k, (_, given))| *given && secret.contains(&k.as_str()))
+                .map(|(k, _)| k.clone())
+                .collect();
             let header = Header {
                 run_id: l.run_id.clone(),
                 runbook: rb.name.clone(),
                 file: l.file.display().to_string(),
                 hash: journal::hash(&l.text),
-                source,
+                source: l.text.clone(),
                 params,
+                secret_params,
                 identity: l.identity.clone(),
                 pid: std::process::id(),
                 started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
@@ -490,7 +575,14 @@ fn start(l: Launch, mode: Mode) -> Result {
                 run_id: l.run_id.clone(),
                 runbook: rb.name.clone(),
                 steps: rb.steps.len(),
-                params: serde_json::to_value(ctx.params()).unwrap_or_default(),
+                params: Json::Object(
+                    l.plan
+                        .resolved
+                        .iter()
+                        .filter(|(k, _)| !rb.params.iter().any(|p| p.secret && &p.name == *k))
+                        .map(|(k, (v, _))| (k.clone(), v.clone()))
+                        .collect(),
+                ),
             });
         } else {
             eprintln!(

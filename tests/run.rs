@@ -462,7 +462,7 @@ steps:
       echo $$ > pgid
       sleep 30 &
       bash -c 'sleep 30; echo leaked >> leaked' &
-      bash -c 'trap "" TERM; sleep 2; echo leaked-despite-term >> leaked' &
+      bash -c 'trap "" TERM; sleep 4; echo leaked-despite-term >> leaked' &
       echo started >> log
       wait
     rollback: { shell: echo undo-slow >> log }
@@ -486,8 +486,9 @@ steps:
     );
     assert_group_gone(out.path(), "pgid");
     // Longer than the TERM-ignoring grandchild's sleep: had it survived, it
-    // would have written by now.
-    std::thread::sleep(Duration::from_secs(3));
+    // would have written by now. (Its sleep outlasts the timeout by 2 s, so
+    // a loaded machine that fires the timeout late cannot let it win a race.)
+    std::thread::sleep(Duration::from_secs(5));
     assert!(
         !out.path().join("leaked").exists(),
         "a grandchild outlived the timeout: {:?}",

@@ -156,7 +156,11 @@ impl Engine {
                         records[i].error = Some(e);
                         self.finish_step(i, &records[i], 0);
                         self.ctx.set_step(&step.id, &records[i]);
-                        failed = Some(i);
+                        if step.continue_on_failure {
+                            release(&rb, i, &mut waiting_on, &mut ready);
+                        } else {
+                            failed = Some(i);
+                        }
                         continue;
                     }
                 }

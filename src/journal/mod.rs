@@ -5,7 +5,7 @@
 //! when `StepFinished` is emitted it is on disk before the scheduler releases
 //! any dependent: a step's result is durable before anything that needs it
 //! starts. The first line is a header with the runbook's full text, its hash
-//! and the resolved params (secret ones masked); every other line is one
+//! and the resolved params (never a secret one); every other line is one
 //! event. A torn last line (the engine died mid-write) is ignored.
 //!
 //! Storage sits behind [`RunStore`] so a shared backend (PostgreSQL, for
@@ -28,7 +28,12 @@ pub struct Header {
     pub file: String,
     pub source: String,
     pub hash: String,
+    /// Resolved params, without the `secret: true` ones.
     pub params: Map<String, Json>,
+    /// Secret params given with `--param` at the start: `resume` and
+    /// `rollback` must be given them again (a default is read from `source`).
+    #[serde(default)]
+    pub secret_params: Vec<String>,
     pub identity: String,
     pub pid: u32,
     pub started_at: String,

@@ -551,8 +551,15 @@ impl Plan {
         let ctx = preview_context(rb, params);
         let graph = &rb.graph;
         let order = UnwindOrder::new(&rb.steps, graph);
-        let unwind = order.all();
-        let mut unwinds = unwinds_on_failure(graph, unwind, rb.steps.len());
+        // Steps the params skip never start, so are never undone: the
+        // preview leaves them out (the run's order is the same list).
+        let unwind: Vec<usize> = order
+            .all()
+            .iter()
+            .copied()
+            .filter(|&i| static_when(&rb.steps[i], &ctx) != Some(false))
+            .collect();
+        let mut unwinds = unwinds_on_failure(graph, &unwind, rb.steps.len());
 
         let mut planned = |i: usize, s: &Step, wave: usize| -> PlannedStep {
             let (listed, more) = std::mem::take(&mut unwinds[i]);
@@ -641,7 +648,11 @@ impl Plan {
             steps,
             approvals,
             flags,
-            unwind_order: unwind.iter().map(|&i| rb.steps[i].id.clone()).collect(),
+            unwind_order: order
+                .all()
+                .iter()
+                .map(|&i| rb.steps[i].id.clone())
+                .collect(),
             critical_path: CriticalPath {
                 steps: path.iter().map(|&i| rb.steps[i].id.clone()).collect(),
                 worst_case: worst,
@@ -702,6 +713,18 @@ fn unwinds_on_failure(
     out
 }
 
+/// A step's `when` if params and vars alone decide it.
+fn static_when(s: &Step, ctx: &Value) -> Option<bool> {
+    s.when.as_ref().and_then(|w| {
+        let reads = template::reads(w, true).ok()?;
+        reads
+            .iter()
+            .all(|r| r.starts_with("params") || r.starts_with("vars"))
+            .then(|| template::eval_bool(w, ctx).ok())
+            .flatten()
+    })
+}
+
 fn step_preview(
     rb: &Runbook,
     s: &Step,
@@ -709,14 +732,7 @@ fn step_preview(
     ctx: &Value,
     on_failure_unwinds: Vec<String>,
 ) -> PlannedStep {
-    let when_value = s.when.as_ref().and_then(|w| {
-        let reads = template::reads(w, true).ok()?;
-        reads
-            .iter()
-            .all(|r| r.starts_with("params") || r.starts_with("vars"))
-            .then(|| template::eval_bool(w, ctx).ok())
-            .flatten()
-    });
+    let when_value = static_when(s, ctx);
     let rollback = match &s.rollback {
         Rollback::None => Vec::new(),
         Rollback::Automatic => {

@@ -28,6 +28,12 @@ pub fn preflight(rb: &Runbook, ctx: &Value, known: &[&str]) -> Vec<Diagnostic> {
     let mut c = Checker {
         ctx,
         known,
+        secret_params: rb
+            .params
+            .iter()
+            .filter(|p| p.secret)
+            .map(|p| format!("params.{}", p.name))
+            .collect(),
         out: Vec::new(),
     };
     if let Some(lock) = &rb.lock {
@@ -59,6 +65,8 @@ enum Kind {
 struct Checker<'a> {
     ctx: &'a Value,
     known: &'a [&'a str],
+    /// `params.NAME` of each `secret: true` param.
+    secret_params: Vec<String>,
     out: Vec<Diagnostic>,
 }
 
@@ -74,7 +82,15 @@ impl Checker<'_> {
         reads
             .iter()
             .all(|r| self.known.contains(&root(r).as_str()))
-            .then(|| reads.iter().any(|r| root(r) == "secrets"))
+            .then(|| {
+                reads.iter().any(|r| {
+                    root(r) == "secrets"
+                        || self
+                            .secret_params
+                            .iter()
+                            .any(|p| r == p || r.starts_with(&format!("{p}.")))
+                })
+            })
     }
 
     fn error(&mut self, code: Code, span: Span, message: String) {
@@ -133,6 +149,12 @@ impl Checker<'_> {
             Err(e) => self.render_failed(t.span, what, &e),
             Ok(v) => {
                 if let Err(e) = duration::parse(&v) {
+                    // The parser's message quotes the value: not for a secret.
+                    let e = if secret {
+                        "write e.g. `30s`, `5m`, `2h`, `1d`".to_string()
+                    } else {
+                        e
+                    };
                     let shown = Self::shown(&v, secret);
                     self.error(
                         Code::InvalidDuration,
@@ -168,11 +190,21 @@ impl Checker<'_> {
                             t.text
                         ),
                     ),
-                    Some(n) if n < *min => self.error(
-                        Code::InvalidNumber,
-                        t.span,
-                        format!("{what}: `{}` gives {n}; it must be at least {min}", t.text),
-                    ),
+                    Some(n) if n < *min => {
+                        let shown = if secret {
+                            Self::shown("", true)
+                        } else {
+                            n.to_string()
+                        };
+                        self.error(
+                            Code::InvalidNumber,
+                            t.span,
+                            format!(
+                                "{what}: `{}` gives {shown}; it must be at least {min}",
+                                t.text
+                            ),
+                        );
+                    }
                     Some(_) => {}
                 }
             }
