@@ -20,6 +20,15 @@
 //! state dirs go (default: a temporary dir under `target/`, i.e. the same
 //! disk as a project's `.runbook`).
 
+#![allow(
+    unsafe_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_truncation
+)] // a benchmark harness: it may panic, and counts allocations
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -21,6 +21,15 @@
 //! linear from 2,000 to 20,000 steps. Before the fixes that came with this
 //! benchmark, planning 10,000 steps took 4.6 s and 750 MiB.
 
+#![allow(
+    unsafe_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_truncation
+)] // a benchmark harness: it may panic, and counts allocations
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering::Relaxed};

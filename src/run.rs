@@ -97,7 +97,9 @@ pub(crate) fn operator(explicit: Option<&str>) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// The login name of the real user, from the password database.
+/// The login name of the real user, from the password database (rustix has
+/// no `getpwuid`; this is the one `unsafe` block).
+#[allow(unsafe_code)]
 fn login_name() -> Option<String> {
     // SAFETY: getpwuid returns a pointer into static storage or null; we copy
     // the name out at once and this process does not call it concurrently.

@@ -85,7 +85,7 @@ fn quote_filter(v: Value) -> Value {
 }
 
 /// `| safe`: in a shell script, the one way to write a value as code.
-fn safe_filter(v: Value) -> Value {
+fn safe_filter(v: &Value) -> Value {
     let text = match v.as_str() {
         Some(s) => s.to_string(),
         None => v.to_string(),

@@ -1,3 +1,4 @@
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used, unsafe_code)] // a test fails loudly
 //! `approval:` steps end to end: a run waits in the background while a second
 //! `runbook` process answers it with `runbook approve`.
 //!

@@ -1,3 +1,4 @@
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used, unsafe_code)] // a test fails loudly
 //! The README's first command: the demo runs anywhere and does what it says.
 
 mod common;

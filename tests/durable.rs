@@ -1,3 +1,4 @@
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used, unsafe_code)] // a test fails loudly
 //! Durable runs end to end: the real binary killed (SIGKILL, through the
 //! `RUNBOOK_CRASH_AT` fault injection) at every journal write of small
 //! runbooks, then `runbook resume`d; torn and damaged journals; run locks

@@ -1,3 +1,4 @@
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used, unsafe_code)] // a test fails loudly
 //! End to end: runbooks/db-migration.yaml against a real PostgreSQL and a
 //! local HTTP service. Applied when the smoke tests pass; restored from the
 //! pg_dump backup when they fail.

@@ -1,3 +1,4 @@
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used, unsafe_code)] // a test fails loudly
 //! End to end: runbooks/production-rollout.yaml (seed 000) against a real
 //! Redis (flags), a real Prometheus (gates, over backfilled data) and a local
 //! HTTP service (health checks, escalation webhook), with two approvers

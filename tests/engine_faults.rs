@@ -1,3 +1,4 @@
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used, unsafe_code)] // a test fails loudly
 //! Faults of the engine itself: a step task that panics
 //! (`RUNBOOK_PANIC_IN_STEP`, built with the `fault-injection` feature) and a
 //! journal that cannot be written (a full disk: a small tmpfs as the state

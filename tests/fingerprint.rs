@@ -1,3 +1,4 @@
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used, unsafe_code)] // a test fails loudly
 //! The plan fingerprint: `sha256:` + 64 hex digits over the runbook's text,
 //! the resolved params without the secret ones, and the engine version.
 //! `plan` prints it (text and JSON), `run` prints it at start, journals it

@@ -1,3 +1,4 @@
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used, unsafe_code)] // a test fails loudly
 //! `http:` steps end to end: the real binary against the shared test HTTP
 //! server (tests/common/http_server.rs), which each test starts on
 //! 127.0.0.1:0 with the routes below and which records every request it

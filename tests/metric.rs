@@ -1,3 +1,4 @@
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used, unsafe_code)] // a test fails loudly
 //! `metric:` steps end to end: the real binary against a real Prometheus
 //! (started by `common::services` over `tests/fixtures/metrics/rollout.om`)
 //! and against `command` providers.

@@ -1,3 +1,4 @@
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used, unsafe_code)] // a test fails loudly
 //! `runbook plan`: snapshots of every format for examples/hello.yaml and for
 //! a richer fixture, parameter errors, and proof that planning executes and
 //! contacts nothing.

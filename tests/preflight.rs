@@ -1,3 +1,4 @@
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used, unsafe_code)] // a test fails loudly
 //! Pre-flight: templates that depend only on params, vars, secrets and env
 //! are rendered and type-checked before anything runs. A bad value is a
 //! diagnostic at the template's file:line:col, exit 2, nothing run and no
@@ -20,7 +21,7 @@ fn assert_nothing_ran(out: &Output, what: &str) {
     let dir = out.path();
     let ran: Vec<String> = std::fs::read_dir(dir)
         .expect("read the test directory")
-        .filter_map(|e| e.ok())
+        .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("ran-"))
         .collect();

@@ -1,3 +1,4 @@
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used, unsafe_code)] // a test fails loudly
 //! `flag:` steps on a `redis` provider, against a real `redis-server` each
 //! test starts on a free loopback port (tests/common/redis.rs). Without
 //! redis-server on PATH these tests fail, saying how to install it.

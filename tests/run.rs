@@ -1,3 +1,4 @@
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used, unsafe_code)] // a test fails loudly
 //! `runbook run` end to end: the real binary on small runbooks whose steps
 //! append lines to a file (`log`) in the test's directory, so the tests assert
 //! the ORDER of side effects, plus exit codes and `--report` contents.

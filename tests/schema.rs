@@ -1,3 +1,4 @@
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used, unsafe_code)] // a test fails loudly
 //! The committed JSON Schema matches `runbook schema`, and every runbook the
 //! repository ships (runbooks/, examples/) validates and points editors at
 //! that schema with a `yaml-language-server` modeline.

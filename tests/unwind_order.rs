@@ -1,3 +1,4 @@
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used, unsafe_code)] // a test fails loudly
 //! The one unwind order, through the real binary: `plan --format json`
 //! shows it (`unwind_order`, and per step `on_failure_unwinds`), and `run`
 //! follows it. Random DAGs (a seeded PRNG, so every run of the test sees the

@@ -1,3 +1,4 @@
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used, unsafe_code)] // a test fails loudly
 //! `runbook validate`: every malformed file under tests/malformed is rejected
 //! with the right code at the right line, and with nothing else; several
 //! errors are reported in one run; warnings alone pass; `--format json`.

@@ -26,7 +26,7 @@ pub enum Failure {
 
 /// Whether the attempts are a step's or a rollback body's (for events).
 #[derive(Clone, Copy)]
-pub enum Role {
+pub(super) enum Role {
     Step,
     Rollback { body: usize },
 }
@@ -71,7 +71,7 @@ fn backoff(action: &Action, ctx: &Value, next: u32) -> Result<Duration, String> 
     Ok(d)
 }
 
-pub struct Attempts<'a> {
+pub(super) struct Attempts<'a> {
     pub env: &'a RunEnv,
     pub bus: &'a Bus,
     pub step_id: &'a str,
@@ -84,7 +84,7 @@ pub struct Attempts<'a> {
 
 impl Attempts<'_> {
     /// What the last failed attempt produced before failing.
-    pub fn take_partial(&self) -> Option<Outputs> {
+    pub(super) fn take_partial(&self) -> Option<Outputs> {
         self.partial.lock().ok().and_then(|mut p| p.take())
     }
 }
@@ -98,7 +98,11 @@ async fn cancelled(mut rx: watch::Receiver<bool>) {
 impl Attempts<'_> {
     /// Runs the action until it succeeds, attempts run out, or the run is cancelled.
     /// Returns the result and the number of attempts made.
-    pub async fn run(&self, action: &Action, ctx: &Value) -> (Result<Outputs, Failure>, u32) {
+    pub(super) async fn run(
+        &self,
+        action: &Action,
+        ctx: &Value,
+    ) -> (Result<Outputs, Failure>, u32) {
         let attempts = match resolve_num(&action.retry.attempts, ctx) {
             Ok(n) => u32::try_from(n.max(1)).unwrap_or(u32::MAX),
             Err(e) => return (Err(Failure::Failed(e)), 0),

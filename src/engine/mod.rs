@@ -237,7 +237,7 @@ impl Engine {
                         // Cancelled before its first attempt began: it never
                         // started, so it has nothing to roll back.
                         Err(Failure::Cancelled) if attempts == 0 => {
-                            rec.status = StepStatus::NotStarted
+                            rec.status = StepStatus::NotStarted;
                         }
                         Err(Failure::Cancelled) => rec.status = StepStatus::Cancelled,
                         // Its start could not be recorded, so it never began.
@@ -293,12 +293,11 @@ impl Engine {
                     failed_step: failed.map(|i| rb.steps[i].id.clone()),
                 });
             }
-            let ok = match self
+            let Some(ok) = self
                 .unwind(&mut records, failed, &mut signals, &mut signals_seen)
                 .await
-            {
-                Some(ok) => ok,
-                None => return self.abort(records, started),
+            else {
+                return self.abort(records, started);
             };
             status = match (ok, interrupted) {
                 (false, _) => RunStatus::RollbackFailed,
@@ -625,6 +624,7 @@ fn when(step: &Step, ctx: &Value) -> Result<bool, String> {
 /// `RUNBOOK_PANIC_IN_STEP=ID` makes the engine's task for step ID panic.
 mod fault {
     #[cfg(feature = "fault-injection")]
+    #[allow(clippy::panic)] // the point: a test of what a panicking step does
     pub(super) fn maybe_panic(step: &str) {
         if std::env::var("RUNBOOK_PANIC_IN_STEP").is_ok_and(|s| s == step) {
             panic!("injected panic in step `{step}` (RUNBOOK_PANIC_IN_STEP)");

@@ -838,11 +838,7 @@ mod tests {
         let rb = validate_text(&y).runbook.expect("valid");
         let rb = Arc::new(rb);
         let plan = Plan::build(&rb, &y, &resolve_params(&rb, &[]).unwrap());
-        assert!(
-            t.elapsed() < std::time::Duration::from_secs(20),
-            "{:?}",
-            t.elapsed()
-        );
+        assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
         assert_eq!(plan.steps[0].action, ["$ echo 'start x0 *** 5000'"]);
         assert_eq!(plan.params[1].value, Json::String("***".into()));
         assert_eq!(plan.params[2].value, Json::String("x2".into()));

@@ -275,7 +275,7 @@ impl Checker<'_> {
         }
         match &a.kind {
             ActionKind::Shell { script } => {
-                self.plain(script, line, &format!("{who}: shell"), true)
+                self.plain(script, line, &format!("{who}: shell"), true);
             }
             ActionKind::Http(h) => {
                 self.text(&h.url, &format!("{who}: url"), Kind::HttpUrl);

@@ -73,7 +73,7 @@ struct Locked {
 fn lock_path(path: &Path) -> PathBuf {
     let mut name = path
         .file_name()
-        .map(|n| n.to_os_string())
+        .map(std::ffi::OsStr::to_os_string)
         .unwrap_or_default();
     name.push(".lock");
     path.with_file_name(name)

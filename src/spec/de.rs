@@ -153,7 +153,7 @@ pub fn from_node<T: DeserializeOwned>(node: &Node) -> Result<T, DeError> {
 }
 
 /// Runs `f` collecting every diagnostic recorded while it deserialises.
-pub fn collect<R>(f: impl FnOnce() -> R) -> (R, Vec<Diagnostic>) {
+pub(super) fn collect<R>(f: impl FnOnce() -> R) -> (R, Vec<Diagnostic>) {
     let saved = SINK.with(|s| std::mem::take(&mut *s.borrow_mut()));
     let r = f();
     let got = SINK.with(|s| std::mem::replace(&mut *s.borrow_mut(), saved));

@@ -499,7 +499,7 @@ impl Executor for ApprovalExec {
                             tally.decide(d);
                         }
                         Err(e) => {
-                            tally.note(format!("ignored {}: not a decision ({e})", file.display()))
+                            tally.note(format!("ignored {}: not a decision ({e})", file.display()));
                         }
                     }
                     consume(&dir, &file);

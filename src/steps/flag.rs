@@ -7,7 +7,7 @@ use crate::events::Event;
 use crate::providers::BoxFuture;
 use crate::runbook::{Action, ActionKind};
 
-pub struct FlagExec;
+pub(super) struct FlagExec;
 
 impl Executor for FlagExec {
     fn run<'a>(

@@ -39,7 +39,7 @@ use crate::events::{Event, Stream};
 use crate::providers::BoxFuture;
 use crate::runbook::{json_eq, Action, ActionKind, Http, StatusMatch};
 
-pub struct HttpExec;
+pub(super) struct HttpExec;
 
 /// The most of a response body that is read and kept.
 const MAX_BODY: usize = 1 << 20;

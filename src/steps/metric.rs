@@ -39,7 +39,7 @@ use crate::providers::prometheus::Prometheus;
 use crate::providers::{BoxFuture, MetricSource};
 use crate::runbook::{Action, ActionKind, Metric, OnNoData, ProviderKind};
 
-pub struct MetricExec;
+pub(super) struct MetricExec;
 
 impl Executor for MetricExec {
     fn run<'a>(
@@ -294,7 +294,7 @@ fn unix_seconds(secs: f64) -> Result<SystemTime, String> {
 
 /// RFC 3339 (`2024-05-01T12:00:00Z`, `...+02:00`, fractions allowed) or
 /// unix seconds.
-pub fn parse_time(text: &str) -> Result<SystemTime, String> {
+pub(super) fn parse_time(text: &str) -> Result<SystemTime, String> {
     let t = text.trim();
     if let Ok(secs) = t.parse::<f64>() {
         return unix_seconds(secs);
@@ -335,12 +335,16 @@ fn fmt_value(v: f64) -> String {
     if v == 0.0 || !v.is_finite() {
         return v.to_string();
     }
+    // |v| is finite and non-zero, so its log10 is within ±400.
+    #[allow(clippy::cast_possible_truncation)]
     let magnitude = v.abs().log10().floor() as i32;
-    let decimals = 5 - magnitude;
-    if !(0..=15).contains(&decimals) {
+    let Ok(decimals) = usize::try_from(5 - magnitude) else {
+        return v.to_string();
+    };
+    if decimals > 15 {
         return v.to_string();
     }
-    let s = format!("{v:.prec$}", prec = decimals as usize);
+    let s = format!("{v:.decimals$}");
     let s = if s.contains('.') {
         s.trim_end_matches('0').trim_end_matches('.')
     } else {

@@ -21,7 +21,7 @@ use crate::process_group::ProcessGroup;
 use crate::providers::BoxFuture;
 use crate::runbook::{Action, ActionKind};
 
-pub struct Shell;
+pub(super) struct Shell;
 
 const GRACE: Duration = Duration::from_secs(2);
 const MAX_STDOUT: usize = 1 << 20;

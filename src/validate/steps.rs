@@ -159,7 +159,7 @@ pub(super) struct Body<'a> {
 }
 
 impl<'a> Body<'a> {
-    pub fn of(b: &'a Spanned<BodySpec>) -> Body<'a> {
+    pub(super) fn of(b: &'a Spanned<BodySpec>) -> Body<'a> {
         Body {
             at: b.span,
             name: b.name.as_ref(),
@@ -391,7 +391,9 @@ fn http(ds: &mut Diagnostics, h: &HttpSpec) -> Http {
 fn status(ds: &mut Diagnostics, n: &Node) -> Vec<StatusMatch> {
     let one = |ds: &mut Diagnostics, n: &Node| -> Option<StatusMatch> {
         match &n.value {
-            Value::Int(c) if (100..=599).contains(c) => Some(StatusMatch::Code(*c as u16)),
+            Value::Int(c) if (100..=599).contains(c) => {
+                u16::try_from(*c).ok().map(StatusMatch::Code)
+            }
             Value::Str(s)
                 if s.len() == 3
                     && s.ends_with("xx")
@@ -543,7 +545,7 @@ fn approval(ds: &mut Diagnostics, a: &ApprovalSpec) -> Approval {
         let mut distinct: Vec<&str> = list.value.iter().map(|s| s.value.as_str()).collect();
         distinct.sort_unstable();
         distinct.dedup();
-        if (*r as usize) > distinct.len() {
+        if usize::try_from(*r).is_ok_and(|r| r > distinct.len()) {
             let at = a.required.as_ref().map_or(list.span, |r| r.span);
             ds.error(
                 Code::ApprovalQuorum,

@@ -84,7 +84,7 @@ pub(super) fn check(
 
     for (i, (_, v)) in spec.vars.iter().enumerate() {
         each_node_string(&v.0, &mut |t, span| {
-            one(ds, &names, t, span, Expr::Template, Scope::Var(i))
+            one(ds, &names, t, span, Expr::Template, Scope::Var(i));
         });
     }
     for v in spec.env.values() {
@@ -129,7 +129,7 @@ pub(super) fn check(
                 _ => Scope::Aux { phase, idx },
             };
             each_string(s, &mut |t, span, expr| {
-                one(ds, &names, t, span, expr, scope)
+                one(ds, &names, t, span, expr, scope);
             });
             if let Some(Checked(Some(RollbackSpec::Bodies(bodies)))) = &s.rollback {
                 let scope = match scope {
@@ -141,7 +141,7 @@ pub(super) fn check(
                 };
                 for b in bodies {
                     each_body_string(b, &mut |t, span, expr| {
-                        one(ds, &names, t, span, expr, scope)
+                        one(ds, &names, t, span, expr, scope);
                     });
                 }
             }

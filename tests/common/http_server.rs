@@ -40,7 +40,7 @@ const MAX_BODY: u64 = 1 << 20;
 
 /// A request the server received.
 #[derive(Clone, Debug)]
-pub struct Request {
+pub(crate) struct Request {
     pub method: String,
     /// The request target as sent, query string included.
     pub path: String,
@@ -51,7 +51,7 @@ pub struct Request {
 
 impl Request {
     /// The first value of header `name` (lowercase).
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k == name)
@@ -59,7 +59,7 @@ impl Request {
     }
 
     /// The body parsed as JSON (fails the test if it is not).
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| {
             panic!(
                 "{} {}: the body is not JSON ({e}): {:?}",
@@ -76,7 +76,7 @@ impl Request {
 
 /// An answer: status, headers, body, and how long to wait before sending it.
 #[derive(Clone, Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     status: u16,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
@@ -85,7 +85,7 @@ pub struct Reply {
 
 impl Reply {
     /// An empty reply with this status code.
-    pub fn status(status: u16) -> Reply {
+    pub(crate) fn status(status: u16) -> Reply {
         Reply {
             status,
             headers: Vec::new(),
@@ -95,29 +95,29 @@ impl Reply {
     }
 
     /// Adds a header (a later `Content-Type` replaces an earlier one).
-    pub fn header(mut self, name: &str, value: &str) -> Reply {
+    pub(crate) fn header(mut self, name: &str, value: &str) -> Reply {
         self.headers.push((name.to_string(), value.to_string()));
         self
     }
 
     /// The body, as given (no `Content-Type` is added).
-    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Reply {
+    pub(crate) fn body(mut self, body: impl Into<Vec<u8>>) -> Reply {
         self.body = body.into();
         self
     }
 
     /// A `text/plain` body.
-    pub fn text(self, body: impl Into<Vec<u8>>) -> Reply {
+    pub(crate) fn text(self, body: impl Into<Vec<u8>>) -> Reply {
         self.header("Content-Type", "text/plain").body(body)
     }
 
     /// An `application/json` body.
-    pub fn json(self, body: impl Into<Vec<u8>>) -> Reply {
+    pub(crate) fn json(self, body: impl Into<Vec<u8>>) -> Reply {
         self.header("Content-Type", "application/json").body(body)
     }
 
     /// Waits `delay` (at most 20 s, less if the server stops) before answering.
-    pub fn delay(mut self, delay: Duration) -> Reply {
+    pub(crate) fn delay(mut self, delay: Duration) -> Reply {
         self.delay = delay.min(MAX_DELAY);
         self
     }
@@ -149,14 +149,14 @@ impl Route {
 }
 
 /// Routes to serve; [`HttpServer::builder`] makes one.
-pub struct Builder {
+pub(crate) struct Builder {
     routes: Vec<Route>,
     fallback: Reply,
 }
 
 impl Builder {
     /// Answers `route` with `handler`'s reply to each request.
-    pub fn handle(
+    pub(crate) fn handle(
         mut self,
         route: &str,
         handler: impl Fn(&Request) -> Reply + Send + Sync + 'static,
@@ -183,13 +183,13 @@ impl Builder {
     }
 
     /// Answers `route` with `reply`, every time.
-    pub fn reply(self, route: &str, reply: Reply) -> Builder {
+    pub(crate) fn reply(self, route: &str, reply: Reply) -> Builder {
         self.handle(route, move |_| reply.clone())
     }
 
     /// Answers the requests to `route` with `replies` in order; the last one
     /// answers every request after that.
-    pub fn replies(self, route: &str, replies: Vec<Reply>) -> Builder {
+    pub(crate) fn replies(self, route: &str, replies: Vec<Reply>) -> Builder {
         assert!(!replies.is_empty(), "replies for {route:?}: none given");
         let seen = AtomicUsize::new(0);
         self.handle(route, move |_| {
@@ -199,13 +199,13 @@ impl Builder {
     }
 
     /// The answer to a request no route matches (404 `no such route` if unset).
-    pub fn fallback(mut self, reply: Reply) -> Builder {
+    pub(crate) fn fallback(mut self, reply: Reply) -> Builder {
         self.fallback = reply;
         self
     }
 
     /// Binds 127.0.0.1 on a free port and starts serving.
-    pub fn start(self) -> HttpServer {
+    pub(crate) fn start(self) -> HttpServer {
         let server = tiny_http::Server::http("127.0.0.1:0")
             .unwrap_or_else(|e| panic!("start an HTTP server on 127.0.0.1:0: {e}"));
         let addr = server
@@ -245,14 +245,14 @@ impl Shared {
 }
 
 /// A running server; stops when dropped.
-pub struct HttpServer {
+pub(crate) struct HttpServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
     accept: Option<JoinHandle<()>>,
 }
 
 impl HttpServer {
-    pub fn builder() -> Builder {
+    pub(crate) fn builder() -> Builder {
         Builder {
             routes: Vec::new(),
             fallback: Reply::status(404).text("no such route"),
@@ -260,26 +260,26 @@ impl HttpServer {
     }
 
     /// `http://127.0.0.1:PORT`.
-    pub fn base_url(&self) -> String {
+    pub(crate) fn base_url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// `http://127.0.0.1:PORT{path}`.
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url())
     }
 
     /// Every request received so far, in the order they came.
-    pub fn requests(&self) -> Vec<Request> {
+    pub(crate) fn requests(&self) -> Vec<Request> {
         self.shared
             .requests
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
 
     /// The requests whose target was exactly `path`.
-    pub fn requests_to(&self, path: &str) -> Vec<Request> {
+    pub(crate) fn requests_to(&self, path: &str) -> Vec<Request> {
         self.requests()
             .into_iter()
             .filter(|r| r.path == path)
@@ -333,7 +333,7 @@ fn answer(mut raw: tiny_http::Request, shared: &Shared) {
     shared
         .requests
         .lock()
-        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .push(req.clone());
     let reply = match shared.routes.iter().find(|r| r.matches(&req)) {
         Some(route) => (route.handler)(&req),

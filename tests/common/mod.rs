@@ -16,30 +16,33 @@
 //! `RUNBOOK_*` variables, which would make a test depend on the machine.
 //! `NO_COLOR` is set so diagnostics are plain text.
 
-#![allow(dead_code)] // each test binary uses a different part of this module
+#![allow(dead_code)]
+// each test binary uses a different part of this module
+// Test harnesses: they start and signal real services, and fail loudly.
+#![allow(unsafe_code, clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-pub mod http_server;
-pub mod postgres;
-pub mod raw_tcp;
-pub mod redis;
-pub mod services;
+pub(crate) mod http_server;
+pub(crate) mod postgres;
+pub(crate) mod raw_tcp;
+pub(crate) mod redis;
+pub(crate) mod services;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// The repository root, for reading fixtures and committed files.
-pub fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// Reads a file of the repository (path relative to the root).
-pub fn read_repo_file(rel: &str) -> String {
+pub(crate) fn read_repo_file(rel: &str) -> String {
     let path = repo_root().join(rel);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
-pub struct Test {
+pub(crate) struct Test {
     dir: tempfile::TempDir,
     args: Vec<String>,
     env: Vec<(String, String)>,
@@ -56,7 +59,7 @@ impl Default for Test {
 }
 
 impl Test {
-    pub fn new() -> Test {
+    pub(crate) fn new() -> Test {
         Test {
             dir: tempfile::Builder::new()
                 .prefix("runbook-test-")
@@ -73,18 +76,18 @@ impl Test {
     /// Starts the binary through another program: `wrapper` then the
     /// binary's path then the arguments, e.g. `["unshare", "-m", "sh", "-c",
     /// "mount ... && exec \"$0\" \"$@\""]` (the binary is `$0` there).
-    pub fn wrapped(mut self, wrapper: &[&str]) -> Test {
+    pub(crate) fn wrapped(mut self, wrapper: &[&str]) -> Test {
         self.wrapper = wrapper.iter().map(ToString::to_string).collect();
         self
     }
 
     /// The test's working directory.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
     /// Writes `contents` to `rel` inside the test directory (parents created).
-    pub fn file(self, rel: &str, contents: &str) -> Test {
+    pub(crate) fn file(self, rel: &str, contents: &str) -> Test {
         let path = self.dir.path().join(rel);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).expect("create parent directories");
@@ -95,27 +98,27 @@ impl Test {
 
     /// Copies a file of the repository (e.g. `examples/hello.yaml`) into the
     /// test directory under the same relative path.
-    pub fn repo_file(self, rel: &str) -> Test {
+    pub(crate) fn repo_file(self, rel: &str) -> Test {
         let contents = read_repo_file(rel);
         self.file(rel, &contents)
     }
 
-    pub fn arg(mut self, arg: &str) -> Test {
+    pub(crate) fn arg(mut self, arg: &str) -> Test {
         self.args.push(arg.to_string());
         self
     }
 
-    pub fn args(mut self, args: &[&str]) -> Test {
+    pub(crate) fn args(mut self, args: &[&str]) -> Test {
         self.args.extend(args.iter().map(ToString::to_string));
         self
     }
 
-    pub fn env(mut self, key: &str, value: &str) -> Test {
+    pub(crate) fn env(mut self, key: &str, value: &str) -> Test {
         self.env.push((key.to_string(), value.to_string()));
         self
     }
 
-    pub fn stdin(mut self, input: &str) -> Test {
+    pub(crate) fn stdin(mut self, input: &str) -> Test {
         self.stdin = Some(input.to_string());
         self
     }
@@ -123,7 +126,7 @@ impl Test {
     /// Uses `rel` (inside the test directory) as the state dir, passed as
     /// `$RUNBOOK_STATE_DIR`. Without it the binary's default (`.runbook` in
     /// the working directory) applies, which is also inside the test dir.
-    pub fn state_dir(mut self, rel: &str) -> Test {
+    pub(crate) fn state_dir(mut self, rel: &str) -> Test {
         self.state_dir = Some(self.dir.path().join(rel));
         self
     }
@@ -148,7 +151,7 @@ impl Test {
         child
     }
 
-    pub fn run(self) -> Output {
+    pub(crate) fn run(self) -> Output {
         let child = self.start();
         let out = child
             .wait_with_output()
@@ -166,7 +169,7 @@ impl Test {
 
 /// What a run printed and how it exited. Assertion helpers panic with the
 /// whole output, so a failing test shows what the binary said.
-pub struct Output {
+pub(crate) struct Output {
     pub command: String,
     pub stdout: String,
     pub stderr: String,
@@ -186,14 +189,14 @@ impl Output {
         )
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
     /// A new command in the same directory, keeping every file the earlier
     /// ones wrote (the state dir, logs): `run` -> crash -> `resume` -> `status`.
     /// Arguments, environment and stdin start empty again.
-    pub fn again(self) -> Test {
+    pub(crate) fn again(self) -> Test {
         Test {
             dir: self.dir,
             args: Vec::new(),
@@ -205,57 +208,57 @@ impl Output {
     }
 
     /// Whether the binary died by SIGKILL (as `RUNBOOK_CRASH_AT` makes it).
-    pub fn killed(&self) -> bool {
+    pub(crate) fn killed(&self) -> bool {
         self.signal == Some(libc::SIGKILL) || self.code == Some(137)
     }
 
-    pub fn code(self, expected: i32) -> Output {
+    pub(crate) fn code(self, expected: i32) -> Output {
         if self.code != Some(expected) {
             self.fail(&format!("expected exit code {expected}"));
         }
         self
     }
 
-    pub fn success(self) -> Output {
+    pub(crate) fn success(self) -> Output {
         self.code(0)
     }
 
-    pub fn stdout_contains(self, needle: &str) -> Output {
+    pub(crate) fn stdout_contains(self, needle: &str) -> Output {
         if !self.stdout.contains(needle) {
             self.fail(&format!("stdout does not contain {needle:?}"));
         }
         self
     }
 
-    pub fn stdout_not_contains(self, needle: &str) -> Output {
+    pub(crate) fn stdout_not_contains(self, needle: &str) -> Output {
         if self.stdout.contains(needle) {
             self.fail(&format!("stdout contains {needle:?}"));
         }
         self
     }
 
-    pub fn stderr_contains(self, needle: &str) -> Output {
+    pub(crate) fn stderr_contains(self, needle: &str) -> Output {
         if !self.stderr.contains(needle) {
             self.fail(&format!("stderr does not contain {needle:?}"));
         }
         self
     }
 
-    pub fn stderr_not_contains(self, needle: &str) -> Output {
+    pub(crate) fn stderr_not_contains(self, needle: &str) -> Output {
         if self.stderr.contains(needle) {
             self.fail(&format!("stderr contains {needle:?}"));
         }
         self
     }
 
-    pub fn stdout_eq(self, expected: &str) -> Output {
+    pub(crate) fn stdout_eq(self, expected: &str) -> Output {
         if self.stdout != expected {
             self.fail(&format!("stdout is not {expected:?}"));
         }
         self
     }
 
-    pub fn stderr_eq(self, expected: &str) -> Output {
+    pub(crate) fn stderr_eq(self, expected: &str) -> Output {
         if self.stderr != expected {
             self.fail(&format!("stderr is not {expected:?}"));
         }
@@ -263,12 +266,12 @@ impl Output {
     }
 
     /// `(code, line)` of every `error[..]` diagnostic on stderr, in order.
-    pub fn errors(&self) -> Vec<(String, u32)> {
+    pub(crate) fn errors(&self) -> Vec<(String, u32)> {
         diagnostics(&self.stderr, "error")
     }
 
     /// `(code, line)` of every `warning[..]` diagnostic on stderr, in order.
-    pub fn warnings(&self) -> Vec<(String, u32)> {
+    pub(crate) fn warnings(&self) -> Vec<(String, u32)> {
         diagnostics(&self.stderr, "warning")
     }
 }
@@ -304,7 +307,7 @@ fn diagnostics(stderr: &str, label: &str) -> Vec<(String, u32)> {
 /// Polls `done` every 20 ms until it returns true or `timeout` passes; returns
 /// whether it became true. For waiting on files a step writes, instead of
 /// sleeping a fixed time.
-pub fn poll_until(timeout: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+pub(crate) fn poll_until(timeout: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + timeout;
     loop {
         if done() {
@@ -348,7 +351,7 @@ impl Test {
 
     /// Starts the binary and returns at once. Stdout and stderr are collected
     /// on background threads, so a chatty child never blocks on a full pipe.
-    pub fn spawn(self) -> Running {
+    pub(crate) fn spawn(self) -> Running {
         let mut child = self.start();
         let collect = |r: Option<Box<dyn std::io::Read + Send>>| {
             r.map(|mut r| {
@@ -373,7 +376,7 @@ impl Test {
 
 /// A binary started by [`Test::spawn`]. Dropping it kills the child, so a
 /// failing test leaves nothing running.
-pub struct Running {
+pub(crate) struct Running {
     command: String,
     child: Option<std::process::Child>,
     stdout: Option<std::thread::JoinHandle<String>>,
@@ -382,19 +385,19 @@ pub struct Running {
 }
 
 impl Running {
-    pub fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         let child = self.child.as_ref().expect("the child is running");
         i32::try_from(child.id()).expect("pid fits in i32")
     }
 
     /// The test's working directory.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.as_ref().expect("the test directory").path()
     }
 
     /// Sends `sig` (e.g. `libc::SIGINT`) to the binary (not to its steps,
     /// which run in process groups of their own).
-    pub fn signal(&self, sig: i32) {
+    pub(crate) fn signal(&self, sig: i32) {
         // SAFETY: kill(2) on the pid of a child we have not reaped yet.
         let rc = unsafe { libc::kill(self.pid(), sig) };
         assert_eq!(rc, 0, "kill({}, {sig}) failed", self.pid());
@@ -403,14 +406,17 @@ impl Running {
     /// Waits (bounded) until `rel` exists in the test directory. Fails the
     /// test, showing the child's output, if the child exits first or the
     /// time runs out.
-    pub fn wait_for_file(&mut self, rel: &str, timeout: std::time::Duration) {
+    pub(crate) fn wait_for_file(&mut self, rel: &str, timeout: std::time::Duration) {
         let path = self.path().join(rel);
         let mut exited = false;
         let found = poll_until(timeout, || {
             if path.exists() {
                 return true;
             }
-            exited = matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(Some(_))));
+            exited = matches!(
+                self.child.as_mut().map(std::process::Child::try_wait),
+                Some(Ok(Some(_)))
+            );
             exited
         });
         if !found || (exited && !path.exists()) {
@@ -426,7 +432,7 @@ impl Running {
 
     /// Waits for the binary to exit (at most two minutes: a hung run fails
     /// the test instead of hanging the suite).
-    pub fn wait(mut self) -> Output {
+    pub(crate) fn wait(mut self) -> Output {
         let limit = std::time::Duration::from_secs(120);
         let out = self.finish(limit);
         if out.code.is_none() && out.stderr.ends_with("[killed by the test]\n") {
@@ -477,7 +483,7 @@ impl Drop for Running {
 
 /// `bash ./wait_for.sh FILE`: waits until FILE exists (bounded, 60 s), so a
 /// step can wait for another step or for the test without a fixed sleep.
-pub const WAIT_FOR: &str = r#"# usage: bash ./wait_for.sh FILE
+pub(crate) const WAIT_FOR: &str = r#"# usage: bash ./wait_for.sh FILE
 for _ in $(seq 1 3000); do
   [ -e "$1" ] && exit 0
   sleep 0.02
@@ -487,7 +493,7 @@ exit 1
 "#;
 
 /// The `--report report.json` a run wrote in its directory.
-pub fn report(out: &Output) -> serde_json::Value {
+pub(crate) fn report(out: &Output) -> serde_json::Value {
     let path = out.path().join("report.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
@@ -501,7 +507,7 @@ pub fn report(out: &Output) -> serde_json::Value {
 }
 
 /// One step of a report, by id.
-pub fn step<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+pub(crate) fn step<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
     report["steps"]
         .as_array()
         .expect("report.steps is a list")
@@ -512,7 +518,7 @@ pub fn step<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Valu
 
 /// The 1-based line numbers of `text` that contain `needle`, for asserting
 /// where a diagnostic points without hard-coding line numbers.
-pub fn lines_containing(text: &str, needle: &str) -> Vec<u32> {
+pub(crate) fn lines_containing(text: &str, needle: &str) -> Vec<u32> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| l.contains(needle))
@@ -521,7 +527,7 @@ pub fn lines_containing(text: &str, needle: &str) -> Vec<u32> {
 }
 
 /// The first line of `text` containing `needle`; panics when there is none.
-pub fn line_of(text: &str, needle: &str) -> u32 {
+pub(crate) fn line_of(text: &str, needle: &str) -> u32 {
     *lines_containing(text, needle)
         .first()
         .unwrap_or_else(|| panic!("no line contains {needle:?} in:\n{text}"))
@@ -529,7 +535,7 @@ pub fn line_of(text: &str, needle: &str) -> u32 {
 
 /// `runbook plan FILE --format json` with `--param` arguments, parsed; fails
 /// the test (showing the output) unless it exits 0.
-pub fn plan_json(t: Test, file: &str, params: &[&str]) -> serde_json::Value {
+pub(crate) fn plan_json(t: Test, file: &str, params: &[&str]) -> serde_json::Value {
     let mut args = vec!["plan", file, "--format", "json"];
     for p in params {
         args.extend(["--param", p]);
@@ -540,7 +546,7 @@ pub fn plan_json(t: Test, file: &str, params: &[&str]) -> serde_json::Value {
 }
 
 /// The first line (the header) of a run's journal, `<state>/runs/<id>/journal.jsonl`.
-pub fn journal_header(out: &Output, state_dir: &str, run_id: &str) -> serde_json::Value {
+pub(crate) fn journal_header(out: &Output, state_dir: &str, run_id: &str) -> serde_json::Value {
     let path = out
         .path()
         .join(state_dir)

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::raw_tcp::free_port;
 
-pub struct Postgres {
+pub(crate) struct Postgres {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Child,
@@ -45,7 +45,7 @@ fn as_postgres(bin: &Path) -> Command {
 }
 
 impl Postgres {
-    pub fn start() -> Postgres {
+    pub(crate) fn start() -> Postgres {
         let bin = bin_dir();
         let mut dir = tempfile::Builder::new()
             .prefix("runbook-pg-")
@@ -124,7 +124,7 @@ impl Postgres {
     }
 
     /// A fresh database; returns its URL.
-    pub fn database(&self, name: &str) -> String {
+    pub(crate) fn database(&self, name: &str) -> String {
         self.psql(
             "postgres",
             &format!("CREATE DATABASE {name} TEMPLATE template0"),
@@ -132,12 +132,12 @@ impl Postgres {
         self.url(name)
     }
 
-    pub fn url(&self, db: &str) -> String {
+    pub(crate) fn url(&self, db: &str) -> String {
         format!("postgresql://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
     /// Runs SQL, returning the unaligned output; panics on error.
-    pub fn psql(&self, db: &str, sql: &str) -> String {
+    pub(crate) fn psql(&self, db: &str, sql: &str) -> String {
         let out = Command::new("psql")
             .args([
                 "--no-psqlrc",

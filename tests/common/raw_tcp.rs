@@ -16,14 +16,14 @@ use std::time::{Duration, Instant};
 /// A loopback port that was free a moment ago: bound, read, released. For a
 /// service started on it next (retry if the service finds it taken), or as
 /// a port whose connections are refused.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
     l.local_addr().expect("local address").port()
 }
 
 /// A listener on 127.0.0.1 that hands each connection it accepts to a
 /// callback, until dropped (at most two minutes).
-pub struct RawServer {
+pub(crate) struct RawServer {
     pub port: u16,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -33,7 +33,7 @@ impl RawServer {
     /// Accepts connections (up to 16) and holds them open without ever
     /// sending a byte: a server that hangs. Any protocol's client must time
     /// out on it.
-    pub fn silent() -> RawServer {
+    pub(crate) fn silent() -> RawServer {
         let mut held = Vec::new();
         RawServer::start(move |conn| {
             if held.len() < 16 {
@@ -47,7 +47,7 @@ impl RawServer {
     /// plain-HTTP `400 Bad Request` to an `https://` client: `tiny_http`
     /// would wait for a request line that a TLS handshake never sends, and
     /// the client would time out instead of failing its handshake.
-    pub fn canned(reply: &'static [u8]) -> RawServer {
+    pub(crate) fn canned(reply: &'static [u8]) -> RawServer {
         RawServer::start(move |mut conn| {
             let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
             let _ = conn.write_all(reply);
@@ -92,13 +92,13 @@ impl Drop for RawServer {
 
 /// A listening port that fails the test if anything connected to it: for
 /// proving that a command contacted nothing.
-pub struct Untouched {
+pub(crate) struct Untouched {
     listener: TcpListener,
     pub port: u16,
 }
 
 impl Untouched {
-    pub fn bind() -> Untouched {
+    pub(crate) fn bind() -> Untouched {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         listener
             .set_nonblocking(true)
@@ -108,7 +108,7 @@ impl Untouched {
     }
 
     /// Panics if a connection is waiting to be accepted.
-    pub fn assert_no_connection(&self) {
+    pub(crate) fn assert_no_connection(&self) {
         match self.listener.accept() {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Ok((_, peer)) => panic!("something connected to port {} from {peer}", self.port),

@@ -21,14 +21,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub use redis::Value;
+pub(crate) use redis::Value;
 
 use super::raw_tcp::free_port;
 
 /// How long the harness waits to connect to, or hear from, the server.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub struct Redis {
+pub(crate) struct Redis {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
@@ -55,7 +55,7 @@ fn redis_server() -> PathBuf {
 impl Redis {
     /// Starts a server; `extra` are more `redis-server` arguments
     /// (`["--requirepass", "pw"]`).
-    pub fn start_with(extra: &[&str]) -> Redis {
+    pub(crate) fn start_with(extra: &[&str]) -> Redis {
         let bin = redis_server();
         let dir = tempfile::Builder::new()
             .prefix("runbook-redis-")
@@ -114,26 +114,26 @@ impl Redis {
         panic!("redis-server did not become ready on any of 5 ports; its last log:\n{last_log}");
     }
 
-    pub fn start() -> Redis {
+    pub(crate) fn start() -> Redis {
         Redis::start_with(&[])
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
     /// The server's pid, for a step that kills it mid-run.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.as_ref().expect("redis is running").id()
     }
 
     /// Writes the server's pid to `path` (for a shell step to `kill`).
-    pub fn write_pid(&self, path: &Path) {
+    pub(crate) fn write_pid(&self, path: &Path) {
         std::fs::write(path, self.pid().to_string()).expect("write the redis pid");
     }
 
     /// Stops the server now (SIGKILL) and reaps it.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -141,7 +141,7 @@ impl Redis {
     }
 
     /// Whether the server process has exited (reaping it if so).
-    pub fn exited(&mut self) -> bool {
+    pub(crate) fn exited(&mut self) -> bool {
         match &mut self.child {
             None => true,
             Some(c) => matches!(c.try_wait(), Ok(Some(_))),
@@ -149,20 +149,20 @@ impl Redis {
     }
 
     /// Authenticates the harness's own commands (a `--requirepass` server).
-    pub fn with_password(mut self, password: &str) -> Redis {
+    pub(crate) fn with_password(mut self, password: &str) -> Redis {
         self.password = Some(password.to_string());
         self
     }
 
     /// Runs a command; panics when Redis cannot be reached or answers
     /// with an error.
-    pub fn command(&self, args: &[&str]) -> Value {
+    pub(crate) fn command(&self, args: &[&str]) -> Value {
         command_at(self.port, self.password.as_deref(), args)
             .unwrap_or_else(|e| panic!("redis {args:?} on port {}: {e}", self.port))
     }
 
     /// `GET key` as text; `None` when the key does not exist.
-    pub fn get(&self, key: &str) -> Option<String> {
+    pub(crate) fn get(&self, key: &str) -> Option<String> {
         match self.command(&["GET", key]) {
             Value::Nil => None,
             Value::BulkString(v) => Some(String::from_utf8_lossy(&v).into_owned()),
@@ -171,20 +171,20 @@ impl Redis {
     }
 
     /// `GET key` parsed as JSON; `None` when the key does not exist.
-    pub fn get_json(&self, key: &str) -> Option<serde_json::Value> {
+    pub(crate) fn get_json(&self, key: &str) -> Option<serde_json::Value> {
         self.get(key).map(|t| {
             serde_json::from_str(&t).unwrap_or_else(|e| panic!("{key} holds {t:?}, not JSON: {e}"))
         })
     }
 
-    pub fn set(&self, key: &str, value: &str) {
+    pub(crate) fn set(&self, key: &str, value: &str) {
         match self.command(&["SET", key, value]) {
             Value::Okay => {}
             other => panic!("SET {key}: unexpected reply {other:?}"),
         }
     }
 
-    pub fn exists(&self, key: &str) -> bool {
+    pub(crate) fn exists(&self, key: &str) -> bool {
         matches!(self.command(&["EXISTS", key]), Value::Int(1))
     }
 }

@@ -41,7 +41,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// HTTP basic authentication for a server (`--web.config.file`).
 #[derive(Clone, Debug)]
-pub struct BasicAuth {
+pub(crate) struct BasicAuth {
     pub user: String,
     pub password: String,
     /// bcrypt of `password` (Prometheus stores only the hash), e.g. from
@@ -52,7 +52,7 @@ pub struct BasicAuth {
 
 impl BasicAuth {
     /// The `Authorization` header value: `Basic base64(user:password)`.
-    pub fn header(&self) -> String {
+    pub(crate) fn header(&self) -> String {
         format!(
             "Basic {}",
             base64(format!("{}:{}", self.user, self.password).as_bytes())
@@ -62,13 +62,13 @@ impl BasicAuth {
 
 /// Options of [`Prometheus::start_with`].
 #[derive(Clone, Debug, Default)]
-pub struct PromOptions {
+pub(crate) struct PromOptions {
     pub basic_auth: Option<BasicAuth>,
 }
 
 /// A running Prometheus on `127.0.0.1:port`, with the data of one
 /// OpenMetrics file. Killed when dropped.
-pub struct Prometheus {
+pub(crate) struct Prometheus {
     /// `http://127.0.0.1:PORT`, for a provider's `url`.
     pub url: String,
     pub port: u16,
@@ -83,11 +83,11 @@ pub struct Prometheus {
 
 impl Prometheus {
     /// Backfills `openmetrics` into a new TSDB and starts a server over it.
-    pub fn start(openmetrics: &Path) -> Prometheus {
+    pub(crate) fn start(openmetrics: &Path) -> Prometheus {
         Prometheus::start_with(openmetrics, &PromOptions::default())
     }
 
-    pub fn start_with(openmetrics: &Path, options: &PromOptions) -> Prometheus {
+    pub(crate) fn start_with(openmetrics: &Path, options: &PromOptions) -> Prometheus {
         let began = Instant::now();
         let (prometheus, promtool) = binaries();
         let dir = tempfile::Builder::new()
@@ -178,11 +178,13 @@ impl Prometheus {
 
     /// One server per fixture file for the whole test binary, for tests that
     /// only read. Started on first use; stopped when the process exits.
-    pub fn shared(openmetrics: &Path) -> Arc<Prometheus> {
+    pub(crate) fn shared(openmetrics: &Path) -> Arc<Prometheus> {
         static SHARED: OnceLock<Mutex<HashMap<PathBuf, Arc<Prometheus>>>> = OnceLock::new();
         extern "C" fn stop_shared() {
             if let Some(m) = SHARED.get() {
-                let servers = std::mem::take(&mut *m.lock().unwrap_or_else(|e| e.into_inner()));
+                let servers = std::mem::take(
+                    &mut *m.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+                );
                 drop(servers);
             }
         }
@@ -194,7 +196,9 @@ impl Prometheus {
             Mutex::new(HashMap::new())
         });
         // Held while starting: two tests asking at once get one server.
-        let mut servers = map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut servers = map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         servers
             .entry(openmetrics.to_path_buf())
             .or_insert_with(|| Arc::new(Prometheus::start(openmetrics)))
@@ -202,7 +206,7 @@ impl Prometheus {
     }
 
     /// `Authorization` header value the server wants, if it wants one.
-    pub fn auth_header(&self) -> Option<String> {
+    pub(crate) fn auth_header(&self) -> Option<String> {
         self.auth.as_ref().map(BasicAuth::header)
     }
 
@@ -233,7 +237,7 @@ impl Prometheus {
 
     /// Runs an instant query at unix time `time`; returns the API's `data`
     /// (fails the test on an error). For checking a fixture directly.
-    pub fn query(&self, promql: &str, time: f64) -> serde_json::Value {
+    pub(crate) fn query(&self, promql: &str, time: f64) -> serde_json::Value {
         let url = format!(
             "{}/api/v1/query?query={}&time={time}",
             self.url,
@@ -294,7 +298,7 @@ fn binaries() -> (PathBuf, PathBuf) {
 /// `PR_SET_PDEATHSIG`: the signal fires when the spawning *thread* exits, so
 /// spawning from a test's own thread would kill a shared server as soon as
 /// that test ended.
-pub fn spawn_service(mut cmd: Command) -> Child {
+pub(crate) fn spawn_service(mut cmd: Command) -> Child {
     type Job = (Command, mpsc::Sender<std::io::Result<Child>>);
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {
@@ -322,7 +326,7 @@ pub fn spawn_service(mut cmd: Command) -> Child {
     let (tx, rx) = mpsc::channel();
     spawner
         .lock()
-        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .send((cmd, tx))
         .expect("the service spawner thread is alive");
     rx.recv()
@@ -331,7 +335,7 @@ pub fn spawn_service(mut cmd: Command) -> Child {
 }
 
 /// A bare HTTP/1.0 GET (no chunked bodies to decode): `(status, body)`.
-pub fn http_get(url: &str, headers: &[(&str, &str)]) -> Result<(u16, String), String> {
+pub(crate) fn http_get(url: &str, headers: &[(&str, &str)]) -> Result<(u16, String), String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| format!("not an http:// url: {url}"))?;
@@ -366,7 +370,7 @@ pub fn http_get(url: &str, headers: &[(&str, &str)]) -> Result<(u16, String), St
 }
 
 /// Percent-encodes a query-string value.
-pub fn url_encode(s: &str) -> String {
+pub(crate) fn url_encode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         match b {
@@ -380,7 +384,7 @@ pub fn url_encode(s: &str) -> String {
 }
 
 /// Standard base64 with padding.
-pub fn base64(bytes: &[u8]) -> String {
+pub(crate) fn base64(bytes: &[u8]) -> String {
     const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
