@@ -70,6 +70,8 @@ codes! {
     UnknownFilter = "E064", "a template uses a filter or test that does not exist";
     RenderFailed = "E065", "a template fails to render once params are known";
     InvalidUrl = "E066", "a URL is malformed once params are known";
+    TemplateLimit = "E067", "a template is too large, or nests or chains expressions too deep";
+    TemplateLoad = "E068", "a template includes, imports or extends another template";
     SecretSource = "E070", "a secret has no source or several";
 }
 

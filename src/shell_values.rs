@@ -63,6 +63,7 @@ impl minijinja::value::Object for Code {
 struct Collector {
     nonce: String,
     values: Vec<String>,
+    bytes: usize,
 }
 
 thread_local! {
@@ -77,20 +78,33 @@ pub(crate) fn collecting() -> bool {
 /// What the formatter writes for a value while a script renders: code for
 /// `| safe`, captured template output (it holds our nonce) as it is, and a
 /// placeholder for everything else.
-pub(crate) fn placeholder(value: &Value, text: String) -> String {
+pub(crate) fn placeholder(value: &Value, text: String) -> Result<String, Error> {
     if let Some(code) = value.downcast_object_ref::<Code>() {
-        return code.0.clone();
+        return Ok(code.0.clone());
     }
     COLLECTOR.with(|c| {
         let mut c = c.borrow_mut();
-        let Some(c) = c.as_mut() else { return text };
+        let Some(c) = c.as_mut() else {
+            return Ok(text);
+        };
         if text.contains(&c.nonce) {
             // The output of a macro or `{% set %}` block: the author's text
             // with placeholders already in it.
-            return text;
+            return Ok(text);
+        }
+        // The values are the script's output too: they share its budget.
+        c.bytes = c.bytes.saturating_add(text.len());
+        if c.bytes > crate::template::budget::MAX_OUTPUT_BYTES {
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                format!(
+                    "template output exceeds its budget of {} MiB",
+                    crate::template::budget::MAX_OUTPUT_BYTES >> 20
+                ),
+            ));
         }
         c.values.push(text);
-        format!("{OPEN}{}.{}{CLOSE}", c.nonce, c.values.len())
+        Ok(format!("{OPEN}{}.{}{CLOSE}", c.nonce, c.values.len()))
     })
 }
 
@@ -107,6 +121,7 @@ pub fn render(
         *c.borrow_mut() = Some(Collector {
             nonce: nonce.clone(),
             values: Vec::new(),
+            bytes: 0,
         });
     });
     let rendered = render();

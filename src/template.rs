@@ -60,12 +60,13 @@ pub fn environment() -> &'static Environment<'static> {
                     Some(s) => s.to_string(),
                     None => value.to_string(),
                 };
-                let text = crate::shell_values::placeholder(value, text);
+                let text = crate::shell_values::placeholder(value, text)?;
                 return out.write_str(&text).map_err(Error::from);
             }
             minijinja::escape_formatter(out, state, value)
         });
-        env.set_recursion_limit(64);
+        env.set_recursion_limit(budget::RECURSION_LIMIT);
+        env.set_fuel(Some(budget::FUEL));
         env.add_filter("quote", quote_filter);
         env.add_filter("safe", safe_filter);
         env
@@ -134,9 +135,12 @@ pub fn render_str(source: &str, ctx: &Value) -> Result<String, Error> {
     if !is_template(source) {
         return Ok(source.to_string());
     }
-    environment()
-        .render_str(source, ctx)
-        .map_err(|e| name_undefined(e, source, false, ctx))
+    check_limits(source, false).map_err(LimitError::into_error)?;
+    let (src, ctx) = (source.to_string(), ctx.clone());
+    budget::on_worker(move || {
+        let t = environment().template_from_str(&src)?;
+        budget::render_capped(&t, &ctx).map_err(|e| name_undefined(e, &src, false, &ctx))
+    })
 }
 
 /// minijinja's strict-undefined error says "undefined value" without saying
@@ -181,15 +185,18 @@ pub fn render_shell(
             display: source.to_string(),
         });
     }
-    crate::shell_values::render(
-        || {
-            environment()
-                .template_from_named_str("script.sh", source)?
-                .render(ctx)
-                .map_err(|e| name_undefined(e, source, false, ctx))
-        },
-        shell,
-    )
+    check_limits(source, false).map_err(LimitError::into_error)?;
+    let (src, ctx) = (source.to_string(), ctx.clone());
+    // The values are collected on the thread that renders: the worker.
+    budget::on_worker(move || {
+        crate::shell_values::render(
+            || {
+                let t = environment().template_from_named_str("script.sh", &src)?;
+                budget::render_capped(&t, &ctx).map_err(|e| name_undefined(e, &src, false, &ctx))
+            },
+            shell,
+        )
+    })
 }
 
 /// Whether an interpreter's program is a POSIX shell (values can be data).
@@ -205,10 +212,14 @@ pub fn is_shell(interpreter: &[String]) -> bool {
 /// Renders a string keeping the type of a sole expression.
 pub fn render_value(source: &str, ctx: &Value) -> Result<Value, Error> {
     if let Some(expr) = sole_expression(source) {
-        let e = compile_expression(expr)?;
-        return e
-            .eval(ctx)
-            .map_err(|err| name_undefined(err, expr, true, ctx));
+        let (expr, ctx) = (expr.to_string(), ctx.clone());
+        return budget::on_worker(move || {
+            let v = compile_expression(&expr)?
+                .eval(&ctx)
+                .map_err(|err| name_undefined(err, &expr, true, &ctx))?;
+            budget::check_value(&v)?;
+            Ok(v)
+        });
     }
     render_str(source, ctx).map(Value::from)
 }
@@ -220,6 +231,7 @@ pub fn render_value(source: &str, ctx: &Value) -> Result<Value, Error> {
 /// variable block that was never opened. Such a `}}` is never valid in an
 /// expression, so it is refused here as a syntax error before minijinja sees it.
 fn compile_expression<'s>(expr: &'s str) -> Result<minijinja::Expression<'s, 's>, Error> {
+    check_limits(expr, true).map_err(LimitError::into_error)?;
     if has_stray_variable_end(expr) {
         return Err(Error::new(
             ErrorKind::SyntaxError,
@@ -258,10 +270,12 @@ fn has_stray_variable_end(expr: &str) -> bool {
 
 /// Evaluates an expression (`when`, `condition`) to a boolean.
 pub fn eval_bool(expr: &str, ctx: &Value) -> Result<bool, Error> {
-    let e = compile_expression(expr)?;
-    let v = e
-        .eval(ctx)
-        .map_err(|err| name_undefined(err, expr, true, ctx))?;
+    let (owned, c) = (expr.to_string(), ctx.clone());
+    let v = budget::on_worker(move || {
+        compile_expression(&owned)?
+            .eval(&c)
+            .map_err(|err| name_undefined(err, &owned, true, &c))
+    })?;
     if v.is_undefined() {
         return Err(Error::new(
             ErrorKind::UndefinedError,
@@ -305,6 +319,7 @@ pub fn reads(source: &str, expression: bool) -> Result<Vec<String>, Error> {
             .into_iter()
             .collect()
     } else {
+        check_limits(source, false).map_err(LimitError::into_error)?;
         env.template_from_str(source)?
             .undeclared_variables(true)
             .into_iter()
@@ -425,6 +440,391 @@ pub fn knows(name: &str, is_test: bool) -> bool {
         m.insert(key, known);
     }
     known
+}
+
+/// A template that breaks a load-time limit: too large, nested or chained too
+/// deep, or loading another template. Found by scanning tokens, before
+/// minijinja parses (its parser and compiler recurse on the expression tree,
+/// so a long enough chain would overflow the stack there).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitError {
+    /// `include`, `import`, `extends` or `from`: the template loads another one.
+    pub loads_template: bool,
+    pub message: String,
+    /// 1-based line and column inside the template, when known.
+    pub at: Option<(usize, usize)>,
+}
+
+impl LimitError {
+    /// The message with where in the template, e.g. `... (line 1, column 9 of the template)`.
+    pub fn describe(&self) -> String {
+        match self.at {
+            Some((l, c)) => format!("{} (line {l}, column {c} of the template)", self.message),
+            None => self.message.clone(),
+        }
+    }
+
+    fn into_error(self) -> Error {
+        Error::new(ErrorKind::SyntaxError, self.describe())
+    }
+}
+
+/// Checks a template (or, with `expression`, a bare expression) against the
+/// load-time budgets in [`budget`] and refuses `include`/`import`/`extends`.
+pub fn check_limits(source: &str, expression: bool) -> Result<(), LimitError> {
+    use minijinja::machinery::{tokenize, Token, WhitespaceConfig};
+    use minijinja::syntax::SyntaxConfig;
+    if source.len() > budget::MAX_SOURCE_BYTES {
+        return Err(LimitError {
+            loads_template: false,
+            message: format!(
+                "template is {} bytes, over the limit of {} bytes",
+                source.len(),
+                budget::MAX_SOURCE_BYTES
+            ),
+            at: None,
+        });
+    }
+    if !expression && !is_template(source) {
+        return Ok(());
+    }
+    if expression && has_stray_variable_end(source) {
+        // minijinja's lexer panics on it; compiling reports the syntax error.
+        return Ok(());
+    }
+    let (mut depth, mut chain) = (0usize, 0usize);
+    let mut after_block_start = false;
+    let tokens = tokenize(
+        source,
+        expression,
+        SyntaxConfig,
+        WhitespaceConfig::default(),
+    );
+    for (token, span) in tokens.map_while(Result::ok) {
+        let at = Some((span.start_line as usize, span.start_col as usize + 1));
+        let block_start = matches!(token, Token::BlockStart);
+        match token {
+            Token::VariableStart | Token::BlockStart | Token::VariableEnd | Token::BlockEnd => {
+                (depth, chain) = (0, 0);
+            }
+            Token::Ident(name @ ("include" | "import" | "extends" | "from"))
+                if after_block_start =>
+            {
+                return Err(LimitError {
+                    loads_template: true,
+                    message: format!(
+                        "`{{% {name} %}}` loads another template, and a runbook has none to load"
+                    ),
+                    at,
+                });
+            }
+            Token::ParenOpen | Token::BracketOpen | Token::BraceOpen => {
+                depth += 1;
+                chain += 1;
+                if depth > budget::MAX_NESTING {
+                    return Err(LimitError {
+                        loads_template: false,
+                        message: format!(
+                            "expression nests brackets more than {} deep",
+                            budget::MAX_NESTING
+                        ),
+                        at,
+                    });
+                }
+            }
+            Token::ParenClose | Token::BracketClose | Token::BraceClose => {
+                depth = depth.saturating_sub(1);
+            }
+            Token::Pipe
+            | Token::Dot
+            | Token::Tilde
+            | Token::Plus
+            | Token::Minus
+            | Token::Mul
+            | Token::Div
+            | Token::FloorDiv
+            | Token::Pow
+            | Token::Mod
+            | Token::Eq
+            | Token::Ne
+            | Token::Gt
+            | Token::Gte
+            | Token::Lt
+            | Token::Lte
+            | Token::Ident("and" | "or" | "not" | "is" | "in" | "if" | "else") => chain += 1,
+            _ => {}
+        }
+        if chain > budget::MAX_CHAIN {
+            return Err(LimitError {
+                loads_template: false,
+                message: format!(
+                    "expression chains more than {} operators, filters or lookups",
+                    budget::MAX_CHAIN
+                ),
+                at,
+            });
+        }
+        after_block_start = block_start;
+    }
+    Ok(())
+}
+
+/// Evaluation budgets: every render runs on a worker thread of its own
+/// (never on an async executor's thread), with fuel, a recursion limit, an
+/// output cap and, when the binary installs [`budget::Alloc`], a memory cap.
+/// See docs/engine.md, "Template budgets".
+// The render worker's allocator accounting is the one other `unsafe`:
+// `GlobalAlloc` cannot be implemented without it.
+#[allow(unsafe_code)]
+pub mod budget {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::{Cell, RefCell};
+    use std::io;
+    use std::sync::mpsc;
+
+    use minijinja::value::Value;
+    use minijinja::{Error, ErrorKind, Template};
+
+    /// Largest template source, in bytes.
+    pub const MAX_SOURCE_BYTES: usize = 128 * 1024;
+    /// Deepest bracket nesting inside one expression.
+    pub const MAX_NESTING: usize = 32;
+    /// Most operators, filters, tests and lookups in one `{{ }}` or `{% %}`.
+    pub const MAX_CHAIN: usize = 256;
+    /// Instructions one render may execute.
+    pub const FUEL: u64 = 1_000_000;
+    /// Deepest macro/call recursion.
+    pub const RECURSION_LIMIT: usize = 64;
+    /// Most bytes one render may produce.
+    pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+    /// Most heap one render may hold at once.
+    pub const MAX_MEMORY_BYTES: usize = 64 * 1024 * 1024;
+    /// The render worker's stack.
+    const WORKER_STACK: usize = 16 * 1024 * 1024;
+
+    thread_local! {
+        /// Memory budget left on this thread; `usize::MAX` when not rendering.
+        static LEFT: Cell<usize> = const { Cell::new(usize::MAX) };
+        /// What to do if this worker's render runs out of memory.
+        static ON_OVER: RefCell<Option<Box<dyn FnOnce()>>> = const { RefCell::new(None) };
+        /// This thread's render worker.
+        static WORKER: RefCell<Option<mpsc::Sender<Job>>> = const { RefCell::new(None) };
+    }
+
+    type Job = Box<dyn FnOnce() + Send>;
+
+    /// The global allocator of the `runbook` binary: the system allocator,
+    /// charging allocations made while a render runs against its memory
+    /// budget. A render that would go over never gets the memory: its
+    /// worker reports the error and stops for good (a Rust thread cannot be
+    /// cancelled, and an allocation cannot fail without aborting).
+    pub struct Alloc;
+
+    fn charge(n: usize) {
+        let left = LEFT.get();
+        if left == usize::MAX {
+            return;
+        }
+        match left.checked_sub(n) {
+            Some(l) => LEFT.set(l),
+            None => over_budget(),
+        }
+    }
+
+    fn credit(n: usize) {
+        let left = LEFT.get();
+        if left != usize::MAX {
+            LEFT.set(left.saturating_add(n).min(usize::MAX - 1));
+        }
+    }
+
+    #[cold]
+    fn over_budget() -> ! {
+        LEFT.set(usize::MAX);
+        if let Some(report) = ON_OVER.with(|o| o.borrow_mut().take()) {
+            report();
+        }
+        loop {
+            std::thread::park();
+        }
+    }
+
+    // SAFETY: every call is forwarded to `System` unchanged; the accounting
+    // touches only const-initialised thread-locals and never unwinds.
+    unsafe impl GlobalAlloc for Alloc {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            charge(layout.size());
+            // SAFETY: forwarded with the caller's layout.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            charge(layout.size());
+            // SAFETY: forwarded with the caller's layout.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            credit(layout.size());
+            // SAFETY: `ptr` came from `System` with this layout.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            if new_size > layout.size() {
+                charge(new_size - layout.size());
+            } else {
+                credit(layout.size() - new_size);
+            }
+            // SAFETY: forwarded unchanged.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    fn spawn_worker() -> Option<mpsc::Sender<Job>> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("runbook-template".into())
+            .stack_size(WORKER_STACK)
+            .spawn(move || {
+                for job in rx {
+                    job();
+                }
+            })
+            .ok()?;
+        Some(tx)
+    }
+
+    /// Runs `f` on this thread's render worker under the budgets and waits
+    /// for it; on a multi-threaded tokio runtime the wait gives up the
+    /// executor thread, so timers, signals and other steps go on meanwhile.
+    pub(super) fn on_worker<T: Send + 'static>(
+        f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        // (result, whether the worker lives on)
+        let (tx, rx) = mpsc::sync_channel::<(Result<T, Error>, bool)>(1);
+        let over = tx.clone();
+        let job: Job = Box::new(move || {
+            ON_OVER.with(|o| {
+                *o.borrow_mut() = Some(Box::new(move || {
+                    let _ = over.try_send((Err(memory_error()), false));
+                }));
+            });
+            LEFT.set(MAX_MEMORY_BYTES);
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            LEFT.set(usize::MAX);
+            ON_OVER.with(|o| o.borrow_mut().take());
+            let r = r.unwrap_or_else(|_| {
+                Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    "template rendering panicked",
+                ))
+            });
+            let _ = tx.try_send((r.map_err(explain), true));
+        });
+        let sent = WORKER.with(|w| {
+            let mut w = w.borrow_mut();
+            if w.is_none() {
+                *w = spawn_worker();
+            }
+            match w.as_ref().map(|s| s.send(job)) {
+                Some(Ok(())) => true,
+                _ => {
+                    *w = None;
+                    false
+                }
+            }
+        });
+        if !sent {
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                "cannot start a template worker thread",
+            ));
+        }
+        let wait = || rx.recv();
+        let got = match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            _ => wait(),
+        };
+        match got {
+            Ok((r, true)) => r,
+            Ok((r, false)) => {
+                WORKER.with(|w| w.borrow_mut().take());
+                r
+            }
+            Err(_) => {
+                WORKER.with(|w| w.borrow_mut().take());
+                Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    "the template worker stopped",
+                ))
+            }
+        }
+    }
+
+    fn memory_error() -> Error {
+        Error::new(
+            ErrorKind::InvalidOperation,
+            format!(
+                "template ran out of its memory budget ({} MiB)",
+                MAX_MEMORY_BYTES >> 20
+            ),
+        )
+    }
+
+    /// Says which budget ran out, with its limit.
+    fn explain(e: Error) -> Error {
+        match e.kind() {
+            ErrorKind::OutOfFuel => Error::new(
+                ErrorKind::InvalidOperation,
+                format!("template ran out of its evaluation budget ({FUEL} steps)"),
+            ),
+            _ => e,
+        }
+    }
+
+    fn output_error() -> Error {
+        Error::new(
+            ErrorKind::InvalidOperation,
+            format!(
+                "template output exceeds its budget of {} MiB",
+                MAX_OUTPUT_BYTES >> 20
+            ),
+        )
+    }
+
+    /// The rendered text, refused once it passes [`MAX_OUTPUT_BYTES`].
+    struct Capped(Vec<u8>);
+
+    impl io::Write for Capped {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.0.len() + buf.len() > MAX_OUTPUT_BYTES {
+                return Err(io::Error::other("output budget"));
+            }
+            self.0.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    pub(super) fn render_capped(t: &Template<'_, '_>, ctx: &Value) -> Result<String, Error> {
+        let mut out = Capped(Vec::new());
+        match t.render_captured_to(ctx, &mut out) {
+            Ok(_) => Ok(String::from_utf8(out.0)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())),
+            Err(e) if e.kind() == ErrorKind::WriteFailure => Err(output_error()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A sole expression's value is output too.
+    pub(super) fn check_value(v: &Value) -> Result<(), Error> {
+        match v.as_str() {
+            Some(s) if s.len() > MAX_OUTPUT_BYTES => Err(output_error()),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -36,6 +36,11 @@ pub fn preflight(rb: &Runbook, ctx: &Value, known: &[&str]) -> Vec<Diagnostic> {
             .collect(),
         out: Vec::new(),
     };
+    // A var that cannot render (e.g. it runs out of its budget) would stop
+    // the run before its first step; plan's preview shows it as `<vars.x>`.
+    for (k, v) in &rb.vars {
+        c.json(v, 1, &format!("var `{k}`"));
+    }
     if let Some(lock) = &rb.lock {
         c.text(lock, "lock", Kind::NonEmpty);
     }
@@ -79,9 +84,13 @@ impl Checker<'_> {
         }
         let reads = template::reads(text, expression).ok()?;
         let root = |r: &String| r.split('.').next().unwrap_or_default().to_string();
+        // Calling `range` or `namespace` is not a read of the context.
         reads
             .iter()
-            .all(|r| self.known.contains(&root(r).as_str()))
+            .all(|r| {
+                let r = root(r);
+                self.known.contains(&r.as_str()) || template::GLOBAL_FUNCTIONS.contains(&r.as_str())
+            })
             .then(|| {
                 reads.iter().any(|r| {
                     root(r) == "secrets"

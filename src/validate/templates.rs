@@ -283,6 +283,24 @@ fn one(ds: &mut Diagnostics, names: &Names<'_>, text: &str, span: Span, kind: Ex
     if !expression && !is_template(text) {
         return;
     }
+    // Before anything parses it: a parser recursing on a 50,000-long chain
+    // overflows the stack.
+    if let Err(e) = template::check_limits(text, expression) {
+        let (code, help) = if e.loads_template {
+            (
+                Code::TemplateLoad,
+                "a runbook's templates are its strings; there are no template files to load",
+            )
+        } else {
+            (
+                Code::TemplateLimit,
+                "split the work into vars, or compute it in a shell step",
+            )
+        };
+        let d = ds.error(code, span, e.describe());
+        d.help = Some(help.into());
+        return;
+    }
     let reads = match template::reads(text, expression) {
         Ok(r) => r,
         Err(e) => {
