@@ -23,6 +23,11 @@
 //! as is every query: a soak of days sleeps, and a timeout or cancellation
 //! ends it at once (a `command` query's process group is killed).
 //!
+//! The provider was resolved before the run ([`MetricProvider`]): a server
+//! is one client shared by every attempt; a command provider becomes a
+//! [`CommandMetric`] per attempt, since only the attempt can render the
+//! step's `env` and `cwd`.
+//!
 //! Outputs: `value` (the last sample's; null when it had no data),
 //! `samples` (how many were evaluated), `failures`.
 
@@ -35,9 +40,8 @@ use super::{render, template_error, template_message, Cx, Executor, Outputs, Ste
 use crate::engine::{resolve_dur, resolve_num};
 use crate::events::Event;
 use crate::providers::command_metric::CommandMetric;
-use crate::providers::prometheus::Prometheus;
-use crate::providers::{BoxFuture, MetricSource};
-use crate::runbook::{Action, Metric, OnNoData, ProviderKind};
+use crate::providers::{BoxFuture, MetricProvider, MetricSource};
+use crate::runbook::{Action, Metric, OnNoData};
 
 pub struct MetricExec;
 
@@ -78,7 +82,16 @@ async fn run(m: &Metric, action: &Action, cx: &Cx<'_>) -> Result<Outputs, StepEr
         )));
     }
     let interval = resolve_dur(&m.interval, cx.template)?;
-    let (source, query) = source(m, action, cx)?;
+    let command: CommandMetric;
+    let (source, query): (&dyn MetricSource, String) = match cx.env.metric_source(&m.provider)? {
+        MetricProvider::Server(server) => (server.as_ref(), render(cx, &m.query)?),
+        MetricProvider::Command { timeout } => {
+            command = command_source(*timeout, action, cx)?;
+            let query = crate::template::render_shell(&m.query, cx.template)
+                .map_err(|e| template_error(&e))?;
+            (&command, query)
+        }
+    };
     let start_at =
         m.at.as_ref()
             .map(|a| resolve_at(a, cx))
@@ -215,61 +228,28 @@ async fn run(m: &Metric, action: &Action, cx: &Cx<'_>) -> Result<Outputs, StepEr
     Ok(out)
 }
 
-/// The provider behind the step, and the query rendered for it (shell-quoted
-/// values for a command, plain text for PromQL).
-fn source(
-    m: &Metric,
+/// A command provider's source for this attempt: the step's interpreter,
+/// `env` and `cwd`, rendered now.
+fn command_source(
+    timeout: Option<Duration>,
     action: &Action,
     cx: &Cx<'_>,
-) -> Result<(Box<dyn MetricSource>, String), StepError> {
-    let bad = StepError::permanent;
-    let provider = cx
-        .env
-        .runbook()
-        .provider(&m.provider)
-        .ok_or_else(|| bad(format!("no provider named `{}`", m.provider)))?;
-    match provider.kind {
-        ProviderKind::Prometheus => {
-            let url = provider
-                .url
-                .as_deref()
-                .ok_or_else(|| bad(format!("provider `{}` has no `url`", provider.name)))?;
-            let url = render(cx, url)?;
-            let headers = provider
-                .headers
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), render(cx, v)?)))
-                .collect::<Result<Vec<_>, StepError>>()?;
-            let prom = Prometheus::new(&url, &headers, provider.timeout)
-                .map_err(|e| bad(format!("provider `{}`: {e}", provider.name)))?;
-            Ok((Box::new(prom), render(cx, &m.query)?))
-        }
-        ProviderKind::Command => {
-            let mut env = cx.env.base_env.clone();
-            for (k, v) in &action.env {
-                env.push((k.clone(), render(cx, v)?));
-            }
-            env.push(("RUNBOOK_STEP_ID".into(), cx.step_id.to_string()));
-            let cwd = match &action.cwd {
-                Some(c) => cx.env.cwd.join(render(cx, c)?),
-                None => cx.env.cwd.clone(),
-            };
-            let query = crate::template::render_shell(&m.query, cx.template)
-                .map_err(|e| template_error(&e))?;
-            let cmd = CommandMetric {
-                interpreter: action.interpreter.clone(),
-                env,
-                cwd,
-                timeout: provider.timeout,
-            };
-            Ok((Box::new(cmd), query))
-        }
-        other => Err(bad(format!(
-            "provider `{}` is a {} provider, not a metric source",
-            provider.name,
-            other.name()
-        ))),
+) -> Result<CommandMetric, StepError> {
+    let mut env = cx.env.base_env.clone();
+    for (k, v) in &action.env {
+        env.push((k.clone(), render(cx, v)?));
     }
+    env.push(("RUNBOOK_STEP_ID".into(), cx.step_id.to_string()));
+    let cwd = match &action.cwd {
+        Some(c) => cx.env.cwd.join(render(cx, c)?),
+        None => cx.env.cwd.clone(),
+    };
+    Ok(CommandMetric {
+        interpreter: action.interpreter.clone(),
+        env,
+        cwd,
+        timeout,
+    })
 }
 
 /// `at`: unix seconds (a number, or a string of one) or an RFC 3339 time,

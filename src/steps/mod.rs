@@ -6,7 +6,8 @@
 //! receives its own typed body (a shell script, an
 //! [`Http`](crate::runbook::Http) request, a [`Metric`](crate::runbook::Metric)
 //! gate, ...) and never asks what kind of step it is running.
-//! Flag stores are resolved before the run ([`RunEnv::flags`]).
+//! Providers are resolved before the run ([`RunEnv::flags`],
+//! [`RunEnv::metrics`]), so an executor is handed a ready store or source.
 //! Failures are [`StepError`]s that say whether another attempt can help.
 
 pub mod approval;
@@ -23,7 +24,7 @@ use serde_json::{Map, Value as Json};
 use tokio::sync::watch;
 
 use crate::events::Bus;
-use crate::providers::{BoxFuture, FlagStore};
+use crate::providers::{BoxFuture, FlagStore, MetricProvider};
 use crate::runbook::{Action, ActionKind, Runbook};
 
 pub use error::{ErrorKind, StepError};
@@ -43,6 +44,9 @@ pub type Outputs = Map<String, Json>;
 /// Flag stores by provider name (`None`: the default file store).
 pub type FlagStores = Vec<(Option<String>, Arc<dyn FlagStore>)>;
 
+/// Metric providers by name, resolved before the run.
+pub type MetricSources = Vec<(String, MetricProvider)>;
+
 /// What a run shares with every executor.
 pub struct RunEnv {
     /// The plan the run executes.
@@ -56,6 +60,8 @@ pub struct RunEnv {
     pub base_env: Vec<(String, String)>,
     pub identity: String,
     pub flags: FlagStores,
+    /// The metric providers `metric:` steps use.
+    pub metrics: MetricSources,
     /// Flags' previous values recorded by an earlier process for steps it
     /// did not finish: a re-run must restore what was there before the run,
     /// not what the first attempt wrote.
@@ -83,6 +89,16 @@ impl RunEnv {
             .find(|(p, _)| p.as_deref() == provider)
             .map(|(_, s)| s)
             .ok_or_else(|| StepError::permanent(format!("no flag store for provider {provider:?}")))
+    }
+
+    /// The source of a metric step's provider, resolved before the run like
+    /// the flag stores.
+    pub fn metric_source(&self, provider: &str) -> Result<&MetricProvider, StepError> {
+        self.metrics
+            .iter()
+            .find(|(p, _)| p == provider)
+            .map(|(_, s)| s)
+            .ok_or_else(|| StepError::permanent(format!("no metric provider named `{provider}`")))
     }
 }
 
