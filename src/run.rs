@@ -25,11 +25,13 @@ use crate::journal::{self, FileStore, Header, RunStore};
 use crate::lock::{Lock, LockError};
 use crate::plan::Plan;
 use crate::providers::file_flags::FileFlags;
+use crate::providers::prometheus::Prometheus;
 use crate::providers::redis_flags::RedisFlags;
-use crate::runbook::{ActionKind, ProviderKind, Runbook};
+use crate::providers::MetricProvider;
+use crate::runbook::{Action, ActionKind, Provider, ProviderKind, Rollback, Runbook};
 use crate::secrets::{self, Masker};
 use crate::state::RunState;
-use crate::steps::{FlagStores, RunEnv};
+use crate::steps::{FlagStores, MetricSources, RunEnv};
 use crate::view;
 
 /// What the engine is asked to do.
@@ -83,6 +85,7 @@ struct Launch {
     masker: Arc<Masker>,
     base_env: Vec<(String, String)>,
     flags: FlagStores,
+    metrics: MetricSources,
     lock_key: Option<String>,
 }
 
@@ -176,7 +179,8 @@ struct Prepare {
 }
 
 /// Everything that can refuse a run, before anything is written: secrets,
-/// the template context, pre-flight, `env`, the lock key, flag stores.
+/// the template context, pre-flight, `env`, the lock key, flag stores and
+/// metric sources.
 fn prepare(loaded: &Loaded, plan: Arc<Plan>, p: Prepare) -> Result<Launch> {
     let rb = plan.runbook();
     let secret_values = secrets::load(rb, &p.cwd).map_err(Error::invalid)?;
@@ -209,6 +213,7 @@ fn prepare(loaded: &Loaded, plan: Arc<Plan>, p: Prepare) -> Result<Launch> {
     }
     base_env.push(("RUNBOOK_RUN_ID".into(), p.run_id.clone()));
     let flags = flag_stores(rb, &p.state_dir, &ctx).map_err(|e| Error::invalid(masker.mask(&e)))?;
+    let metrics = metric_sources(rb, &ctx).map_err(|e| Error::invalid(masker.mask(&e)))?;
     let lock_key = match &rb.lock {
         None => None,
         Some(key) => Some(
@@ -231,6 +236,7 @@ fn prepare(loaded: &Loaded, plan: Arc<Plan>, p: Prepare) -> Result<Launch> {
         masker,
         base_env,
         flags,
+        metrics,
         lock_key,
     })
 }
@@ -557,6 +563,7 @@ fn start(l: Launch, mode: Mode) -> Result {
         base_env: l.base_env,
         identity: l.identity.clone(),
         flags: l.flags,
+        metrics: l.metrics,
         flag_previous: l.flag_previous.clone(),
         approve: l.output.approve.clone(),
         operator: l.operator.clone(),
@@ -682,13 +689,7 @@ fn flag_stores(
                 stores.push((Some(p.name.clone()), Arc::new(FileFlags::new(path))));
             }
             ProviderKind::Redis => {
-                let url = p
-                    .url
-                    .as_deref()
-                    .ok_or_else(|| format!("provider `{}` needs a `url`", p.name))?;
-                let url = ctx
-                    .render(url)
-                    .map_err(|e| format!("provider `{}`: url: {e}", p.name))?;
+                let url = provider_url(p, ctx)?;
                 let store = RedisFlags::new(&url, &p.prefix, p.timeout)
                     .map_err(|e| format!("provider `{}`: {e}", p.name))?;
                 stores.push((Some(p.name.clone()), Arc::new(store)));
@@ -697,6 +698,63 @@ fn flag_stores(
         }
     }
     Ok(stores)
+}
+
+/// A provider's `url`, rendered in the run-level context.
+fn provider_url(p: &Provider, ctx: &Context) -> std::result::Result<String, String> {
+    let url = p
+        .url
+        .as_deref()
+        .ok_or_else(|| format!("provider `{}` needs a `url`", p.name))?;
+    ctx.render(url)
+        .map_err(|e| format!("provider `{}`: url: {e}", p.name))
+}
+
+/// The metric providers some `metric:` step (or rollback body) uses, built
+/// once: a Prometheus client from the provider's rendered `url` and
+/// `headers`, a command provider's settings. Pre-flight already reported a
+/// `url` that renders badly; what is left (a header value that is not one)
+/// refuses the run here, before anything ran.
+fn metric_sources(rb: &Runbook, ctx: &Context) -> std::result::Result<MetricSources, String> {
+    let used = |name: &str| {
+        rb.steps
+            .iter()
+            .chain(&rb.on_failure)
+            .chain(&rb.finally)
+            .flat_map(|s| {
+                let bodies: &[Action] = match &s.rollback {
+                    Rollback::Bodies(b) => b,
+                    _ => &[],
+                };
+                std::iter::once(&s.action).chain(bodies)
+            })
+            .any(|a| matches!(&a.kind, ActionKind::Metric(m) if m.provider == name))
+    };
+    let mut sources: MetricSources = Vec::new();
+    for p in rb.providers.iter().filter(|p| used(&p.name)) {
+        let source = match p.kind {
+            ProviderKind::Prometheus => {
+                let url = provider_url(p, ctx)?;
+                let headers = p
+                    .headers
+                    .iter()
+                    .map(|(k, v)| {
+                        ctx.render(v)
+                            .map(|v| (k.clone(), v))
+                            .map_err(|e| format!("provider `{}`: header {k}: {e}", p.name))
+                    })
+                    .collect::<std::result::Result<Vec<_>, String>>()?;
+                let prom = Prometheus::new(&url, &headers, p.timeout)
+                    .map_err(|e| format!("provider `{}`: {e}", p.name))?;
+                MetricProvider::Server(Arc::new(prom))
+            }
+            ProviderKind::Command => MetricProvider::Command { timeout: p.timeout },
+            // Validation lets metric steps name metric providers only.
+            _ => continue,
+        };
+        sources.push((p.name.clone(), source));
+    }
+    Ok(sources)
 }
 
 fn signals() -> crate::engine::Signals {

@@ -209,8 +209,10 @@ pub struct Step {
 #[derive(Debug, Clone)]
 pub enum Rollback {
     None,
-    /// The engine's own undo: a flag restored to its recorded previous value.
-    Automatic,
+    /// The engine's own undo of a flag step: the flag restored to its
+    /// recorded previous value. Holds the step's flag, so the undo needs no
+    /// look at the step's kind.
+    Automatic(Flag),
     Bodies(Vec<Action>),
 }
 

@@ -251,6 +251,40 @@ fn a_rejection_fails_the_step_and_unwinds() {
     );
 }
 
+/// One approval step `gate` that may be tried three times.
+fn retried_gate(approval: &str) -> String {
+    format!(
+        "version: 1\nname: approvals\nsteps:\n  - id: gate\n    retry: {{ attempts: 3, delay: 10ms }}\n    approval: {approval}\n"
+    )
+}
+
+#[test]
+fn a_rejection_is_not_retried() {
+    let running = start(run_as("dave", &retried_gate("{ approvers: [bob] }")));
+    let dir = running.path().to_path_buf();
+    approve(&dir, "bob", &["--reject", "--comment", "not today"]).code(0);
+    let out = running
+        .wait()
+        .code(1)
+        .stdout_contains("rejected by bob: not today")
+        .stdout_not_contains("attempt 2");
+    let gate = step(&report(&out), "gate").clone();
+    assert_eq!(gate["attempts"], 1, "{gate:#}");
+    let e = gate["error"].as_str().unwrap_or_default();
+    assert!(e.contains("not retried"), "{e}");
+
+    // Nor is an approval nobody answered: asking again would only wait again.
+    let out = run_as(
+        "dave",
+        &retried_gate("{ approvers: [bob], timeout: 300ms }"),
+    )
+    .run()
+    .code(1)
+    .stdout_contains("approval timed out after 300ms with no approvals")
+    .stdout_not_contains("attempt 2");
+    assert_eq!(step(&report(&out), "gate")["attempts"], 1);
+}
+
 #[test]
 fn an_approval_that_nobody_answers_times_out() {
     let out = run_as(

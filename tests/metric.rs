@@ -373,6 +373,38 @@ fn prometheus_errors_are_shown() {
     );
 }
 
+/// The provider is built once, before the run: a header whose value cannot
+/// be sent refuses the run before any step, without quoting the value.
+#[test]
+fn a_provider_header_that_cannot_be_sent_refuses_the_run() {
+    let yaml = r#"version: 1
+name: gate
+secrets:
+  token: { env: PROM_TOKEN }
+providers:
+  prom:
+    kind: prometheus
+    url: "http://127.0.0.1:9"
+    headers:
+      Authorization: "Bearer {{ secrets.token }}"
+steps:
+  - id: before
+    shell: echo before >> log
+  - id: gate
+    needs: [before]
+    metric:
+      query: up
+      condition: value == 1
+"#;
+    let out = run(yaml).env("PROM_TOKEN", "line1\nline2").run().code(2);
+    assert_contains(
+        &out,
+        "provider `prom`: the value of header `Authorization` is not a valid header value",
+    );
+    assert!(log(&out).is_empty(), "no step ran");
+    assert!(!all_output(&out).contains("line1"), "{}", all_output(&out));
+}
+
 #[test]
 fn auth_header_rendered_from_a_secret_reaches_prometheus_and_is_masked() {
     // A server of its own that refuses requests without the right password.

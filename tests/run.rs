@@ -448,6 +448,88 @@ steps:
     );
 }
 
+/// A step's error from the report.
+fn error_of(out: &Output, id: &str) -> String {
+    step(&report(out), id)["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_template_error_at_run_time_is_not_retried() {
+    // `steps.a.outputs.missing` is only known to be missing once `a` ran.
+    let out = runbook(
+        r#"
+version: 1
+name: retry-kinds
+steps:
+  - id: a
+    shell: echo a
+  - id: b
+    needs: [a]
+    retry: { attempts: 3, delay: 10ms }
+    shell: echo ran >> count; echo {{ steps.a.outputs.missing }}
+"#,
+    )
+    .run()
+    .code(1)
+    .stdout_contains("b: attempt 1 failed: template error")
+    .stdout_not_contains("attempt 2");
+    assert!(lines(&out, "count").is_empty(), "the command never ran");
+    assert_eq!(step(&report(&out), "b")["attempts"], 1);
+    let e = error_of(&out, "b");
+    assert!(
+        e.contains("not retried: another attempt would fail the same way; attempt 1 of 3"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_exit_code_is_retried_until_attempts_run_out() {
+    let out = runbook(
+        r#"
+version: 1
+name: retry-kinds
+steps:
+  - id: flaky
+    retry: { attempts: 3, delay: 10ms }
+    shell: echo ran >> count; exit 1
+"#,
+    )
+    .run()
+    .code(1)
+    .stdout_contains("flaky: attempt 3 failed: exit code 1");
+    assert_eq!(lines(&out, "count"), ["ran", "ran", "ran"]);
+    assert_eq!(step(&report(&out), "flaky")["attempts"], 3);
+    let e = error_of(&out, "flaky");
+    assert!(
+        e.ends_with("(attempt 3 of 3)") && !e.contains("not retried"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_timed_out_attempt_is_retried() {
+    let out = runbook(
+        r#"
+version: 1
+name: retry-kinds
+steps:
+  - id: slow
+    timeout: 200ms
+    retry: { attempts: 2, delay: 10ms }
+    shell: echo ran >> count; sleep 30
+"#,
+    )
+    .run()
+    .code(1);
+    assert_eq!(lines(&out, "count"), ["ran", "ran"]);
+    assert_eq!(step(&report(&out), "slow")["attempts"], 2);
+    let e = error_of(&out, "slow");
+    assert!(e.contains("timed out after 200ms"), "{e}");
+}
+
 #[test]
 fn timeout_kills_the_whole_process_group() {
     // The script leaves a background child, a grandchild that would write

@@ -3,6 +3,11 @@
 //! The timeout and run cancellation do not drop the executor's future: they
 //! tell it to stop and then wait for it, so a shell step's process group is
 //! signalled and reaped before the attempt counts as over.
+//!
+//! Retries are spent only where another attempt can help: on transient
+//! errors and timeouts ([`StepError::retryable`]). A permanent error (a
+//! template that does not render, a rejected approval) ends the action at
+//! once, and its message says it was not retried.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +17,7 @@ use tokio::sync::watch;
 use crate::duration;
 use crate::events::{millis, Bus, Event};
 use crate::runbook::{Action, Backoff, Dur, Num};
-use crate::steps::{self, Cx, Outputs, RunEnv, Stop};
+use crate::steps::{self, Cx, ErrorKind, Outputs, RunEnv, StepError, Stop};
 use crate::template;
 
 /// How an action ended when it did not succeed.
@@ -31,30 +36,36 @@ pub(super) enum Role {
     Rollback { body: usize },
 }
 
-pub fn resolve_dur(d: &Dur, ctx: &Value) -> Result<Duration, String> {
+/// A duration setting, rendered when it is a template. A template that does
+/// not render, or renders to something else, is a permanent error.
+pub fn resolve_dur(d: &Dur, ctx: &Value) -> Result<Duration, StepError> {
     match d {
         Dur::Fixed(d) => Ok(*d),
         Dur::Template(t) => {
             let text = template::render_str(t, ctx).map_err(|e| steps::template_error(&e))?;
-            duration::parse(&text)
+            duration::parse(&text).map_err(StepError::permanent)
         }
     }
 }
 
-pub fn resolve_num(n: &Num, ctx: &Value) -> Result<i64, String> {
+/// A whole-number setting, rendered when it is a template; errors are
+/// permanent, as for [`resolve_dur`].
+pub fn resolve_num(n: &Num, ctx: &Value) -> Result<i64, StepError> {
     match n {
         Num::Fixed(i) => Ok(*i),
         Num::Template(t, _) => {
             let v = template::render_value(t, ctx).map_err(|e| steps::template_error(&e))?;
             i64::try_from(v.clone())
                 .or_else(|_| v.as_str().unwrap_or_default().trim().parse::<i64>())
-                .map_err(|_| format!("`{t}` rendered to {v}, not a whole number"))
+                .map_err(|_| {
+                    StepError::permanent(format!("`{t}` rendered to {v}, not a whole number"))
+                })
         }
     }
 }
 
 /// The delay before attempt `next` (2, 3, ...).
-fn backoff(action: &Action, ctx: &Value, next: u32) -> Result<Duration, String> {
+fn backoff(action: &Action, ctx: &Value, next: u32) -> Result<Duration, StepError> {
     let base = resolve_dur(&action.retry.delay, ctx)?;
     let mut d = match action.retry.backoff {
         Backoff::Fixed => base,
@@ -105,7 +116,7 @@ impl Attempts<'_> {
     ) -> (Result<Outputs, Failure>, u32) {
         let attempts = match resolve_num(&action.retry.attempts, ctx) {
             Ok(n) => u32::try_from(n.max(1)).unwrap_or(u32::MAX),
-            Err(e) => return (Err(Failure::Failed(e)), 0),
+            Err(e) => return (Err(Failure::Failed(e.message)), 0),
         };
         let timeout = match action
             .timeout
@@ -114,9 +125,8 @@ impl Attempts<'_> {
             .transpose()
         {
             Ok(t) => t,
-            Err(e) => return (Err(Failure::Failed(e)), 0),
+            Err(e) => return (Err(Failure::Failed(e.message)), 0),
         };
-        let exec = steps::executor(&action.kind);
         let mut last_error = String::new();
         for attempt in 1..=attempts {
             if *self.cancel.borrow() {
@@ -150,7 +160,7 @@ impl Attempts<'_> {
                 partial: std::sync::Mutex::new(None),
             };
             let started = Instant::now();
-            let mut fut = exec.run(action, &cx);
+            let mut fut = steps::run(action, &cx);
             let deadline = async {
                 match timeout {
                     Some(t) => tokio::time::sleep(t).await,
@@ -162,7 +172,10 @@ impl Attempts<'_> {
                 () = deadline => {
                     let _ = stop_tx.send(Some(Stop::Timeout));
                     let _ = (&mut fut).await;
-                    Err(format!("timed out after {}", duration::format(timeout.unwrap_or_default())))
+                    Err(StepError::stopped(
+                        Stop::Timeout,
+                        format!("timed out after {}", duration::format(timeout.unwrap_or_default())),
+                    ))
                 }
                 () = cancelled(self.cancel.clone()) => {
                     let _ = stop_tx.send(Some(Stop::Cancel));
@@ -179,11 +192,15 @@ impl Attempts<'_> {
             }
             match result {
                 Ok(out) => return (Ok(out), attempt),
+                // An executor that noticed the cancellation before we did.
+                Err(e) if e.kind == ErrorKind::Cancelled => {
+                    return (Err(Failure::Cancelled), attempt)
+                }
                 Err(e) => {
-                    let retry_in = if attempt < attempts {
+                    let retry_in = if attempt < attempts && e.retryable() {
                         match backoff(action, ctx, attempt + 1) {
                             Ok(d) => Some(d),
-                            Err(e) => return (Err(Failure::Failed(e)), attempt),
+                            Err(e) => return (Err(Failure::Failed(e.message)), attempt),
                         }
                     } else {
                         None
@@ -194,12 +211,21 @@ impl Attempts<'_> {
                         error: format!("{e} (after {})", duration::format(started.elapsed())),
                         retry_in_ms: retry_in.map(millis),
                     });
-                    last_error = e;
-                    if let Some(d) = retry_in {
-                        tokio::select! {
-                            () = tokio::time::sleep(d) => {}
-                            () = cancelled(self.cancel.clone()) => return (Err(Failure::Cancelled), attempt),
+                    match retry_in {
+                        Some(d) => {
+                            last_error = e.message;
+                            tokio::select! {
+                                () = tokio::time::sleep(d) => {}
+                                () = cancelled(self.cancel.clone()) => return (Err(Failure::Cancelled), attempt),
+                            }
                         }
+                        None if attempt < attempts => {
+                            let msg = format!(
+                                "{e} (not retried: another attempt would fail the same way; attempt {attempt} of {attempts})"
+                            );
+                            return (Err(Failure::Failed(msg)), attempt);
+                        }
+                        None => last_error = e.message,
                     }
                 }
             }

@@ -91,7 +91,7 @@ impl Context {
         let mut vars = serde_json::Map::new();
         for (k, v) in &rb.vars {
             let rendered = template::render_json(v, &ctx.for_step(None))
-                .map_err(|e| format!("var `{k}`: {}", crate::steps::template_error(&e)))?;
+                .map_err(|e| format!("var `{k}`: {}", crate::steps::template_message(&e)))?;
             if let Ok(mut m) = live.steps.lock() {
                 m.insert(k.clone(), Value::from_serialize(&rendered));
             }
@@ -125,7 +125,7 @@ impl Context {
     /// Renders a template in the run-level context (for `env`, `lock`, providers).
     pub fn render(&self, source: &str) -> Result<String, String> {
         template::render_str(source, &self.for_step(None))
-            .map_err(|e| crate::steps::template_error(&e))
+            .map_err(|e| crate::steps::template_message(&e))
     }
 
     pub fn set_step(&self, id: &str, rec: &StepRecord) {

@@ -476,7 +476,7 @@ impl Engine {
         let mut error = None;
         match &step.rollback {
             Rollback::None => {}
-            Rollback::Automatic => {
+            Rollback::Automatic(flag) => {
                 let recorded = self.bus.emit(Event::RollbackStarted {
                     step: step.id.clone(),
                     body: 0,
@@ -498,9 +498,8 @@ impl Engine {
                 let outputs = rec.result.get("outputs").cloned().unwrap_or(Json::Null);
                 if !recorded {
                     error = Some("not started: the journal could not record it".into());
-                } else if let Err(e) = crate::steps::restore_flag(&cx, &step.action, &outputs).await
-                {
-                    error = Some(e);
+                } else if let Err(e) = crate::steps::restore_flag(&cx, flag, &outputs).await {
+                    error = Some(e.message);
                 }
             }
             Rollback::Bodies(bodies) => {
@@ -616,7 +615,7 @@ fn when(step: &Step, ctx: &Value) -> Result<bool, String> {
     match &step.when {
         None => Ok(true),
         Some(w) => crate::template::eval_bool(w, ctx)
-            .map_err(|e| format!("`when` failed: {}", crate::steps::template_error(&e))),
+            .map_err(|e| format!("`when` failed: {}", crate::steps::template_message(&e))),
     }
 }
 

@@ -735,7 +735,7 @@ fn step_preview(
     let when_value = static_when(s, ctx);
     let rollback = match &s.rollback {
         Rollback::None => Vec::new(),
-        Rollback::Automatic => {
+        Rollback::Automatic(_) => {
             vec!["restore the flag's previous value (delete it if it did not exist)".into()]
         }
         Rollback::Bodies(bodies) => bodies.iter().flat_map(|b| describe(b, rb, ctx)).collect(),

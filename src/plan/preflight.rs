@@ -107,7 +107,7 @@ impl Checker<'_> {
     }
 
     fn render_failed(&mut self, span: Span, what: &str, e: &minijinja::Error) {
-        let msg = format!("{what}: {}", crate::steps::template_error(e));
+        let msg = format!("{what}: {}", crate::steps::template_message(e));
         self.error(Code::RenderFailed, span, msg);
     }
 

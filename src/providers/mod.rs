@@ -8,6 +8,8 @@ pub mod redis_flags;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value as Json;
 
@@ -51,4 +53,20 @@ pub trait MetricSource: Send + Sync {
         query: &'a str,
         at: Option<std::time::SystemTime>,
     ) -> BoxFuture<'a, Result<Option<f64>, String>>;
+}
+
+/// A metric provider as resolved before the run: what a `metric:` step is
+/// handed. Which backend a provider is was checked once, when it was built.
+pub enum MetricProvider {
+    /// A server queried with the step's rendered query (PromQL): one client,
+    /// built from the provider's rendered `url` and `headers`, for the whole
+    /// run.
+    Server(Arc<dyn MetricSource>),
+    /// A [`command_metric::CommandMetric`] per step attempt: the query is a
+    /// shell-rendered script run under the step's own interpreter, `env` and
+    /// `cwd`, which only the attempt can render.
+    Command {
+        /// Per-evaluation limit (the provider's `timeout`), if any.
+        timeout: Option<Duration>,
+    },
 }

@@ -26,8 +26,10 @@
 //! decision files nobody consumed yet. A crash between journaling and moving
 //! a file only journals that decision twice, which counts once.
 //!
-//! A rejection fails the attempt that sees it and is not carried into a later
-//! attempt (a retry asks again); approvals are carried.
+//! A rejection ends the step: it is a permanent error, never retried (nor is
+//! an approval that timed out waiting, or one that can never pass). Approvals
+//! are carried into a later attempt (a retry after a transient error, the
+//! re-run of the step after `resume`).
 
 use std::collections::HashSet;
 use std::io::BufRead;
@@ -39,12 +41,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use tokio::sync::mpsc;
 
-use super::{render, Cx, Executor, Outputs};
+use super::{render, Cx, Executor, Outputs, StepError};
 use crate::error::{Done, Error};
 use crate::events::{Event, Stream};
 use crate::journal::{FileStore, RunStore};
 use crate::providers::BoxFuture;
-use crate::runbook::{Action, ActionKind, Rollback};
+use crate::runbook::{Action, ActionKind, Approval, Rollback};
 
 /// How often the waiting step looks for decision files.
 const POLL: Duration = Duration::from_millis(200);
@@ -343,15 +345,16 @@ fn journaled_approvals(cx: &Cx<'_>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn rules_for(action: &Action, cx: &Cx<'_>) -> Result<Rules, String> {
-    let ActionKind::Approval(a) = &action.kind else {
-        return Err("not an approval action".into());
-    };
+/// The rules of this attempt. Every error here is permanent: the settings
+/// render the same way on every attempt.
+fn rules_for(a: &Approval, cx: &Cx<'_>) -> Result<Rules, StepError> {
     let required = crate::engine::resolve_num(&a.required, cx.template)?;
     let required = usize::try_from(required)
         .ok()
         .filter(|r| *r >= 1)
-        .ok_or_else(|| format!("`required` must be at least 1, got {required}"))?;
+        .ok_or_else(|| {
+            StepError::permanent(format!("`required` must be at least 1, got {required}"))
+        })?;
     let approvers = match &a.approvers {
         None => None,
         Some(list) => Some(
@@ -391,29 +394,29 @@ fn rules_for(action: &Action, cx: &Cx<'_>) -> Result<Rules, String> {
             } else {
                 String::new()
             };
-            return Err(format!(
+            return Err(StepError::permanent(format!(
                 "this approval can never pass: {required} approvals are required but only {} can approve{why}",
                 match eligible.len() {
                     0 => "nobody".to_string(),
                     _ => eligible.join(", "),
                 }
-            ));
+            )));
         }
     }
     Ok(rules)
 }
 
 impl Executor for ApprovalExec {
+    type Body = Approval;
+
     fn run<'a>(
         &'a self,
-        action: &'a Action,
+        a: &'a Approval,
+        _action: &'a Action,
         cx: &'a Cx<'a>,
-    ) -> BoxFuture<'a, Result<Outputs, String>> {
+    ) -> BoxFuture<'a, Result<Outputs, StepError>> {
         Box::pin(async move {
-            let ActionKind::Approval(a) = &action.kind else {
-                return Err("not an approval action".into());
-            };
-            let rules = rules_for(action, cx)?;
+            let rules = rules_for(a, cx)?;
             let timeout = a
                 .timeout
                 .as_ref()
@@ -421,8 +424,9 @@ impl Executor for ApprovalExec {
                 .transpose()?;
             let started = tokio::time::Instant::now();
             let dir = approvals_dir(&cx.env.run_dir, cx.label);
-            std::fs::create_dir_all(dir.join("done"))
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir.join("done")).map_err(|e| {
+                StepError::transient(format!("cannot create {}: {e}", dir.display()))
+            })?;
 
             let mut tally = Tally {
                 cx,
@@ -454,8 +458,9 @@ impl Executor for ApprovalExec {
 
             let waiting = WaitingFile(dir.join("waiting.json"));
             if !tally.done() {
-                write_atomic(&waiting.0, &tally.rules)
-                    .map_err(|e| format!("cannot write {}: {e}", waiting.0.display()))?;
+                write_atomic(&waiting.0, &tally.rules).map_err(|e| {
+                    StepError::transient(format!("cannot write {}: {e}", waiting.0.display()))
+                })?;
             }
 
             // The terminal prompt: only for an operator whose answer counts.
@@ -505,10 +510,10 @@ impl Executor for ApprovalExec {
                     consume(&dir, &file);
                 }
                 if let Some((by, comment)) = &tally.rejected {
-                    return Err(match comment {
+                    return Err(StepError::permanent(match comment {
                         Some(c) => format!("rejected by {by}: {c}"),
                         None => format!("rejected by {by}"),
-                    });
+                    }));
                 }
                 if tally.approved.len() >= tally.rules.required {
                     let mut values = Outputs::new();
@@ -543,8 +548,9 @@ impl Executor for ApprovalExec {
                 };
                 tokio::select! {
                     () = tokio::time::sleep(POLL) => {}
-                    _ = cx.stopped() => {
-                        return Err(format!("stopped while waiting: {}", tally.rules.waiting_on(&tally.approved)));
+                    stop = cx.stopped() => {
+                        let msg = format!("stopped while waiting: {}", tally.rules.waiting_on(&tally.approved));
+                        return Err(StepError::stopped(stop, msg));
                     }
                     () = deadline => {
                         let t = crate::duration::format(timeout.unwrap_or_default());
@@ -553,7 +559,8 @@ impl Executor for ApprovalExec {
                         } else {
                             format!("{}/{} approvals ({})", tally.approved.len(), tally.rules.required, tally.approved.join(", "))
                         };
-                        return Err(format!("approval timed out after {t} with {got}"));
+                        // Nobody answered: asking again would only wait again.
+                        return Err(StepError::permanent(format!("approval timed out after {t} with {got}")));
                     }
                     line = answer => match line {
                         None => prompting = false,

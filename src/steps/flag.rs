@@ -2,30 +2,27 @@
 
 use serde_json::Value as Json;
 
-use super::{render, template_error, Cx, Executor, Outputs};
+use super::{render, template_error, Cx, Executor, Outputs, StepError};
 use crate::events::Event;
 use crate::providers::BoxFuture;
-use crate::runbook::{Action, ActionKind};
+use crate::runbook::{Action, Flag};
 
 pub(super) struct FlagExec;
 
 impl Executor for FlagExec {
+    type Body = Flag;
+
     fn run<'a>(
         &'a self,
-        action: &'a Action,
+        f: &'a Flag,
+        _action: &'a Action,
         cx: &'a Cx<'a>,
-    ) -> BoxFuture<'a, Result<Outputs, String>> {
+    ) -> BoxFuture<'a, Result<Outputs, StepError>> {
         Box::pin(async move {
-            let ActionKind::Flag(f) = &action.kind else {
-                return Err("not a flag action".into());
-            };
             let name = render(cx, &f.name)?;
             let value = crate::template::render_json(&f.value, cx.template)
                 .map_err(|e| template_error(&e))?;
-            let store = cx
-                .env
-                .flag_store(f.provider.as_deref())
-                .ok_or_else(|| format!("no flag store for provider {:?}", f.provider))?;
+            let store = cx.env.flag_store(f.provider.as_deref())?;
             let bus = cx.bus;
             let step = cx.step_id.to_string();
             let flag = name.clone();
@@ -44,9 +41,12 @@ impl Executor for FlagExec {
                     )
                 }
             };
+            // A store that cannot be reached may be reachable next time.
             let previous = tokio::select! {
-                r = store.set(&name, &value, &record) => r?,
-                _ = cx.stopped() => return Err("stopped before the flag was written".into()),
+                r = store.set(&name, &value, &record) => r.map_err(StepError::transient)?,
+                stop = cx.stopped() => {
+                    return Err(StepError::stopped(stop, "stopped before the flag was written"))
+                }
             };
             let previous = match cx.env.flag_previous.get(cx.step_id) {
                 Some(recorded) => recorded.clone(),
@@ -65,10 +65,7 @@ impl Executor for FlagExec {
 }
 
 /// The automatic rollback of a flag step: put back what its `outputs` recorded.
-pub async fn restore_flag(cx: &Cx<'_>, action: &Action, outputs: &Json) -> Result<(), String> {
-    let ActionKind::Flag(f) = &action.kind else {
-        return Err("not a flag action".into());
-    };
+pub async fn restore_flag(cx: &Cx<'_>, f: &Flag, outputs: &Json) -> Result<(), StepError> {
     let (name, previous) = match outputs.get("name").and_then(Json::as_str) {
         Some(name) => {
             let existed = outputs
@@ -87,9 +84,9 @@ pub async fn restore_flag(cx: &Cx<'_>, action: &Action, outputs: &Json) -> Resul
             None => return Ok(()),
         },
     };
-    let store = cx
-        .env
-        .flag_store(f.provider.as_deref())
-        .ok_or_else(|| format!("no flag store for provider {:?}", f.provider))?;
-    store.restore(&name, previous.as_ref()).await
+    let store = cx.env.flag_store(f.provider.as_deref())?;
+    store
+        .restore(&name, previous.as_ref())
+        .await
+        .map_err(StepError::transient)
 }

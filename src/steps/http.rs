@@ -33,11 +33,11 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::{Method, Url};
 use serde_json::Value as Json;
 
-use super::{render, template_error, Cx, Executor, Outputs, Stop};
+use super::{render, template_error, Cx, Executor, Outputs, StepError, Stop};
 use crate::engine::resolve_dur;
 use crate::events::{Event, Stream};
 use crate::providers::BoxFuture;
-use crate::runbook::{json_eq, Action, ActionKind, Http, StatusMatch};
+use crate::runbook::{json_eq, Action, Http, StatusMatch};
 
 pub(super) struct HttpExec;
 
@@ -52,16 +52,21 @@ const MAX_REDIRECTS: usize = 5;
 const SNIPPET: usize = 200;
 
 impl Executor for HttpExec {
+    type Body = Http;
+
     fn run<'a>(
         &'a self,
+        h: &'a Http,
         action: &'a Action,
         cx: &'a Cx<'a>,
-    ) -> BoxFuture<'a, Result<Outputs, String>> {
-        Box::pin(run(action, cx))
+    ) -> BoxFuture<'a, Result<Outputs, StepError>> {
+        Box::pin(run(h, action, cx))
     }
 }
 
-fn client() -> Result<&'static reqwest::Client, String> {
+/// The shared client; one that cannot be built is a permanent error (the
+/// process's TLS setup will not change between attempts).
+fn client() -> Result<&'static reqwest::Client, StepError> {
     static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
     CLIENT
         .get_or_init(|| {
@@ -74,7 +79,7 @@ fn client() -> Result<&'static reqwest::Client, String> {
                 .map_err(|e| format!("cannot set up the HTTP client: {}", chain(&e)))
         })
         .as_ref()
-        .map_err(Clone::clone)
+        .map_err(StepError::permanent)
 }
 
 /// What to send as the body.
@@ -85,7 +90,8 @@ enum Body {
 }
 
 /// Everything rendered before the request goes out, so a template error
-/// never half-sends anything.
+/// never half-sends anything. Whatever fails here fails every attempt alike:
+/// all of it is a permanent error.
 struct Prepared {
     method: Method,
     url: Url,
@@ -98,27 +104,30 @@ struct Prepared {
     max_latency: Option<Duration>,
 }
 
-fn prepare(h: &Http, cx: &Cx<'_>) -> Result<Prepared, String> {
+fn prepare(h: &Http, cx: &Cx<'_>) -> Result<Prepared, StepError> {
+    let bad = StepError::permanent;
     let url_text = render(cx, &h.url)?;
-    let url =
-        Url::parse(url_text.trim()).map_err(|e| format!("`{url_text}` is not a valid URL: {e}"))?;
+    let url = Url::parse(url_text.trim())
+        .map_err(|e| bad(format!("`{url_text}` is not a valid URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("`{url_text}` is not an http:// or https:// URL"));
+        return Err(bad(format!(
+            "`{url_text}` is not an http:// or https:// URL"
+        )));
     }
     let shown = shown_url(&url);
 
     let method_text = render(cx, &h.method)?.trim().to_ascii_uppercase();
     let method = Method::from_bytes(method_text.as_bytes())
-        .map_err(|_| format!("`{method_text}` is not an HTTP method"))?;
+        .map_err(|_| bad(format!("`{method_text}` is not an HTTP method")))?;
 
     let mut headers = HeaderMap::new();
     for (name, value) in &h.headers {
         let header = HeaderName::from_bytes(name.trim().as_bytes())
-            .map_err(|_| format!("`{name}` is not a valid HTTP header name"))?;
+            .map_err(|_| bad(format!("`{name}` is not a valid HTTP header name")))?;
         let value = render(cx, value)?;
         // The value is deliberately not quoted: headers carry tokens.
         let mut value = HeaderValue::from_str(value.trim()).map_err(|_| {
-            format!("header `{name}` renders to a value that is not a valid HTTP header value (control characters or newlines?)")
+            bad(format!("header `{name}` renders to a value that is not a valid HTTP header value (control characters or newlines?)"))
         })?;
         value.set_sensitive(true);
         headers.append(header, value);
@@ -135,12 +144,14 @@ fn prepare(h: &Http, cx: &Cx<'_>) -> Result<Prepared, String> {
                 // expression's type, like every sole expression).
                 (Json::String(_), Json::String(s)) => Body::Text(s),
                 (Json::String(_), v @ (Json::Object(_) | Json::Array(_))) => Body::Json(
-                    serde_json::to_vec(&v).map_err(|e| format!("cannot encode the body: {e}"))?,
+                    serde_json::to_vec(&v)
+                        .map_err(|e| bad(format!("cannot encode the body: {e}")))?,
                 ),
                 (Json::String(_), Json::Null) => Body::Text(String::new()),
                 (Json::String(_), v) => Body::Text(v.to_string()),
                 (_, v) => Body::Json(
-                    serde_json::to_vec(&v).map_err(|e| format!("cannot encode the body: {e}"))?,
+                    serde_json::to_vec(&v)
+                        .map_err(|e| bad(format!("cannot encode the body: {e}")))?,
                 ),
             }
         }
@@ -212,10 +223,7 @@ async fn exchange(req: reqwest::RequestBuilder) -> Result<Response, reqwest::Err
     })
 }
 
-async fn run(action: &Action, cx: &Cx<'_>) -> Result<Outputs, String> {
-    let ActionKind::Http(h) = &action.kind else {
-        return Err("not an http action".into());
-    };
+async fn run(h: &Http, action: &Action, cx: &Cx<'_>) -> Result<Outputs, StepError> {
     let p = prepare(h, cx)?;
     let client = client()?;
 
@@ -233,9 +241,9 @@ async fn run(action: &Action, cx: &Cx<'_>) -> Result<Outputs, String> {
 
     let started = Instant::now();
     let resp = tokio::select! {
-        r = exchange(req) => r.map_err(|e| describe(&e, &p.method, &p.url, &p.shown))?,
+        r = exchange(req) => r.map_err(|e| StepError::transient(describe(&e, &p.method, &p.url, &p.shown)))?,
         stop = cx.stopped() => {
-            return Err(match stop {
+            return Err(StepError::stopped(stop, match stop {
                 Stop::Timeout => format!(
                     "timed out after {} ms waiting for {} {}",
                     started.elapsed().as_millis(),
@@ -243,7 +251,7 @@ async fn run(action: &Action, cx: &Cx<'_>) -> Result<Outputs, String> {
                     p.shown
                 ),
                 Stop::Cancel => format!("cancelled while waiting for {} {}", p.method, p.shown),
-            });
+            }));
         }
     };
     let latency = started.elapsed();
@@ -274,6 +282,8 @@ async fn run(action: &Action, cx: &Cx<'_>) -> Result<Outputs, String> {
 
     // The response is the step's outputs whether or not it meets the
     // expectations: a later step, or this step's rollback, may need it.
+    // Missed expectations are transient: waiting for a service to become
+    // healthy is what `retry` is for.
     let mut values = Outputs::new();
     values.insert("status".into(), Json::from(status));
     values.insert("body".into(), Json::String(text.clone()));
@@ -284,14 +294,14 @@ async fn run(action: &Action, cx: &Cx<'_>) -> Result<Outputs, String> {
 
     if !h.expect.status.iter().any(|m| m.matches(status)) {
         cx.keep(out);
-        return Err(format!(
+        return Err(StepError::transient(format!(
             "unexpected status {} from {} {} (expected {}); body: {}",
             status_text(resp.status),
             p.method,
             p.shown,
             expected_status(&h.expect.status),
             snippet(&text)
-        ));
+        )));
     }
 
     let mut problems = Vec::new();
@@ -366,7 +376,7 @@ async fn run(action: &Action, cx: &Cx<'_>) -> Result<Outputs, String> {
             let _ = write!(msg, "; body: {}", snippet(&text));
         }
         cx.keep(out);
-        return Err(msg);
+        return Err(StepError::transient(msg));
     }
 
     Ok(out)

@@ -23,6 +23,11 @@
 //! as is every query: a soak of days sleeps, and a timeout or cancellation
 //! ends it at once (a `command` query's process group is killed).
 //!
+//! The provider was resolved before the run ([`MetricProvider`]): a server
+//! is one client shared by every attempt; a command provider becomes a
+//! [`CommandMetric`] per attempt, since only the attempt can render the
+//! step's `env` and `cwd`.
+//!
 //! Outputs: `value` (the last sample's; null when it had no data),
 //! `samples` (how many were evaluated), `failures`.
 
@@ -31,23 +36,25 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use minijinja::Value;
 use serde_json::Value as Json;
 
-use super::{render, template_error, Cx, Executor, Outputs, Stop};
+use super::{render, template_error, template_message, Cx, Executor, Outputs, StepError, Stop};
 use crate::engine::{resolve_dur, resolve_num};
 use crate::events::Event;
 use crate::providers::command_metric::CommandMetric;
-use crate::providers::prometheus::Prometheus;
-use crate::providers::{BoxFuture, MetricSource};
-use crate::runbook::{Action, ActionKind, Metric, OnNoData, ProviderKind};
+use crate::providers::{BoxFuture, MetricProvider, MetricSource};
+use crate::runbook::{Action, Metric, OnNoData};
 
 pub(super) struct MetricExec;
 
 impl Executor for MetricExec {
+    type Body = Metric;
+
     fn run<'a>(
         &'a self,
+        m: &'a Metric,
         action: &'a Action,
         cx: &'a Cx<'a>,
-    ) -> BoxFuture<'a, Result<Outputs, String>> {
-        Box::pin(run(action, cx))
+    ) -> BoxFuture<'a, Result<Outputs, StepError>> {
+        Box::pin(run(m, action, cx))
     }
 }
 
@@ -58,37 +65,58 @@ enum Verdict {
     Fail(String),
 }
 
-async fn run(action: &Action, cx: &Cx<'_>) -> Result<Outputs, String> {
-    let ActionKind::Metric(m) = &action.kind else {
-        return Err("not a metric action".into());
-    };
+/// The gate. Settings that do not render or make no sense are permanent
+/// errors; a failed gate is transient (the next attempt samples anew).
+async fn run(m: &Metric, action: &Action, cx: &Cx<'_>) -> Result<Outputs, StepError> {
+    let bad = StepError::permanent;
     let samples = resolve_num(&m.samples, cx.template)?;
     if samples < 1 {
-        return Err(format!("`samples` is {samples}; it must be at least 1"));
+        return Err(bad(format!(
+            "`samples` is {samples}; it must be at least 1"
+        )));
     }
     let failure_limit = resolve_num(&m.failure_limit, cx.template)?;
     if failure_limit < 0 {
-        return Err(format!(
+        return Err(bad(format!(
             "`failure_limit` is {failure_limit}; it must be 0 or more"
-        ));
+        )));
     }
     let interval = resolve_dur(&m.interval, cx.template)?;
-    let (source, query) = source(m, action, cx)?;
-    let start_at = m.at.as_ref().map(|a| resolve_at(a, cx)).transpose()?;
+    let mut command: CommandMetric;
+    let (source, query): (&dyn MetricSource, String) = match cx.env.metric_source(&m.provider)? {
+        MetricProvider::Server(server) => (server.as_ref(), render(cx, &m.query)?),
+        MetricProvider::Command { timeout } => {
+            command = command_source(*timeout, action, cx)?;
+            let script = crate::template::render_shell(
+                &m.query,
+                cx.template,
+                crate::template::is_shell(&action.interpreter),
+            )
+            .map_err(|e| template_error(&e))?;
+            // The query's template values reach it as data, like a script's.
+            command.env.extend(script.values);
+            (&command, script.text)
+        }
+    };
+    let start_at =
+        m.at.as_ref()
+            .map(|a| resolve_at(a, cx))
+            .transpose()
+            .map_err(bad)?;
 
     let mut failures: i64 = 0;
     let mut last: Option<f64> = None;
     // Live samples keep to a grid from the first one, so slow queries do not
     // stretch a long soak.
     let started = tokio::time::Instant::now();
-    let at_of = |i: i64| -> Result<Option<SystemTime>, String> {
+    let at_of = |i: i64| -> Result<Option<SystemTime>, StepError> {
         match start_at {
             Some(t0) => Ok(Some(t0 + interval_times(interval, i)?)),
             None => Ok(None),
         }
     };
     // How long to wait before sample `i` (from 0).
-    let pause_before = |i: i64| -> Result<Duration, String> {
+    let pause_before = |i: i64| -> Result<Duration, StepError> {
         if i == 0 {
             return Ok(Duration::ZERO);
         }
@@ -123,8 +151,13 @@ async fn run(action: &Action, cx: &Cx<'_>) -> Result<Outputs, String> {
                     minijinja::context! { value => v },
                     cx.template.clone(),
                 ]);
-                let ok = crate::template::eval_bool(&m.condition, &ctx)
-                    .map_err(|e| format!("condition `{}`: {}", m.condition, template_error(&e)))?;
+                let ok = crate::template::eval_bool(&m.condition, &ctx).map_err(|e| {
+                    bad(format!(
+                        "condition `{}`: {}",
+                        m.condition,
+                        template_message(&e)
+                    ))
+                })?;
                 let shown = format!("value {}", fmt_value(v));
                 if ok {
                     (shown, Verdict::Pass)
@@ -168,9 +201,9 @@ async fn run(action: &Action, cx: &Cx<'_>) -> Result<Outputs, String> {
                 } else {
                     format!("{failures} failed samples exceed")
                 };
-                return Err(format!(
+                return Err(StepError::transient(format!(
                     "gate failed at sample {n}/{samples}: {why}; {count} failure_limit {failure_limit}"
-                ));
+                )));
             }
         }
         if n < samples {
@@ -201,66 +234,28 @@ async fn run(action: &Action, cx: &Cx<'_>) -> Result<Outputs, String> {
     Ok(out)
 }
 
-/// The provider behind the step, and the query rendered for it (shell-quoted
-/// values for a command, plain text for PromQL).
-fn source(
-    m: &Metric,
+/// A command provider's source for this attempt: the step's interpreter,
+/// `env` and `cwd`, rendered now.
+fn command_source(
+    timeout: Option<Duration>,
     action: &Action,
     cx: &Cx<'_>,
-) -> Result<(Box<dyn MetricSource>, String), String> {
-    let provider = cx
-        .env
-        .runbook()
-        .provider(&m.provider)
-        .ok_or_else(|| format!("no provider named `{}`", m.provider))?;
-    match provider.kind {
-        ProviderKind::Prometheus => {
-            let url = provider
-                .url
-                .as_deref()
-                .ok_or_else(|| format!("provider `{}` has no `url`", provider.name))?;
-            let url = render(cx, url)?;
-            let headers = provider
-                .headers
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), render(cx, v)?)))
-                .collect::<Result<Vec<_>, String>>()?;
-            let prom = Prometheus::new(&url, &headers, provider.timeout)
-                .map_err(|e| format!("provider `{}`: {e}", provider.name))?;
-            Ok((Box::new(prom), render(cx, &m.query)?))
-        }
-        ProviderKind::Command => {
-            let mut env = cx.env.base_env.clone();
-            for (k, v) in &action.env {
-                env.push((k.clone(), render(cx, v)?));
-            }
-            env.push(("RUNBOOK_STEP_ID".into(), cx.step_id.to_string()));
-            let cwd = match &action.cwd {
-                Some(c) => cx.env.cwd.join(render(cx, c)?),
-                None => cx.env.cwd.clone(),
-            };
-            let script = crate::template::render_shell(
-                &m.query,
-                cx.template,
-                crate::template::is_shell(&action.interpreter),
-            )
-            .map_err(|e| template_error(&e))?;
-            env.extend(script.values);
-            let query = script.text;
-            let cmd = CommandMetric {
-                interpreter: action.interpreter.clone(),
-                env,
-                cwd,
-                timeout: provider.timeout,
-            };
-            Ok((Box::new(cmd), query))
-        }
-        other => Err(format!(
-            "provider `{}` is a {} provider, not a metric source",
-            provider.name,
-            other.name()
-        )),
+) -> Result<CommandMetric, StepError> {
+    let mut env = cx.env.base_env.clone();
+    for (k, v) in &action.env {
+        env.push((k.clone(), render(cx, v)?));
     }
+    env.push(("RUNBOOK_STEP_ID".into(), cx.step_id.to_string()));
+    let cwd = match &action.cwd {
+        Some(c) => cx.env.cwd.join(render(cx, c)?),
+        None => cx.env.cwd.clone(),
+    };
+    Ok(CommandMetric {
+        interpreter: action.interpreter.clone(),
+        env,
+        cwd,
+        timeout,
+    })
 }
 
 /// `at`: unix seconds (a number, or a string of one) or an RFC 3339 time,
@@ -268,7 +263,7 @@ fn source(
 fn resolve_at(at: &Json, cx: &Cx<'_>) -> Result<SystemTime, String> {
     let value = match at {
         Json::String(s) => crate::template::render_value(s, cx.template)
-            .map_err(|e| format!("`at`: {}", template_error(&e)))?,
+            .map_err(|e| format!("`at`: {}", template_message(&e)))?,
         other => Value::from_serialize(other),
     };
     if let Some(s) = value.as_str() {
@@ -314,19 +309,19 @@ pub(super) fn parse_time(text: &str) -> Result<SystemTime, String> {
     SystemTime::try_from(at).map_err(|_| bad())
 }
 
-fn interval_times(interval: Duration, i: i64) -> Result<Duration, String> {
+fn interval_times(interval: Duration, i: i64) -> Result<Duration, StepError> {
     u32::try_from(i)
         .ok()
         .and_then(|i| interval.checked_mul(i))
-        .ok_or_else(|| "`at` + samples × interval is out of range".to_string())
+        .ok_or_else(|| StepError::permanent("`at` + samples × interval is out of range"))
 }
 
-fn stopped(stop: Stop, done: i64, samples: i64) -> String {
+fn stopped(stop: Stop, done: i64, samples: i64) -> StepError {
     let what = match stop {
         Stop::Timeout => "timed out",
         Stop::Cancel => "cancelled",
     };
-    format!("{what} after {done} of {samples} samples")
+    StepError::stopped(stop, format!("{what} after {done} of {samples} samples"))
 }
 
 /// A value for people: six significant digits, so a rate of 0.0999999999

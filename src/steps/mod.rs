@@ -1,8 +1,17 @@
 //! One executor per step kind, behind one trait. The engine decides when an
 //! action runs, how often and for how long; an executor only does one attempt
 //! and must stop promptly (cleaning up after itself) when told to.
+//!
+//! [`run`] is the one place that looks at an action's kind: each executor
+//! receives its own typed body (a shell script, an
+//! [`Http`](crate::runbook::Http) request, a [`Metric`](crate::runbook::Metric)
+//! gate, ...) and never asks what kind of step it is running.
+//! Providers are resolved before the run ([`RunEnv::flags`],
+//! [`RunEnv::metrics`]), so an executor is handed a ready store or source.
+//! Failures are [`StepError`]s that say whether another attempt can help.
 
 pub mod approval;
+mod error;
 mod flag;
 mod http;
 mod metric;
@@ -15,9 +24,10 @@ use serde_json::{Map, Value as Json};
 use tokio::sync::watch;
 
 use crate::events::Bus;
-use crate::providers::{BoxFuture, FlagStore};
+use crate::providers::{BoxFuture, FlagStore, MetricProvider};
 use crate::runbook::{Action, ActionKind, Runbook};
 
+pub use error::{ErrorKind, StepError};
 pub use flag::restore_flag;
 
 /// Why an attempt is being stopped.
@@ -34,6 +44,9 @@ pub type Outputs = Map<String, Json>;
 /// Flag stores by provider name (`None`: the default file store).
 pub type FlagStores = Vec<(Option<String>, Arc<dyn FlagStore>)>;
 
+/// Metric providers by name, resolved before the run.
+pub type MetricSources = Vec<(String, MetricProvider)>;
+
 /// What a run shares with every executor.
 pub struct RunEnv {
     /// The plan the run executes.
@@ -47,6 +60,8 @@ pub struct RunEnv {
     pub base_env: Vec<(String, String)>,
     pub identity: String,
     pub flags: FlagStores,
+    /// The metric providers `metric:` steps use.
+    pub metrics: MetricSources,
     /// Flags' previous values recorded by an earlier process for steps it
     /// did not finish: a re-run must restore what was there before the run,
     /// not what the first attempt wrote.
@@ -66,11 +81,24 @@ impl RunEnv {
         self.plan.runbook()
     }
 
-    pub fn flag_store(&self, provider: Option<&str>) -> Option<&Arc<dyn FlagStore>> {
+    /// The store of a flag step's provider. Every provider a flag step names
+    /// is resolved before the run, so `Err` means a bug, not a bad runbook.
+    pub fn flag_store(&self, provider: Option<&str>) -> Result<&Arc<dyn FlagStore>, StepError> {
         self.flags
             .iter()
             .find(|(p, _)| p.as_deref() == provider)
             .map(|(_, s)| s)
+            .ok_or_else(|| StepError::permanent(format!("no flag store for provider {provider:?}")))
+    }
+
+    /// The source of a metric step's provider, resolved before the run like
+    /// the flag stores.
+    pub fn metric_source(&self, provider: &str) -> Result<&MetricProvider, StepError> {
+        self.metrics
+            .iter()
+            .find(|(p, _)| p == provider)
+            .map(|(_, s)| s)
+            .ok_or_else(|| StepError::permanent(format!("no metric provider named `{provider}`")))
     }
 }
 
@@ -113,31 +141,44 @@ impl Cx<'_> {
     }
 }
 
+/// One step kind's executor: one attempt of an action whose body is
+/// `Self::Body`. `action` carries what every kind shares (interpreter,
+/// `env`, `cwd`, `timeout`).
 pub trait Executor: Send + Sync {
+    type Body: ?Sized + Sync;
+
     fn run<'a>(
         &'a self,
+        body: &'a Self::Body,
         action: &'a Action,
         cx: &'a Cx<'a>,
-    ) -> BoxFuture<'a, Result<Outputs, String>>;
+    ) -> BoxFuture<'a, Result<Outputs, StepError>>;
 }
 
-/// The executor for an action's kind.
-pub fn executor(kind: &ActionKind) -> &'static dyn Executor {
-    match kind {
-        ActionKind::Shell { .. } => &shell::Shell,
-        ActionKind::Flag(_) => &flag::FlagExec,
-        ActionKind::Http(_) => &http::HttpExec,
-        ActionKind::Metric(_) => &metric::MetricExec,
-        ActionKind::Approval(_) => &approval::ApprovalExec,
+/// One attempt of `action`, by the executor of its kind.
+pub fn run<'a>(action: &'a Action, cx: &'a Cx<'a>) -> BoxFuture<'a, Result<Outputs, StepError>> {
+    match &action.kind {
+        ActionKind::Shell { script } => shell::Shell.run(script.as_str(), action, cx),
+        ActionKind::Http(h) => http::HttpExec.run(h, action, cx),
+        ActionKind::Metric(m) => metric::MetricExec.run(m, action, cx),
+        ActionKind::Approval(a) => approval::ApprovalExec.run(a, action, cx),
+        ActionKind::Flag(f) => flag::FlagExec.run(f, action, cx),
     }
 }
 
-/// Renders a template string in the attempt's context.
-pub fn render(cx: &Cx<'_>, source: &str) -> Result<String, String> {
+/// Renders a template string in the attempt's context; a template that does
+/// not render is a permanent error (every attempt would fail the same way).
+pub fn render(cx: &Cx<'_>, source: &str) -> Result<String, StepError> {
     crate::template::render_str(source, cx.template).map_err(|e| template_error(&e))
 }
 
-pub fn template_error(e: &minijinja::Error) -> String {
+/// A template error as a step's (permanent) error.
+pub fn template_error(e: &minijinja::Error) -> StepError {
+    StepError::permanent(template_message(e))
+}
+
+/// `template error: <kind>: <detail>`.
+pub fn template_message(e: &minijinja::Error) -> String {
     let mut msg = e.kind().to_string();
     if let Some(d) = e.detail() {
         msg = format!("{msg}: {d}");

@@ -15,11 +15,11 @@ use serde_json::Value as Json;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 
-use super::{render, template_error, Cx, Executor, Outputs, Stop};
+use super::{render, template_error, Cx, Executor, Outputs, StepError, Stop};
 use crate::events::{Event, Stream};
 use crate::process_group::ProcessGroup;
 use crate::providers::BoxFuture;
-use crate::runbook::{Action, ActionKind};
+use crate::runbook::Action;
 
 pub(super) struct Shell;
 
@@ -27,19 +27,20 @@ const GRACE: Duration = Duration::from_secs(2);
 const MAX_STDOUT: usize = 1 << 20;
 
 impl Executor for Shell {
+    /// The script, as written.
+    type Body = str;
+
     fn run<'a>(
         &'a self,
+        script: &'a str,
         action: &'a Action,
         cx: &'a Cx<'a>,
-    ) -> BoxFuture<'a, Result<Outputs, String>> {
-        Box::pin(run(action, cx))
+    ) -> BoxFuture<'a, Result<Outputs, StepError>> {
+        Box::pin(run(script, action, cx))
     }
 }
 
-async fn run(action: &Action, cx: &Cx<'_>) -> Result<Outputs, String> {
-    let ActionKind::Shell { script } = &action.kind else {
-        return Err("not a shell action".into());
-    };
+async fn run(script: &str, action: &Action, cx: &Cx<'_>) -> Result<Outputs, StepError> {
     let script = crate::template::render_shell(
         script,
         cx.template,
@@ -49,13 +50,14 @@ async fn run(action: &Action, cx: &Cx<'_>) -> Result<Outputs, String> {
     let (program, args) = action
         .interpreter
         .split_first()
-        .ok_or_else(|| "empty interpreter".to_string())?;
+        .ok_or_else(|| StepError::permanent("empty interpreter"))?;
     let out_dir = cx.env.run_dir.join("outputs");
     std::fs::create_dir_all(&out_dir)
-        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+        .map_err(|e| StepError::transient(format!("cannot create {}: {e}", out_dir.display())))?;
     let output_file = out_dir.join(format!("{}.{}.env", cx.label, cx.attempt));
-    std::fs::write(&output_file, b"")
-        .map_err(|e| format!("cannot create {}: {e}", output_file.display()))?;
+    std::fs::write(&output_file, b"").map_err(|e| {
+        StepError::transient(format!("cannot create {}: {e}", output_file.display()))
+    })?;
 
     let mut step_env = Vec::with_capacity(action.env.len());
     for (k, v) in &action.env {
@@ -101,9 +103,12 @@ async fn run(action: &Action, cx: &Cx<'_>) -> Result<Outputs, String> {
     cmd.process_group(0);
     cmd.kill_on_drop(true);
 
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start `{program}` in {}: {e}", cwd.display()))?;
+    let mut child = cmd.spawn().map_err(|e| {
+        StepError::transient(format!(
+            "cannot start `{program}` in {}: {e}",
+            cwd.display()
+        ))
+    })?;
     // Killed when dropped: a step future that is dropped (a second Ctrl-C)
     // leaves no processes behind.
     let mut group = ProcessGroup::of(&child);
@@ -130,7 +135,7 @@ async fn run(action: &Action, cx: &Cx<'_>) -> Result<Outputs, String> {
     let mut collected = None;
     let status = loop {
         tokio::select! {
-            status = child.wait() => break status.map_err(|e| format!("waiting for the script: {e}"))?,
+            status = child.wait() => break status.map_err(|e| StepError::transient(format!("waiting for the script: {e}")))?,
             out = &mut readers, if collected.is_none() => collected = Some(out),
             stop = cx.stopped() => {
                 group.signal(Signal::TERM);
@@ -138,10 +143,10 @@ async fn run(action: &Action, cx: &Cx<'_>) -> Result<Outputs, String> {
                     group.signal(Signal::KILL);
                     let _ = child.wait().await;
                 }
-                return Err(match stop {
-                    Stop::Timeout => "timed out".into(),
-                    Stop::Cancel => "cancelled".into(),
-                });
+                return Err(StepError::stopped(stop, match stop {
+                    Stop::Timeout => "timed out",
+                    Stop::Cancel => "cancelled",
+                }));
             }
         }
     };
@@ -182,10 +187,13 @@ async fn run(action: &Action, cx: &Cx<'_>) -> Result<Outputs, String> {
     }
     match code {
         Some(0) => Ok(outputs),
-        Some(c) => Err(format!("exit code {c}")),
+        Some(c) => Err(StepError::transient(format!("exit code {c}"))),
         None => {
             use std::os::unix::process::ExitStatusExt;
-            Err(format!("killed by signal {}", status.signal().unwrap_or(0)))
+            Err(StepError::transient(format!(
+                "killed by signal {}",
+                status.signal().unwrap_or(0)
+            )))
         }
     }
 }

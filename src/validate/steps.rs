@@ -123,8 +123,8 @@ pub(super) fn convert(ds: &mut Diagnostics, ctx: &StepCtx<'_>, s: &StepSpec) -> 
         }
     };
     let action = main?;
-    let rollback = rollback.unwrap_or(match action.kind {
-        ActionKind::Flag(_) => Rollback::Automatic,
+    let rollback = rollback.unwrap_or(match &action.kind {
+        ActionKind::Flag(f) => Rollback::Automatic(f.clone()),
         _ => Rollback::None,
     });
     Some(Step {
