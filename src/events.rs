@@ -170,6 +170,9 @@ impl Event {
                 comment: Some(c), ..
             } => m.mask_in_place(c),
             Event::RunStarted { params, .. } => m.mask_json(params),
+            Event::FlagPrevious {
+                previous: Some(p), ..
+            } => m.mask_json(p),
             _ => {}
         }
     }
@@ -278,6 +281,25 @@ impl Bus {
     /// engine must not act on it).
     #[must_use = "an event the journal did not record must stop the run from acting"]
     pub fn emit(&self, mut event: Event) -> bool {
+        // A flag's previous value is restored from the journal after a
+        // crash: the journal gets references to the secrets in it, which
+        // resume resolves, where listeners get `***`.
+        let for_journal = match &event {
+            Event::FlagPrevious {
+                step,
+                flag,
+                previous: Some(p),
+            } => {
+                let mut p = p.clone();
+                self.masker.refs_json(&mut p);
+                Some(Event::FlagPrevious {
+                    step: step.clone(),
+                    flag: self.masker.mask(flag),
+                    previous: Some(p),
+                })
+            }
+            _ => None,
+        };
         event.mask(&self.masker);
         let now = SystemTime::now();
         // A listener that panicked poisoned the lock; the others still get events.
@@ -287,7 +309,7 @@ impl Bus {
         };
         let mut recorded = true;
         if let Some(journal) = ls.durable.as_mut() {
-            if let Err(e) = journal.record(now, &event) {
+            if let Err(e) = journal.record(now, for_journal.as_ref().unwrap_or(&event)) {
                 ls.durable = None;
                 self.lose(&event, Some(e));
                 recorded = false;

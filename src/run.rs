@@ -191,8 +191,10 @@ fn prepare(loaded: &Loaded, plan: Arc<Plan>, p: Prepare) -> Result<Launch> {
         .map(|(k, (v, _))| (k.clone(), v.clone()))
         .collect();
     for sp in rb.params.iter().filter(|sp| sp.secret) {
-        if let Some(Json::String(v)) = params.get(&sp.name) {
-            masked.push(v.clone());
+        match params.get(&sp.name) {
+            Some(Json::String(v)) => masked.push(v.clone()),
+            Some(Json::Null) | None => {}
+            Some(other) => masked.push(other.to_string()),
         }
     }
     let masker = Arc::new(Masker::new(masked));
@@ -229,7 +231,16 @@ fn prepare(loaded: &Loaded, plan: Arc<Plan>, p: Prepare) -> Result<Launch> {
         identity: p.identity,
         operator: p.operator,
         output: p.output,
-        flag_previous: p.flag_previous,
+        flag_previous: p
+            .flag_previous
+            .into_iter()
+            .map(|(k, mut v)| {
+                if let Some(v) = v.as_mut() {
+                    masker.resolve_refs(v);
+                }
+                (k, v)
+            })
+            .collect(),
         cwd: p.cwd,
         state_dir: p.state_dir,
         ctx,
@@ -297,11 +308,16 @@ fn journaled_params(
 ) -> Result<crate::plan::ResolvedParams> {
     let mut out = crate::plan::ResolvedParams::new();
     let mut missing = Vec::new();
-    for (k, _) in given {
-        let secret = rb.params.iter().any(|p| &p.name == k && p.secret);
-        if !secret {
+    for (k, text) in given {
+        let Some(p) = rb.params.iter().find(|p| &p.name == k) else {
+            return Err(Error::invalid(format!("unknown parameter `{k}`")));
+        };
+        // A non-secret param is the journal's; giving it again is fine as
+        // long as it is the same value.
+        if !p.secret && p.parse(text).ok().as_ref() != rec.header.params.get(k) {
             return Err(Error::invalid(format!(
-                "--param {k}: only secret params are given again; the others are the journal's"
+                "--param {k}: the run started with another value ({}); a run's params cannot change, only secret ones are given again",
+                rec.header.params.get(k).map_or_else(|| "none".to_string(), ToString::to_string)
             )));
         }
     }
@@ -487,6 +503,9 @@ fn start(l: Launch, mode: Mode) -> Result {
         },
     };
 
+    // Output files an engine that died left behind may hold secrets a
+    // script wrote: nothing reads them any more.
+    let _ = std::fs::remove_dir_all(run_dir.join("outputs"));
     let bus = Bus::new(l.masker.clone());
     // The journal hears each event first: a listener sees an event only once it is durable.
     let journal = match &mode {

@@ -5,10 +5,19 @@
 //! (terminal, logs, report, journal) goes through the event bus, which masks
 //! with [`Masker`] before any listener sees it; child processes' output is
 //! masked the same way, line by line.
+//!
+//! A secret can leave in another form than the one it was read in: a line
+//! of a multi-line key printed on its own, percent-encoded in a URL,
+//! JSON-escaped in an error, base64 in a header, shell-quoted, upper-cased by
+//! a filter. The masker knows each of those forms of each value ([`forms`]),
+//! and masks numbers equal to a secret too.
 
 use serde_json::Value as Json;
 
 use crate::runbook::{Runbook, SecretSource};
+
+const REF_OPEN: char = '\u{E002}';
+const REF_CLOSE: char = '\u{E003}';
 
 /// Replaces every known secret value with `***`.
 #[derive(Debug, Default)]
@@ -24,14 +33,9 @@ impl Masker {
         // inside arbitrary text.
         let mut values: Vec<String> = values
             .into_iter()
+            .flat_map(|v| forms(&v))
             .filter(|v| v.trim().chars().count() >= 3)
             .collect();
-        let trimmed: Vec<String> = values
-            .iter()
-            .map(|v| v.trim().to_string())
-            .filter(|v| v.chars().count() >= 3)
-            .collect();
-        values.extend(trimmed);
         values.sort_by_key(|v| std::cmp::Reverse(v.len()));
         values.dedup();
         Masker { values }
@@ -55,17 +59,126 @@ impl Masker {
         }
     }
 
+    /// Replaces each secret form with a reference to it (`\u{E002}N\u{E003}`)
+    /// instead of `***`: what the journal keeps of a flag's previous value,
+    /// so a restore after a crash can put back the exact bytes
+    /// ([`Masker::resolve_refs`]) without the journal holding a secret.
+    pub fn refs_json(&self, j: &mut Json) {
+        match j {
+            Json::String(s) => {
+                for (i, v) in self.values.iter().enumerate() {
+                    if s.contains(v.as_str()) {
+                        *s = s.replace(v.as_str(), &format!("{REF_OPEN}{i}{REF_CLOSE}"));
+                    }
+                }
+            }
+            Json::Array(items) => items.iter_mut().for_each(|i| self.refs_json(i)),
+            Json::Object(map) => map.values_mut().for_each(|v| self.refs_json(v)),
+            _ => {}
+        }
+    }
+
+    /// Puts the secret forms back into what [`Masker::refs_json`] wrote. The
+    /// masker must be built from the same secrets (read again on resume).
+    pub fn resolve_refs(&self, j: &mut Json) {
+        match j {
+            Json::String(s) if s.contains(REF_OPEN) => {
+                let mut out = String::with_capacity(s.len());
+                let mut rest = s.as_str();
+                while let Some(at) = rest.find(REF_OPEN) {
+                    out.push_str(&rest[..at]);
+                    let after = &rest[at + REF_OPEN.len_utf8()..];
+                    match after.split_once(REF_CLOSE) {
+                        Some((n, tail)) => {
+                            match n.parse::<usize>().ok().and_then(|i| self.values.get(i)) {
+                                Some(v) => out.push_str(v),
+                                None => out.push_str("***"),
+                            }
+                            rest = tail;
+                        }
+                        None => {
+                            out.push_str(&rest[at..]);
+                            rest = "";
+                        }
+                    }
+                }
+                out.push_str(rest);
+                *s = out;
+            }
+            Json::Array(items) => items.iter_mut().for_each(|i| self.resolve_refs(i)),
+            Json::Object(map) => map.values_mut().for_each(|v| self.resolve_refs(v)),
+            _ => {}
+        }
+    }
+
     pub fn mask_json(&self, j: &mut Json) {
         if self.values.is_empty() {
             return;
         }
         match j {
             Json::String(s) => self.mask_in_place(s),
+            Json::Number(n) => {
+                let text = n.to_string();
+                if self.values.contains(&text) {
+                    *j = Json::String("***".into());
+                }
+            }
             Json::Array(items) => items.iter_mut().for_each(|i| self.mask_json(i)),
             Json::Object(map) => map.values_mut().for_each(|v| self.mask_json(v)),
             _ => {}
         }
     }
+}
+
+/// Every form of a secret value the engine could write: the value, trimmed,
+/// each line of it, and its encodings.
+pub fn forms(v: &str) -> Vec<String> {
+    use base64::Engine as _;
+    let mut out = vec![v.to_string(), v.trim().to_string()];
+    if v.contains('\n') {
+        out.extend(v.lines().map(|l| l.trim().to_string()));
+    }
+    out.push(percent_all(v));
+    if let Ok(mut u) = reqwest::Url::parse("http://h/") {
+        u.set_path(v);
+        out.push(u.path().trim_start_matches('/').to_string());
+        u.set_query(Some(v));
+        out.extend(u.query().map(str::to_string));
+        u.query_pairs_mut().clear().append_pair("k", v);
+        out.extend(
+            u.query()
+                .and_then(|q| q.strip_prefix("k="))
+                .map(str::to_string),
+        );
+        if u.set_username(v).is_ok() {
+            out.push(u.username().to_string());
+        }
+    }
+    if let Ok(json) = serde_json::to_string(v) {
+        out.push(json.trim_matches('"').to_string());
+    }
+    out.push(base64::engine::general_purpose::STANDARD.encode(v));
+    out.push(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v));
+    out.push(crate::template::shell_quote(v));
+    out.push(v.to_uppercase());
+    out.push(v.to_lowercase());
+    out.push(v.chars().rev().collect());
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Every byte but the unreserved ones as `%XX`.
+fn percent_all(v: &str) -> String {
+    let mut s = String::with_capacity(v.len() * 3);
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            s.push(char::from(b));
+        } else {
+            s.push_str(&format!("%{b:02X}"));
+        }
+    }
+    s
 }
 
 /// Reads every secret of the runbook. An error names the secret, never its value.

@@ -87,10 +87,20 @@ pub(crate) fn placeholder(value: &Value, text: String) -> Result<String, Error> 
         let Some(c) = c.as_mut() else {
             return Ok(text);
         };
-        if text.contains(&c.nonce) {
-            // The output of a macro or `{% set %}` block: the author's text
-            // with placeholders already in it.
-            return Ok(text);
+        // Lower-cased, so a placeholder `{% filter upper %}` changed is found too.
+        if text.to_ascii_lowercase().contains(&c.nonce) {
+            // The output of a macro or a `{% set %}` block is the author's
+            // text with placeholders in it, and minijinja marks it safe. Any
+            // other value holding a placeholder was built from one (`s ~
+            // params.x`, `format`, `{% filter %}`), so holds text nobody
+            // can vouch for: refused, never inserted.
+            if value.is_safe() && text.contains(&c.nonce) {
+                return Ok(text);
+            }
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                "a value built from a macro's or a block's output (with `~`, `format` or a `{% filter %}`) cannot go into a shell script: write the parts as separate `{{ }}`",
+            ));
         }
         // The values are the script's output too: they share its budget.
         c.bytes = c.bytes.saturating_add(text.len());
@@ -146,6 +156,16 @@ pub fn render(
     Lexer::new(&rendered, &nonce, &values).run()
 }
 
+/// What a context makes of a value besides reading it.
+enum Need {
+    /// A plain string: written as a reference.
+    Data,
+    /// Evaluated as arithmetic: only a whole number is safe.
+    Integer(&'static str),
+    /// Read as a variable's name: only a plain name is safe.
+    Name(&'static str),
+}
+
 /// Where the lexer is.
 #[derive(Debug, Clone, PartialEq)]
 enum Frame {
@@ -188,6 +208,8 @@ struct Lexer<'a> {
     nonce: &'a str,
     values: &'a [String],
     stack: Vec<Frame>,
+    /// Where in `text` each open `${` began.
+    braces: Vec<usize>,
     /// Heredocs whose bodies start after the current line.
     pending: Vec<Heredoc>,
     text: String,
@@ -227,6 +249,7 @@ impl<'a> Lexer<'a> {
                 close: Close::Top,
                 depth: 0,
             }],
+            braces: Vec::new(),
             pending: Vec::new(),
             text: String::with_capacity(rendered.len()),
             display: String::with_capacity(rendered.len()),
@@ -320,18 +343,139 @@ impl<'a> Lexer<'a> {
         Ok(name)
     }
 
+    /// What the shell will do with a value here, beyond reading it.
+    fn need(&self) -> Need {
+        let frame = self.top().clone();
+        match frame {
+            Frame::Arith { .. } => return Need::Integer("arithmetic"),
+            Frame::Heredoc(_) | Frame::Comment => return Need::Data,
+            Frame::Cmd {
+                close: Close::Brace,
+                ..
+            } => return self.brace_need(),
+            Frame::Test => {
+                if self.arith_operand() {
+                    return Need::Integer("an arithmetic comparison");
+                }
+                if matches!(self.word_before(), "-v" | "-R") {
+                    return Need::Name("`[[ -v ]]`");
+                }
+            }
+            _ => {}
+        }
+        if self.in_subscript() {
+            return Need::Integer("an array subscript");
+        }
+        self.command_need()
+    }
+
+    /// Inside `${…}`: a name, a subscript or an offset are read as code.
+    fn brace_need(&self) -> Need {
+        let start = self.braces.last().copied().unwrap_or(self.text.len());
+        let t = &self.text[start.min(self.text.len())..];
+        if t.starts_with('!') {
+            return Need::Name("an indirect reference `${!…}`");
+        }
+        let t = t.strip_prefix('#').unwrap_or(t);
+        let name_len = t
+            .char_indices()
+            .find(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(t.len(), |(k, _)| k);
+        let name_len = if name_len == 0 && t.starts_with(['@', '*', '?', '$', '-']) {
+            1
+        } else {
+            name_len
+        };
+        let rest = &t[name_len..];
+        if rest.is_empty() {
+            return Need::Name("a parameter name `${…}`");
+        }
+        if rest.starts_with('[') && !rest.contains(']') {
+            return Need::Integer("an array subscript");
+        }
+        if let Some(a) = rest.strip_prefix(':') {
+            if !a.starts_with(['-', '=', '+', '?']) {
+                return Need::Integer("a substring offset `${x:…}`");
+            }
+        }
+        Need::Data
+    }
+
+    /// Commands that read a word as arithmetic or as a variable's name.
+    fn command_need(&self) -> Need {
+        let words = self.command_words();
+        let mut it = words
+            .iter()
+            .map(String::as_str)
+            .skip_while(|w| w.contains('=') && !w.starts_with('-'));
+        let Some(first) = it.next() else {
+            return Need::Data;
+        };
+        let args: Vec<&str> = it.collect();
+        let before = self.word_before();
+        match first {
+            "let" => Need::Integer("`let`"),
+            "declare" | "typeset" | "local" | "export" | "readonly" => {
+                let flags: String = args
+                    .iter()
+                    .filter(|a| a.starts_with('-'))
+                    .flat_map(|a| a.chars())
+                    .collect();
+                if flags.contains('n') {
+                    Need::Name("a `declare -n` reference")
+                } else if flags.contains('i') {
+                    Need::Integer("`declare -i`")
+                } else {
+                    Need::Data
+                }
+            }
+            "printf" | "test" | "[" if before == "-v" || before == "-R" => {
+                Need::Name("a variable name (`-v`)")
+            }
+            "unset" => Need::Name("`unset`"),
+            "read" | "mapfile" | "readarray"
+                if !matches!(
+                    before,
+                    "-p" | "-d" | "-n" | "-N" | "-t" | "-u" | "-i" | "-C" | "-c" | "-s" | "-O"
+                ) =>
+            {
+                Need::Name("a variable name")
+            }
+            _ => Need::Data,
+        }
+    }
+
+    /// The words of the simple command being written (quotes removed).
+    fn command_words(&self) -> Vec<String> {
+        let start = self
+            .text
+            .rfind(['\n', ';', '&', '|', '(', '`', '{', '}'])
+            .map_or(0, |k| k + 1);
+        self.text[start..]
+            .split_whitespace()
+            .map(|w| w.replace(['"', '\''], ""))
+            .collect()
+    }
+
+    /// The whole word before the one being written.
+    fn word_before(&self) -> &str {
+        let t = self.text.trim_end_matches(|c: char| !c.is_whitespace());
+        t.split_whitespace().last().unwrap_or_default()
+    }
+
     /// Writes the reference (and the display form) for value `i` in the current context.
     fn substitute(&mut self, i: usize) -> Result<(), Error> {
         let value = self.value(i)?;
+        match self.need() {
+            Need::Integer(what) => return self.integer(value, what),
+            Need::Name(what) => return self.name(value, what),
+            Need::Data => {}
+        }
         match self.top().clone() {
-            Frame::Cmd { .. } => {
-                if !self.in_subscript() {
-                    let name = self.reference(i)?;
-                    self.text.push_str(&format!("\"${{{name}}}\""));
-                    self.display.push_str(&crate::template::shell_quote(value));
-                } else {
-                    self.integer(value, "an array subscript")?;
-                }
+            Frame::Cmd { .. } | Frame::Test => {
+                let name = self.reference(i)?;
+                self.text.push_str(&format!("\"${{{name}}}\""));
+                self.display.push_str(&crate::template::shell_quote(value));
             }
             Frame::DQuote | Frame::Comment => {
                 let name = self.reference(i)?;
@@ -354,15 +498,6 @@ impl<'a> Lexer<'a> {
                     .push_str(&format!("'{}$'", crate::template::shell_quote(value)));
             }
             Frame::Arith { .. } => self.integer(value, "arithmetic")?,
-            Frame::Test => {
-                if self.arith_operand() {
-                    self.integer(value, "an arithmetic comparison")?;
-                } else {
-                    let name = self.reference(i)?;
-                    self.text.push_str(&format!("\"${{{name}}}\""));
-                    self.display.push_str(&crate::template::shell_quote(value));
-                }
-            }
             Frame::Heredoc(h) if !h.quoted => {
                 let name = self.reference(i)?;
                 self.text.push_str(&format!("${{{name}}}"));
@@ -377,14 +512,35 @@ impl<'a> Lexer<'a> {
         Ok(())
     }
 
+    /// A whole number, written in decimal (so `010` is ten, not octal eight).
     fn integer(&mut self, value: &str, what: &str) -> Result<(), Error> {
-        if !is_integer(value.trim()) {
+        let parsed = is_integer(value.trim())
+            .then(|| value.trim().parse::<i64>().ok())
+            .flatten();
+        let Some(n) = parsed else {
             return Err(err(format!(
-                "a template value in {what} must be a whole number (the shell would evaluate anything else as an expression), not {:?}",
+                "a template value in {what} must be a whole number (the shell would evaluate anything else as an expression), not {}",
+                crate::template::shell_quote(value)
+            )));
+        };
+        self.emit(&n.to_string());
+        Ok(())
+    }
+
+    /// A plain variable name (no subscript: bash would evaluate one).
+    fn name(&mut self, value: &str, what: &str) -> Result<(), Error> {
+        let ok = value
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            return Err(err(format!(
+                "a template value used as {what} must be a plain variable name (the shell would evaluate anything else), not {}",
                 crate::template::shell_quote(value)
             )));
         }
-        self.emit(value.trim());
+        self.emit(value);
         Ok(())
     }
 
@@ -402,6 +558,10 @@ impl<'a> Lexer<'a> {
         let Some(open) = word.find('[') else {
             return false;
         };
+        // `a=([key]=v)`: a compound assignment's subscript.
+        if open == 0 && !word.starts_with("[[") {
+            return !word.contains(']');
+        }
         let name = &word[..open];
         let name = name.strip_prefix("${").unwrap_or(name);
         !name.is_empty()
@@ -536,6 +696,11 @@ impl<'a> Lexer<'a> {
                 depth: 0,
             });
             self.take(2);
+            self.braces.push(self.text.len());
+        } else if self.starts("$[") {
+            // The old form of `$(( ))`.
+            self.stack.push(Frame::Arith { depth: 0 });
+            self.take(2);
         } else {
             self.take(1);
         }
@@ -585,12 +750,15 @@ impl<'a> Lexer<'a> {
             Some('}') if close == Close::Brace => {
                 if depth == 0 {
                     self.stack.pop();
+                    self.braces.pop();
                 } else {
                     self.set_depth(depth - 1);
                 }
                 self.take(1);
             }
-            Some('<') if self.starts("<<") && !self.starts("<<<") => self.heredoc_start()?,
+            // A here-string: a word follows, not a heredoc.
+            Some('<') if self.starts("<<<") => self.take(3),
+            Some('<') if self.starts("<<") => self.heredoc_start()?,
             _ => self.quotes_or_take()?,
         }
         Ok(())
@@ -617,6 +785,10 @@ impl<'a> Lexer<'a> {
 
     fn arith(&mut self, depth: usize) {
         match self.peek(0) {
+            Some(']') if depth == 0 && self.in_old_arith() => {
+                self.stack.pop();
+                self.take(1);
+            }
             Some('(') => {
                 self.set_depth(depth + 1);
                 self.take(1);
@@ -631,6 +803,14 @@ impl<'a> Lexer<'a> {
             }
             Some('$') => self.dollar(),
             _ => self.take(1),
+        }
+    }
+
+    /// Whether the innermost arithmetic was opened by `$[`.
+    fn in_old_arith(&self) -> bool {
+        match (self.text.rfind("$[("), self.text.rfind("$[")) {
+            (_, None) => false,
+            (p, Some(o)) => p.is_none_or(|p| o > p) && self.text.rfind("$((").is_none_or(|p| o > p),
         }
     }
 
@@ -667,6 +847,8 @@ impl<'a> Lexer<'a> {
                     quoted = true;
                     self.take(1);
                 }
+                // `$'EOF'` and `$"EOF"` quote the delimiter too.
+                Some('$') if matches!(self.peek(1), Some('\'' | '"')) => self.take(1),
                 Some(c)
                     if !c.is_whitespace()
                         && !matches!(c, ';' | '&' | '|' | '<' | '>' | '(' | ')') =>

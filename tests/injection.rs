@@ -1,3 +1,4 @@
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used, unsafe_code)] // a test fails loudly
 //! Injection corpus: hostile template values in every shell context a
 //! runbook author writes. A value must reach the script as data: nothing it
 //! holds may run (no `PWNED` file anywhere under the test dir), and where the

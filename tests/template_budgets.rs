@@ -1,3 +1,4 @@
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used, unsafe_code)] // a test fails loudly
 //! Rendering is bounded (spec, "Templates and expressions", rev 2): a
 //! template nested or chained beyond a limit, or an evaluation past its
 //! budget of time, steps, memory or output, is an error: exit 2 when found

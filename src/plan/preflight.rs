@@ -230,12 +230,12 @@ impl Checker<'_> {
     }
 
     /// A template without a span of its own: reported at its step's line.
-    fn plain(&mut self, text: &str, line: u32, what: &str, shell: bool) {
+    fn plain(&mut self, text: &str, line: u32, what: &str, shell: Option<bool>) {
         if self.decidable(text, false).is_none() {
             return;
         }
-        let r = if shell {
-            template::render_shell(text, self.ctx, true).map(|s| s.display)
+        let r = if let Some(posix) = shell {
+            template::render_shell(text, self.ctx, posix).map(|s| s.display)
         } else {
             template::render_str(text, self.ctx)
         };
@@ -277,19 +277,20 @@ impl Checker<'_> {
             self.dur(m, &format!("{who}: retry.max_delay"));
         }
         for (k, v) in &a.env {
-            self.plain(v, line, &format!("{who}: env {k}"), false);
+            self.plain(v, line, &format!("{who}: env {k}"), None);
         }
         if let Some(cwd) = &a.cwd {
-            self.plain(cwd, line, &format!("{who}: cwd"), false);
+            self.plain(cwd, line, &format!("{who}: cwd"), None);
         }
         match &a.kind {
             ActionKind::Shell { script } => {
-                self.plain(script, line, &format!("{who}: shell"), true);
+                let posix = template::is_shell(&a.interpreter);
+                self.plain(script, line, &format!("{who}: shell"), Some(posix));
             }
             ActionKind::Http(h) => {
                 self.text(&h.url, &format!("{who}: url"), Kind::HttpUrl);
                 for (k, v) in &h.headers {
-                    self.plain(v, line, &format!("{who}: header {k}"), false);
+                    self.plain(v, line, &format!("{who}: header {k}"), None);
                 }
                 if let Some(b) = &h.body {
                     self.json(b, line, &format!("{who}: body"));
@@ -306,7 +307,7 @@ impl Checker<'_> {
             }
             ActionKind::Approval(ap) => {
                 if let Some(msg) = &ap.message {
-                    self.plain(msg, line, &format!("{who}: message"), false);
+                    self.plain(msg, line, &format!("{who}: message"), None);
                 }
                 self.num(&ap.required, &format!("{who}: required"));
                 if let Some(t) = &ap.timeout {

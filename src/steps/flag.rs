@@ -66,8 +66,16 @@ impl Executor for FlagExec {
 
 /// The automatic rollback of a flag step: put back what its `outputs` recorded.
 pub async fn restore_flag(cx: &Cx<'_>, f: &Flag, outputs: &Json) -> Result<(), StepError> {
-    let (name, previous) = match outputs.get("name").and_then(Json::as_str) {
-        Some(name) => {
+    // The value recorded before the first write, when the journal has it
+    // (resume, `runbook rollback`): exact, secrets included, where the
+    // journaled outputs have `***` for them.
+    let recorded = cx.env.flag_previous.get(cx.step_id);
+    let (name, previous) = match (outputs.get("name").and_then(Json::as_str), recorded) {
+        (Some(name), Some(previous)) if !name.contains("***") => {
+            (name.to_string(), previous.clone())
+        }
+        (_, Some(previous)) => (render(cx, &f.name)?, previous.clone()),
+        (Some(name), None) => {
             let existed = outputs
                 .get("existed")
                 .and_then(Json::as_bool)
@@ -75,14 +83,8 @@ pub async fn restore_flag(cx: &Cx<'_>, f: &Flag, outputs: &Json) -> Result<(), S
             let previous = existed.then(|| outputs.get("previous").cloned().unwrap_or(Json::Null));
             (name.to_string(), previous)
         }
-        // No outputs: the step did not finish. If an earlier process recorded
-        // the flag's previous value, it may have written the flag before it
-        // died, so put that value back.
-        None => match cx.env.flag_previous.get(cx.step_id) {
-            Some(previous) => (render(cx, &f.name)?, previous.clone()),
-            // The step never wrote the flag: nothing to undo.
-            None => return Ok(()),
-        },
+        // The step never wrote the flag: nothing to undo.
+        (None, None) => return Ok(()),
     };
     let store = cx.env.flag_store(f.provider.as_deref())?;
     store

@@ -55,9 +55,21 @@ async fn run(script: &str, action: &Action, cx: &Cx<'_>) -> Result<Outputs, Step
     std::fs::create_dir_all(&out_dir)
         .map_err(|e| StepError::transient(format!("cannot create {}: {e}", out_dir.display())))?;
     let output_file = out_dir.join(format!("{}.{}.env", cx.label, cx.attempt));
-    std::fs::write(&output_file, b"").map_err(|e| {
-        StepError::transient(format!("cannot create {}: {e}", output_file.display()))
-    })?;
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // What a script writes here may be a secret: only we may read it,
+        // and it is gone when the attempt ends, however it ends.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&output_file)
+            .map_err(|e| {
+                StepError::transient(format!("cannot create {}: {e}", output_file.display()))
+            })?;
+    }
+    let _remove = RemoveOnDrop(output_file.clone());
 
     let mut step_env = Vec::with_capacity(action.env.len());
     for (k, v) in &action.env {
@@ -174,7 +186,6 @@ async fn run(script: &str, action: &Action, cx: &Cx<'_>) -> Result<Outputs, Step
             }
         }
     }
-    let _ = std::fs::remove_file(&output_file);
     let code = status.code();
     outputs.insert("outputs".into(), Json::Object(values));
     outputs.insert(
@@ -254,4 +265,13 @@ fn pump<'a, R: AsyncRead + Unpin + Send + 'a>(
         }
         kept
     })
+}
+
+/// Removes a file when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
