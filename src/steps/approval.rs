@@ -650,7 +650,7 @@ fn try_submit(
     if step.is_empty() || step.starts_with('.') || step.contains('/') {
         return Err(invalid(format!("`{step}` is not a step id")));
     }
-    let who = crate::run::operator(identity);
+    let who = crate::runner::operator(identity);
     let store = FileStore::new(state_dir);
     let rec = match store.read(run_id) {
         Ok(r) => r,
