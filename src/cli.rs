@@ -254,7 +254,7 @@ fn dispatch(cli: Cli) -> crate::error::Result {
             identity,
             reject,
             comment,
-        } => crate::steps::approval::submit(
+        } => crate::approvals::submit(
             &state_dir,
             &run_id,
             &step,

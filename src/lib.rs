@@ -4,6 +4,7 @@
 //! YAML text -> [`spec::RunbookSpec`] (as written, with spans) -> [`runbook::Runbook`]
 //! (validated) -> [`plan::Plan`] (waves, previews, rollback order) -> a run.
 
+pub mod approvals;
 pub mod cli;
 pub mod commands;
 pub mod diagnostics;
