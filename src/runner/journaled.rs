@@ -1,6 +1,6 @@
 //! Resume and rollback start from the journal, not the command line: the
 //! runbook as it was recorded and the params it ran with. Kept apart from
-//! [`super::prepare`], which checks a run the same way whichever way it came.
+//! [`super::prepare()`], which checks a run the same way whichever way it came.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

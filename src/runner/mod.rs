@@ -5,8 +5,8 @@
 //! The three commands differ only in where the runbook and params come from
 //! (the file and flags, or the journal) and in what the engine is asked to do
 //! (run, continue, unwind). Everything that can reject a run is checked
-//! before the state dir is touched ([`prepare`]); only then is the run
-//! claimed and started ([`start`]), so a run refused for bad input leaves
+//! before the state dir is touched ([`prepare()`]); only then is the run
+//! claimed and started ([`start()`]), so a run refused for bad input leaves
 //! nothing behind.
 //!
 //! One file per stage: `prepare` (what can refuse a run), `journaled`

@@ -2,7 +2,7 @@
 //! the template context, pre-flight, `env`, the lock key, flag stores and
 //! metric sources.
 //!
-//! Apart from [`super::start`] so that the line between "checked" and
+//! Apart from `start.rs` so that the line between "checked" and
 //! "written" is a file boundary: nothing here touches the state dir.
 
 use std::collections::HashMap;

@@ -1,7 +1,7 @@
 //! Claiming a prepared run and running it: the state dir, the run lock and
 //! the lock key, the journal, the views, the runtime, and the message when
 //! the journal fails. Everything after the first write lives here, so a
-//! refused run (see [`super::prepare`]) never reaches this file.
+//! refused run (see [`super::prepare()`]) never reaches this file.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
