@@ -14,7 +14,7 @@ use crate::commands;
 use crate::error::{Done, Error};
 use crate::events::RunStatus;
 use crate::plan::Format;
-use crate::run::{Output, RunSettings};
+use crate::runner::{Output, RunSettings};
 use crate::view::color_stderr;
 
 #[derive(Parser, Debug)]
@@ -231,7 +231,7 @@ fn dispatch(cli: Cli) -> crate::error::Result {
             format,
             diff,
         } => commands::plan(&file, &params, format, diff.as_deref()),
-        Command::Run(args) => crate::run::run(RunSettings {
+        Command::Run(args) => crate::runner::run(RunSettings {
             state_dir,
             file: args.file,
             params: args.params,
@@ -242,19 +242,19 @@ fn dispatch(cli: Cli) -> crate::error::Result {
             run_id,
             params,
             view,
-        } => crate::run::resume(&state_dir, &run_id, &params, output(&view)),
+        } => crate::runner::resume(&state_dir, &run_id, &params, output(&view)),
         Command::Rollback {
             run_id,
             params,
             view,
-        } => crate::run::rollback(&state_dir, &run_id, &params, output(&view)),
+        } => crate::runner::rollback(&state_dir, &run_id, &params, output(&view)),
         Command::Approve {
             run_id,
             step,
             identity,
             reject,
             comment,
-        } => crate::steps::approval::submit(
+        } => crate::approvals::submit(
             &state_dir,
             &run_id,
             &step,

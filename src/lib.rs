@@ -4,6 +4,7 @@
 //! YAML text -> [`spec::RunbookSpec`] (as written, with spans) -> [`runbook::Runbook`]
 //! (validated) -> [`plan::Plan`] (waves, previews, rollback order) -> a run.
 
+pub mod approvals;
 pub mod cli;
 pub mod commands;
 pub mod diagnostics;
@@ -18,8 +19,8 @@ pub mod lock;
 pub mod plan;
 pub mod process_group;
 pub mod providers;
-pub mod run;
 pub mod runbook;
+pub mod runner;
 pub mod schema;
 pub mod secrets;
 pub mod shell_values;

@@ -3,32 +3,38 @@
 //! A plan renders every template with the given params and stands symbols in
 //! for what only a run can know (`<steps.deploy.outputs.url>`, `<env.HOME>`),
 //! so building one executes nothing and contacts nothing. Text, Markdown,
-//! JSON and Mermaid are all renderings of this one struct (`render.rs`).
+//! JSON and Mermaid are all renderings of this one struct (`render.rs`).//!
+//! This file is the plan's types and [`Plan::build`]; `params.rs` resolves
+//! the params a plan is built from, `preview.rs` renders what each step
+//! shows, `render.rs` and `diff.rs` turn plans into text.
 
 mod diff;
+mod params;
 mod preflight;
+mod preview;
 mod render;
 mod unwind;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
-
-use indexmap::IndexMap;
-use minijinja::value::{Enumerator, Object};
-use minijinja::Value;
 use serde::Serialize;
 use serde_json::Value as Json;
 
 pub use diff::{diff, render_diff, PlanDiff};
+pub use params::{resolve_params, ResolvedParams};
 pub use preflight::{preflight, PLAN_ROOTS, RUN_ROOTS};
+pub use preview::worst_case;
 pub use render::{render, Format};
 pub use unwind::UnwindOrder;
 
-use crate::diagnostics::Code;
 use crate::duration;
-use crate::runbook::{Action, ActionKind, Backoff, Dur, Num, Rollback, Runbook, Step};
+use crate::runbook::{ActionKind, Rollback, Runbook, Step};
+
+use params::secret_params;
+use preview::{
+    dur_text, flag_store, num_text, preview_context, show, show_json, static_when, step_preview,
+};
 
 impl Plan {
     /// The validated runbook the plan was built from.
@@ -36,7 +42,6 @@ impl Plan {
         &self.source
     }
 }
-use crate::template::{self, symbol};
 
 #[derive(Debug, Serialize)]
 pub struct Plan {
@@ -164,363 +169,10 @@ fn ser_dur<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S:
     }
 }
 
-/// Params by name: the value, and whether it was given (else the default).
-pub type ResolvedParams = IndexMap<String, (Json, bool)>;
-
-/// Resolves `--param` values against the declared params: types, enums,
-/// required ones, defaults. Errors are user errors (exit 2).
-pub fn resolve_params(
-    rb: &Runbook,
-    given: &[(String, String)],
-) -> Result<ResolvedParams, Vec<(Code, String)>> {
-    let mut errors = Vec::new();
-    let mut out = IndexMap::new();
-    for (k, v) in given {
-        match rb.params.iter().find(|p| &p.name == k) {
-            None => {
-                let names = rb.params.iter().map(|p| p.name.as_str());
-                let hint = crate::diagnostics::did_you_mean(k, names)
-                    .map(|m| format!(" (did you mean `{m}`?)"))
-                    .unwrap_or_default();
-                errors.push((Code::UnknownParam, format!("unknown parameter `{k}`{hint}")));
-            }
-            Some(p) => match p.parse(v) {
-                Ok(j) => {
-                    out.insert(k.clone(), (j, true));
-                }
-                Err(e) => errors.push((Code::ParamType, format!("parameter `{k}`: {e}"))),
-            },
-        }
-    }
-    for p in &rb.params {
-        if out.contains_key(&p.name) {
-            continue;
-        }
-        match &p.default {
-            Some(d) => {
-                out.insert(p.name.clone(), (d.clone(), false));
-            }
-            None if p.required => errors.push((
-                Code::MissingParam,
-                format!(
-                    "parameter `{}` is required: pass --param {}=VALUE",
-                    p.name, p.name
-                ),
-            )),
-            None => {
-                out.insert(p.name.clone(), (Json::Null, false));
-            }
-        }
-    }
-    // Keep declaration order. (`swap_remove`, since `out`'s own order is
-    // dropped: `shift_remove` is linear, so quadratic over many params.)
-    let mut ordered = IndexMap::new();
-    for p in &rb.params {
-        if let Some(v) = out.swap_remove(&p.name) {
-            ordered.insert(p.name.clone(), v);
-        }
-    }
-    if errors.is_empty() {
-        Ok(ordered)
-    } else {
-        Err(errors)
-    }
-}
-
 /// What `plan` reports before showing a plan: the pre-flight errors a run
 /// with these params would stop at, as far as a preview can know them.
 pub fn check(rb: &Runbook, params: &ResolvedParams) -> Vec<crate::diagnostics::Diagnostic> {
     preflight(rb, &preview_context(rb, params), PLAN_ROOTS)
-}
-
-/// The context a preview renders with: real params, masked secrets, symbols for the rest.
-fn preview_context(rb: &Runbook, params: &IndexMap<String, (Json, bool)>) -> Value {
-    let secret_params = secret_params(rb);
-    let mut p = serde_json::Map::new();
-    for (k, (v, _)) in params {
-        p.insert(
-            k.clone(),
-            if secret_params.contains(k.as_str()) {
-                Json::String("***".into())
-            } else {
-                v.clone()
-            },
-        );
-    }
-    let secrets: serde_json::Map<String, Json> = rb
-        .secrets
-        .iter()
-        .map(|s| (s.name.clone(), Json::String("***".into())))
-        .collect();
-    let (p, secrets) = (Value::from_serialize(&p), Value::from_serialize(&secrets));
-    let vars = Arc::new(VarsSoFar::default());
-    for (k, v) in &rb.vars {
-        let ctx = minijinja::context! {
-            params => p.clone(),
-            vars => Value::from_dyn_object(vars.clone()),
-            secrets => secrets.clone(),
-            env => symbol("env"),
-            run => symbol("run"),
-        };
-        let rendered =
-            template::render_json(v, &ctx).unwrap_or_else(|_| Json::String(format!("<vars.{k}>")));
-        vars.lock().insert(k.clone(), rendered);
-    }
-    let vars = std::mem::take(&mut *vars.lock());
-    minijinja::context! {
-        params => p,
-        vars => Value::from_serialize(&vars),
-        secrets => secrets,
-        env => symbol("env"),
-        steps => symbol("steps"),
-        run => symbol("run"),
-        step => symbol("step"),
-        value => symbol("value"),
-    }
-}
-
-fn secret_params(rb: &Runbook) -> HashSet<&str> {
-    rb.params
-        .iter()
-        .filter(|p| p.secret)
-        .map(|p| p.name.as_str())
-        .collect()
-}
-
-/// The vars rendered so far, as the context of the next var: one map that
-/// grows, where a fresh copy of all earlier vars for each var was quadratic
-/// (30,000 vars did not render in a minute).
-#[derive(Debug, Default)]
-struct VarsSoFar(Mutex<serde_json::Map<String, Json>>);
-
-impl VarsSoFar {
-    fn lock(&self) -> std::sync::MutexGuard<'_, serde_json::Map<String, Json>> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-impl Object for VarsSoFar {
-    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
-        self.lock().get(key.as_str()?).map(Value::from_serialize)
-    }
-
-    fn enumerate(self: &Arc<Self>) -> Enumerator {
-        Enumerator::Values(
-            self.lock()
-                .keys()
-                .map(|k| Value::from(k.as_str()))
-                .collect(),
-        )
-    }
-}
-
-fn show(source: &str, ctx: &Value) -> String {
-    template::render_str(source, ctx)
-        .unwrap_or_else(|e| format!("<cannot render: {}>", e.detail().unwrap_or("error")))
-}
-
-fn show_json(v: &Json, ctx: &Value) -> String {
-    match template::render_json(v, ctx) {
-        Ok(Json::String(s)) => s,
-        Ok(j) => j.to_string(),
-        Err(e) => format!("<cannot render: {}>", e.detail().unwrap_or("error")),
-    }
-}
-
-fn dur_value(d: &Dur, ctx: &Value) -> Option<Duration> {
-    match d {
-        Dur::Fixed(d) => Some(*d),
-        Dur::Template(t) => template::render_str(t, ctx)
-            .ok()
-            .and_then(|s| duration::parse(&s).ok()),
-    }
-}
-
-fn num_value(n: &Num, ctx: &Value) -> Option<i64> {
-    match n {
-        Num::Fixed(i) => Some(*i),
-        Num::Template(t, _) => template::render_value(t, ctx)
-            .ok()
-            .and_then(|v| i64::try_from(v).ok()),
-    }
-}
-
-fn dur_text(d: &Dur, ctx: &Value) -> String {
-    dur_value(d, ctx).map_or_else(
-        || {
-            show(
-                match d {
-                    Dur::Template(t) => t,
-                    Dur::Fixed(_) => "",
-                },
-                ctx,
-            )
-        },
-        duration::format,
-    )
-}
-
-fn num_text(n: &Num, ctx: &Value) -> String {
-    num_value(n, ctx).map_or_else(
-        || match n {
-            Num::Template(t, _) => show(t, ctx),
-            Num::Fixed(i) => i.to_string(),
-        },
-        |i| i.to_string(),
-    )
-}
-
-/// Lines describing what an action does.
-fn describe(a: &Action, rb: &Runbook, ctx: &Value) -> Vec<String> {
-    match &a.kind {
-        ActionKind::Shell { script } => template::render_shell(script, ctx, true)
-            .map(|s| s.display)
-            .unwrap_or_else(|e| format!("<cannot render: {}>", e.detail().unwrap_or("error")))
-            .trim_end()
-            .lines()
-            .map(|l| format!("$ {l}"))
-            .collect(),
-        ActionKind::Http(h) => {
-            let mut lines = vec![format!("{} {}", h.method, show(&h.url, ctx))];
-            for (k, v) in &h.headers {
-                lines.push(format!("{k}: {}", show(v, ctx)));
-            }
-            if let Some(b) = &h.body {
-                lines.push(format!("body: {}", show_json(b, ctx)));
-            }
-            let status: Vec<String> = h.expect.status.iter().map(ToString::to_string).collect();
-            let mut expect = vec![format!("status {}", status.join(" or "))];
-            if let Some(b) = &h.expect.body_contains {
-                expect.push(format!("body contains {:?}", show(b, ctx)));
-            }
-            for (ptr, v) in &h.expect.json {
-                expect.push(format!("{ptr} == {}", show_json(v, ctx)));
-            }
-            if let Some(l) = &h.expect.max_latency {
-                expect.push(format!("latency <= {}", dur_text(l, ctx)));
-            }
-            lines.push(format!("expect {}", expect.join(", ")));
-            lines
-        }
-        ActionKind::Metric(m) => {
-            let kind = rb.provider(&m.provider).map_or("?", |p| p.kind.name());
-            let mut lines = vec![
-                format!("query ({} `{}`): {}", kind, m.provider, show(&m.query, ctx)),
-                format!("pass when: {}", m.condition),
-            ];
-            let samples = num_text(&m.samples, ctx);
-            let mut gate = format!(
-                "{} sample(s) every {}, fails after more than {} failed",
-                samples,
-                dur_text(&m.interval, ctx),
-                num_text(&m.failure_limit, ctx)
-            );
-            if m.on_no_data == crate::runbook::OnNoData::Pass {
-                gate.push_str("; no data passes");
-            }
-            lines.push(gate);
-            // An empty `at` (a param left at its default) means "now".
-            if let Some(at) =
-                m.at.as_ref()
-                    .map(|at| show_json(at, ctx))
-                    .filter(|at| !at.is_empty())
-            {
-                lines.push(format!("evaluated at {at}"));
-            }
-            lines
-        }
-        ActionKind::Approval(ap) => {
-            let mut lines = Vec::new();
-            if let Some(m) = &ap.message {
-                lines.push(show(m, ctx));
-            }
-            let who = ap
-                .approvers
-                .as_ref()
-                .map_or("anyone".to_string(), |l| l.join(", "));
-            lines.push(format!(
-                "{} approval(s) from {who}",
-                num_text(&ap.required, ctx)
-            ));
-            lines
-        }
-        ActionKind::Flag(f) => vec![format!(
-            "set {} = {} ({})",
-            show(&f.name, ctx),
-            show_json(&f.value, ctx),
-            flag_store(rb, f.provider.as_deref())
-        )],
-    }
-}
-
-fn flag_store(rb: &Runbook, provider: Option<&str>) -> String {
-    match provider.and_then(|p| rb.provider(p)) {
-        Some(p) => format!("{} `{}`", p.kind.name(), p.name),
-        None => "file <state dir>/flags.json".into(),
-    }
-}
-
-fn retry_text(a: &Action, ctx: &Value) -> Option<String> {
-    let attempts = num_value(&a.retry.attempts, ctx).unwrap_or(1);
-    if attempts <= 1 && !matches!(a.retry.attempts, Num::Template(..)) {
-        return None;
-    }
-    let mut s = format!(
-        "{} attempts, {} apart",
-        num_text(&a.retry.attempts, ctx),
-        dur_text(&a.retry.delay, ctx)
-    );
-    if a.retry.backoff == Backoff::Exponential {
-        s.push_str(", doubling");
-    }
-    if let Some(m) = &a.retry.max_delay {
-        s.push_str(&format!(" (at most {})", dur_text(m, ctx)));
-    }
-    if a.retry.jitter {
-        s.push_str(", jittered");
-    }
-    Some(s)
-}
-
-/// Worst-case duration of one action, retries included; `None` if unbounded.
-pub fn worst_case(a: &Action, ctx: &Value) -> Option<Duration> {
-    let attempts =
-        u32::try_from(num_value(&a.retry.attempts, ctx).unwrap_or(1).max(1)).unwrap_or(u32::MAX);
-    let per_attempt = match &a.kind {
-        ActionKind::Metric(m) => {
-            let samples =
-                u32::try_from(num_value(&m.samples, ctx).unwrap_or(1).max(1)).unwrap_or(u32::MAX);
-            let window = dur_value(&m.interval, ctx)?.saturating_mul(samples.saturating_sub(1));
-            match a.timeout.as_ref().and_then(|t| dur_value(t, ctx)) {
-                Some(t) => window.min(t),
-                None => window,
-            }
-        }
-        ActionKind::Approval(ap) => {
-            let t = ap.timeout.as_ref().or(a.timeout.as_ref())?;
-            dur_value(t, ctx)?
-        }
-        _ => dur_value(a.timeout.as_ref()?, ctx)?,
-    };
-    let mut total = per_attempt.saturating_mul(attempts);
-    let mut delay = dur_value(&a.retry.delay, ctx).unwrap_or_default();
-    let cap = a.retry.max_delay.as_ref().and_then(|m| dur_value(m, ctx));
-    for _ in 1..attempts.min(1000) {
-        let d = cap.map_or(delay, |c| delay.min(c));
-        total = total.saturating_add(
-            d + if a.retry.jitter {
-                d / 4
-            } else {
-                Duration::ZERO
-            },
-        );
-        if a.retry.backoff == Backoff::Exponential {
-            delay = delay.saturating_mul(2);
-        }
-    }
-    Some(total)
 }
 
 /// The plan fingerprint: `sha256:` + hex of the runbook's text, the
@@ -711,72 +363,6 @@ fn unwinds_on_failure(
         out[i] = (listed, more);
     }
     out
-}
-
-/// A step's `when` if params and vars alone decide it.
-fn static_when(s: &Step, ctx: &Value) -> Option<bool> {
-    s.when.as_ref().and_then(|w| {
-        let reads = template::reads(w, true).ok()?;
-        reads
-            .iter()
-            .all(|r| r.starts_with("params") || r.starts_with("vars"))
-            .then(|| template::eval_bool(w, ctx).ok())
-            .flatten()
-    })
-}
-
-fn step_preview(
-    rb: &Runbook,
-    s: &Step,
-    wave: usize,
-    ctx: &Value,
-    on_failure_unwinds: Vec<String>,
-) -> PlannedStep {
-    let when_value = static_when(s, ctx);
-    let rollback = match &s.rollback {
-        Rollback::None => Vec::new(),
-        Rollback::Automatic(_) => {
-            vec!["restore the flag's previous value (delete it if it did not exist)".into()]
-        }
-        Rollback::Bodies(bodies) => bodies.iter().flat_map(|b| describe(b, rb, ctx)).collect(),
-    };
-    PlannedStep {
-        id: s.id.clone(),
-        name: s.name.clone(),
-        stage: s.stage.clone(),
-        kind: s.action.kind.name(),
-        wave,
-        needs: Vec::new(),
-        when: s.when.as_ref().map(|w| w.text.clone()),
-        when_value,
-        action: describe(&s.action, rb, ctx),
-        gate: match &s.action.kind {
-            ActionKind::Metric(m) => Some(PlannedGate {
-                provider: m.provider.clone(),
-                query: show(&m.query, ctx),
-                condition: m.condition.text.clone(),
-                samples: num_value(&m.samples, ctx),
-                interval: dur_value(&m.interval, ctx),
-                failure_limit: num_value(&m.failure_limit, ctx),
-                on_no_data: match m.on_no_data {
-                    crate::runbook::OnNoData::Fail => "fail",
-                    crate::runbook::OnNoData::Pass => "pass",
-                },
-            }),
-            _ => None,
-        },
-        timeout: s.action.timeout.as_ref().map(|t| dur_text(t, ctx)),
-        retry: retry_text(&s.action, ctx),
-        continue_on_failure: s.continue_on_failure,
-        rollback,
-        on_failure_unwinds,
-        on_failure_unwinds_more: 0,
-        worst_case: if when_value == Some(false) {
-            Some(Duration::ZERO)
-        } else {
-            worst_case(&s.action, ctx)
-        },
-    }
 }
 
 #[cfg(test)]

@@ -1,160 +1,14 @@
-//! How template values reach a shell script: as data, never as code.
+//! The lexer of a rendered script: it walks the shell's contexts (commands,
+//! quotes, comments, heredocs, arithmetic, `[[ ]]`) far enough to know what
+//! each placeholder sits in, and writes the reference that context reads
+//! as one plain string, or refuses the value.
 //!
-//! Quoting a value where it is inserted only protects a bare word; inside a
-//! comment, double quotes, a heredoc or `$(( ))` the shell parses the quoted
-//! text again. So, as GitHub's hardening guide asks for Actions, a value is
-//! never written into the script: rendering leaves a placeholder per value,
-//! then a small lexer of the rendered script finds each placeholder's shell
-//! context and writes a reference to an environment variable
-//! (`RUNBOOK_VALUE_1`, ...) in the form that context reads as one plain
-//! string: `"${V}"` in a command, `${V}` inside double quotes, a comment or
-//! an unquoted heredoc, `'"${V}"'` inside single quotes. The executor sets
-//! those variables; what the script sees is exactly the value.
-//!
-//! Three contexts cannot take a reference: arithmetic (`$(( ))`, `(( ))`,
-//! array subscripts, `[[ a -eq b ]]`) evaluates a variable's value as an
-//! expression, so there a value must be a plain integer and is written as
-//! one; a quoted heredoc expands nothing, so the value is written as is,
-//! unless a line of it would end the heredoc; a heredoc delimiter cannot be
-//! a value. Anything else is an error, never a silent insertion. Only
-//! `| safe` writes text as code. The plan shows each value inline, quoted
-//! for reading ([`Script::display`]).
+//! Apart from the rendering so all that knows shell syntax is in one file,
+//! the one to read (and fuzz) when a context is missed.
 
-use std::cell::RefCell;
-
-use minijinja::value::Value;
 use minijinja::{Error, ErrorKind};
 
-/// Start and end of a placeholder in rendered text; private-use characters
-/// that no filter changes, around a per-render nonce.
-const OPEN: char = '\u{E000}';
-const CLOSE: char = '\u{E001}';
-
-/// The prefix of the variables that carry values into the script.
-pub const VAR_PREFIX: &str = "RUNBOOK_VALUE_";
-
-/// A rendered script: its text, the values it reads, and a version for people.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Script {
-    /// What the shell runs.
-    pub text: String,
-    /// Environment variables the script reads its values from.
-    pub values: Vec<(String, String)>,
-    /// The script with each value written inline, quoted for its context.
-    pub display: String,
-}
-
-/// Text written with `| safe`: the author asks for it to be code.
-#[derive(Debug)]
-pub(crate) struct Code(pub(crate) String);
-
-impl std::fmt::Display for Code {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl minijinja::value::Object for Code {
-    fn render(self: &std::sync::Arc<Self>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-struct Collector {
-    nonce: String,
-    values: Vec<String>,
-    bytes: usize,
-}
-
-thread_local! {
-    static COLLECTOR: RefCell<Option<Collector>> = const { RefCell::new(None) };
-}
-
-/// Whether a shell script is being rendered on this thread.
-pub(crate) fn collecting() -> bool {
-    COLLECTOR.with(|c| c.borrow().is_some())
-}
-
-/// What the formatter writes for a value while a script renders: code for
-/// `| safe`, captured template output (it holds our nonce) as it is, and a
-/// placeholder for everything else.
-pub(crate) fn placeholder(value: &Value, text: String) -> Result<String, Error> {
-    if let Some(code) = value.downcast_object_ref::<Code>() {
-        return Ok(code.0.clone());
-    }
-    COLLECTOR.with(|c| {
-        let mut c = c.borrow_mut();
-        let Some(c) = c.as_mut() else {
-            return Ok(text);
-        };
-        // Lower-cased, so a placeholder `{% filter upper %}` changed is found too.
-        if text.to_ascii_lowercase().contains(&c.nonce) {
-            // The output of a macro or a `{% set %}` block is the author's
-            // text with placeholders in it, and minijinja marks it safe. Any
-            // other value holding a placeholder was built from one (`s ~
-            // params.x`, `format`, `{% filter %}`), so holds text nobody
-            // can vouch for: refused, never inserted.
-            if value.is_safe() && text.contains(&c.nonce) {
-                return Ok(text);
-            }
-            return Err(Error::new(
-                ErrorKind::InvalidOperation,
-                "a value built from a macro's or a block's output (with `~`, `format` or a `{% filter %}`) cannot go into a shell script: write the parts as separate `{{ }}`",
-            ));
-        }
-        // The values are the script's output too: they share its budget.
-        c.bytes = c.bytes.saturating_add(text.len());
-        if c.bytes > crate::template::budget::MAX_OUTPUT_BYTES {
-            return Err(Error::new(
-                ErrorKind::InvalidOperation,
-                format!(
-                    "template output exceeds its budget of {} MiB",
-                    crate::template::budget::MAX_OUTPUT_BYTES >> 20
-                ),
-            ));
-        }
-        c.values.push(text);
-        Ok(format!("{OPEN}{}.{}{CLOSE}", c.nonce, c.values.len()))
-    })
-}
-
-/// Renders `source` with `render` (which must use the shared environment)
-/// and turns each value into a reference. `shell` is false for an
-/// interpreter that is not a POSIX shell: there no value can be data, so a
-/// value is an error.
-pub fn render(
-    render: impl FnOnce() -> Result<String, Error>,
-    shell: bool,
-) -> Result<Script, Error> {
-    let nonce = format!("{:016x}", fastrand::u64(..));
-    COLLECTOR.with(|c| {
-        *c.borrow_mut() = Some(Collector {
-            nonce: nonce.clone(),
-            values: Vec::new(),
-            bytes: 0,
-        });
-    });
-    let rendered = render();
-    let values = COLLECTOR
-        .with(|c| c.borrow_mut().take())
-        .map(|c| c.values)
-        .unwrap_or_default();
-    let rendered = rendered?;
-    if values.is_empty() && !rendered.contains(OPEN) {
-        return Ok(Script {
-            display: rendered.clone(),
-            text: rendered,
-            values: Vec::new(),
-        });
-    }
-    if !shell {
-        return Err(Error::new(
-            ErrorKind::InvalidOperation,
-            "this interpreter is not a POSIX shell, so a template value cannot be passed to it as data: read it from the environment (the step's `env:`) or write `| safe` to insert it as code",
-        ));
-    }
-    Lexer::new(&rendered, &nonce, &values).run()
-}
+use super::{Script, CLOSE, OPEN, VAR_PREFIX};
 
 /// What a context makes of a value besides reading it.
 enum Need {
@@ -202,7 +56,7 @@ struct Heredoc {
     strip_tabs: bool,
 }
 
-struct Lexer<'a> {
+pub(super) struct Lexer<'a> {
     src: Vec<char>,
     pos: usize,
     nonce: &'a str,
@@ -239,7 +93,7 @@ fn dq_escape(v: &str) -> String {
 }
 
 impl<'a> Lexer<'a> {
-    fn new(rendered: &str, nonce: &'a str, values: &'a [String]) -> Lexer<'a> {
+    pub(super) fn new(rendered: &str, nonce: &'a str, values: &'a [String]) -> Lexer<'a> {
         Lexer {
             src: rendered.chars().collect(),
             pos: 0,
@@ -585,7 +439,7 @@ impl<'a> Lexer<'a> {
         OPS.contains(&before) || OPS.contains(&after.as_str())
     }
 
-    fn run(mut self) -> Result<Script, Error> {
+    pub(super) fn run(mut self) -> Result<Script, Error> {
         while self.pos < self.src.len() {
             if let Frame::Heredoc(h) = self.top().clone() {
                 // A body is read a line at a time, values included.
@@ -976,89 +830,5 @@ impl<'a> Lexer<'a> {
             self.take(1);
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn render_with(source: &str, value: &str) -> Result<Script, Error> {
-        let ctx = minijinja::context! { v => value };
-        crate::template::render_shell(source, &ctx, true)
-    }
-
-    #[test]
-    fn contexts_get_their_reference_form() {
-        let cases = [
-            ("echo {{ v }}", "echo \"${RUNBOOK_VALUE_1}\""),
-            ("echo \"a {{ v }} b\"", "echo \"a ${RUNBOOK_VALUE_1} b\""),
-            ("echo 'a {{ v }} b'", "echo 'a '\"${RUNBOOK_VALUE_1}\"' b'"),
-            (
-                "# deploying {{ v }}\necho",
-                "# deploying ${RUNBOOK_VALUE_1}\necho",
-            ),
-            (
-                "cat <<EOF\n{{ v }}\nEOF\n",
-                "cat <<EOF\n${RUNBOOK_VALUE_1}\nEOF\n",
-            ),
-            ("x=$(echo {{ v }})", "x=$(echo \"${RUNBOOK_VALUE_1}\")"),
-            (
-                "x=\"$(echo {{ v }})\"",
-                "x=\"$(echo \"${RUNBOOK_VALUE_1}\")\"",
-            ),
-            ("echo `echo {{ v }}`", "echo `echo \"${RUNBOOK_VALUE_1}\"`"),
-            ("echo ${x:-{{ v }}}", "echo ${x:-\"${RUNBOOK_VALUE_1}\"}"),
-        ];
-        for (src, want) in cases {
-            let s = render_with(src, "$(touch PWN)").unwrap();
-            assert_eq!(s.text, want, "{src}");
-            assert_eq!(
-                s.values,
-                [("RUNBOOK_VALUE_1".to_string(), "$(touch PWN)".to_string())]
-            );
-        }
-    }
-
-    #[test]
-    fn arithmetic_takes_only_integers() {
-        assert_eq!(
-            render_with("echo $(( {{ v }} + 1 ))", "41").unwrap().text,
-            "echo $(( 41 + 1 ))"
-        );
-        assert!(render_with("echo $(( {{ v }} + 1 ))", "a[$(touch x)]").is_err());
-        assert!(render_with("(( n = {{ v }} ))", "x").is_err());
-        assert!(render_with("a[{{ v }}]=1", "$(id)").is_err());
-        assert!(render_with("[[ {{ v }} -eq 1 ]]", "a[$(id)]").is_err());
-        assert_eq!(
-            render_with("[[ {{ v }} == x ]]", "a b").unwrap().text,
-            "[[ \"${RUNBOOK_VALUE_1}\" == x ]]"
-        );
-    }
-
-    #[test]
-    fn quoted_heredocs_take_values_that_cannot_end_them() {
-        let s = render_with("cat <<'EOF'\nv={{ v }}\nEOF\n", "$(id)").unwrap();
-        assert_eq!(s.text, "cat <<'EOF'\nv=$(id)\nEOF\n");
-        assert!(render_with("cat <<'EOF'\n{{ v }}\nEOF\n", "x\nEOF\ntouch PWN").is_err());
-        assert!(render_with("cat <<'EOF'\n{{ v }}\nEOF\n", "EOF").is_err());
-        assert!(render_with("cat <<{{ v }}\nx\n", "EOF").is_err());
-    }
-
-    #[test]
-    fn safe_is_code_and_tojson_is_data() {
-        let s = render_with("{{ v | safe }}", "echo hi").unwrap();
-        assert_eq!(s.text, "echo hi");
-        let s = render_with("echo {{ v | tojson }}", "a'b").unwrap();
-        assert_eq!(s.text, "echo \"${RUNBOOK_VALUE_1}\"");
-        let back: String = serde_json::from_str(&s.values[0].1).unwrap();
-        assert_eq!(back, "a'b");
-    }
-
-    #[test]
-    fn non_shell_interpreters_refuse_values() {
-        let ctx = minijinja::context! { v => "x" };
-        assert!(crate::template::render_shell("print({{ v }})", &ctx, false).is_err());
-        assert!(crate::template::render_shell("print(1)", &ctx, false).is_ok());
     }
 }

@@ -1,0 +1,19 @@
+//! Approvals as the waiting executor (`steps/approval.rs`) and `runbook
+//! approve` share them: the rules of who may answer (`rules`), the files an
+//! answer travels through (`mailbox`), the terminal prompt (`prompt`) and
+//! the command that submits a decision (`submit`).
+//!
+//! Apart from the executor because `runbook approve` runs in another
+//! process and needs all of it but the waiting.
+
+mod mailbox;
+mod prompt;
+mod rules;
+mod submit;
+
+pub(crate) use mailbox::{
+    approvals_dir, consume, pending_files, write_atomic, Decision, WaitingFile,
+};
+pub(crate) use prompt::{next_line, parse_answer, stdin_lines};
+pub(crate) use rules::Rules;
+pub use submit::submit;

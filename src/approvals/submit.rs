@@ -1,0 +1,165 @@
+//! `runbook approve`: checks that the run is waiting on the step and that
+//! the caller may answer it, then leaves a decision file for the waiting
+//! executor. It runs in another process than the run, so it reads only the
+//! journal, the run lock and `waiting.json`.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use crate::error::{Done, Error};
+use crate::journal::{FileStore, RunStore};
+use crate::runbook::{ActionKind, Rollback};
+
+use super::mailbox::{approvals_dir, file_safe, write_atomic, Decision};
+use super::rules::Rules;
+
+/// Whether `label` (`id` or `id.rollback.N`) names an approval in the runbook.
+/// `Err` says what it is instead.
+fn approval_label(rb: &crate::runbook::Runbook, label: &str) -> Result<(), String> {
+    let (id, body) = match label.split_once(".rollback.") {
+        Some((id, n)) => (id, n.parse::<usize>().ok()),
+        None => (label, None),
+    };
+    let step = rb
+        .steps
+        .iter()
+        .chain(&rb.on_failure)
+        .chain(&rb.finally)
+        .find(|s| s.id == id);
+    let Some(step) = step else {
+        let approvals: Vec<&str> = rb
+            .steps
+            .iter()
+            .chain(&rb.on_failure)
+            .chain(&rb.finally)
+            .filter(|s| matches!(s.action.kind, ActionKind::Approval(_)))
+            .map(|s| s.id.as_str())
+            .collect();
+        return Err(if approvals.is_empty() {
+            format!("there is no step `{label}` (the runbook has no approval steps)")
+        } else {
+            format!(
+                "there is no step `{label}`; approval steps: {}",
+                approvals.join(", ")
+            )
+        });
+    };
+    let action = match (body, &step.rollback) {
+        (None, _) => &step.action,
+        (Some(n), Rollback::Bodies(bodies)) if n >= 1 && n <= bodies.len() => &bodies[n - 1],
+        _ => return Err(format!("step `{id}` has no rollback body {label}")),
+    };
+    match action.kind {
+        ActionKind::Approval(_) => Ok(()),
+        ref k => Err(format!("`{label}` is a {} step, not an approval", k.name())),
+    }
+}
+
+/// `runbook approve`: records a decision for a waiting approval step.
+pub fn submit(
+    state_dir: &Path,
+    run_id: &str,
+    step: &str,
+    identity: Option<&str>,
+    reject: bool,
+    comment: Option<&str>,
+) -> crate::error::Result {
+    let msg = try_submit(state_dir, run_id, step, identity, reject, comment)?;
+    println!("{msg}");
+    Ok(Done::Ok)
+}
+
+fn try_submit(
+    state_dir: &Path,
+    run_id: &str,
+    step: &str,
+    identity: Option<&str>,
+    reject: bool,
+    comment: Option<&str>,
+) -> Result<String, Error> {
+    let invalid = Error::Invalid;
+    if run_id.is_empty() || run_id.starts_with('.') || run_id.contains('/') {
+        return Err(invalid(format!("`{run_id}` is not a run id")));
+    }
+    if step.is_empty() || step.starts_with('.') || step.contains('/') {
+        return Err(invalid(format!("`{step}` is not a step id")));
+    }
+    let who = crate::runner::operator(identity);
+    let store = FileStore::new(state_dir);
+    let rec = match store.read(run_id) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(invalid(format!(
+                "no run `{run_id}` in {}",
+                state_dir.display()
+            )))
+        }
+        Err(e) => {
+            return Err(Error::CannotStart(format!(
+                "cannot read the journal of run `{run_id}`: {e}"
+            )))
+        }
+    };
+    let rb = crate::commands::journaled_runbook(&rec);
+    if let Some(rb) = &rb {
+        approval_label(rb, step).map_err(|e| invalid(format!("run `{run_id}`: {e}")))?;
+    }
+    let state = rec.state(rb.as_deref());
+    if let Some(status) = state.status {
+        return Err(invalid(format!(
+            "run `{run_id}` already finished ({}); step `{step}` is not waiting for approval",
+            status.as_str()
+        )));
+    }
+    let run_dir = store.run_dir(run_id);
+    if !crate::lock::is_held(&run_dir.join("run.lock")) {
+        return Err(invalid(format!(
+            "run `{run_id}` is not running (its process stopped); `runbook resume {run_id}` continues it, then approve"
+        )));
+    }
+    let dir = approvals_dir(&run_dir, step);
+    let rules: Rules = match std::fs::read(dir.join("waiting.json")) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            Error::CannotStart(format!(
+                "{} is damaged: {e}",
+                dir.join("waiting.json").display()
+            ))
+        })?,
+        Err(_) => {
+            return Err(invalid(format!(
+                "step `{step}` of run `{run_id}` is not waiting for approval (it is {})",
+                state
+                    .steps
+                    .get(step.split(".rollback.").next().unwrap_or(step))
+                    .map_or("not_started", |s| s.display_status())
+                    .replace('_', " ")
+            )))
+        }
+    };
+    if reject {
+        rules.may_reject(&who).map_err(invalid)?;
+    } else {
+        rules.may_approve(&who).map_err(invalid)?;
+    }
+    let now = SystemTime::now();
+    let nanos = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let decision = Decision {
+        by: who.clone(),
+        approved: !reject,
+        comment: comment.map(str::to_string),
+        at: Some(humantime::format_rfc3339_millis(now).to_string()),
+    };
+    let path = dir.join(format!(
+        "{nanos:020}-{}-{}.json",
+        file_safe(&who),
+        std::process::id()
+    ));
+    write_atomic(&path, &decision)
+        .map_err(|e| Error::CannotStart(format!("cannot write {}: {e}", path.display())))?;
+    Ok(format!(
+        "{who} {} step `{step}` of run `{run_id}`",
+        if reject { "rejected" } else { "approved" }
+    ))
+}

@@ -1,0 +1,33 @@
+//! Who runs this process, in its own file because reading the login name is
+//! one of the crate's two `unsafe` places (the other is the template
+//! allocator) and approvals ask the same question.
+
+/// Who runs this process: `--as`, else `$RUNBOOK_USER`, else the login name.
+pub(crate) fn operator(explicit: Option<&str>) -> String {
+    explicit
+        .map(str::to_string)
+        .or_else(|| std::env::var("RUNBOOK_USER").ok().filter(|s| !s.is_empty()))
+        .or_else(|| std::env::var("USER").ok().filter(|s| !s.is_empty()))
+        .or_else(|| std::env::var("LOGNAME").ok().filter(|s| !s.is_empty()))
+        .or_else(login_name)
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The login name of the real user, from the password database (rustix has
+/// no `getpwuid`; one of the two `unsafe` places).
+#[allow(unsafe_code)]
+fn login_name() -> Option<String> {
+    // SAFETY: getpwuid returns a pointer into static storage or null; we copy
+    // the name out at once and this process does not call it concurrently.
+    unsafe {
+        let pw = libc::getpwuid(libc::getuid());
+        if pw.is_null() || (*pw).pw_name.is_null() {
+            return None;
+        }
+        Some(
+            std::ffi::CStr::from_ptr((*pw).pw_name)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
+}

@@ -1,0 +1,161 @@
+//! `runbook run`, `resume` and `rollback`: everything between a validated
+//! runbook and a started engine (params, secrets, pre-flight, state dir,
+//! journal, locks, providers, listeners, signals).
+//!
+//! The three commands differ only in where the runbook and params come from
+//! (the file and flags, or the journal) and in what the engine is asked to do
+//! (run, continue, unwind). Everything that can reject a run is checked
+//! before the state dir is touched ([`prepare()`]); only then is the run
+//! claimed and started ([`start()`]), so a run refused for bad input leaves
+//! nothing behind.
+//!
+//! One file per stage: `prepare` (what can refuse a run), `journaled`
+//! (resume and rollback read the run back), `start` (claim and run),
+//! `identity` and `signals`; this file holds the settings and the three
+//! entry points.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::commands;
+use crate::error::{Done, Error, Result};
+use crate::events::RunStatus;
+use crate::journal;
+use crate::plan::Plan;
+use crate::runbook::ActionKind;
+
+mod identity;
+mod journaled;
+mod prepare;
+mod signals;
+mod start;
+
+pub(crate) use identity::operator;
+use journaled::{from_journal, recorded};
+use prepare::{prepare, Prepare};
+use start::{start, Mode};
+
+/// How a run shows itself and what the operator answered up front: the
+/// resolved form of the command line's view flags.
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    /// Approval steps approved up front (`--approve STEP`).
+    pub approve: Vec<String>,
+    /// `--as`: who runs this command.
+    pub identity: Option<String>,
+    /// Where to write the JSON report.
+    pub report: Option<PathBuf>,
+    /// One JSON object per event line instead of the human view.
+    pub json_log: bool,
+}
+
+/// `runbook run`, resolved.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    pub state_dir: PathBuf,
+    pub file: PathBuf,
+    pub params: Vec<(String, String)>,
+    pub run_id: Option<String>,
+    pub output: Output,
+}
+
+pub fn run(s: RunSettings) -> Result {
+    let loaded = commands::load(&s.file)?;
+    let resolved = commands::params(&loaded.runbook, &s.params, None)?;
+    let run_id = match &s.run_id {
+        Some(id) if journal::valid_run_id(id) => id.clone(),
+        Some(id) => {
+            return Err(Error::invalid(format!(
+                "run id `{id}` may only contain letters, digits, `-`, `_` and `.`"
+            )))
+        }
+        None => new_run_id(),
+    };
+    let rb = &loaded.runbook;
+    for step in &s.output.approve {
+        let is_approval = rb
+            .steps
+            .iter()
+            .chain(&rb.on_failure)
+            .chain(&rb.finally)
+            .any(|st| &st.id == step && matches!(st.action.kind, ActionKind::Approval(_)));
+        if !is_approval {
+            return Err(Error::invalid(format!(
+                "--approve {step}: the runbook has no approval step `{step}`"
+            )));
+        }
+    }
+    let identity = operator(s.output.identity.as_deref());
+    let plan = Arc::new(Plan::build(rb, &loaded.text, &resolved));
+    let cwd = std::env::current_dir()
+        .map_err(|e| Error::cannot_start(format!("cannot read the working directory: {e}")))?;
+    let launch = prepare(
+        &loaded,
+        plan,
+        Prepare {
+            state_dir: cwd.join(&s.state_dir),
+            file: s.file,
+            run_id,
+            operator: identity.clone(),
+            identity,
+            output: s.output,
+            flag_previous: HashMap::new(),
+            cwd,
+        },
+    )?;
+    start(launch, Mode::Fresh)
+}
+
+pub fn resume(
+    state_dir: &Path,
+    run_id: &str,
+    given: &[(String, String)],
+    output: Output,
+) -> Result {
+    let (rec, loaded, state) = recorded(state_dir, run_id)?;
+    if let Some(status) = state.status {
+        println!("run {run_id} already finished: {}", status.as_str());
+        return Ok(Done::Run(status));
+    }
+    let launch = from_journal(state_dir, &rec, &state, &loaded, given, output)?;
+    let mode = if state.rollback_after_success {
+        Mode::Rollback(state)
+    } else {
+        Mode::Resume(state)
+    };
+    start(launch, mode)
+}
+
+pub fn rollback(
+    state_dir: &Path,
+    run_id: &str,
+    given: &[(String, String)],
+    output: Output,
+) -> Result {
+    let (rec, loaded, state) = recorded(state_dir, run_id)?;
+    match state.status {
+        Some(RunStatus::Succeeded) => {}
+        Some(other) => {
+            return Err(Error::invalid(format!(
+                "run {run_id} ended {}; only a succeeded run can be rolled back",
+                other.as_str()
+            )))
+        }
+        None if state.rollback_after_success => {}
+        None => {
+            return Err(Error::invalid(format!(
+                "run {run_id} has not finished; `runbook resume {run_id}` continues it"
+            )))
+        }
+    }
+    let launch = from_journal(state_dir, &rec, &state, &loaded, given, output)?;
+    start(launch, Mode::Rollback(state))
+}
+
+fn new_run_id() -> String {
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let stamp: String = now.chars().filter(char::is_ascii_digit).take(14).collect();
+    let (date, time) = stamp.split_at(8.min(stamp.len()));
+    format!("{date}-{time}-{:04x}", fastrand::u16(..))
+}

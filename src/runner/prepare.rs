@@ -1,0 +1,231 @@
+//! Everything that can refuse a run, before anything is written: secrets,
+//! the template context, pre-flight, `env`, the lock key, flag stores and
+//! metric sources.
+//!
+//! Apart from `start.rs` so that the line between "checked" and
+//! "written" is a file boundary: nothing here touches the state dir.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use serde_json::Value as Json;
+
+use crate::commands::{self, Loaded};
+use crate::engine::Context;
+use crate::error::{Error, Result};
+use crate::plan::Plan;
+use crate::providers::file_flags::FileFlags;
+use crate::providers::prometheus::Prometheus;
+use crate::providers::redis_flags::RedisFlags;
+use crate::providers::MetricProvider;
+use crate::runbook::{Action, ActionKind, Provider, ProviderKind, Rollback, Runbook};
+use crate::secrets::{self, Masker};
+use crate::steps::{FlagStores, MetricSources};
+
+use super::Output;
+
+/// A run as prepared: everything checked, nothing written yet.
+pub(super) struct Launch {
+    pub(super) plan: Arc<Plan>,
+    /// The runbook's text as read (journaled, for resume).
+    pub(super) text: String,
+    pub(super) file: PathBuf,
+    pub(super) run_id: String,
+    /// Who started the run (approvals compare against it).
+    pub(super) identity: String,
+    /// Who runs this command.
+    pub(super) operator: String,
+    pub(super) output: Output,
+    pub(super) flag_previous: HashMap<String, Option<Json>>,
+    /// Where steps run: the run's original working directory when resuming.
+    pub(super) cwd: PathBuf,
+    pub(super) state_dir: PathBuf,
+    pub(super) ctx: Context,
+    pub(super) masker: Arc<Masker>,
+    pub(super) base_env: Vec<(String, String)>,
+    pub(super) flags: FlagStores,
+    pub(super) metrics: MetricSources,
+    pub(super) lock_key: Option<String>,
+}
+
+/// What [`prepare`] needs besides the runbook and its plan.
+pub(super) struct Prepare {
+    pub(super) state_dir: PathBuf,
+    pub(super) file: PathBuf,
+    pub(super) run_id: String,
+    pub(super) identity: String,
+    pub(super) operator: String,
+    pub(super) output: Output,
+    pub(super) flag_previous: HashMap<String, Option<Json>>,
+    pub(super) cwd: PathBuf,
+}
+
+/// Everything that can refuse a run, before anything is written: secrets,
+/// the template context, pre-flight, `env`, the lock key, flag stores and
+/// metric sources.
+pub(super) fn prepare(loaded: &Loaded, plan: Arc<Plan>, p: Prepare) -> Result<Launch> {
+    let rb = plan.runbook();
+    let secret_values = secrets::load(rb, &p.cwd).map_err(Error::invalid)?;
+    let mut masked: Vec<String> = secret_values.iter().map(|(_, v)| v.clone()).collect();
+    let params: IndexMap<String, Json> = plan
+        .resolved
+        .iter()
+        .map(|(k, (v, _))| (k.clone(), v.clone()))
+        .collect();
+    for sp in rb.params.iter().filter(|sp| sp.secret) {
+        match params.get(&sp.name) {
+            Some(Json::String(v)) => masked.push(v.clone()),
+            Some(Json::Null) | None => {}
+            Some(other) => masked.push(other.to_string()),
+        }
+    }
+    let masker = Arc::new(Masker::new(masked));
+    let process_env: Vec<(String, String)> = std::env::vars().collect();
+    let ctx = Context::new(rb, &p.run_id, &params, &secret_values, &process_env)
+        .map_err(|e| Error::invalid(masker.mask(&e)))?;
+    let mut problems = crate::plan::preflight(rb, &ctx.for_step(None), crate::plan::RUN_ROOTS);
+    for d in &mut problems {
+        masker.mask_in_place(&mut d.message);
+    }
+    commands::preflight_errors(loaded, problems)?;
+    let mut base_env = process_env;
+    for (k, v) in &rb.env {
+        match ctx.render(v) {
+            Ok(v) => base_env.push((k.clone(), v)),
+            Err(e) => return Err(Error::invalid(format!("env {k}: {}", masker.mask(&e)))),
+        }
+    }
+    base_env.push(("RUNBOOK_RUN_ID".into(), p.run_id.clone()));
+    let flags = flag_stores(rb, &p.state_dir, &ctx).map_err(|e| Error::invalid(masker.mask(&e)))?;
+    let metrics = metric_sources(rb, &ctx).map_err(|e| Error::invalid(masker.mask(&e)))?;
+    let lock_key = match &rb.lock {
+        None => None,
+        Some(key) => Some(
+            ctx.render(key)
+                .map_err(|e| Error::invalid(format!("lock: {}", masker.mask(&e))))?,
+        ),
+    };
+    Ok(Launch {
+        plan,
+        text: loaded.text.clone(),
+        file: p.file,
+        run_id: p.run_id,
+        identity: p.identity,
+        operator: p.operator,
+        output: p.output,
+        flag_previous: p
+            .flag_previous
+            .into_iter()
+            .map(|(k, mut v)| {
+                if let Some(v) = v.as_mut() {
+                    masker.resolve_refs(v);
+                }
+                (k, v)
+            })
+            .collect(),
+        cwd: p.cwd,
+        state_dir: p.state_dir,
+        ctx,
+        masker,
+        base_env,
+        flags,
+        metrics,
+        lock_key,
+    })
+}
+
+fn flag_stores(
+    rb: &Runbook,
+    state_dir: &Path,
+    ctx: &Context,
+) -> std::result::Result<FlagStores, String> {
+    let mut stores: FlagStores = Vec::new();
+    let default_path = state_dir.join("flags.json");
+    let uses_default = rb
+        .steps
+        .iter()
+        .chain(&rb.on_failure)
+        .chain(&rb.finally)
+        .any(|s| matches!(&s.action.kind, ActionKind::Flag(f) if f.provider.is_none()));
+    if uses_default {
+        stores.push((None, Arc::new(FileFlags::new(default_path.clone()))));
+    }
+    for p in &rb.providers {
+        match p.kind {
+            ProviderKind::File => {
+                let path = match &p.path {
+                    Some(path) => PathBuf::from(ctx.render(path)?),
+                    None => default_path.clone(),
+                };
+                stores.push((Some(p.name.clone()), Arc::new(FileFlags::new(path))));
+            }
+            ProviderKind::Redis => {
+                let url = provider_url(p, ctx)?;
+                let store = RedisFlags::new(&url, &p.prefix, p.timeout)
+                    .map_err(|e| format!("provider `{}`: {e}", p.name))?;
+                stores.push((Some(p.name.clone()), Arc::new(store)));
+            }
+            _ => {}
+        }
+    }
+    Ok(stores)
+}
+
+/// A provider's `url`, rendered in the run-level context.
+fn provider_url(p: &Provider, ctx: &Context) -> std::result::Result<String, String> {
+    let url = p
+        .url
+        .as_deref()
+        .ok_or_else(|| format!("provider `{}` needs a `url`", p.name))?;
+    ctx.render(url)
+        .map_err(|e| format!("provider `{}`: url: {e}", p.name))
+}
+
+/// The metric providers some `metric:` step (or rollback body) uses, built
+/// once: a Prometheus client from the provider's rendered `url` and
+/// `headers`, a command provider's settings. Pre-flight already reported a
+/// `url` that renders badly; what is left (a header value that is not one)
+/// refuses the run here, before anything ran.
+fn metric_sources(rb: &Runbook, ctx: &Context) -> std::result::Result<MetricSources, String> {
+    let used = |name: &str| {
+        rb.steps
+            .iter()
+            .chain(&rb.on_failure)
+            .chain(&rb.finally)
+            .flat_map(|s| {
+                let bodies: &[Action] = match &s.rollback {
+                    Rollback::Bodies(b) => b,
+                    _ => &[],
+                };
+                std::iter::once(&s.action).chain(bodies)
+            })
+            .any(|a| matches!(&a.kind, ActionKind::Metric(m) if m.provider == name))
+    };
+    let mut sources: MetricSources = Vec::new();
+    for p in rb.providers.iter().filter(|p| used(&p.name)) {
+        let source = match p.kind {
+            ProviderKind::Prometheus => {
+                let url = provider_url(p, ctx)?;
+                let headers = p
+                    .headers
+                    .iter()
+                    .map(|(k, v)| {
+                        ctx.render(v)
+                            .map(|v| (k.clone(), v))
+                            .map_err(|e| format!("provider `{}`: header {k}: {e}", p.name))
+                    })
+                    .collect::<std::result::Result<Vec<_>, String>>()?;
+                let prom = Prometheus::new(&url, &headers, p.timeout)
+                    .map_err(|e| format!("provider `{}`: {e}", p.name))?;
+                MetricProvider::Server(Arc::new(prom))
+            }
+            ProviderKind::Command => MetricProvider::Command { timeout: p.timeout },
+            // Validation lets metric steps name metric providers only.
+            _ => continue,
+        };
+        sources.push((p.name.clone(), source));
+    }
+    Ok(sources)
+}

@@ -1,0 +1,265 @@
+//! Claiming a prepared run and running it: the state dir, the run lock and
+//! the lock key, the journal, the views, the runtime, and the message when
+//! the journal fails. Everything after the first write lives here, so a
+//! refused run (see [`super::prepare()`]) never reaches this file.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::Value as Json;
+
+use crate::engine::Engine;
+use crate::error::{Done, Error, Result};
+use crate::events::{Bus, Event};
+use crate::journal::{self, FileStore, Header, RunStore};
+use crate::lock::{Lock, LockError};
+use crate::runbook::Runbook;
+use crate::state::RunState;
+use crate::steps::RunEnv;
+use crate::view;
+
+use super::prepare::Launch;
+use super::signals::signals;
+
+/// What the engine is asked to do.
+pub(super) enum Mode {
+    Fresh,
+    Resume(RunState),
+    Rollback(RunState),
+}
+
+/// Claims the run (its directory, run lock, lock key, journal) and runs the engine.
+pub(super) fn start(l: Launch, mode: Mode) -> Result {
+    let rb = l.plan.source.clone();
+    let state_dir = l.state_dir.clone();
+    let store = FileStore::new(&state_dir);
+    let run_dir = store.run_dir(&l.run_id);
+    if matches!(mode, Mode::Fresh) && run_dir.exists() {
+        return Err(Error::invalid(format!(
+            "run `{}` already exists in {}; pick another --run-id",
+            l.run_id,
+            state_dir.display()
+        )));
+    }
+    let fresh_dirs = !state_dir.exists();
+    std::fs::create_dir_all(&run_dir).map_err(|e| {
+        Error::cannot_start(format!(
+            "state dir {} is unusable: {e}",
+            state_dir.display()
+        ))
+    })?;
+    // A fresh run refused before its journal exists (lock held, ...) must not
+    // keep its id: the same `--run-id` may run once fixed.
+    let mut unclaimed = Unclaimed(
+        matches!(mode, Mode::Fresh).then(|| run_dir.clone()),
+        fresh_dirs.then(|| state_dir.clone()),
+    );
+    // One process per run: a second `resume` of a live run must not race it.
+    let _run_lock =
+        match Lock::acquire_file(&run_dir.join("run.lock"), &std::process::id().to_string()) {
+            Ok(l) => l,
+            Err(LockError::Held { holder }) => {
+                return Err(Error::cannot_start(format!(
+                    "run {} is being run by process {holder}",
+                    l.run_id
+                )))
+            }
+            Err(LockError::Io(e)) => {
+                return Err(Error::cannot_start(format!(
+                    "state dir {} is unusable: {e}",
+                    state_dir.display()
+                )))
+            }
+        };
+    let _lock = match &l.lock_key {
+        None => None,
+        Some(key) => match Lock::acquire(&state_dir, key, &l.run_id) {
+            Ok(lock) => Some(lock),
+            Err(LockError::Held { holder }) => {
+                return Err(Error::cannot_start(format!("lock `{key}` is held by run {holder}; wait for it or check `runbook status {holder}`")))
+            }
+            Err(LockError::Io(e)) => {
+                return Err(Error::cannot_start(format!("cannot take lock `{key}`: {e}")))
+            }
+        },
+    };
+
+    // Output files an engine that died left behind may hold secrets a
+    // script wrote: nothing reads them any more.
+    let _ = std::fs::remove_dir_all(run_dir.join("outputs"));
+    let bus = Bus::new(l.masker.clone());
+    // The journal hears each event first: a listener sees an event only once it is durable.
+    let journal = match &mode {
+        Mode::Fresh => {
+            // Secrets are never journaled, not even masked: resume reads
+            // them again from their sources, and secret params from --param.
+            let secret: Vec<&str> = rb
+                .params
+                .iter()
+                .filter(|p| p.secret)
+                .map(|p| p.name.as_str())
+                .collect();
+            let params: serde_json::Map<String, Json> = l
+                .plan
+                .resolved
+                .iter()
+                .filter(|(k, _)| !secret.contains(&k.as_str()))
+                .map(|(k, (v, _))| (k.clone(), v.clone()))
+                .collect();
+            let secret_params: Vec<String> = l
+                .plan
+                .resolved
+                .iter()
+                .filter(|(k, (_, given))| *given && secret.contains(&k.as_str()))
+                .map(|(k, _)| k.clone())
+                .collect();
+            let header = Header {
+                run_id: l.run_id.clone(),
+                runbook: rb.name.clone(),
+                file: l.file.display().to_string(),
+                hash: journal::hash(&l.text),
+                source: l.text.clone(),
+                params,
+                secret_params,
+                identity: l.identity.clone(),
+                pid: std::process::id(),
+                started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                    .to_string(),
+                cwd: l.cwd.display().to_string(),
+                fingerprint: l.plan.fingerprint.clone(),
+            };
+            store.create(&header)
+        }
+        _ => store.append(&l.run_id),
+    };
+    match journal {
+        Ok(j) => {
+            bus.record_with(j);
+            unclaimed.0 = None;
+            unclaimed.1 = None;
+        }
+        Err(e) => {
+            return Err(Error::cannot_start(format!(
+                "cannot write the journal in {}: {e}",
+                run_dir.display()
+            )))
+        }
+    }
+    let mut seed = match &mode {
+        Mode::Fresh => RunState::new(&l.run_id, Some(&rb)),
+        Mode::Resume(s) | Mode::Rollback(s) => s.clone(),
+    };
+    seed.fingerprint.clone_from(&l.plan.fingerprint);
+    let live: crate::state::Shared = Arc::new(std::sync::Mutex::new(seed.clone()));
+    bus.subscribe(Box::new(crate::state::Follow(live.clone())));
+    subscribe_views(&bus, &rb, &l, seed);
+
+    let env = Arc::new(RunEnv {
+        plan: l.plan.clone(),
+        run_id: l.run_id.clone(),
+        state_dir: state_dir.clone(),
+        run_dir,
+        cwd: l.cwd.clone(),
+        base_env: l.base_env,
+        identity: l.identity.clone(),
+        flags: l.flags,
+        metrics: l.metrics,
+        flag_previous: l.flag_previous.clone(),
+        approve: l.output.approve.clone(),
+        operator: l.operator.clone(),
+        interactive: std::io::stdin().is_terminal() && std::io::stdout().is_terminal(),
+        state: live,
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::cannot_start(format!("cannot start the runtime: {e}")))?;
+    let ctx = l.ctx;
+    let outcome = runtime.block_on(async {
+        let signals = signals();
+        if matches!(mode, Mode::Fresh) {
+            eprintln!("plan {}", l.plan.fingerprint);
+            // Its record is checked by the engine before the first step.
+            let _ = bus.emit(Event::RunStarted {
+                run_id: l.run_id.clone(),
+                runbook: rb.name.clone(),
+                steps: rb.steps.len(),
+                params: Json::Object(
+                    l.plan
+                        .resolved
+                        .iter()
+                        .filter(|(k, _)| !rb.params.iter().any(|p| p.secret && &p.name == *k))
+                        .map(|(k, (v, _))| (k.clone(), v.clone()))
+                        .collect(),
+                ),
+            });
+        } else {
+            eprintln!(
+                "continuing run {} of {} (started by {}; plan {})",
+                l.run_id, rb.name, l.identity, l.plan.fingerprint
+            );
+        }
+        let engine = Arc::new(Engine::new(env, bus.clone(), ctx));
+        match mode {
+            Mode::Fresh => engine.run(signals, RunState::default()).await,
+            Mode::Resume(prior) => engine.run(signals, prior).await,
+            Mode::Rollback(prior) => engine.rollback(signals, prior, &l.operator).await,
+        }
+    });
+    bus.finish();
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    if let Some(error) = bus.journal_error() {
+        return Err(journal_failed(&l.run_id, &error, &bus));
+    }
+    Ok(Done::Run(outcome.status))
+}
+
+/// The message of a run stopped because its journal could not be written.
+fn journal_failed(run_id: &str, error: &str, bus: &Bus) -> Error {
+    let (lost, dropped) = bus.unrecorded();
+    let mut msg = format!(
+        "{error}\nthe run stopped acting: no step or rollback started after this, and steps still running were stopped.\nnot recorded ({} event{}):",
+        lost.len() + dropped,
+        if lost.len() + dropped == 1 { "" } else { "s" }
+    );
+    for line in &lost {
+        msg.push_str("\n  ");
+        msg.push_str(line);
+    }
+    if dropped > 0 {
+        msg.push_str(&format!("\n  ... and {dropped} more"));
+    }
+    msg.push_str(&format!(
+        "\ncheck what those steps did, free the disk, then `runbook resume {run_id}` continues from what the journal holds"
+    ));
+    Error::NeedsPerson(msg)
+}
+
+/// Removes the directory of a fresh run that never got a journal, and the
+/// state dir too if this run created it.
+struct Unclaimed(Option<PathBuf>, Option<PathBuf>);
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        for dir in self.0.iter().chain(self.1.iter()) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn subscribe_views(bus: &Bus, rb: &Runbook, l: &Launch, state: RunState) {
+    let tty = std::io::stdout().is_terminal();
+    let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && tty;
+    if l.output.json_log {
+        bus.subscribe(Box::new(view::JsonLog::install()));
+    } else if tty && std::env::var_os("CI").is_none() {
+        bus.subscribe(Box::new(view::Terminal::new(rb.steps.len(), color)));
+    } else {
+        bus.subscribe(Box::new(view::Plain::new(color)));
+    }
+    if let Some(path) = &l.output.report {
+        let here = std::env::current_dir().unwrap_or_else(|_| l.cwd.clone());
+        bus.subscribe(Box::new(view::Report::new(here.join(path), state)));
+    }
+}
