@@ -35,7 +35,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use runbook::plan::{render, resolve_params, Format, Plan};
+use runbook::plan::{render, resolve_params, Format};
 use runbook::validate::validate_text;
 
 /// Counts heap bytes while `COUNTING` is on. Timed runs leave it off (the
@@ -248,8 +248,9 @@ fn stats(mut v: Vec<Duration>) -> Stats {
 /// What `runbook plan` does after validation: params, pre-flight, plan, text.
 fn plan_text(rb: &std::sync::Arc<runbook::runbook::Runbook>, text: &str) -> String {
     let params = resolve_params(rb, &[]).expect("defaults cover every param");
-    assert!(runbook::plan::check(rb, &params).is_empty());
-    let plan = Plan::build(rb, text, &params);
+    let (problems, plan) =
+        runbook::plan::check_and_build(rb, text, &params).expect("renders within its budgets");
+    assert!(problems.is_empty());
     render(&plan, Format::Text)
 }
 

@@ -210,13 +210,23 @@ fn print_error(e: &Error) {
     }
 }
 
-fn output(view: &ViewArgs) -> Output {
-    Output {
+/// `--as NAME`: trimmed, and never empty (`"alice "` is alice, not a
+/// second approver; `""` is nobody).
+fn checked_identity(flag: Option<&String>) -> Result<Option<String>, Error> {
+    match flag.map(|s| s.trim()) {
+        None => Ok(None),
+        Some("") => Err(Error::invalid("--as needs a name")),
+        Some(name) => Ok(Some(name.to_string())),
+    }
+}
+
+fn output(view: &ViewArgs) -> Result<Output, Error> {
+    Ok(Output {
         approve: view.approve.clone(),
-        identity: view.identity.clone(),
+        identity: checked_identity(view.identity.as_ref())?,
         report: view.report.clone(),
         json_log: view.log_format == LogFormat::Json,
-    }
+    })
 }
 
 fn dispatch(cli: Cli) -> crate::error::Result {
@@ -236,18 +246,18 @@ fn dispatch(cli: Cli) -> crate::error::Result {
             file: args.file,
             params: args.params,
             run_id: args.run_id,
-            output: output(&args.view),
+            output: output(&args.view)?,
         }),
         Command::Resume {
             run_id,
             params,
             view,
-        } => crate::runner::resume(&state_dir, &run_id, &params, output(&view)),
+        } => crate::runner::resume(&state_dir, &run_id, &params, output(&view)?),
         Command::Rollback {
             run_id,
             params,
             view,
-        } => crate::runner::rollback(&state_dir, &run_id, &params, output(&view)),
+        } => crate::runner::rollback(&state_dir, &run_id, &params, output(&view)?),
         Command::Approve {
             run_id,
             step,
@@ -258,7 +268,7 @@ fn dispatch(cli: Cli) -> crate::error::Result {
             &state_dir,
             &run_id,
             &step,
-            identity.as_deref(),
+            checked_identity(identity.as_ref())?.as_deref(),
             reject,
             comment.as_deref(),
         ),

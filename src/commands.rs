@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::diagnostics::{Code, Diagnostic, Severity};
 use crate::error::{Done, Error, Result};
-use crate::plan::{self, Format, Plan, ResolvedParams};
+use crate::plan::{self, Format, ResolvedParams};
 use crate::runbook::Runbook;
 use crate::spec::Span;
 
@@ -165,8 +165,9 @@ pub fn plan(
 ) -> Result {
     let loaded = load(file)?;
     let resolved = params(&loaded.runbook, given, None)?;
-    preflight_errors(&loaded, plan::check(&loaded.runbook, &resolved))?;
-    let plan = Plan::build(&loaded.runbook, &loaded.text, &resolved);
+    let (problems, plan) =
+        plan::check_and_build(&loaded.runbook, &loaded.text, &resolved).map_err(Error::Invalid)?;
+    preflight_errors(&loaded, problems)?;
     let Some(base_file) = diff else {
         print!("{}", plan::render(&plan, format));
         return Ok(Done::Ok);
@@ -181,7 +182,7 @@ pub fn plan(
     let base_name = base_file.display().to_string();
     let base_resolved = params(&base.runbook, &base_params, Some(&base_name))?;
     let d = plan::diff(
-        &Plan::build(&base.runbook, &base.text, &base_resolved),
+        &plan::build_batched(&base.runbook, &base.text, &base_resolved).map_err(Error::Invalid)?,
         &plan,
     );
     print!("{}", plan::render_diff(&d, format));

@@ -28,16 +28,9 @@ impl Lock {
     pub fn acquire(state_dir: &Path, key: &str, run_id: &str) -> Result<Lock, LockError> {
         let dir = state_dir.join("locks");
         std::fs::create_dir_all(&dir).map_err(LockError::Io)?;
-        let name: String = key
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        // The key may carry a param or a secret: the file is named by its
+        // hash, so a directory listing shows neither.
+        let name = key_file_name(key);
         Lock::acquire_file(&dir.join(format!("{name}.lock")), run_id)
     }
 
@@ -83,4 +76,14 @@ pub fn is_held(path: &Path) -> bool {
     };
     // A lock we get is released when `file` closes.
     flock(&file, FlockOperation::NonBlockingLockExclusive).is_err()
+}
+
+/// A lock key's file name: the first 32 hex digits of its SHA-256.
+pub(crate) fn key_file_name(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(key.as_bytes())
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -169,6 +169,35 @@ fn ser_dur<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S:
     }
 }
 
+/// Pre-flight as `plan` runs it and the plan, rendered on one template
+/// worker: one thread hop for all their templates instead of one each (a
+/// 10,000-step plan renders some 60,000). An evaluation that blows its
+/// budget is the error.
+pub fn check_and_build(
+    rb: &Arc<Runbook>,
+    text: &str,
+    params: &ResolvedParams,
+) -> Result<(Vec<crate::diagnostics::Diagnostic>, Plan), String> {
+    let (rb, text, params) = (rb.clone(), text.to_string(), params.clone());
+    crate::template::budget::batch(move || {
+        let problems = check(&rb, &params);
+        let plan = Plan::build(&rb, &text, &params);
+        Ok((problems, plan))
+    })
+    .map_err(|e| crate::steps::template_message(&e))
+}
+
+/// [`Plan::build`] on one template worker (see [`check_and_build`]).
+pub fn build_batched(
+    rb: &Arc<Runbook>,
+    text: &str,
+    params: &ResolvedParams,
+) -> Result<Plan, String> {
+    let (rb, text, params) = (rb.clone(), text.to_string(), params.clone());
+    crate::template::budget::batch(move || Ok(Plan::build(&rb, &text, &params)))
+        .map_err(|e| crate::steps::template_message(&e))
+}
+
 /// What `plan` reports before showing a plan: the pre-flight errors a run
 /// with these params would stop at, as far as a preview can know them.
 pub fn check(rb: &Runbook, params: &ResolvedParams) -> Vec<crate::diagnostics::Diagnostic> {

@@ -10,7 +10,6 @@ use serde_json::Value as Json;
 use crate::commands::{self, Loaded};
 use crate::error::{Error, Result};
 use crate::journal::{self, FileStore, RunStore};
-use crate::plan::Plan;
 use crate::runbook::Runbook;
 use crate::state::RunState;
 
@@ -148,7 +147,8 @@ pub(super) fn from_journal(
     let flag_previous = state.flag_previous.clone();
     let rb = &loaded.runbook;
     let resolved = journaled_params(rec, rb, given)?;
-    let plan = Arc::new(Plan::build(rb, &loaded.text, &resolved));
+    let plan =
+        Arc::new(crate::plan::build_batched(rb, &loaded.text, &resolved).map_err(Error::Invalid)?);
     let here = std::env::current_dir()
         .map_err(|e| Error::cannot_start(format!("cannot read the working directory: {e}")))?;
     let cwd = Some(PathBuf::from(&rec.header.cwd))

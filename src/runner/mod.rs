@@ -22,7 +22,6 @@ use crate::commands;
 use crate::error::{Done, Error, Result};
 use crate::events::RunStatus;
 use crate::journal;
-use crate::plan::Plan;
 use crate::runbook::ActionKind;
 
 mod identity;
@@ -87,7 +86,8 @@ pub fn run(s: RunSettings) -> Result {
         }
     }
     let identity = operator(s.output.identity.as_deref());
-    let plan = Arc::new(Plan::build(rb, &loaded.text, &resolved));
+    let plan =
+        Arc::new(crate::plan::build_batched(rb, &loaded.text, &resolved).map_err(Error::Invalid)?);
     let cwd = std::env::current_dir()
         .map_err(|e| Error::cannot_start(format!("cannot read the working directory: {e}")))?;
     let launch = prepare(

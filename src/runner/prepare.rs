@@ -82,10 +82,44 @@ pub(super) fn prepare(loaded: &Loaded, plan: Arc<Plan>, p: Prepare) -> Result<La
         }
     }
     let masker = Arc::new(Masker::new(masked));
-    let process_env: Vec<(String, String)> = std::env::vars().collect();
-    let ctx = Context::new(rb, &p.run_id, &params, &secret_values, &process_env)
-        .map_err(|e| Error::invalid(masker.mask(&e)))?;
-    let mut problems = crate::plan::preflight(rb, &ctx.for_step(None), crate::plan::RUN_ROOTS);
+    // `std::env::vars` panics on a variable that is not UTF-8; such a
+    // variable cannot be read by a template either, so it is left out (and
+    // said so) rather than stopping the run.
+    let mut process_env: Vec<(String, String)> = Vec::new();
+    for (k, v) in std::env::vars_os() {
+        match (k.into_string(), v.into_string()) {
+            (Ok(k), Ok(v)) => process_env.push((k, v)),
+            (Ok(k), Err(_)) => {
+                eprintln!("note: environment variable {k} is not UTF-8; steps do not get it");
+            }
+            (Err(k), _) => eprintln!(
+                "note: an environment variable whose name is not UTF-8 ({}) is left out",
+                k.to_string_lossy()
+            ),
+        }
+    }
+    // The context's vars and pre-flight render on one template worker.
+    let (ctx, mut problems) = {
+        let (rb, run_id, params, secrets, env) = (
+            plan.source.clone(),
+            p.run_id.clone(),
+            params.clone(),
+            secret_values.clone(),
+            process_env.clone(),
+        );
+        crate::template::budget::batch(move || {
+            Ok(
+                Context::new(&rb, &run_id, &params, &secrets, &env).map(|ctx| {
+                    let problems =
+                        crate::plan::preflight(&rb, &ctx.for_step(None), crate::plan::RUN_ROOTS);
+                    (ctx, problems)
+                }),
+            )
+        })
+        .map_err(|e| crate::steps::template_message(&e))
+        .and_then(|r| r)
+        .map_err(|e| Error::invalid(masker.mask(&e)))?
+    };
     for d in &mut problems {
         masker.mask_in_place(&mut d.message);
     }

@@ -77,10 +77,15 @@ pub(super) fn start(l: Launch, mode: Mode) -> Result {
         Some(key) => match Lock::acquire(&state_dir, key, &l.run_id) {
             Ok(lock) => Some(lock),
             Err(LockError::Held { holder }) => {
-                return Err(Error::cannot_start(format!("lock `{key}` is held by run {holder}; wait for it or check `runbook status {holder}`")))
+                let key = l.masker.mask(key);
+                return Err(Error::cannot_start(format!("lock `{key}` is held by run {holder}; wait for it or check `runbook status {holder}`")));
             }
             Err(LockError::Io(e)) => {
-                return Err(Error::cannot_start(format!("cannot take lock `{key}`: {e}")))
+                let key = l.masker.mask(key);
+                return Err(Error::cannot_start(format!(
+                    "cannot take lock `{key}`: {}",
+                    l.masker.mask(&e.to_string())
+                )));
             }
         },
     };

@@ -37,6 +37,8 @@ thread_local! {
     static LEFT: Cell<usize> = const { Cell::new(usize::MAX) };
     /// What to do if this worker's render runs out of memory.
     static ON_OVER: RefCell<Option<Box<dyn FnOnce()>>> = const { RefCell::new(None) };
+    /// Whether this thread is a render worker.
+    static IN_WORKER: Cell<bool> = const { Cell::new(false) };
     /// This thread's render worker.
     static WORKER: RefCell<Option<mpsc::Sender<Job>>> = const { RefCell::new(None) };
 }
@@ -114,6 +116,7 @@ fn spawn_worker() -> Option<mpsc::Sender<Job>> {
         .name("runbook-template".into())
         .stack_size(WORKER_STACK)
         .spawn(move || {
+            IN_WORKER.set(true);
             for job in rx {
                 job();
             }
@@ -128,6 +131,33 @@ fn spawn_worker() -> Option<mpsc::Sender<Job>> {
 pub(super) fn on_worker<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
+    if IN_WORKER.get() {
+        // Already on a worker (inside a [`batch`]): render here, with a
+        // memory budget of its own.
+        let outer = LEFT.replace(MAX_MEMORY_BYTES);
+        let r = f();
+        LEFT.set(outer);
+        return r.map_err(explain);
+    }
+    run_on_worker(f, MAX_MEMORY_BYTES)
+}
+
+/// Runs `f`, which renders many templates (a plan, pre-flight), on one
+/// worker: each render inside keeps its own budgets, and the work pays one
+/// thread hop instead of one per template.
+pub fn batch<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    if IN_WORKER.get() {
+        return f();
+    }
+    run_on_worker(f, usize::MAX)
+}
+
+fn run_on_worker<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+    budget: usize,
+) -> Result<T, Error> {
     // (result, whether the worker lives on)
     let (tx, rx) = mpsc::sync_channel::<(Result<T, Error>, bool)>(1);
     let over = tx.clone();
@@ -137,7 +167,7 @@ pub(super) fn on_worker<T: Send + 'static>(
                 let _ = over.try_send((Err(memory_error()), false));
             }));
         });
-        LEFT.set(MAX_MEMORY_BYTES);
+        LEFT.set(budget);
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
         LEFT.set(usize::MAX);
         ON_OVER.with(|o| o.borrow_mut().take());

@@ -128,7 +128,7 @@ impl Listener for Plain {
                     Stream::Stdout => self.paint("36", &tag),
                     Stream::Stderr => self.paint("33", &tag),
                 };
-                format!("{ts} {tag} {line}")
+                format!("{ts} {tag} {}", super::printable(line))
             }
             other => match describe(other) {
                 Some(text) => {

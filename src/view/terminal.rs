@@ -86,7 +86,9 @@ impl Listener for Terminal {
                     Stream::Stdout => self.paint("36", &format!("[{step}]")),
                     Stream::Stderr => self.paint("33", &format!("[{step}]")),
                 };
-                let _ = self.multi.println(format!("{tag} {line}"));
+                let _ = self
+                    .multi
+                    .println(format!("{tag} {}", super::printable(line)));
             }
             Event::StepStarted {
                 step,
