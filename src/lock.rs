@@ -80,10 +80,7 @@ pub fn is_held(path: &Path) -> bool {
 
 /// A lock key's file name: the first 32 hex digits of its SHA-256.
 pub(crate) fn key_file_name(key: &str) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(key.as_bytes())
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let mut hex = crate::journal::hash(key);
+    hex.truncate(32);
+    hex
 }

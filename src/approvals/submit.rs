@@ -64,12 +64,15 @@ pub fn submit(
     reject: bool,
     comment: Option<&str>,
 ) -> crate::error::Result {
-    let msg = try_submit(state_dir, run_id, step, identity, reject, comment)?;
-    println!("{msg}");
+    println!(
+        "{}",
+        decide(state_dir, run_id, step, identity, reject, comment)?
+    );
     Ok(Done::Ok)
 }
 
-fn try_submit(
+/// Records the decision; what to tell the approver.
+fn decide(
     state_dir: &Path,
     run_id: &str,
     step: &str,

@@ -209,13 +209,7 @@ pub fn check(rb: &Runbook, params: &ResolvedParams) -> Vec<crate::diagnostics::D
 /// length-prefixed so no two inputs run together.
 pub fn fingerprint(text: &str, rb: &Runbook, params: &ResolvedParams) -> String {
     use sha2::{Digest, Sha256};
-    let secret = secret_params(rb);
-    let public: serde_json::Map<String, Json> = params
-        .iter()
-        .filter(|(k, _)| !secret.contains(k.as_str()))
-        .map(|(k, (v, _))| (k.clone(), v.clone()))
-        .collect();
-    let params = Json::Object(public).to_string();
+    let params = Json::Object(public_params(rb, params)).to_string();
     let mut h = Sha256::new();
     for part in [text, &params, env!("CARGO_PKG_VERSION")] {
         h.update((part.len() as u64).to_be_bytes());
@@ -223,6 +217,28 @@ pub fn fingerprint(text: &str, rb: &Runbook, params: &ResolvedParams) -> String 
     }
     let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256:{hex}")
+}
+
+/// The resolved params without the `secret: true` ones: what the
+/// fingerprint hashes and what a journal and `run_started` may hold.
+pub fn public_params(rb: &Runbook, params: &ResolvedParams) -> serde_json::Map<String, Json> {
+    let secret = secret_params(rb);
+    params
+        .iter()
+        .filter(|(k, _)| !secret.contains(k.as_str()))
+        .map(|(k, (v, _))| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Secret params given on the command line (not defaulted): `resume` and
+/// `rollback` must be given them again.
+pub fn given_secret_params(rb: &Runbook, params: &ResolvedParams) -> Vec<String> {
+    let secret = secret_params(rb);
+    params
+        .iter()
+        .filter(|(k, (_, given))| *given && secret.contains(k.as_str()))
+        .map(|(k, _)| k.clone())
+        .collect()
 }
 
 impl Plan {

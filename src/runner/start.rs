@@ -99,34 +99,14 @@ pub(super) fn start(l: Launch, mode: Mode) -> Result {
         Mode::Fresh => {
             // Secrets are never journaled, not even masked: resume reads
             // them again from their sources, and secret params from --param.
-            let secret: Vec<&str> = rb
-                .params
-                .iter()
-                .filter(|p| p.secret)
-                .map(|p| p.name.as_str())
-                .collect();
-            let params: serde_json::Map<String, Json> = l
-                .plan
-                .resolved
-                .iter()
-                .filter(|(k, _)| !secret.contains(&k.as_str()))
-                .map(|(k, (v, _))| (k.clone(), v.clone()))
-                .collect();
-            let secret_params: Vec<String> = l
-                .plan
-                .resolved
-                .iter()
-                .filter(|(k, (_, given))| *given && secret.contains(&k.as_str()))
-                .map(|(k, _)| k.clone())
-                .collect();
             let header = Header {
                 run_id: l.run_id.clone(),
                 runbook: rb.name.clone(),
                 file: l.file.display().to_string(),
                 hash: journal::hash(&l.text),
                 source: l.text.clone(),
-                params,
-                secret_params,
+                params: crate::plan::public_params(&rb, &l.plan.resolved),
+                secret_params: crate::plan::given_secret_params(&rb, &l.plan.resolved),
                 identity: l.identity.clone(),
                 pid: std::process::id(),
                 started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
@@ -190,14 +170,7 @@ pub(super) fn start(l: Launch, mode: Mode) -> Result {
                 run_id: l.run_id.clone(),
                 runbook: rb.name.clone(),
                 steps: rb.steps.len(),
-                params: Json::Object(
-                    l.plan
-                        .resolved
-                        .iter()
-                        .filter(|(k, _)| !rb.params.iter().any(|p| p.secret && &p.name == *k))
-                        .map(|(k, (v, _))| (k.clone(), v.clone()))
-                        .collect(),
-                ),
+                params: Json::Object(crate::plan::public_params(&rb, &l.plan.resolved)),
             });
         } else {
             eprintln!(
