@@ -19,23 +19,73 @@ pub struct Loaded {
     pub name: String,
 }
 
-fn read(path: &Path) -> std::result::Result<String, Diagnostic> {
+/// A file that could not be taken as a runbook: the diagnostic, and the
+/// text to show it against when there is one (a non-UTF-8 file, lossily).
+struct Unread {
+    diagnostic: Diagnostic,
+    text: Option<String>,
+}
+
+fn read(path: &Path) -> std::result::Result<String, Box<Unread>> {
     let name = path.display().to_string();
-    std::fs::read_to_string(path).map_err(|e| {
-        Diagnostic::new(
-            Code::Io,
-            Span::point(1, 1),
-            format!("cannot read {name}: {e}"),
-        )
+    let bytes = std::fs::read(path).map_err(|e| {
+        Box::new(Unread {
+            diagnostic: Diagnostic::new(
+                Code::Io,
+                Span::point(1, 1),
+                format!("cannot read {name}: {e}"),
+            ),
+            text: None,
+        })
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        let bytes = e.as_bytes();
+        let at = e.utf8_error().valid_up_to();
+        Box::new(Unread {
+            diagnostic: not_utf8(bytes, at),
+            text: Some(String::from_utf8_lossy(bytes).into_owned()),
+        })
     })
+}
+
+/// Where the first invalid byte of `bytes` (at `at`) sits, as a line and a
+/// column in characters of the valid text before it.
+fn not_utf8(bytes: &[u8], at: usize) -> Diagnostic {
+    let before = String::from_utf8_lossy(&bytes[..at]);
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = before.matches('\n').count() + 1;
+    let col = before[line_start..].chars().count() + 1;
+    let mut d = Diagnostic::new(
+        Code::NotUtf8,
+        Span::point(
+            u32::try_from(line).unwrap_or(u32::MAX),
+            u32::try_from(col).unwrap_or(u32::MAX),
+        ),
+        format!(
+            "the file is not UTF-8: byte 0x{:02x} at offset {at}",
+            bytes[at]
+        ),
+    );
+    d.help = Some("save the runbook as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)".into());
+    d
 }
 
 /// Reads and validates a file; its diagnostics are the error (warnings are printed).
 pub fn load(path: &Path) -> Result<Loaded> {
     let name = path.display().to_string();
-    let text = match read(path) {
+    let text = match read(path).map_err(|u| *u) {
         Ok(t) => t,
-        Err(d) => return Err(Error::Coded(vec![(d.code, d.message)])),
+        Err(Unread {
+            diagnostic,
+            text: Some(text),
+        }) => {
+            return Err(Error::Diagnostics {
+                file: name,
+                text,
+                items: vec![diagnostic],
+            })
+        }
+        Err(Unread { diagnostic: d, .. }) => return Err(Error::Coded(vec![(d.code, d.message)])),
     };
     load_text(name, text)
 }
@@ -112,12 +162,19 @@ pub fn validate(files: &[std::path::PathBuf], json: bool, color: bool) -> Result
     let mut out = Vec::new();
     for f in files {
         let name = f.display().to_string();
-        let (valid, diags) = match read(f) {
-            Err(d) => {
+        let (valid, diags) = match read(f).map_err(|u| *u) {
+            Err(Unread { diagnostic, text }) => {
                 if !json {
-                    eprintln!("error[E001]: {}", d.message);
+                    match text {
+                        Some(text) => eprintln!("{}", diagnostic.render(&name, &text, color)),
+                        None => eprintln!(
+                            "error[{}]: {}",
+                            diagnostic.code.as_str(),
+                            diagnostic.message
+                        ),
+                    }
                 }
-                (None, vec![d])
+                (None, vec![diagnostic])
             }
             Ok(text) => {
                 let v = crate::validate::validate(crate::spec::load(&text));

@@ -41,6 +41,7 @@ codes! {
     YamlSyntax = "E002", "YAML syntax error";
     InputBudget = "E003", "input budget exceeded (size, nesting or alias expansion)";
     DuplicateKey = "E004", "a mapping repeats a key";
+    NotUtf8 = "E005", "the file is not UTF-8";
     UnknownField = "E010", "unknown field";
     WrongType = "E011", "a value has the wrong type";
     MissingField = "E012", "a required field is missing";

@@ -329,6 +329,20 @@ impl Bus {
         let _ = self.emit(event);
     }
 
+    /// Delivers an event to the listeners only, never to the journal (a
+    /// step's output past its journal budget).
+    pub fn show(&self, mut event: Event) {
+        event.mask(&self.masker);
+        let now = SystemTime::now();
+        let mut ls = match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        for l in &mut ls.others {
+            l.on(now, &event);
+        }
+    }
+
     pub fn finish(&self) {
         let mut ls = match self.inner.lock() {
             Ok(g) => g,

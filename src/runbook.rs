@@ -306,7 +306,7 @@ pub struct Metric {
 #[derive(Debug, Clone)]
 pub struct Approval {
     pub message: Option<String>,
-    pub approvers: Option<Vec<String>>,
+    pub approvers: Option<Vec<Tpl>>,
     pub required: Num,
     pub timeout: Option<Dur>,
     pub allow_self_approval: bool,

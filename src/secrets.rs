@@ -57,6 +57,18 @@ impl Masker {
                 *s = s.replace(v.as_str(), "***");
             }
         }
+        if self.values.is_empty() {
+            return;
+        }
+        let derived = match DERIVED.read() {
+            Ok(d) => d,
+            Err(p) => p.into_inner(),
+        };
+        for v in derived.iter() {
+            if s.contains(v.as_str()) {
+                *s = s.replace(v.as_str(), "***");
+            }
+        }
     }
 
     /// Replaces each secret form with a reference to it (`\u{E002}N\u{E003}`)
@@ -119,7 +131,8 @@ impl Masker {
             Json::String(s) => self.mask_in_place(s),
             Json::Number(n) => {
                 let text = n.to_string();
-                if self.values.contains(&text) {
+                let derived = DERIVED.read().is_ok_and(|d| d.contains(&text));
+                if derived || self.values.contains(&text) {
                     *j = Json::String("***".into());
                 }
             }
@@ -128,6 +141,34 @@ impl Masker {
             _ => {}
         }
     }
+}
+
+/// Values templates derived from secrets ([`crate::template`] notes them as
+/// it renders), in every form, longest first. Process-wide: a process runs
+/// one run, and a value noted once stays masked until it exits.
+static DERIVED: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+
+/// Masks `values` from now on, wherever a masker with secrets masks.
+pub fn note_derived(values: impl IntoIterator<Item = String>) {
+    let mut new: Vec<String> = values
+        .into_iter()
+        .flat_map(|v| forms(&v))
+        .filter(|v| v.trim().chars().count() >= 3)
+        .collect();
+    if new.is_empty() {
+        return;
+    }
+    let mut d = match DERIVED.write() {
+        Ok(d) => d,
+        Err(p) => p.into_inner(),
+    };
+    new.retain(|v| !d.contains(v));
+    if new.is_empty() {
+        return;
+    }
+    d.extend(new);
+    d.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    d.dedup();
 }
 
 /// Every form of a secret value the engine could write: the value, trimmed,

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use crate::duration;
 use crate::events::{millis, Bus, Event};
 use crate::runbook::{Action, Backoff, Dur, Num};
-use crate::steps::{self, Cx, ErrorKind, Outputs, RunEnv, StepError, Stop};
+use crate::steps::{self, Attempt, ErrorKind, Outputs, RunEnv, StepError, Stop};
 use crate::template;
 
 /// How an action ended when it did not succeed.
@@ -149,7 +149,7 @@ impl Attempts<'_> {
                 return (Err(Failure::Unrecorded), attempt - 1);
             }
             let (stop_tx, stop_rx) = watch::channel(None);
-            let cx = Cx {
+            let cx = Attempt {
                 env: self.env,
                 step_id: self.step_id,
                 label: self.label,

@@ -27,7 +27,7 @@ pub use context::Context;
 use crate::events::{millis, Bus, Event, RunStatus, StepStatus};
 use crate::runbook::{Rollback, Step};
 pub use crate::state::{RollbackRecord, RunState, StepRecord};
-use crate::steps::{Cx, RunEnv};
+use crate::steps::{Attempt, RunEnv};
 use attempt::{Attempts, Role};
 
 /// What a run came to.
@@ -485,7 +485,7 @@ impl Engine {
                 });
                 total_attempts = 1;
                 let (_stop_tx, stop) = watch::channel(None);
-                let cx = Cx {
+                let cx = Attempt {
                     env: &self.env,
                     step_id: &step.id,
                     label: &step.id,

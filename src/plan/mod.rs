@@ -296,7 +296,10 @@ impl Plan {
                     step: s.id.clone(),
                     message: a.message.as_ref().map(|m| show(m, &ctx)),
                     required: num_text(&a.required, &ctx),
-                    approvers: a.approvers.clone(),
+                    approvers: a
+                        .approvers
+                        .as_ref()
+                        .map(|l| l.iter().map(|who| show(who, &ctx)).collect()),
                     timeout: a.timeout.as_ref().map(|t| dur_text(t, &ctx)),
                     allow_self_approval: a.allow_self_approval,
                 }),

@@ -310,6 +310,9 @@ impl Checker<'_> {
                     self.plain(msg, line, &format!("{who}: message"), None);
                 }
                 self.num(&ap.required, &format!("{who}: required"));
+                for (i, name) in ap.approvers.iter().flatten().enumerate() {
+                    self.text(name, &format!("{who}: approvers[{i}]"), Kind::NonEmpty);
+                }
                 if let Some(t) = &ap.timeout {
                     self.dur(t, &format!("{who}: approval timeout"));
                 }

@@ -215,10 +215,12 @@ fn describe(a: &Action, rb: &Runbook, ctx: &Value) -> Vec<String> {
             if let Some(m) = &ap.message {
                 lines.push(show(m, ctx));
             }
-            let who = ap
-                .approvers
-                .as_ref()
-                .map_or("anyone".to_string(), |l| l.join(", "));
+            let who = ap.approvers.as_ref().map_or("anyone".to_string(), |l| {
+                l.iter()
+                    .map(|a| show(a, ctx))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            });
             lines.push(format!(
                 "{} approval(s) from {who}",
                 num_text(&ap.required, ctx)

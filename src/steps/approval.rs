@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use serde_json::Value as Json;
 
-use super::{render, Cx, Executor, Outputs, StepError};
+use super::{render, Attempt, Executor, Outputs, StepError};
 use crate::approvals::{
     approvals_dir, consume, next_line, parse_answer, pending_files, stdin_lines, write_atomic,
     Decision, Rules, WaitingFile,
@@ -57,7 +57,7 @@ pub struct ApprovalExec;
 
 /// The tally of one attempt.
 struct Tally<'a> {
-    cx: &'a Cx<'a>,
+    cx: &'a Attempt<'a>,
     rules: Rules,
     approved: Vec<String>,
     rejected: Option<(String, Option<String>)>,
@@ -111,7 +111,7 @@ impl Tally<'_> {
 
 /// Approvals of `label` the run already holds (earlier attempts, earlier
 /// processes), in order, without repeats.
-fn journaled_approvals(cx: &Cx<'_>) -> Vec<String> {
+fn journaled_approvals(cx: &Attempt<'_>) -> Vec<String> {
     cx.env
         .state
         .lock()
@@ -121,7 +121,7 @@ fn journaled_approvals(cx: &Cx<'_>) -> Vec<String> {
 
 /// The rules of this attempt. Every error here is permanent: the settings
 /// render the same way on every attempt.
-fn rules_for(a: &Approval, cx: &Cx<'_>) -> Result<Rules, StepError> {
+fn rules_for(a: &Approval, cx: &Attempt<'_>) -> Result<Rules, StepError> {
     let required = crate::engine::resolve_num(&a.required, cx.template)?;
     let required = usize::try_from(required)
         .ok()
@@ -132,8 +132,9 @@ fn rules_for(a: &Approval, cx: &Cx<'_>) -> Result<Rules, StepError> {
     let approvers = match &a.approvers {
         None => None,
         Some(list) => Some(
+            // Identities are compared trimmed (`--as " alice"` is alice).
             list.iter()
-                .map(|s| render(cx, s))
+                .map(|s| render(cx, s).map(|who| who.trim().to_string()))
                 .collect::<Result<Vec<_>, _>>()?,
         ),
     };
@@ -187,7 +188,7 @@ impl Executor for ApprovalExec {
         &'a self,
         a: &'a Approval,
         _action: &'a Action,
-        cx: &'a Cx<'a>,
+        cx: &'a Attempt<'a>,
     ) -> BoxFuture<'a, Result<Outputs, StepError>> {
         Box::pin(async move {
             let rules = rules_for(a, cx)?;

@@ -2,7 +2,7 @@
 
 use serde_json::Value as Json;
 
-use super::{render, template_error, Cx, Executor, Outputs, StepError};
+use super::{render, template_error, Attempt, Executor, Outputs, StepError};
 use crate::events::Event;
 use crate::providers::BoxFuture;
 use crate::runbook::{Action, Flag};
@@ -16,7 +16,7 @@ impl Executor for FlagExec {
         &'a self,
         f: &'a Flag,
         _action: &'a Action,
-        cx: &'a Cx<'a>,
+        cx: &'a Attempt<'a>,
     ) -> BoxFuture<'a, Result<Outputs, StepError>> {
         Box::pin(async move {
             let name = render(cx, &f.name)?;
@@ -65,7 +65,7 @@ impl Executor for FlagExec {
 }
 
 /// The automatic rollback of a flag step: put back what its `outputs` recorded.
-pub async fn restore_flag(cx: &Cx<'_>, f: &Flag, outputs: &Json) -> Result<(), StepError> {
+pub async fn restore_flag(cx: &Attempt<'_>, f: &Flag, outputs: &Json) -> Result<(), StepError> {
     // The value recorded before the first write, when the journal has it
     // (resume, `runbook rollback`): exact, secrets included, where the
     // journaled outputs have `***` for them.

@@ -6,7 +6,7 @@
 //!   healthy is the engine's `retry` (attempts, delay, backoff); this executor
 //!   sends exactly one request per attempt, so retries, their events and the
 //!   journal stay in one place.
-//! - **Stops at once.** The request races [`Cx::stopped`]: a step timeout or a
+//! - **Stops at once.** The request races [`Attempt::stopped`]: a step timeout or a
 //!   cancellation drops the in-flight request (closing its connection) and
 //!   returns immediately, instead of waiting for a slow server.
 //! - **One shared client.** A single `reqwest::Client` (rustls, a connect
@@ -33,7 +33,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::{Method, Url};
 use serde_json::Value as Json;
 
-use super::{render, template_error, Cx, Executor, Outputs, StepError, Stop};
+use super::{render, template_error, Attempt, Executor, Outputs, StepError, Stop};
 use crate::engine::resolve_dur;
 use crate::events::{Event, Stream};
 use crate::providers::BoxFuture;
@@ -58,7 +58,7 @@ impl Executor for HttpExec {
         &'a self,
         h: &'a Http,
         action: &'a Action,
-        cx: &'a Cx<'a>,
+        cx: &'a Attempt<'a>,
     ) -> BoxFuture<'a, Result<Outputs, StepError>> {
         Box::pin(run(h, action, cx))
     }
@@ -104,7 +104,7 @@ struct Prepared {
     max_latency: Option<Duration>,
 }
 
-fn prepare(h: &Http, cx: &Cx<'_>) -> Result<Prepared, StepError> {
+fn prepare(h: &Http, cx: &Attempt<'_>) -> Result<Prepared, StepError> {
     let bad = StepError::permanent;
     let url_text = render(cx, &h.url)?;
     let url = Url::parse(url_text.trim())
@@ -223,7 +223,7 @@ async fn exchange(req: reqwest::RequestBuilder) -> Result<Response, reqwest::Err
     })
 }
 
-async fn run(h: &Http, action: &Action, cx: &Cx<'_>) -> Result<Outputs, StepError> {
+async fn run(h: &Http, action: &Action, cx: &Attempt<'_>) -> Result<Outputs, StepError> {
     let p = prepare(h, cx)?;
     let client = client()?;
 

@@ -36,7 +36,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use minijinja::Value;
 use serde_json::Value as Json;
 
-use super::{render, template_error, template_message, Cx, Executor, Outputs, StepError, Stop};
+use super::{
+    render, template_error, template_message, Attempt, Executor, Outputs, StepError, Stop,
+};
 use crate::engine::{resolve_dur, resolve_num};
 use crate::events::Event;
 use crate::providers::command_metric::CommandMetric;
@@ -52,7 +54,7 @@ impl Executor for MetricExec {
         &'a self,
         m: &'a Metric,
         action: &'a Action,
-        cx: &'a Cx<'a>,
+        cx: &'a Attempt<'a>,
     ) -> BoxFuture<'a, Result<Outputs, StepError>> {
         Box::pin(run(m, action, cx))
     }
@@ -67,7 +69,7 @@ enum Verdict {
 
 /// The gate. Settings that do not render or make no sense are permanent
 /// errors; a failed gate is transient (the next attempt samples anew).
-async fn run(m: &Metric, action: &Action, cx: &Cx<'_>) -> Result<Outputs, StepError> {
+async fn run(m: &Metric, action: &Action, cx: &Attempt<'_>) -> Result<Outputs, StepError> {
     let bad = StepError::permanent;
     let samples = resolve_num(&m.samples, cx.template)?;
     if samples < 1 {
@@ -239,7 +241,7 @@ async fn run(m: &Metric, action: &Action, cx: &Cx<'_>) -> Result<Outputs, StepEr
 fn command_source(
     timeout: Option<Duration>,
     action: &Action,
-    cx: &Cx<'_>,
+    cx: &Attempt<'_>,
 ) -> Result<CommandMetric, StepError> {
     let mut env = cx.env.base_env.clone();
     for (k, v) in &action.env {
@@ -260,7 +262,7 @@ fn command_source(
 
 /// `at`: unix seconds (a number, or a string of one) or an RFC 3339 time,
 /// possibly from a template.
-fn resolve_at(at: &Json, cx: &Cx<'_>) -> Result<SystemTime, String> {
+fn resolve_at(at: &Json, cx: &Attempt<'_>) -> Result<SystemTime, String> {
     let value = match at {
         Json::String(s) => crate::template::render_value(s, cx.template)
             .map_err(|e| format!("`at`: {}", template_message(&e)))?,

@@ -11,6 +11,7 @@
 //! Failures are [`StepError`]s that say whether another attempt can help.
 
 pub mod approval;
+mod child_output;
 mod error;
 mod flag;
 mod http;
@@ -103,7 +104,7 @@ impl RunEnv {
 }
 
 /// One attempt's view of the run.
-pub struct Cx<'a> {
+pub struct Attempt<'a> {
     pub env: &'a RunEnv,
     pub step_id: &'a str,
     /// `step` for a main step, `step.rollback.N` for a rollback body.
@@ -118,7 +119,7 @@ pub struct Cx<'a> {
     pub partial: std::sync::Mutex<Option<Outputs>>,
 }
 
-impl Cx<'_> {
+impl Attempt<'_> {
     /// Keeps `outputs` for the step's record even though the attempt fails.
     pub fn keep(&self, outputs: Outputs) {
         if let Ok(mut p) = self.partial.lock() {
@@ -151,12 +152,15 @@ pub trait Executor: Send + Sync {
         &'a self,
         body: &'a Self::Body,
         action: &'a Action,
-        cx: &'a Cx<'a>,
+        cx: &'a Attempt<'a>,
     ) -> BoxFuture<'a, Result<Outputs, StepError>>;
 }
 
 /// One attempt of `action`, by the executor of its kind.
-pub fn run<'a>(action: &'a Action, cx: &'a Cx<'a>) -> BoxFuture<'a, Result<Outputs, StepError>> {
+pub fn run<'a>(
+    action: &'a Action,
+    cx: &'a Attempt<'a>,
+) -> BoxFuture<'a, Result<Outputs, StepError>> {
     match &action.kind {
         ActionKind::Shell { script } => shell::Shell.run(script.as_str(), action, cx),
         ActionKind::Http(h) => http::HttpExec.run(h, action, cx),
@@ -168,7 +172,7 @@ pub fn run<'a>(action: &'a Action, cx: &'a Cx<'a>) -> BoxFuture<'a, Result<Outpu
 
 /// Renders a template string in the attempt's context; a template that does
 /// not render is a permanent error (every attempt would fail the same way).
-pub fn render(cx: &Cx<'_>, source: &str) -> Result<String, StepError> {
+pub fn render(cx: &Attempt<'_>, source: &str) -> Result<String, StepError> {
     crate::template::render_str(source, cx.template).map_err(|e| template_error(&e))
 }
 

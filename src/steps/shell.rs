@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use rustix::process::Signal;
 use serde_json::Value as Json;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 
-use super::{render, template_error, Cx, Executor, Outputs, StepError, Stop};
-use crate::events::{Event, Stream};
+use super::child_output::{pump, JournalBudget, Sink};
+use super::{render, template_error, Attempt, Executor, Outputs, StepError, Stop};
+use crate::events::Stream;
 use crate::process_group::ProcessGroup;
 use crate::providers::BoxFuture;
 use crate::runbook::Action;
@@ -24,7 +24,8 @@ use crate::runbook::Action;
 pub(super) struct Shell;
 
 const GRACE: Duration = Duration::from_secs(2);
-const MAX_STDOUT: usize = 1 << 20;
+/// Most a script may write to `$RUNBOOK_OUTPUT`.
+const MAX_OUTPUT_FILE: u64 = 1 << 20;
 
 impl Executor for Shell {
     /// The script, as written.
@@ -34,13 +35,13 @@ impl Executor for Shell {
         &'a self,
         script: &'a str,
         action: &'a Action,
-        cx: &'a Cx<'a>,
+        cx: &'a Attempt<'a>,
     ) -> BoxFuture<'a, Result<Outputs, StepError>> {
         Box::pin(run(script, action, cx))
     }
 }
 
-async fn run(script: &str, action: &Action, cx: &Cx<'_>) -> Result<Outputs, StepError> {
+async fn run(script: &str, action: &Action, cx: &Attempt<'_>) -> Result<Outputs, StepError> {
     let script = crate::template::render_shell(
         script,
         cx.template,
@@ -124,14 +125,22 @@ async fn run(script: &str, action: &Action, cx: &Cx<'_>) -> Result<Outputs, Step
     // Killed when dropped: a step future that is dropped (a second Ctrl-C)
     // leaves no processes behind.
     let mut group = ProcessGroup::of(&child);
+    let budget = JournalBudget::default();
+    let sink = |stream, keep| Sink {
+        bus: cx.bus,
+        label: cx.label,
+        stream,
+        budget: &budget,
+        keep,
+    };
     let stdout = child
         .stdout
         .take()
-        .map(|s| pump(s, cx, Stream::Stdout, true));
+        .map(|s| pump(s, sink(Stream::Stdout, true)));
     let stderr = child
         .stderr
         .take()
-        .map(|s| pump(s, cx, Stream::Stderr, false));
+        .map(|s| pump(s, sink(Stream::Stderr, false)));
     let readers = async {
         let out = match stdout {
             Some(f) => f.await,
@@ -176,7 +185,7 @@ async fn run(script: &str, action: &Action, cx: &Cx<'_>) -> Result<Outputs, Step
     };
 
     let mut outputs = Outputs::new();
-    let text = std::fs::read_to_string(&output_file).unwrap_or_default();
+    let text = read_output_file(&output_file)?;
     let mut values = serde_json::Map::new();
     for line in text.lines() {
         if let Some((k, v)) = line.split_once('=') {
@@ -233,38 +242,25 @@ fn resolve_program(program: &str, path_var: Option<&str>, cwd: &Path) -> PathBuf
     PathBuf::from(program)
 }
 
-/// Reads a stream line by line, emitting each line; returns what it kept.
-fn pump<'a, R: AsyncRead + Unpin + Send + 'a>(
-    stream: R,
-    cx: &'a Cx<'a>,
-    which: Stream,
-    keep: bool,
-) -> BoxFuture<'a, String> {
-    Box::pin(async move {
-        let mut reader = BufReader::new(stream);
-        let mut kept = String::new();
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let line = String::from_utf8_lossy(&buf);
-                    let line = line.trim_end_matches(['\n', '\r']);
-                    if keep && kept.len() < MAX_STDOUT {
-                        kept.push_str(line);
-                        kept.push('\n');
-                    }
-                    cx.bus.note(Event::Output {
-                        step: cx.label.to_string(),
-                        stream: which,
-                        line: line.to_string(),
-                    });
-                }
-            }
-        }
-        kept
-    })
+/// What the script wrote to `$RUNBOOK_OUTPUT`: at most [`MAX_OUTPUT_FILE`]
+/// bytes; more is an error, not a silent cut (a cut value would be wrong).
+fn read_output_file(path: &Path) -> Result<String, StepError> {
+    use std::io::Read;
+    let Ok(file) = std::fs::File::open(path) else {
+        // The script removed it: it wrote no outputs.
+        return Ok(String::new());
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_OUTPUT_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| StepError::transient(format!("cannot read $RUNBOOK_OUTPUT: {e}")))?;
+    if bytes.len() as u64 > MAX_OUTPUT_FILE {
+        return Err(StepError::permanent(format!(
+            "the script wrote more than {} MiB to $RUNBOOK_OUTPUT",
+            MAX_OUTPUT_FILE >> 20
+        )));
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Removes a file when dropped.

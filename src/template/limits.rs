@@ -134,3 +134,90 @@ pub fn check_limits(source: &str, expression: bool) -> Result<(), LimitError> {
     }
     Ok(())
 }
+
+/// The source with every slice `x[a:b:c]` written as an item lookup
+/// `x[a~b~c]` (an empty bound as `0`), or `None` when it has no slice.
+///
+/// Only for finding what a template reads: minijinja's
+/// `undeclared_variables` does not look inside the sliced expression, so
+/// `secrets.tok[0:6]` or `steps.b.stdout[1:]` would read nothing; an item
+/// lookup it does follow, with the bounds' own reads kept.
+pub(super) fn slices_as_items(source: &str, expression: bool) -> Option<String> {
+    use minijinja::machinery::{tokenize, Token, WhitespaceConfig};
+    use minijinja::syntax::SyntaxConfig;
+    if !source.contains(':') {
+        return None;
+    }
+    // (byte offset, text to put there instead of the `:`), in order.
+    let mut edits: Vec<(usize, &str)> = Vec::new();
+    // What each open bracket is: `true` for `[`.
+    let mut open: Vec<bool> = Vec::new();
+    let tokens = tokenize(
+        source,
+        expression,
+        SyntaxConfig,
+        WhitespaceConfig::default(),
+    );
+    let tokens: Vec<_> = tokens.map_while(Result::ok).collect();
+    for (i, (token, span)) in tokens.iter().enumerate() {
+        match token {
+            Token::BracketOpen => open.push(true),
+            Token::ParenOpen | Token::BraceOpen => open.push(false),
+            Token::BracketClose | Token::ParenClose | Token::BraceClose => {
+                open.pop();
+            }
+            Token::VariableStart | Token::BlockStart => open.clear(),
+            Token::Colon if open.last() == Some(&true) => {
+                let before_empty = i
+                    .checked_sub(1)
+                    .and_then(|j| tokens.get(j))
+                    .is_some_and(|(t, _)| matches!(t, Token::BracketOpen | Token::Colon));
+                let after_empty =
+                    matches!(tokens.get(i + 1).map(|(t, _)| t), Some(Token::BracketClose));
+                let text = match (before_empty, after_empty) {
+                    (true, true) => "0~0",
+                    (true, false) => "0~",
+                    (false, true) => "~0",
+                    (false, false) => "~",
+                };
+                edits.push((span.start_offset as usize, text));
+            }
+            _ => {}
+        }
+    }
+    if edits.is_empty() {
+        return None;
+    }
+    let mut out = String::with_capacity(source.len() + edits.len() * 2);
+    let mut at = 0;
+    for (offset, text) in edits {
+        out.push_str(source.get(at..offset)?);
+        out.push_str(text);
+        at = offset + 1;
+    }
+    out.push_str(source.get(at..)?);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slices_as_items;
+
+    #[test]
+    fn slices_become_item_lookups_for_reads() {
+        let cases = [
+            ("{{ a[1:2] }}", Some("{{ a[1~2] }}")),
+            ("{{ a[:2] }}", Some("{{ a[0~2] }}")),
+            ("{{ a[1:] }}", Some("{{ a[1~0] }}")),
+            ("{{ a[::2] }}", Some("{{ a[0~0~2] }}")),
+            ("{{ a[b.c:] }}", Some("{{ a[b.c~0] }}")),
+            // Map and string colons are not slices.
+            ("{{ [{'k': 1}] }} {{ 'x:y' }}", None),
+            ("{{ a }}", None),
+        ];
+        for (source, want) in cases {
+            assert_eq!(slices_as_items(source, false).as_deref(), want, "{source}");
+        }
+        assert_eq!(slices_as_items("x[1:]", true).as_deref(), Some("x[1~0]"));
+    }
+}

@@ -22,6 +22,7 @@ use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior};
 // `GlobalAlloc` cannot be implemented without it.
 #[allow(unsafe_code)]
 pub mod budget;
+mod derived;
 mod filters;
 mod limits;
 
@@ -71,6 +72,7 @@ pub fn environment() -> &'static Environment<'static> {
                 let text = if value.is_true() { "true" } else { "false" };
                 return out.write_str(text).map_err(Error::from);
             }
+            derived::note_value(value);
             if crate::shell_values::collecting() {
                 // A shell script: every value becomes data (see shell_values).
                 let text = match value.as_str() {
@@ -114,8 +116,10 @@ pub fn render_str(source: &str, ctx: &Value) -> Result<String, Error> {
     check_limits(source, false).map_err(LimitError::into_error)?;
     let (src, ctx) = (source.to_string(), ctx.clone());
     budget::on_worker(move || {
-        let t = environment().template_from_str(&src)?;
-        budget::render_capped(&t, &ctx).map_err(|e| name_undefined(e, &src, false, &ctx))
+        derived::noting(&src, false, &ctx, || {
+            let t = environment().template_from_str(&src)?;
+            budget::render_capped(&t, &ctx).map_err(|e| name_undefined(e, &src, false, &ctx))
+        })
     })
 }
 
@@ -165,13 +169,16 @@ pub fn render_shell(
     let (src, ctx) = (source.to_string(), ctx.clone());
     // The values are collected on the thread that renders: the worker.
     budget::on_worker(move || {
-        crate::shell_values::render(
-            || {
-                let t = environment().template_from_named_str("script.sh", &src)?;
-                budget::render_capped(&t, &ctx).map_err(|e| name_undefined(e, &src, false, &ctx))
-            },
-            shell,
-        )
+        derived::noting(&src, false, &ctx, || {
+            crate::shell_values::render(
+                || {
+                    let t = environment().template_from_named_str("script.sh", &src)?;
+                    budget::render_capped(&t, &ctx)
+                        .map_err(|e| name_undefined(e, &src, false, &ctx))
+                },
+                shell,
+            )
+        })
     })
 }
 
@@ -190,11 +197,14 @@ pub fn render_value(source: &str, ctx: &Value) -> Result<Value, Error> {
     if let Some(expr) = sole_expression(source) {
         let (expr, ctx) = (expr.to_string(), ctx.clone());
         return budget::on_worker(move || {
-            let v = compile_expression(&expr)?
-                .eval(&ctx)
-                .map_err(|err| name_undefined(err, &expr, true, &ctx))?;
-            budget::check_value(&v)?;
-            Ok(v)
+            derived::noting(&expr, true, &ctx, || {
+                let v = compile_expression(&expr)?
+                    .eval(&ctx)
+                    .map_err(|err| name_undefined(err, &expr, true, &ctx))?;
+                budget::check_value(&v)?;
+                derived::note_value(&v);
+                Ok(v)
+            })
         });
     }
     render_str(source, ctx).map(Value::from)
@@ -290,16 +300,25 @@ pub fn render_json(v: &serde_json::Value, ctx: &Value) -> Result<serde_json::Val
 pub fn reads(source: &str, expression: bool) -> Result<Vec<String>, Error> {
     let env = environment();
     let mut names: Vec<String> = if expression {
-        compile_expression(source)?
-            .undeclared_variables(true)
-            .into_iter()
-            .collect()
+        let compiled = compile_expression(source)?;
+        match limits::slices_as_items(source, true) {
+            Some(rewritten) => compile_expression(&rewritten)?
+                .undeclared_variables(true)
+                .into_iter()
+                .collect(),
+            None => compiled.undeclared_variables(true).into_iter().collect(),
+        }
     } else {
         check_limits(source, false).map_err(LimitError::into_error)?;
-        env.template_from_str(source)?
-            .undeclared_variables(true)
-            .into_iter()
-            .collect()
+        let compiled = env.template_from_str(source)?;
+        match limits::slices_as_items(source, false) {
+            Some(rewritten) => env
+                .template_from_str(&rewritten)?
+                .undeclared_variables(true)
+                .into_iter()
+                .collect(),
+            None => compiled.undeclared_variables(true).into_iter().collect(),
+        }
     };
     names.sort();
     Ok(names)

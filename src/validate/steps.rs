@@ -563,10 +563,12 @@ fn approval(ds: &mut Diagnostics, a: &ApprovalSpec) -> Approval {
     }
     Approval {
         message: a.message.as_ref().map(|m| m.value.clone()),
-        approvers: a
-            .approvers
-            .as_ref()
-            .map(|l| l.value.iter().map(|s| s.value.clone()).collect()),
+        approvers: a.approvers.as_ref().map(|l| {
+            l.value
+                .iter()
+                .map(|s| Tpl::new(s.value.clone(), s.span))
+                .collect()
+        }),
         required,
         timeout: a.timeout.as_ref().map(|t| dur(ds, t)),
         allow_self_approval: a.allow_self_approval,

@@ -262,6 +262,9 @@ fn common<'a>(
         if let Some(r) = &a.required {
             num(r, f);
         }
+        for who in a.approvers.iter().flat_map(|l| l.value.iter()) {
+            f(&who.value, who.span, Expr::Template);
+        }
     }
     if let Some(fl) = flag {
         f(&fl.name.value, fl.name.span, Expr::Template);
@@ -494,7 +497,15 @@ fn check_read(names: &Names<'_>, name: &str, kind: Expr, scope: Scope) -> Option
             Code::UndefinedName,
         )),
         "steps" => {
-            let k = key?;
+            // `steps['b']`, `steps[name]`, `steps | tojson`: which step is
+            // read cannot be seen, so neither can whether it ran before.
+            let Some(k) = key else {
+                return Some((
+                    "reads `steps` without naming a step".into(),
+                    Some("read another step as `steps.<id>` (step ids are identifiers), so validation can check it runs before this point".into()),
+                    Code::NotAncestor,
+                ));
+            };
             if names.index.broken.contains(k) && !names.index.ids.contains_key(k) {
                 return None;
             }
