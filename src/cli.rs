@@ -69,9 +69,14 @@ pub enum Command {
         #[command(flatten)]
         view: ViewArgs,
     },
-    /// Unwind a finished, succeeded run (an emergency rollback).
+    /// Bring an ended run to rolled_back: unwind a succeeded run (an
+    /// emergency rollback), or run the rollbacks a failed or cut-short unwind
+    /// left.
     Rollback {
         run_id: String,
+        /// Do not ask before rolling back (asked only on a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
         /// A secret parameter given at the start, `name=value` (secrets are never journaled).
         #[arg(long = "param", value_parser = parse_kv)]
         params: Vec<(String, String)>,
@@ -172,7 +177,13 @@ pub fn exit_code(result: &crate::error::Result) -> i32 {
         Ok(Done::Run(status)) => match status {
             RunStatus::Succeeded => 0,
             RunStatus::RolledBack => 1,
-            RunStatus::RollbackFailed => 3,
+            RunStatus::RollbackFailed | RunStatus::UnwindIncomplete => 3,
+            RunStatus::Interrupted => 130,
+        },
+        // `runbook rollback`: 0 once every rollback has succeeded.
+        Ok(Done::Rollback(status)) => match status {
+            RunStatus::Succeeded | RunStatus::RolledBack => 0,
+            RunStatus::RollbackFailed | RunStatus::UnwindIncomplete => 3,
             RunStatus::Interrupted => 130,
         },
         Err(
@@ -255,9 +266,10 @@ fn dispatch(cli: Cli) -> crate::error::Result {
         } => crate::runner::resume(&state_dir, &run_id, &params, output(&view)?),
         Command::Rollback {
             run_id,
+            yes,
             params,
             view,
-        } => crate::runner::rollback(&state_dir, &run_id, &params, output(&view)?),
+        } => crate::runner::rollback(&state_dir, &run_id, &params, output(&view)?, yes),
         Command::Approve {
             run_id,
             step,

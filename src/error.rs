@@ -12,8 +12,10 @@ use crate::events::RunStatus;
 pub enum Done {
     /// Nothing more to say (validate, plan, status, approve, schema).
     Ok,
-    /// A run (or resume, or rollback) ended this way.
+    /// A run (or resume) ended this way.
     Run(RunStatus),
+    /// `runbook rollback` left the run this way.
+    Rollback(RunStatus),
     /// `plan --diff --fail-on-risk` found a risk.
     RiskFound,
 }

@@ -45,6 +45,8 @@ pub enum RunStatus {
     RolledBack,
     RollbackFailed,
     Interrupted,
+    /// A second signal stopped the unwinding: some rollbacks did not run.
+    UnwindIncomplete,
 }
 
 impl RunStatus {
@@ -54,6 +56,7 @@ impl RunStatus {
             RunStatus::RolledBack => "rolled_back",
             RunStatus::RollbackFailed => "rollback_failed",
             RunStatus::Interrupted => "interrupted",
+            RunStatus::UnwindIncomplete => "unwind_incomplete",
         }
     }
 }
@@ -118,6 +121,12 @@ pub enum Event {
         extra: Json,
         error: Option<String>,
         duration_ms: u64,
+    },
+    /// A SIGINT or SIGTERM reached the engine: what it does now, and what
+    /// another one would do.
+    Signal {
+        count: u32,
+        message: String,
     },
     UnwindStarted {
         reason: String,

@@ -99,6 +99,9 @@ pub struct StepState {
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub rollback_running: bool,
+    /// Rollbacks of earlier episodes that failed or were stopped, oldest
+    /// first (`runbook rollback` ran them again).
+    pub rollback_history: Vec<RollbackRecord>,
 }
 
 impl StepState {
@@ -113,6 +116,7 @@ impl StepState {
             started_at: None,
             finished_at: None,
             rollback_running: false,
+            rollback_history: Vec::new(),
         }
     }
 
@@ -144,7 +148,8 @@ pub struct RunState {
     pub unwinding: Option<Option<String>>,
     /// It unwinds because of a signal, not a failure.
     pub interrupted: bool,
-    /// An unwind began after the run had succeeded: an emergency rollback.
+    /// An unwind began after the run had ended (`runbook rollback`): an
+    /// emergency rollback, or the finishing of a failed or cut-short unwind.
     pub rollback_after_success: bool,
     /// The first previous value recorded for each flag step.
     pub flag_previous: HashMap<String, Option<Json>>,
@@ -269,12 +274,34 @@ impl RunState {
                 s.finished_at = Some(at.to_string());
             }
             Event::UnwindStarted { failed_step, .. } => {
-                if self.succeeded_once {
+                if self.status.is_some() {
+                    // `runbook rollback` reopens an ended run: a new episode.
+                    // Rollbacks that failed are run again (their attempts
+                    // stay in the history), `finally` runs again.
+                    self.rollback_after_success = true;
+                    for st in self.steps.values_mut() {
+                        if st
+                            .record
+                            .rollback
+                            .as_ref()
+                            .is_some_and(|r| r.status != StepStatus::Succeeded)
+                        {
+                            if let Some(r) = st.record.rollback.take() {
+                                st.rollback_history.push(r);
+                            }
+                        }
+                        if st.phase == "finally" {
+                            st.record = StepRecord::new();
+                            st.finished_at = None;
+                            st.started_at = None;
+                            st.attempt = None;
+                        }
+                    }
+                } else if self.succeeded_once {
                     self.rollback_after_success = true;
                 } else if failed_step.is_none() {
                     self.interrupted = true;
                 }
-                // A rollback after the run finished reopens it.
                 self.status = None;
                 self.unwinding = Some(failed_step.clone());
             }
@@ -306,7 +333,10 @@ impl RunState {
                     self.unwinding = None;
                 }
             }
-            Event::Output { .. } | Event::AttemptFailed { .. } | Event::PhaseStarted { .. } => {}
+            Event::Output { .. }
+            | Event::AttemptFailed { .. }
+            | Event::PhaseStarted { .. }
+            | Event::Signal { .. } => {}
         }
     }
 
@@ -324,6 +354,33 @@ impl RunState {
             .values()
             .filter(|s| s.running && s.finished_at.is_none())
             .map(|s| s.id.clone())
+            .collect()
+    }
+
+    /// Main steps that started, have a rollback, and whose rollback has not
+    /// succeeded, last first: each id with the error of its rollback (`None`
+    /// when it never ran). What `runbook rollback` would still run.
+    pub fn unfinished_rollbacks(&self, rb: &Runbook) -> Vec<(String, Option<String>)> {
+        rb.steps
+            .iter()
+            .rev()
+            .filter(|step| !matches!(step.rollback, crate::runbook::Rollback::None))
+            .filter_map(|step| {
+                let st = self.steps.get(&step.id)?;
+                let r = &st.record;
+                let started = matches!(r.status, StepStatus::Succeeded | StepStatus::Cancelled)
+                    || (r.status == StepStatus::Failed && r.attempts > 0)
+                    || st.running;
+                match &r.rollback {
+                    Some(done) if done.status == StepStatus::Succeeded => None,
+                    Some(done) => Some((
+                        step.id.clone(),
+                        done.error.clone().or(Some("failed".into())),
+                    )),
+                    None if started => Some((step.id.clone(), None)),
+                    None => None,
+                }
+            })
             .collect()
     }
 
@@ -404,6 +461,15 @@ impl RunState {
                 json!({ "status": rb.status.as_str(), "attempts": rb.attempts, "error": rb.error }),
             );
         }
+        if !s.rollback_history.is_empty() {
+            m.insert(
+                "rollback_history".into(),
+                s.rollback_history
+                    .iter()
+                    .map(|rb| json!({ "status": rb.status.as_str(), "attempts": rb.attempts, "error": rb.error }))
+                    .collect(),
+            );
+        }
         Json::Object(m)
     }
 }
@@ -424,4 +490,20 @@ impl Listener for Follow {
         };
         s.apply(&at, event);
     }
+}
+
+/// What an unwind that did not finish leaves, and the command that finishes
+/// it: the lines `run`, `rollback` and `status` print.
+pub fn way_forward(run_id: &str, unfinished: &[(String, Option<String>)]) -> String {
+    let mut out = String::new();
+    for (id, error) in unfinished {
+        match error {
+            Some(e) => out.push_str(&format!("rollback of `{id}` failed: {e}\n")),
+            None => out.push_str(&format!("rollback of `{id}` did not run\n")),
+        }
+    }
+    out.push_str(&format!(
+        "a person must act: check what these steps left, fix the cause, then `runbook rollback {run_id}` runs the rollbacks that failed or did not run (never one that succeeded)"
+    ));
+    out
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 use serde_json::{json, Value as Json};
 
 use crate::error::{Done, Error, Result};
+use crate::events::RunStatus;
 use crate::journal::{FileStore, Recorded, RunStore};
 use crate::state::RunState;
 
@@ -28,6 +29,12 @@ fn summary(store: &FileStore, rec: &Recorded, with_steps: bool) -> Json {
     let state = rec.state(rb.as_deref());
     let mut out = state.to_json();
     out["status"] = json!(run_status(store, rec, &state));
+    if let (Some(rb), Some(RunStatus::RollbackFailed | RunStatus::UnwindIncomplete)) =
+        (rb.as_deref(), state.status)
+    {
+        let unfinished = state.unfinished_rollbacks(rb);
+        out["next"] = json!(crate::state::way_forward(&rec.header.run_id, &unfinished));
+    }
     out["file"] = json!(rec.header.file);
     out["started_by"] = json!(rec.header.identity);
     if !with_steps {
@@ -144,6 +151,17 @@ pub fn show(state_dir: &Path, run_id: Option<&str>, as_json: bool) -> Result {
                     t,
                     s["rollback"]["status"].as_str().unwrap_or("")
                 );
+                for earlier in s["rollback_history"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:24} earlier rollback {}: {}",
+                        "",
+                        earlier["status"].as_str().unwrap_or(""),
+                        earlier["error"].as_str().unwrap_or("")
+                    );
+                }
+                if let Some(e) = s["rollback"]["error"].as_str() {
+                    println!("{:24} rollback failed: {e}", "");
+                }
                 for d in s["approvals"].as_array().into_iter().flatten() {
                     let verb = if d["approved"] == true {
                         "approved"
@@ -160,6 +178,9 @@ pub fn show(state_dir: &Path, run_id: Option<&str>, as_json: bool) -> Result {
                         d["at"].as_str().unwrap_or("")
                     );
                 }
+            }
+            if let Some(next) = out["next"].as_str() {
+                println!("\n{next}");
             }
             Ok(Done::Ok)
         }

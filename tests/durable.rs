@@ -230,7 +230,7 @@ fn events_of_clean_run(fx: &Fixture) -> usize {
             Journal::read(out.path(), RUN).events.len()
         }
         Phase::Rollback => {
-            let out = rollback_args(out.success().again()).run().code(1);
+            let out = rollback_args(out.success().again()).run().code(0);
             Journal::read(out.path(), RUN).after_first_finish()
         }
     }
@@ -298,12 +298,12 @@ fn kill_point(fx: &Fixture, when: &str, n: usize) {
             .last()
             .is_some_and(|e| e["event"] == "run_finished");
     if ask_again && rolled_back_at_crash {
-        // The rollback had finished: a second one is refused.
-        assert_eq!(out.code, Some(2), "{label}: {}", out.stderr);
+        // The rollback had finished: a second one has nothing left to do.
+        assert_eq!(out.code, Some(0), "{label}: {}", out.stderr);
         assert!(
-            out.stderr.contains("rolled_back"),
+            out.stdout.contains("every rollback it owed has succeeded"),
             "{label}: {}",
-            out.stderr
+            out.stdout
         );
         out = resume(out, RUN);
     } else if !ask_again && fx.phase == Phase::Rollback && !at_crash.rollback_after_success_began()
@@ -526,7 +526,8 @@ fn crash_anywhere_in_a_rollback_of_a_succeeded_run_then_resume_finishes_it() {
         undo_order: &["d", "b", "a"],
         phase: Phase::Rollback,
         outcome: |_| Expect {
-            code: 1,
+            // `runbook rollback` exits 0 once every rollback succeeded.
+            code: 0,
             status: "rolled_back",
             ran: vec!["a", "b", "d"],
             once: Vec::new(),
@@ -901,10 +902,10 @@ finally:
 
 #[test]
 fn a_crash_while_unwinding_after_ctrl_c_resumes_into_the_interrupted_unwinding() {
-    // Events: run_started, a started, a finished, b started, b finished
-    // (cancelled by SIGINT), unwind_started, ...: die after 5 (the engine
-    // recorded b as cancelled but not yet the unwinding) and after 6.
-    for n in [5, 6, 7] {
+    // Events: run_started, a started, a finished, b started, signal, b
+    // finished (cancelled by SIGINT), unwind_started, ...: die after 6 (the
+    // engine recorded b as cancelled but not yet the unwinding), 7 and 8.
+    for n in [6, 7, 8] {
         let mut running = Test::new()
             .file(RB, INTERRUPTIBLE)
             .file("wait_for.sh", WAIT_FOR)
@@ -1284,8 +1285,9 @@ fn rollback_of_a_succeeded_run_undoes_in_the_plans_order_with_recorded_outputs()
     assert_eq!(lines_at(out.path(), "log").len(), 4, "resume ran something");
 
     let out = rollback_args(out.again()).run();
-    // A clean rollback ends `rolled_back`, which exits 1 like any unwound run.
-    let out = out.code(1);
+    // A rollback that undid everything exits 0 (it used to exit 1, so
+    // `runbook rollback X && page "rolled back"` never paged).
+    let out = out.code(0);
     assert_eq!(
         lines_at(out.path(), "log"),
         [
@@ -1295,9 +1297,10 @@ fn rollback_of_a_succeeded_run_undoes_in_the_plans_order_with_recorded_outputs()
             "fin",
             "undo-z z-out",
             "undo-y y-out",
-            "undo-x x-out succeeded"
+            "undo-x x-out succeeded",
+            "fin"
         ],
-        "the plan's unwind order, whatever the completion order; finally does not run again"
+        "the plan's unwind order, whatever the completion order; then finally again"
     );
     let (status, out) = status_json(out, RUN);
     assert_eq!(status["status"], "rolled_back");
@@ -1306,20 +1309,20 @@ fn rollback_of_a_succeeded_run_undoes_in_the_plans_order_with_recorded_outputs()
         assert_eq!(step_of(&status, id)["rollback"]["status"], "succeeded");
     }
 
-    // A second rollback is refused: the run did not succeed (any more).
+    // A second rollback has nothing left to do.
     let out = rollback_args(out.again())
         .run()
-        .code(2)
-        .stderr_contains("rolled_back");
-    // Resume of the rolled-back run reports it with its exit code.
+        .code(0)
+        .stdout_contains("every rollback it owed has succeeded");
+    // Resume of the rolled-back run reports it with the rollback's exit code.
     let out = resume(out, RUN)
-        .code(1)
+        .code(0)
         .stdout_contains("already finished: rolled_back");
-    assert_eq!(lines_at(out.path(), "log").len(), 7);
+    assert_eq!(lines_at(out.path(), "log").len(), 8);
 }
 
 #[test]
-fn rollback_refuses_a_failed_run_and_a_run_that_has_not_finished() {
+fn rollback_of_a_cleanly_unwound_run_does_nothing_and_a_crashed_run_is_sent_to_resume() {
     let failed = run_args(
         Test::new()
             .file(RB, UNWIND)
@@ -1330,8 +1333,8 @@ fn rollback_refuses_a_failed_run_and_a_run_that_has_not_finished() {
     let log_before = lines_at(failed.path(), "log");
     let failed = rollback_args(failed.again())
         .run()
-        .code(2)
-        .stderr_contains("only a succeeded run can be rolled back");
+        .code(0)
+        .stdout_contains("every rollback it owed has succeeded");
     assert_eq!(lines_at(failed.path(), "log"), log_before);
     resume(failed, RUN)
         .code(1)

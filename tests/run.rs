@@ -683,10 +683,18 @@ finally:
     running.wait_for_file("undo-b-running", Duration::from_secs(60));
     let sent = Instant::now();
     running.signal(libc::SIGINT);
-    let out = running.wait().code(130);
+    // Stopped with rollbacks owed: unwind_incomplete, exit 3, and the
+    // command that finishes it (it used to be a clean `interrupted`, 130).
+    let out = running
+        .wait()
+        .code(3)
+        .stdout_contains("second signal: stopping the unwind at once")
+        .stderr_contains("rollback of `b` failed: stopped by a second signal")
+        .stderr_contains("rollback of `a` did not run")
+        .stderr_contains("`runbook rollback ");
     assert!(sent.elapsed() < Duration::from_secs(25));
     assert_eq!(log(&out), ["a", "undo-b-start"]);
-    assert_eq!(report(&out)["status"], "interrupted");
+    assert_eq!(report(&out)["status"], "unwind_incomplete");
     assert_group_gone(out.path(), "undo.pgid");
 }
 

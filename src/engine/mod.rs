@@ -219,9 +219,22 @@ impl Engine {
                 Wake::Signal => {
                     signals_seen += 1;
                     if signals_seen > 1 {
-                        return self.abort(records, started);
+                        self.signal_note(
+                            signals_seen,
+                            "second signal: stopping at once; the steps still running are killed and nothing is rolled back",
+                        );
+                        // Their tasks end with this function: record them.
+                        for &i in tasks.values() {
+                            records[i].status = StepStatus::Cancelled;
+                            self.finish_step(i, &records[i], 0);
+                        }
+                        return self.stop_now(records, failed, started);
                     }
                     interrupted = true;
+                    self.signal_note(
+                        signals_seen,
+                        "interrupted: stopping the running steps, then rolling back what ran; a second signal stops at once and leaves the unwind incomplete",
+                    );
                     let _ = cancel_tx.send(true);
                 }
                 Wake::Done((i, result, attempts, ms, kept)) => {
@@ -297,7 +310,7 @@ impl Engine {
                 .unwind(&mut records, failed, &mut signals, &mut signals_seen)
                 .await
             else {
-                return self.abort(records, started);
+                return self.stop_now(records, failed, started);
             };
             status = match (ok, interrupted) {
                 (false, _) => RunStatus::RollbackFailed,
@@ -309,10 +322,69 @@ impl Engine {
         let on_failure = if status == RunStatus::Succeeded {
             vec![StepRecord::new(); rb.on_failure.len()]
         } else {
-            self.run_list("on_failure", &rb.on_failure, &prior).await
+            self.run_list(
+                "on_failure",
+                &rb.on_failure,
+                &prior,
+                &mut signals,
+                &mut signals_seen,
+            )
+            .await
         };
-        let finally = self.run_list("finally", &rb.finally, &prior).await;
+        let finally = self
+            .run_list(
+                "finally",
+                &rb.finally,
+                &prior,
+                &mut signals,
+                &mut signals_seen,
+            )
+            .await;
         self.conclude(status, started, records, on_failure, finally)
+    }
+
+    /// Tells the operator what a signal does now, and what another would do.
+    fn signal_note(&self, count: u32, message: &str) {
+        self.bus.note(Event::Signal {
+            count,
+            message: message.to_string(),
+        });
+    }
+
+    /// A second signal (or a journal that stopped taking records): stop at
+    /// once. The run ends `unwind_incomplete` when a rollback it owes did not
+    /// finish, so `runbook rollback` can finish it.
+    fn stop_now(
+        &self,
+        records: Vec<StepRecord>,
+        failed: Option<usize>,
+        started: Instant,
+    ) -> Outcome {
+        if self.bus.journal_error().is_some() {
+            return self.abort(records, started);
+        }
+        let begun = |i: usize| {
+            records[i].finished_seq.is_some() || records[i].status == StepStatus::Cancelled
+        };
+        let owed = self
+            .env
+            .plan
+            .unwind
+            .for_run(failed.filter(|&i| begun(i)), begun)
+            .into_iter()
+            .any(|i| {
+                records[i]
+                    .rollback
+                    .as_ref()
+                    .is_none_or(|r| r.status != StepStatus::Succeeded)
+            });
+        let status = if owed {
+            RunStatus::UnwindIncomplete
+        } else {
+            RunStatus::Interrupted
+        };
+        self.ctx.set_run_status(status.as_str());
+        self.conclude(status, started, records, Vec::new(), Vec::new())
     }
 
     /// Records the run's end and hands back its outcome.
@@ -349,31 +421,44 @@ impl Engine {
         records
     }
 
-    /// Unwinds a run that finished successfully (an emergency rollback).
+    /// `runbook rollback`: brings an ended run to `rolled_back`. On a
+    /// succeeded run every rollback runs; on a run whose unwind failed or was
+    /// cut short, the rollbacks that failed or never ran (the state folds
+    /// the new episode's `unwind_started` so). Then `finally` runs.
     pub async fn rollback(
         self: Arc<Self>,
         mut signals: Signals,
-        prior: RunState,
+        mut prior: RunState,
         who: &str,
     ) -> Outcome {
         let started = Instant::now();
-        let mut records = self.restore(&prior);
-        if prior.unwinding.is_none() {
-            let _ = self.bus.emit(Event::UnwindStarted {
+        let rb = self.env.plan.source.clone();
+        let failed_id = prior.unwinding.clone().flatten();
+        if prior.status.is_some() {
+            let event = Event::UnwindStarted {
                 reason: format!("rollback requested by {who}"),
-                failed_step: None,
-            });
+                failed_step: failed_id.clone(),
+            };
+            let at = jiff::Timestamp::now().to_string();
+            prior.apply(&at, &event);
+            let _ = self.bus.emit(event);
         }
+        let failed = failed_id.and_then(|id| rb.step_index(&id));
+        let mut records = self.restore(&prior);
         let mut seen = 0;
         let status = match self
-            .unwind(&mut records, None, &mut signals, &mut seen)
+            .unwind(&mut records, failed, &mut signals, &mut seen)
             .await
         {
-            None => return self.abort(records, started),
+            None => return self.stop_now(records, failed, started),
             Some(true) => RunStatus::RolledBack,
             Some(false) => RunStatus::RollbackFailed,
         };
-        self.conclude(status, started, records, Vec::new(), Vec::new())
+        self.ctx.set_run_status(status.as_str());
+        let finally = self
+            .run_list("finally", &rb.finally, &prior, &mut signals, &mut seen)
+            .await;
+        self.conclude(status, started, records, Vec::new(), finally)
     }
 
     /// A second signal: stop at once, with what is recorded so far.
@@ -451,8 +536,23 @@ impl Engine {
                     Some(()) = signals.recv() => {
                         *signals_seen += 1;
                         if *signals_seen > 1 {
+                            self.signal_note(*signals_seen, "second signal: stopping the unwind at once; the running rollback is killed and the rest do not run");
+                            let error = "stopped by a second signal before it finished (its effects may be partial)".to_string();
+                            self.bus.note(Event::RollbackFinished {
+                                step: self.env.runbook().steps[i].id.clone(),
+                                status: StepStatus::Failed,
+                                attempts: 1,
+                                error: Some(error.clone()),
+                                duration_ms: 0,
+                            });
+                            records[i].rollback = Some(RollbackRecord {
+                                status: StepStatus::Failed,
+                                attempts: 1,
+                                error: Some(error),
+                            });
                             return None;
                         }
+                        self.signal_note(*signals_seen, "signal received: the unwind goes on; a second signal stops it at once and leaves it incomplete");
                     }
                 }
             };
@@ -549,7 +649,14 @@ impl Engine {
     }
 
     /// `on_failure` or `finally`: in list order, each failure recorded, never unwound.
-    async fn run_list(&self, phase: &str, steps: &[Step], prior: &RunState) -> Vec<StepRecord> {
+    async fn run_list(
+        &self,
+        phase: &str,
+        steps: &[Step],
+        prior: &RunState,
+        signals: &mut Signals,
+        signals_seen: &mut u32,
+    ) -> Vec<StepRecord> {
         let mut out = Vec::with_capacity(steps.len());
         if steps.is_empty() {
             return out;
@@ -584,7 +691,34 @@ impl Engine {
                         cancel: cancel.clone(),
                         partial: std::sync::Mutex::new(None),
                     };
-                    let (r, a) = attempts.run(&step.action, &ctx).await;
+                    let outcome = {
+                        let fut = attempts.run(&step.action, &ctx);
+                        tokio::pin!(fut);
+                        loop {
+                            tokio::select! {
+                                r = &mut fut => break Some(r),
+                                Some(()) = signals.recv() => {
+                                    *signals_seen += 1;
+                                    if *signals_seen > 1 {
+                                        break None;
+                                    }
+                                    self.signal_note(*signals_seen, &format!("signal received while `{phase}` runs: it goes on (it is not unwound); a second signal stops it at once"));
+                                }
+                            }
+                        }
+                    };
+                    let Some((r, a)) = outcome else {
+                        self.signal_note(
+                            *signals_seen,
+                            &format!("second signal: `{}` is stopped and the rest of `{phase}` does not run", step.id),
+                        );
+                        rec.status = StepStatus::Cancelled;
+                        rec.attempts = 1;
+                        self.emit_finished(step, &rec, rec.attempts);
+                        self.ctx.set_step(&step.id, &rec);
+                        out.push(rec);
+                        break;
+                    };
                     rec.attempts = a;
                     match r {
                         Ok(o) => {

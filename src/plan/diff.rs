@@ -225,6 +225,15 @@ pub fn diff(base: &Plan, head: &Plan) -> PlanDiff {
                 if let (Some(a), Some(b)) = (&before.gate, &s.gate) {
                     gate_risks(&s.id, a, b, &mut d.risks);
                 }
+                // A gate sampled again after a breach lets a bad canary pass.
+                if s.kind == "metric" && s.retry.is_some() && before.retry != s.retry {
+                    d.risks.push(format!(
+                        "gate `{}` is retried after a breach: retry {} -> {}",
+                        s.id,
+                        before.retry.as_deref().unwrap_or("none"),
+                        s.retry.as_deref().unwrap_or("none")
+                    ));
+                }
             }
         }
     }

@@ -15,6 +15,7 @@
 //! entry points.
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -116,7 +117,12 @@ pub fn resume(
     let (rec, loaded, state) = recorded(state_dir, run_id)?;
     if let Some(status) = state.status {
         println!("run {run_id} already finished: {}", status.as_str());
-        return Ok(Done::Run(status));
+        // Its last episode was a `runbook rollback`: that command's codes.
+        return Ok(if state.rollback_after_success {
+            Done::Rollback(status)
+        } else {
+            Done::Run(status)
+        });
     }
     let launch = from_journal(state_dir, &rec, &state, &loaded, given, output)?;
     let mode = if state.rollback_after_success {
@@ -127,30 +133,75 @@ pub fn resume(
     start(launch, mode)
 }
 
+/// `runbook rollback RUN_ID`: brings an ended run to `rolled_back`.
 pub fn rollback(
     state_dir: &Path,
     run_id: &str,
     given: &[(String, String)],
     output: Output,
+    yes: bool,
 ) -> Result {
     let (rec, loaded, state) = recorded(state_dir, run_id)?;
+    let unfinished = state.unfinished_rollbacks(&loaded.runbook);
     match state.status {
-        Some(RunStatus::Succeeded) => {}
-        Some(other) => {
-            return Err(Error::invalid(format!(
-                "run {run_id} ended {}; only a succeeded run can be rolled back",
-                other.as_str()
+        Some(RunStatus::RolledBack | RunStatus::Interrupted) if unfinished.is_empty() => {
+            println!("run {run_id} is rolled back: every rollback it owed has succeeded");
+            return Ok(Done::Rollback(RunStatus::RolledBack));
+        }
+        Some(_) => {}
+        None if state.rollback_after_success => {}
+        None if running(state_dir, run_id) => {
+            return Err(Error::StillRunning(format!(
+                "run {run_id} is still running; stop it (Ctrl-C in its terminal unwinds it) or wait for it to end, then roll it back"
             )))
         }
-        None if state.rollback_after_success => {}
         None => {
             return Err(Error::invalid(format!(
-                "run {run_id} has not finished; `runbook resume {run_id}` continues it"
+                "run {run_id} has not finished (the engine stopped under it); `runbook resume {run_id}` continues it"
             )))
         }
     }
+    if !yes && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+        confirm(run_id, &state, &unfinished)?;
+    }
     let launch = from_journal(state_dir, &rec, &state, &loaded, given, output)?;
     start(launch, Mode::Rollback(state))
+}
+
+/// Whether a live process holds the run.
+fn running(state_dir: &Path, run_id: &str) -> bool {
+    crate::lock::is_held(
+        &journal::FileStore::new(state_dir)
+            .run_dir(run_id)
+            .join("run.lock"),
+    )
+}
+
+/// Shows what a rollback will undo and asks before doing it.
+fn confirm(
+    run_id: &str,
+    state: &crate::state::RunState,
+    undo: &[(String, Option<String>)],
+) -> Result<()> {
+    let ended = state.status.map_or("running", RunStatus::as_str);
+    eprintln!(
+        "run {run_id} ({}) ended {ended}. This runs the rollbacks of:",
+        state.runbook
+    );
+    for (id, error) in undo {
+        match error {
+            Some(e) => eprintln!("  {id} (its rollback failed before: {e})"),
+            None => eprintln!("  {id}"),
+        }
+    }
+    eprint!("then `finally`. Roll back now? [y/N] ");
+    let mut answer = String::new();
+    let _ = std::io::stdin().read_line(&mut answer);
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(Error::invalid("not confirmed: nothing was rolled back"))
+    }
 }
 
 fn new_run_id() -> String {

@@ -137,6 +137,8 @@ pub(super) fn start(l: Launch, mode: Mode) -> Result {
     };
     seed.fingerprint.clone_from(&l.plan.fingerprint);
     let live: crate::state::Shared = Arc::new(std::sync::Mutex::new(seed.clone()));
+    let state = live.clone();
+    let rolling_back = matches!(mode, Mode::Rollback(_));
     bus.subscribe(Box::new(crate::state::Follow(live.clone())));
     subscribe_views(&bus, &rb, &l, seed);
 
@@ -190,7 +192,21 @@ pub(super) fn start(l: Launch, mode: Mode) -> Result {
     if let Some(error) = bus.journal_error() {
         return Err(journal_failed(&l.run_id, &error, &bus));
     }
-    Ok(Done::Run(outcome.status))
+    if matches!(
+        outcome.status,
+        crate::events::RunStatus::RollbackFailed | crate::events::RunStatus::UnwindIncomplete
+    ) {
+        let unfinished = state
+            .lock()
+            .map(|s| s.unfinished_rollbacks(&rb))
+            .unwrap_or_default();
+        eprintln!("{}", crate::state::way_forward(&l.run_id, &unfinished));
+    }
+    Ok(if rolling_back {
+        Done::Rollback(outcome.status)
+    } else {
+        Done::Run(outcome.status)
+    })
 }
 
 /// The message of a run stopped because its journal could not be written.

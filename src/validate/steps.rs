@@ -220,10 +220,31 @@ fn action(ds: &mut Diagnostics, ctx: &StepCtx<'_>, b: &Body<'_>, what: &str) -> 
         }
         _ => None,
     });
-    let retry_spec = b
-        .retry
-        .and_then(|r| r.0.as_ref())
-        .or_else(|| ctx.defaults.retry.as_ref().and_then(|r| r.0.as_ref()));
+    // `defaults.retry` is for commands and requests only: asking a person
+    // again after a rejection, or sampling a breached gate again, would turn
+    // "stop on the first no" into "stop on the third".
+    let own_retry = b.retry.and_then(|r| r.0.as_ref());
+    if let (Some(r), ActionKind::Approval(_)) = (own_retry, &kind) {
+        let at = r
+            .attempts
+            .as_ref()
+            .map(|a| a.span)
+            .or(r.delay.as_ref().map(|d| d.span))
+            .or(r.max_delay.as_ref().map(|d| d.span))
+            .unwrap_or(b.at);
+        ds.error(
+            Code::InvalidRetry,
+            at,
+            format!("{what} is an approval, which is never retried: a rejection is final"),
+        )
+        .help = Some("remove `retry`; to ask again, run the runbook again".into());
+    }
+    let retry_spec = own_retry.or_else(|| match kind {
+        ActionKind::Shell { .. } | ActionKind::Http(_) => {
+            ctx.defaults.retry.as_ref().and_then(|r| r.0.as_ref())
+        }
+        _ => None,
+    });
     let retry = retry_spec.map(|r| retry(ds, r)).unwrap_or_default();
     let interpreter = b
         .interpreter

@@ -71,6 +71,7 @@ pub(crate) fn describe(event: &Event) -> Option<String> {
             None => format!("{step}: {}", status.as_str()),
         },
         Event::UnwindStarted { reason, .. } => format!("unwinding: {reason}"),
+        Event::Signal { message, .. } => message.clone(),
         Event::RollbackStarted {
             step,
             body,

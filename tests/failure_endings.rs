@@ -1,0 +1,418 @@
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)] // a test fails loudly
+//! Every failure ends in a known state with a way forward: the endings of
+//! the "Every failure ends in a known state" issue, through the real binary.
+//! Each test is named after the dead end it was.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{report, step, Test};
+
+const RB: &str = "rb.yaml";
+const ST: &str = "st";
+
+fn log(out: &common::Output) -> Vec<String> {
+    std::fs::read_to_string(out.path().join("log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn status_json(out: common::Output, run: &str) -> (common::Output, serde_json::Value) {
+    let out = out
+        .again()
+        .args(&["status", run, "--state-dir", ST, "--format", "json"])
+        .run()
+        .success();
+    let v = serde_json::from_str(&out.stdout).expect("status --format json is JSON");
+    (out, v)
+}
+
+fn status_step<'a>(status: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no step {id} in {status:#}"))
+}
+
+/// Two steps with rollbacks; b sleeps, and a's rollback is slow.
+const SLOW_UNDO: &str = r#"version: 1
+name: slow-undo
+steps:
+  - id: a
+    shell: echo a >> log
+    rollback:
+      - shell: |
+          echo undo-a-start >> log
+          touch undo-a-running
+          test -e fast || sleep 30
+          echo undo-a-end >> log
+  - id: b
+    shell: |
+      touch b-running
+      sleep 30
+    rollback: { shell: echo undo-b >> log }
+finally:
+  - id: fin
+    shell: echo fin >> log
+"#;
+
+#[test]
+fn second_signal_during_unwinding_left_no_way_to_finish_it() {
+    let mut running = Test::new()
+        .file(RB, SLOW_UNDO)
+        .args(&[
+            "run",
+            RB,
+            "--state-dir",
+            ST,
+            "--run-id",
+            "r1",
+            "--report",
+            "report.json",
+        ])
+        .spawn();
+    running.wait_for_file("b-running", Duration::from_secs(60));
+    running.signal(libc::SIGINT);
+    running.wait_for_file("undo-a-running", Duration::from_secs(60));
+    let sent = Instant::now();
+    running.signal(libc::SIGINT);
+    let out = running
+        .wait()
+        .code(3)
+        .stdout_contains("a second signal stops at once and leaves the unwind incomplete")
+        .stderr_contains("rollback of `a` failed: stopped by a second signal")
+        .stderr_contains("`runbook rollback r1`");
+    assert!(
+        sent.elapsed() < Duration::from_secs(20),
+        "the second signal did not stop at once"
+    );
+    assert_eq!(report(&out)["status"], "unwind_incomplete");
+    assert_eq!(log(&out), ["a", "undo-b", "undo-a-start"]);
+
+    // status says the same, with the command.
+    let (out, status) = status_json(out, "r1");
+    assert_eq!(status["status"], "unwind_incomplete");
+    assert!(
+        status["next"]
+            .as_str()
+            .unwrap_or("")
+            .contains("runbook rollback r1"),
+        "{status:#}"
+    );
+
+    // rollback finishes it: only a's rollback runs again, then finally.
+    std::fs::write(out.path().join("fast"), "").unwrap();
+    let out = out
+        .again()
+        .args(&[
+            "rollback",
+            "r1",
+            "--yes",
+            "--state-dir",
+            ST,
+            "--report",
+            "report.json",
+        ])
+        .run()
+        .code(0);
+    assert_eq!(
+        log(&out),
+        [
+            "a",
+            "undo-b",
+            "undo-a-start",
+            "undo-a-start",
+            "undo-a-end",
+            "fin"
+        ]
+    );
+    let r = report(&out);
+    assert_eq!(r["status"], "rolled_back");
+    let (_, status) = status_json(out, "r1");
+    assert_eq!(status["status"], "rolled_back");
+    let a = status_step(&status, "a");
+    assert_eq!(a["rollback"]["status"], "succeeded");
+    assert!(
+        a["rollback_history"][0]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("second signal"),
+        "the stopped attempt is kept in the history: {a:#}"
+    );
+    assert_eq!(status_step(&status, "b")["rollback"]["status"], "succeeded");
+}
+
+#[test]
+fn rollback_of_a_succeeded_run_exited_1_and_skipped_finally() {
+    let rb = r#"version: 1
+name: ok
+steps:
+  - id: a
+    shell: echo a >> log
+    rollback: { shell: echo undo-a >> log }
+  - id: b
+    shell: echo b >> log
+    rollback: { shell: echo undo-b >> log }
+finally:
+  - id: fin
+    shell: echo fin >> log
+"#;
+    let out = Test::new()
+        .file(RB, rb)
+        .args(&["run", RB, "--state-dir", ST, "--run-id", "ok"])
+        .run()
+        .success();
+    let out = out
+        .again()
+        .args(&[
+            "rollback",
+            "ok",
+            "--state-dir",
+            ST,
+            "--as",
+            "carol",
+            "--report",
+            "report.json",
+        ])
+        .run()
+        .code(0);
+    assert_eq!(log(&out), ["a", "b", "fin", "undo-b", "undo-a", "fin"]);
+    assert_eq!(report(&out)["status"], "rolled_back");
+    // History: it succeeded, then carol rolled it back.
+    let journal =
+        std::fs::read_to_string(out.path().join(ST).join("runs/ok/journal.jsonl")).unwrap();
+    let succeeded = journal.find(r#""status":"succeeded","duration_ms""#);
+    let requested = journal.find("rollback requested by carol");
+    assert!(
+        matches!((succeeded, requested), (Some(s), Some(r)) if s < r),
+        "the journal keeps both episodes:\n{journal}"
+    );
+    // A second rollback has nothing left to do and says so.
+    out.again()
+        .args(&["rollback", "ok", "--state-dir", ST])
+        .run()
+        .code(0)
+        .stdout_contains("every rollback it owed has succeeded");
+}
+
+#[test]
+fn a_failed_rollback_could_not_be_retried() {
+    let rb = r#"version: 1
+name: fixable
+steps:
+  - id: a
+    shell: echo a >> log
+    rollback: { shell: echo undo-a >> log }
+  - id: b
+    shell: echo b >> log
+    rollback:
+      shell: |
+        test -e fixed || { echo "the backup is missing" >&2; exit 7; }
+        echo undo-b >> log
+  - id: c
+    shell: exit 1
+"#;
+    let out = Test::new()
+        .file(RB, rb)
+        .args(&["run", RB, "--state-dir", ST, "--run-id", "f"])
+        .run()
+        .code(3)
+        .stderr_contains("rollback of `b` failed: exit code 7")
+        .stderr_contains("`runbook rollback f`");
+    assert_eq!(log(&out), ["a", "b", "undo-a"]);
+    let out = out
+        .again()
+        .args(&["status", "f", "--state-dir", ST])
+        .run()
+        .success()
+        .stdout_contains("rollback failed: exit code 7")
+        .stdout_contains("`runbook rollback f`");
+    std::fs::write(out.path().join("fixed"), "").unwrap();
+    let out = out
+        .again()
+        .args(&[
+            "rollback",
+            "f",
+            "--yes",
+            "--state-dir",
+            ST,
+            "--report",
+            "report.json",
+        ])
+        .run()
+        .code(0);
+    // Only b's rollback ran again; a's had succeeded and is never re-run.
+    assert_eq!(log(&out), ["a", "b", "undo-a", "undo-b"]);
+    let r = report(&out);
+    assert_eq!(r["status"], "rolled_back");
+    assert_eq!(step(&r, "b")["rollback"]["status"], "succeeded");
+}
+
+#[test]
+fn a_rollback_that_fails_again_exits_3_and_names_the_step() {
+    let rb = r#"version: 1
+name: broken
+steps:
+  - id: a
+    shell: "true"
+    rollback: { shell: exit 9 }
+"#;
+    let out = Test::new()
+        .file(RB, rb)
+        .args(&["run", RB, "--state-dir", ST, "--run-id", "x"])
+        .run()
+        .success();
+    let out = out
+        .again()
+        .args(&["rollback", "x", "--state-dir", ST])
+        .run()
+        .code(3)
+        .stderr_contains("rollback of `a` failed: exit code 9")
+        .stderr_contains("`runbook rollback x`");
+    // And again: still 3, the run still rollback_failed.
+    let out = out
+        .again()
+        .args(&["rollback", "x", "--state-dir", ST])
+        .run()
+        .code(3);
+    let (_, status) = status_json(out, "x");
+    assert_eq!(status["status"], "rollback_failed");
+    assert_eq!(
+        status_step(&status, "a")["rollback_history"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+}
+
+#[test]
+fn rollback_of_a_running_run_exits_4() {
+    let mut running = Test::new()
+        .file(
+            RB,
+            "version: 1\nname: long\nsteps:\n  - id: a\n    shell: touch started; sleep 30\n",
+        )
+        .args(&["run", RB, "--state-dir", ST, "--run-id", "live"])
+        .spawn();
+    running.wait_for_file("started", Duration::from_secs(60));
+    Test::new()
+        .args(&[
+            "rollback",
+            "live",
+            "--state-dir",
+            running.path().join(ST).to_str().unwrap(),
+        ])
+        .run()
+        .code(4)
+        .stderr_contains("still running");
+    running.signal(libc::SIGINT);
+    running.wait().code(130);
+}
+
+#[test]
+fn signals_were_ignored_during_finally() {
+    let rb = r#"version: 1
+name: slow-finally
+steps:
+  - id: a
+    shell: echo a >> log
+finally:
+  - id: notify
+    shell: touch notify-running; sleep 30; echo notified >> log
+  - id: after
+    shell: echo after >> log
+"#;
+    let mut running = Test::new()
+        .file(RB, rb)
+        .args(&[
+            "run",
+            RB,
+            "--state-dir",
+            ST,
+            "--run-id",
+            "fin",
+            "--report",
+            "report.json",
+        ])
+        .spawn();
+    running.wait_for_file("notify-running", Duration::from_secs(60));
+    running.signal(libc::SIGINT);
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = Instant::now();
+    running.signal(libc::SIGTERM);
+    let out = running
+        .wait()
+        .stdout_contains("signal received while `finally` runs")
+        .stdout_contains("second signal: `notify` is stopped");
+    assert!(
+        sent.elapsed() < Duration::from_secs(20),
+        "the second signal was ignored"
+    );
+    assert_eq!(log(&out), ["a"]);
+    let r = report(&out);
+    assert_eq!(step(&r, "notify")["status"], "cancelled");
+}
+
+#[test]
+fn defaults_retry_sampled_a_breached_gate_again_and_asked_a_rejection_again() {
+    let rb = r#"version: 1
+name: strict
+defaults:
+  retry: { attempts: 3, delay: 10ms }
+providers:
+  sh: { kind: command }
+steps:
+  - id: flaky
+    shell: |
+      n=$(cat n 2>/dev/null || echo 0); echo $((n+1)) > n
+      test "$n" -ge 1
+  - id: gate
+    metric:
+      query: echo 0.5 >> samples; echo 0.5
+      condition: value < 0.01
+      interval: 10ms
+      samples: 1
+"#;
+    let out = Test::new()
+        .file(RB, rb)
+        .args(&["run", RB, "--state-dir", ST, "--report", "report.json"])
+        .run()
+        .code(1);
+    let r = report(&out);
+    // The shell step still takes the default (it passed on its second try).
+    assert_eq!(step(&r, "flaky")["attempts"], 2);
+    // The gate failed on its first breach: one attempt, one sample.
+    assert_eq!(step(&r, "gate")["attempts"], 1);
+    let samples = std::fs::read_to_string(out.path().join("samples")).unwrap();
+    assert_eq!(samples.lines().count(), 1, "the gate was sampled again");
+
+    // An approval with `retry` is invalid: a rejection is final.
+    let rb =
+        "version: 1\nname: t\nsteps:\n  - id: ok\n    approval: {}\n    retry: { attempts: 3 }\n";
+    Test::new()
+        .file(RB, rb)
+        .args(&["validate", RB])
+        .run()
+        .code(2)
+        .stderr_contains("error[E026]")
+        .stderr_contains("never retried")
+        .stderr_contains(&format!("{RB}:{}:", common::line_of(rb, "attempts: 3")));
+}
+
+#[test]
+fn plan_diff_did_not_flag_retries_added_to_a_gate() {
+    let base = "version: 1\nname: t\nproviders:\n  sh: { kind: command }\nsteps:\n  - id: gate\n    metric:\n      query: echo 0\n      condition: value < 1\n";
+    let head = "version: 1\nname: t\nproviders:\n  sh: { kind: command }\nsteps:\n  - id: gate\n    retry: { attempts: 3 }\n    metric:\n      query: echo 0\n      condition: value < 1\n";
+    Test::new()
+        .file("base.yaml", base)
+        .file(RB, head)
+        .args(&["plan", RB, "--diff", "base.yaml"])
+        .run()
+        .success()
+        .stdout_contains("gate `gate` is retried after a breach");
+}
