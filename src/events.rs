@@ -99,11 +99,16 @@ pub enum Event {
         approved: bool,
         comment: Option<String>,
     },
-    /// A flag's value before a step changed it (`None`: it did not exist).
+    /// A flag's value before this run writes it (`None`: it did not
+    /// exist), recorded before the write; `value` is what is about to be
+    /// written (`None`: deleted). `step` is the writer's label: a step id,
+    /// `id.rollback.N` for a body, `id.restore` for an automatic restore.
     FlagPrevious {
         step: String,
         flag: String,
         previous: Option<Json>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value: Option<Json>,
     },
     AttemptFailed {
         step: String,
@@ -121,6 +126,18 @@ pub enum Event {
         extra: Json,
         error: Option<String>,
         duration_ms: u64,
+    },
+    /// One evaluation of a gate, so a resumed gate continues from it.
+    GateSample {
+        step: String,
+        attempt: u32,
+        /// 1-based.
+        sample: i64,
+        passed: bool,
+        value: Option<f64>,
+        /// When the gate's first sample was taken (unix ms): the grid the
+        /// remaining samples keep to.
+        first_at_ms: u64,
     },
     /// A SIGINT or SIGTERM reached the engine: what it does now, and what
     /// another one would do.
@@ -180,8 +197,12 @@ impl Event {
             } => m.mask_in_place(c),
             Event::RunStarted { params, .. } => m.mask_json(params),
             Event::FlagPrevious {
-                previous: Some(p), ..
-            } => m.mask_json(p),
+                previous, value, ..
+            } => {
+                for v in previous.iter_mut().chain(value.iter_mut()) {
+                    m.mask_json(v);
+                }
+            }
             _ => {}
         }
     }
@@ -297,14 +318,20 @@ impl Bus {
             Event::FlagPrevious {
                 step,
                 flag,
-                previous: Some(p),
+                previous,
+                value,
             } => {
-                let mut p = p.clone();
-                self.masker.refs_json(&mut p);
+                let refs = |v: &Option<Json>| {
+                    v.clone().map(|mut v| {
+                        self.masker.refs_json(&mut v);
+                        v
+                    })
+                };
                 Some(Event::FlagPrevious {
                     step: step.clone(),
                     flag: self.masker.mask(flag),
-                    previous: Some(p),
+                    previous: refs(previous),
+                    value: refs(value),
                 })
             }
             _ => None,

@@ -73,6 +73,66 @@ impl StepRecord {
     }
 }
 
+/// One journaled evaluation of a gate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GateSample {
+    pub sample: i64,
+    pub passed: bool,
+    pub value: Option<f64>,
+    pub first_at_ms: u64,
+}
+
+/// A run's flag writes, folded from its `flag_previous` events (and kept
+/// current by the flag executor with exact values): what a restore must put
+/// back, and what it must find there before it may.
+#[derive(Debug, Clone, Default)]
+pub struct FlagLedger {
+    /// The value before the first write, by writer label (a re-run or a
+    /// retry never takes its own earlier write for the previous value).
+    pub previous: HashMap<String, Option<Json>>,
+    /// Each flag's value before this run first wrote it.
+    pub before_run: HashMap<String, Option<Json>>,
+    /// The last write this run made (or began: its outcome may be unknown)
+    /// to each flag: (the value before it, the value written).
+    pub last: HashMap<String, (Option<Json>, Option<Json>)>,
+    /// Flags a rollback body wrote in the run's unwind (a step-down), kept
+    /// across `runbook rollback` finishing that unwind.
+    pub written_in_unwind: HashSet<String>,
+}
+
+impl FlagLedger {
+    pub fn record(
+        &mut self,
+        label: &str,
+        flag: &str,
+        previous: Option<&Json>,
+        value: Option<&Json>,
+    ) {
+        self.previous
+            .entry(label.to_string())
+            .or_insert_with(|| previous.cloned());
+        self.before_run
+            .entry(flag.to_string())
+            .or_insert_with(|| previous.cloned());
+        self.last
+            .insert(flag.to_string(), (previous.cloned(), value.cloned()));
+        if label.contains(".rollback.") {
+            self.written_in_unwind.insert(flag.to_string());
+        }
+    }
+
+    /// Every value, for resolving secret references after a replay.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Json> {
+        let previous = self.previous.values_mut().flatten();
+        let before = self.before_run.values_mut().flatten();
+        let last = self
+            .last
+            .values_mut()
+            .flat_map(|(p, v)| p.iter_mut().chain(v.iter_mut()));
+        previous.chain(before).chain(last)
+    }
+}
+
 /// One decision on an approval (`label` is `id` or `id.rollback.N`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
@@ -151,8 +211,11 @@ pub struct RunState {
     /// An unwind began after the run had ended (`runbook rollback`): an
     /// emergency rollback, or the finishing of a failed or cut-short unwind.
     pub rollback_after_success: bool,
-    /// The first previous value recorded for each flag step.
-    pub flag_previous: HashMap<String, Option<Json>>,
+    /// What this run wrote to flags, and what they were before.
+    pub flags: FlagLedger,
+    /// The samples of each gate's latest attempt (its number, the samples
+    /// in order): a resumed gate continues from them.
+    pub gate_samples: HashMap<String, (u32, Vec<GateSample>)>,
     /// Main steps finished so far (the completion counter).
     pub seq: u64,
     succeeded_once: bool,
@@ -235,11 +298,14 @@ impl RunState {
                 comment: comment.clone(),
                 at: at.to_string(),
             }),
-            Event::FlagPrevious { step, previous, .. } => {
-                self.flag_previous
-                    .entry(step.clone())
-                    .or_insert_with(|| previous.clone());
-            }
+            Event::FlagPrevious {
+                step,
+                flag,
+                previous,
+                value,
+            } => self
+                .flags
+                .record(step, flag, previous.as_ref(), value.as_ref()),
             Event::StepFinished {
                 step,
                 status,
@@ -332,6 +398,29 @@ impl RunState {
                     self.succeeded_once = true;
                     self.unwinding = None;
                 }
+            }
+            Event::GateSample {
+                step,
+                attempt,
+                sample,
+                passed,
+                value,
+                first_at_ms,
+            } => {
+                let entry = self
+                    .gate_samples
+                    .entry(step.clone())
+                    .or_insert_with(|| (*attempt, Vec::new()));
+                // Another attempt samples anew.
+                if entry.0 != *attempt {
+                    *entry = (*attempt, Vec::new());
+                }
+                entry.1.push(GateSample {
+                    sample: *sample,
+                    passed: *passed,
+                    value: *value,
+                    first_at_ms: *first_at_ms,
+                });
             }
             Event::Output { .. }
             | Event::AttemptFailed { .. }

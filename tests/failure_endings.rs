@@ -416,3 +416,132 @@ fn plan_diff_did_not_flag_retries_added_to_a_gate() {
         .success()
         .stdout_contains("gate `gate` is retried after a breach");
 }
+
+/// Every value a run wrote to `flag`, in order, from its journal
+/// (`absent` for a delete).
+fn flag_writes(out: &common::Output, run: &str, flag: &str) -> Vec<String> {
+    let journal = std::fs::read_to_string(
+        out.path()
+            .join(ST)
+            .join("runs")
+            .join(run)
+            .join("journal.jsonl"),
+    )
+    .unwrap();
+    journal
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "flag_previous" && e["flag"] == flag)
+        .map(|e| match &e["value"] {
+            serde_json::Value::Null => "absent".to_string(),
+            v => v.to_string(),
+        })
+        .collect()
+}
+
+#[test]
+fn restores_undid_a_step_down() {
+    let rb = r#"version: 1
+name: stepdown
+steps:
+  - id: internal
+    flag: { name: rollout, value: 1 }
+  - id: canary
+    flag: { name: rollout, value: 10 }
+  - id: full
+    flag: { name: rollout, value: 100 }
+    rollback:
+      - flag: { name: rollout, value: 50 }
+      - flag: { name: rollout, value: 10 }
+      - flag: { name: rollout, value: 0 }
+  - id: verify
+    shell: exit 1
+"#;
+    let out = Test::new()
+        .file(RB, rb)
+        .file(
+            &format!("{ST}/flags.json"),
+            r#"{"rollout": 0, "other": 1.50}"#,
+        )
+        .args(&["run", RB, "--state-dir", ST, "--run-id", "sd"])
+        .run()
+        .code(1)
+        .stdout_contains(
+            "restore of flag rollout to 1 skipped: a rollback already stepped it down",
+        );
+    // Down and never back up: canary's restore (to 1) is skipped; internal's
+    // restore puts back the value from before the run.
+    assert_eq!(
+        flag_writes(&out, "sd", "rollout"),
+        ["1", "10", "100", "50", "10", "0", "0"]
+    );
+    let flags: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join(ST).join("flags.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(flags["rollout"], 0);
+}
+
+#[test]
+fn a_gate_killed_mid_soak_restarted_from_its_first_sample() {
+    // Samples 2 and 5 breach; failure_limit 1: the gate fails at sample 5
+    // only if the failure before the crash still counts.
+    let rb = r#"version: 1
+name: soak
+providers:
+  sh: { kind: command }
+steps:
+  - id: soak
+    metric:
+      query: |
+        touch count; n=$(wc -l < count | tr -d ' '); echo x >> count
+        if [ "$n" = 1 ] || [ "$n" = 4 ]; then echo 9; else echo 0; fi
+      condition: value < 1
+      interval: 400ms
+      samples: 6
+      failure_limit: 1
+"#;
+    let running = Test::new()
+        .file(RB, rb)
+        .args(&["run", RB, "--state-dir", ST, "--run-id", "soak"])
+        .spawn();
+    let count = running.path().join("count");
+    let lines = || {
+        std::fs::read_to_string(&count)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    assert!(
+        common::poll_until(Duration::from_secs(30), || lines() >= 3),
+        "the gate never took 3 samples"
+    );
+    running.signal(libc::SIGKILL);
+    let crashed = running.wait();
+    assert!(crashed.killed());
+    assert_eq!(lines(), 3, "killed between samples 3 and 4");
+    let resumed_at = Instant::now();
+    let out = crashed
+        .again()
+        .args(&[
+            "resume",
+            "soak",
+            "--state-dir",
+            ST,
+            "--report",
+            "report.json",
+        ])
+        .run()
+        .code(1)
+        .stdout_contains("continuing from sample 3/6 (1 failed)")
+        .stdout_contains("gate failed at sample 5/6");
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("count"))
+            .unwrap()
+            .lines()
+            .count(),
+        5,
+        "samples taken before the crash were taken again"
+    );
+    // Samples 4 and 5 kept to the grid: at least one interval passed.
+    assert!(resumed_at.elapsed() >= Duration::from_millis(300));
+}

@@ -443,9 +443,76 @@ fn a_write_without_an_answer_says_it_may_have_been_applied() {
 "#
         ),
     )
+    .arg("--run-id")
+    .arg("paused")
     .run();
     redis.command(&["CLIENT", "UNPAUSE"]);
-    out.code(1)
+    // The write's outcome is unknown, so its restore still runs (it used to
+    // be skipped, and the unwind said "rolled back" over a flag left at the
+    // new value); here the restore cannot be written either: a person must act.
+    let out = out
+        .code(3)
         .stdout_contains("did not answer within 2s (set t:paused)")
-        .stdout_contains("the write may or may not have been applied: check t:paused (it was 1)");
+        .stdout_contains("the write may or may not have been applied: check t:paused (it was 1)")
+        .stderr_contains("rollback of `set` failed: flag paused was not restored")
+        .stderr_contains("`runbook rollback paused`");
+    // Redis answers again: the rollback finishes the restore.
+    out.again()
+        .args(&["rollback", "paused", "--yes", "--state-dir", "st"])
+        .run()
+        .code(0);
+    assert_eq!(redis.get("t:paused").as_deref(), Some("1"));
+}
+
+#[test]
+fn a_kill_switch_flipped_mid_run_was_overwritten_by_the_restore() {
+    let redis = Redis::start();
+    redis.set("t:checkout", r#"{"enabled":false}"#);
+    // A second client (the on-call engineer's emergency disable) writes the
+    // flag while the run goes on; then the run fails and unwinds.
+    let out = run(
+        &redis,
+        &format!(
+            r#"steps:
+  - id: enable
+    flag: {{ name: checkout, value: {{ enabled: true }} }}
+  - id: kill_switch
+    shell: redis-cli -p {} SET t:checkout '"killed"' >/dev/null
+  - id: boom
+    shell: exit 1
+"#,
+            redis.port
+        ),
+    )
+    .arg("--run-id")
+    .arg("ks")
+    .run()
+    .code(3)
+    .stderr_contains(
+        r#"flag checkout was changed outside this run: it is "killed", this run last wrote {"enabled":true}; not overwriting it with {"enabled":false}"#,
+    )
+    .stderr_contains("`runbook rollback ks`");
+    assert_eq!(redis.get("t:checkout").as_deref(), Some(r#""killed""#));
+    assert_eq!(report(&out)["status"], "rollback_failed");
+}
+
+#[test]
+fn redis_stopped_during_the_unwind_was_a_successful_rollback() {
+    let redis = Redis::start();
+    let out = run(
+        &redis,
+        r#"steps:
+  - id: enable
+    flag: { name: beta, value: 1 }
+  - id: boom
+    shell: touch failing; sleep 0.5; exit 1
+"#,
+    )
+    .spawn();
+    let mut out = out;
+    out.wait_for_file("failing", Duration::from_secs(30));
+    drop(redis);
+    out.wait()
+        .code(3)
+        .stderr_contains("rollback of `enable` failed: cannot read flag beta before restoring it");
 }

@@ -144,7 +144,7 @@ pub(super) fn from_journal(
     given: &[(String, String)],
     output: Output,
 ) -> Result<Launch> {
-    let flag_previous = state.flag_previous.clone();
+    let flag_ledger = state.flags.clone();
     let rb = &loaded.runbook;
     let resolved = journaled_params(rec, rb, given)?;
     let plan =
@@ -164,7 +164,7 @@ pub(super) fn from_journal(
             identity: rec.header.identity.clone(),
             operator: operator(output.identity.as_deref()),
             output,
-            flag_previous,
+            flag_ledger,
             cwd,
         },
     )

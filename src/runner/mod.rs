@@ -14,7 +14,6 @@
 //! `identity` and `signals`; this file holds the settings and the three
 //! entry points.
 
-use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -101,7 +100,7 @@ pub fn run(s: RunSettings) -> Result {
             operator: identity.clone(),
             identity,
             output: s.output,
-            flag_previous: HashMap::new(),
+            flag_ledger: crate::state::FlagLedger::default(),
             cwd,
         },
     )?;

@@ -5,7 +5,6 @@
 //! Apart from `start.rs` so that the line between "checked" and
 //! "written" is a file boundary: nothing here touches the state dir.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -38,7 +37,7 @@ pub(super) struct Launch {
     /// Who runs this command.
     pub(super) operator: String,
     pub(super) output: Output,
-    pub(super) flag_previous: HashMap<String, Option<Json>>,
+    pub(super) flag_ledger: crate::state::FlagLedger,
     /// Where steps run: the run's original working directory when resuming.
     pub(super) cwd: PathBuf,
     pub(super) state_dir: PathBuf,
@@ -58,7 +57,7 @@ pub(super) struct Prepare {
     pub(super) identity: String,
     pub(super) operator: String,
     pub(super) output: Output,
-    pub(super) flag_previous: HashMap<String, Option<Json>>,
+    pub(super) flag_ledger: crate::state::FlagLedger,
     pub(super) cwd: PathBuf,
 }
 
@@ -149,16 +148,14 @@ pub(super) fn prepare(loaded: &Loaded, plan: Arc<Plan>, p: Prepare) -> Result<La
         identity: p.identity,
         operator: p.operator,
         output: p.output,
-        flag_previous: p
-            .flag_previous
-            .into_iter()
-            .map(|(k, mut v)| {
-                if let Some(v) = v.as_mut() {
-                    masker.resolve_refs(v);
-                }
-                (k, v)
-            })
-            .collect(),
+        flag_ledger: {
+            // The journal holds references to secrets, read again now.
+            let mut ledger = p.flag_ledger;
+            for v in ledger.values_mut() {
+                masker.resolve_refs(v);
+            }
+            ledger
+        },
         cwd: p.cwd,
         state_dir: p.state_dir,
         ctx,

@@ -152,7 +152,11 @@ pub(super) fn start(l: Launch, mode: Mode) -> Result {
         identity: l.identity.clone(),
         flags: l.flags,
         metrics: l.metrics,
-        flag_previous: l.flag_previous.clone(),
+        flag_ledger: std::sync::Mutex::new(l.flag_ledger.clone()),
+        gate_progress: std::sync::Mutex::new(match &mode {
+            Mode::Fresh => std::collections::HashMap::new(),
+            Mode::Resume(s) | Mode::Rollback(s) => s.gate_samples.clone(),
+        }),
         approve: l.output.approve.clone(),
         operator: l.operator.clone(),
         interactive: std::io::stdin().is_terminal() && std::io::stdout().is_terminal(),

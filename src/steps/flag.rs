@@ -1,9 +1,24 @@
-//! `flag:` steps: set a flag, remembering what it was so it can be restored.
+//! `flag:` steps: set a flag, remembering what it was so it can be restored;
+//! and the automatic restore that undoes one.
+//!
+//! Every write is recorded before it is made (`flag_previous`, with the
+//! value about to be written) in the journal and in the run's
+//! [`FlagLedger`](crate::state::FlagLedger), so a write whose outcome is
+//! unknown (a timeout, a lost reply, a cancellation) still gets its restore,
+//! and a retry never takes its own earlier write for the previous value.
+//! A restore composes with the run's other writes (spec, rev 2):
+//! - it is skipped when a rollback body already wrote the flag in this
+//!   unwind (a step-down) and it would put back an intermediate value: a
+//!   flag never goes back up; the restore of the run's first write (to the
+//!   value from before the run) still runs;
+//! - it reads the flag first, and refuses to write over a value this run
+//!   did not write (someone flipped a kill switch): the rollback fails,
+//!   naming the flag, what it found and what it would have written.
 
 use serde_json::Value as Json;
 
 use super::{render, template_error, Attempt, Executor, Outputs, StepError};
-use crate::events::Event;
+use crate::events::{Event, Stream};
 use crate::providers::BoxFuture;
 use crate::runbook::{Action, Flag};
 
@@ -23,38 +38,22 @@ impl Executor for FlagExec {
             let value = crate::template::render_json(&f.value, cx.template)
                 .map_err(|e| template_error(&e))?;
             let store = cx.env.flag_store(f.provider.as_deref())?;
-            let bus = cx.bus;
-            let step = cx.step_id.to_string();
-            let flag = name.clone();
-            let record = move |prev: Option<&Json>| {
-                let recorded = bus.emit(Event::FlagPrevious {
-                    step: step.clone(),
-                    flag: flag.clone(),
-                    previous: prev.cloned(),
-                });
-                if recorded {
-                    Ok(())
-                } else {
-                    Err(
-                        "not written: the journal could not record the flag's previous value"
-                            .into(),
-                    )
-                }
-            };
+            let label = cx.label.to_string();
+            let record = |prev: Option<&Json>| note_write(cx, &label, &name, prev, Some(&value));
             // A store that cannot be reached may be reachable next time.
-            let previous = tokio::select! {
+            tokio::select! {
                 r = store.set(&name, &value, &record) => r.map_err(StepError::transient)?,
                 stop = cx.stopped() => {
-                    return Err(StepError::stopped(stop, "stopped before the flag was written"))
+                    return Err(StepError::stopped(stop, "stopped while the flag was being written (it may or may not have been written; its restore still runs)"))
                 }
             };
-            let previous = match cx.env.flag_previous.get(cx.step_id) {
-                Some(recorded) => recorded.clone(),
-                None => previous,
-            };
+            // The value before this step's first write, whichever attempt
+            // or process made it.
+            let previous = ledger_previous(cx, cx.label).flatten();
+            let existed = ledger_previous(cx, cx.label).is_some_and(|p| p.is_some());
             let mut values = Outputs::new();
             values.insert("name".into(), Json::String(name));
-            values.insert("existed".into(), Json::Bool(previous.is_some()));
+            values.insert("existed".into(), Json::Bool(existed));
             values.insert("previous".into(), previous.unwrap_or(Json::Null));
             values.insert("value".into(), value);
             let mut out = Outputs::new();
@@ -64,31 +63,101 @@ impl Executor for FlagExec {
     }
 }
 
-/// The automatic rollback of a flag step: put back what its `outputs` recorded.
+/// Records a write about to be made: journal first (an unrecorded write is
+/// not made), then the ledger.
+fn note_write(
+    cx: &Attempt<'_>,
+    label: &str,
+    flag: &str,
+    previous: Option<&Json>,
+    value: Option<&Json>,
+) -> Result<(), String> {
+    let recorded = cx.bus.emit(Event::FlagPrevious {
+        step: label.to_string(),
+        flag: flag.to_string(),
+        previous: previous.cloned(),
+        value: value.cloned(),
+    });
+    if !recorded {
+        return Err("not written: the journal could not record the flag's previous value".into());
+    }
+    if let Ok(mut l) = cx.env.flag_ledger.lock() {
+        l.record(label, flag, previous, value);
+    }
+    Ok(())
+}
+
+/// The previous value recorded for a writer: `None` when it never began a
+/// write, `Some(None)` when the flag did not exist.
+fn ledger_previous(cx: &Attempt<'_>, label: &str) -> Option<Option<Json>> {
+    cx.env
+        .flag_ledger
+        .lock()
+        .ok()
+        .and_then(|l| l.previous.get(label).cloned())
+}
+
+fn shown(v: Option<&Json>) -> String {
+    v.map_or_else(|| "absent".to_string(), ToString::to_string)
+}
+
+/// The automatic rollback of a flag step: put back what was there before
+/// its first write, unless that would undo a step-down or overwrite a change
+/// made outside the run.
 pub async fn restore_flag(cx: &Attempt<'_>, f: &Flag, outputs: &Json) -> Result<(), StepError> {
-    // The value recorded before the first write, when the journal has it
-    // (resume, `runbook rollback`): exact, secrets included, where the
-    // journaled outputs have `***` for them.
-    let recorded = cx.env.flag_previous.get(cx.step_id);
-    let (name, previous) = match (outputs.get("name").and_then(Json::as_str), recorded) {
-        (Some(name), Some(previous)) if !name.contains("***") => {
-            (name.to_string(), previous.clone())
-        }
-        (_, Some(previous)) => (render(cx, &f.name)?, previous.clone()),
-        (Some(name), None) => {
-            let existed = outputs
-                .get("existed")
-                .and_then(Json::as_bool)
-                .unwrap_or(false);
-            let previous = existed.then(|| outputs.get("previous").cloned().unwrap_or(Json::Null));
-            (name.to_string(), previous)
-        }
-        // The step never wrote the flag: nothing to undo.
-        (None, None) => return Ok(()),
+    // The step never began a write: nothing to undo.
+    let Some(previous) = ledger_previous(cx, cx.step_id) else {
+        return Ok(());
     };
+    let name = match outputs.get("name").and_then(Json::as_str) {
+        Some(name) if !name.contains("***") => name.to_string(),
+        _ => render(cx, &f.name)?,
+    };
+    let (before_run, last, stepped_down) = match cx.env.flag_ledger.lock() {
+        Ok(l) => (
+            l.before_run.get(&name).cloned(),
+            l.last.get(&name).cloned(),
+            l.written_in_unwind.contains(&name),
+        ),
+        Err(_) => (None, None, false),
+    };
+    if stepped_down && before_run.as_ref() != Some(&previous) {
+        cx.bus.note(Event::Output {
+            step: cx.label.to_string(),
+            stream: Stream::Stdout,
+            line: format!(
+                "restore of flag {name} to {} skipped: a rollback already stepped it down in this unwind",
+                shown(previous.as_ref())
+            ),
+        });
+        return Ok(());
+    }
     let store = cx.env.flag_store(f.provider.as_deref())?;
+    let found = store.get(&name).await.map_err(|e| {
+        StepError::transient(format!("cannot read flag {name} before restoring it: {e}"))
+    })?;
+    if let Some((before_last, last_value)) = &last {
+        // The last write may not have landed (its outcome was unknown):
+        // either value is this run's.
+        if found != *last_value && found != *before_last {
+            return Err(StepError::permanent(format!(
+                "flag {name} was changed outside this run: it is {}, this run last wrote {}; not overwriting it with {} (check who changed it, then set it by hand or run `runbook rollback` again)",
+                shown(found.as_ref()),
+                shown(last_value.as_ref()),
+                shown(previous.as_ref())
+            )));
+        }
+    }
+    note_write(
+        cx,
+        &format!("{}.restore", cx.step_id),
+        &name,
+        found.as_ref(),
+        previous.as_ref(),
+    )
+    .map_err(StepError::permanent)?;
     store
         .restore(&name, previous.as_ref())
         .await
-        .map_err(StepError::transient)
+        .map_err(|e| StepError::transient(format!("flag {name} was not restored: {e}")))
 }

@@ -106,11 +106,45 @@ async fn run(m: &Metric, action: &Action, cx: &Attempt<'_>) -> Result<Outputs, S
             .transpose()
             .map_err(bad)?;
 
-    let mut failures: i64 = 0;
-    let mut last: Option<f64> = None;
+    // A gate the engine died under continues from its journaled samples:
+    // they are not taken again, `failure_limit` counts their failures, and
+    // the next one comes at its time on the first sample's grid.
+    let resumed: Vec<crate::state::GateSample> = cx
+        .env
+        .gate_progress
+        .lock()
+        .ok()
+        .and_then(|mut g| g.remove(cx.label))
+        .filter(|(attempt, _)| *attempt == cx.attempt)
+        .map(|(_, samples)| samples)
+        .unwrap_or_default();
+    let mut failures: i64 = resumed.iter().filter(|s| !s.passed).count() as i64;
+    let mut last: Option<f64> = resumed.last().and_then(|s| s.value);
+    let first_at_ms = resumed.first().map_or_else(
+        || {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        },
+        |s| s.first_at_ms,
+    );
+    let done = resumed.len() as i64;
+    if done > 0 {
+        cx.bus.note(Event::Waiting {
+            step: cx.label.to_string(),
+            on: format!(
+                "continuing from sample {done}/{samples} ({failures} failed) taken before the engine stopped"
+            ),
+        });
+    }
     // Live samples keep to a grid from the first one, so slow queries do not
-    // stretch a long soak.
-    let started = tokio::time::Instant::now();
+    // stretch a long soak (nor a resume restart it).
+    let since_first = SystemTime::now()
+        .duration_since(UNIX_EPOCH + Duration::from_millis(first_at_ms))
+        .unwrap_or_default();
+    let started = tokio::time::Instant::now()
+        .checked_sub(since_first)
+        .unwrap_or_else(tokio::time::Instant::now);
     let at_of = |i: i64| -> Result<Option<SystemTime>, StepError> {
         match start_at {
             Some(t0) => Ok(Some(t0 + interval_times(interval, i)?)),
@@ -132,7 +166,7 @@ async fn run(m: &Metric, action: &Action, cx: &Attempt<'_>) -> Result<Outputs, S
                 .saturating_duration_since(tokio::time::Instant::now()),
         })
     };
-    for i in 0..samples {
+    for i in done..samples {
         let n = i + 1;
         let at = at_of(i)?;
         let pause = pause_before(i)?;
@@ -183,6 +217,14 @@ async fn run(m: &Metric, action: &Action, cx: &Attempt<'_>) -> Result<Outputs, S
                 (format!("query failed: {e}"), Verdict::Fail(e))
             }
         };
+        cx.bus.note(Event::GateSample {
+            step: cx.label.to_string(),
+            attempt: cx.attempt,
+            sample: n,
+            passed: matches!(verdict, Verdict::Pass),
+            value: last,
+            first_at_ms,
+        });
         let when = at.map_or(String::new(), |t| {
             format!(" at {}", humantime::format_rfc3339_millis(t))
         });

@@ -63,10 +63,15 @@ pub struct RunEnv {
     pub flags: FlagStores,
     /// The metric providers `metric:` steps use.
     pub metrics: MetricSources,
-    /// Flags' previous values recorded by an earlier process for steps it
-    /// did not finish: a re-run must restore what was there before the run,
-    /// not what the first attempt wrote.
-    pub flag_previous: std::collections::HashMap<String, Option<Json>>,
+    /// This run's flag writes (from the journal on resume, then kept
+    /// current with exact values by the flag executor): a re-run or retry
+    /// restores what was there before the run, not its own earlier write,
+    /// and a restore checks nobody changed the flag since.
+    pub flag_ledger: std::sync::Mutex<crate::state::FlagLedger>,
+    /// Samples an earlier process took of gates it did not finish (by
+    /// label: the attempt, the samples): a resumed gate continues from them.
+    pub gate_progress:
+        std::sync::Mutex<std::collections::HashMap<String, (u32, Vec<crate::state::GateSample>)>>,
     /// Approval steps the operator approved up front with `--approve STEP`.
     pub approve: Vec<String>,
     /// Who runs this process (`--as`, $RUNBOOK_USER, the login name).

@@ -43,12 +43,20 @@ pub(crate) fn describe(event: &Event) -> Option<String> {
             step,
             flag,
             previous,
-        } => format!(
-            "{step}: flag {flag} was {}",
-            previous
-                .as_ref()
-                .map_or("absent".to_string(), ToString::to_string)
-        ),
+            value,
+        } => {
+            let shown = |v: &Option<serde_json::Value>| {
+                v.as_ref().map_or("absent".to_string(), ToString::to_string)
+            };
+            match step.strip_suffix(".restore") {
+                Some(id) => format!(
+                    "{id}: restoring flag {flag} to {} (it is {})",
+                    shown(value),
+                    shown(previous)
+                ),
+                None => format!("{step}: flag {flag} was {}", shown(previous)),
+            }
+        }
         Event::AttemptFailed {
             step,
             attempt,
@@ -115,7 +123,7 @@ pub(crate) fn describe(event: &Event) -> Option<String> {
                 .as_ref()
                 .map_or(String::new(), |c| format!(" ({c})"))
         ),
-        Event::Output { .. } => return None,
+        Event::Output { .. } | Event::GateSample { .. } => return None,
     })
 }
 
