@@ -159,6 +159,10 @@ pub struct StepState {
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub rollback_running: bool,
+    /// The rollback body that last started, while the rollback has not
+    /// succeeded: bodies run in order, so the ones before it are done and a
+    /// resumed or retried list starts here (a step-down does not go back up).
+    pub rollback_body: Option<usize>,
     /// Rollbacks of earlier episodes that failed or were stopped, oldest
     /// first (`runbook rollback` ran them again).
     pub rollback_history: Vec<RollbackRecord>,
@@ -176,6 +180,7 @@ impl StepState {
             started_at: None,
             finished_at: None,
             rollback_running: false,
+            rollback_body: None,
             rollback_history: Vec::new(),
         }
     }
@@ -371,7 +376,11 @@ impl RunState {
                 self.status = None;
                 self.unwinding = Some(failed_step.clone());
             }
-            Event::RollbackStarted { step, .. } => self.step(step).rollback_running = true,
+            Event::RollbackStarted { step, body, .. } => {
+                let s = self.step(step);
+                s.rollback_running = true;
+                s.rollback_body = Some(*body);
+            }
             Event::RollbackFinished {
                 step,
                 status,
@@ -381,6 +390,10 @@ impl RunState {
             } => {
                 let s = self.step(step);
                 s.rollback_running = false;
+                // A failed list is retried from the body that failed.
+                if *status == StepStatus::Succeeded {
+                    s.rollback_body = None;
+                }
                 s.record.rollback = Some(RollbackRecord {
                     status: *status,
                     attempts: *attempts,

@@ -545,3 +545,135 @@ steps:
     // Samples 4 and 5 kept to the grid: at least one interval passed.
     assert!(resumed_at.elapsed() >= Duration::from_millis(300));
 }
+
+#[test]
+fn a_step_down_list_restarted_from_its_first_body_after_kill_9() {
+    let rb = r#"version: 1
+name: stepdown
+steps:
+  - id: full
+    shell: echo full >> log
+    rollback:
+      - shell: echo down-75 >> log
+      - shell: echo down-50 >> log
+      - shell: |
+          echo down-25 >> log
+          test -e resumed || { touch body-3-running; sleep 30; }
+      - shell: echo down-0 >> log
+  - id: verify
+    shell: exit 1
+"#;
+    let mut running = Test::new()
+        .file(RB, rb)
+        .args(&["run", RB, "--state-dir", ST, "--run-id", "sd"])
+        .spawn();
+    running.wait_for_file("body-3-running", Duration::from_secs(60));
+    running.signal(libc::SIGKILL);
+    let crashed = running.wait();
+    assert!(crashed.killed());
+    std::fs::write(crashed.path().join("resumed"), "").unwrap();
+    let out = crashed
+        .again()
+        .args(&["resume", "sd", "--state-dir", ST])
+        .run()
+        .code(1);
+    // The body that was running runs again; the two before it do not.
+    assert_eq!(
+        log(&out),
+        ["full", "down-75", "down-50", "down-25", "down-25", "down-0"]
+    );
+}
+
+/// A rollback body that fails until `fixed` exists, beside one that works.
+const FIXABLE: &str = r#"version: 1
+name: fixable
+steps:
+  - id: a
+    shell: echo a >> log
+    rollback: { shell: echo undo-a >> log }
+  - id: b
+    shell: echo b >> log
+    rollback:
+      - shell: echo undo-b-1 >> log
+      - shell: |
+          test -e fixed || exit 7
+          echo undo-b-2 >> log
+  - id: c
+    shell: exit 1
+finally:
+  - id: fin
+    shell: echo fin >> log
+"#;
+
+fn journal_lines(out: &common::Output, run: &str) -> usize {
+    std::fs::read_to_string(
+        out.path()
+            .join(ST)
+            .join("runs")
+            .join(run)
+            .join("journal.jsonl"),
+    )
+    .unwrap()
+    .lines()
+    .count()
+}
+
+/// `rollback` of a `rollback_failed` run, killed at every event it writes,
+/// then resumed: it ends `rolled_back`, the rollback that had succeeded
+/// never runs again, and the failed list continues at the body that failed.
+#[test]
+fn crash_anywhere_in_a_rollback_of_a_rollback_failed_run_then_resume_finishes_it() {
+    let failed = || {
+        let out = Test::new()
+            .file(RB, FIXABLE)
+            .args(&["run", RB, "--state-dir", ST, "--run-id", "f"])
+            .run()
+            .code(3);
+        std::fs::write(out.path().join("fixed"), "").unwrap();
+        out
+    };
+    let clean = failed();
+    let before = journal_lines(&clean, "f");
+    let clean = clean
+        .again()
+        .args(&["rollback", "f", "--yes", "--state-dir", ST])
+        .run()
+        .code(0);
+    let events = journal_lines(&clean, "f") - before;
+    assert!(events >= 4, "only {events} events");
+    for n in 1..=events {
+        for when in ["before", "after"] {
+            let label = format!("{when}:{n}");
+            let crashed = failed()
+                .again()
+                .args(&["rollback", "f", "--yes", "--state-dir", ST])
+                .env("RUNBOOK_CRASH_AT", &label)
+                .run();
+            assert!(
+                crashed.killed(),
+                "{label}: {:?}\n{}",
+                crashed.code,
+                crashed.stderr
+            );
+            // Continued by `resume`, or by asking for the rollback again.
+            let args: &[&str] = if when == "after" {
+                &["resume", "f", "--state-dir", ST]
+            } else {
+                &["rollback", "f", "--yes", "--state-dir", ST]
+            };
+            let out = crashed.again().args(args).run().code(0);
+            let log = log(&out);
+            let count = |l: &str| log.iter().filter(|x| *x == l).count();
+            assert_eq!(count("undo-a"), 1, "{label}: {log:?}");
+            assert_eq!(count("undo-b-1"), 1, "{label}: {log:?}");
+            // The body running at the crash may run again (at least once).
+            assert!(count("undo-b-2") >= 1, "{label}: {log:?}");
+            assert!(
+                count("fin") >= 2,
+                "{label}: finally ran in both episodes: {log:?}"
+            );
+            let (_, status) = status_json(out, "f");
+            assert_eq!(status["status"], "rolled_back", "{label}");
+        }
+    }
+}

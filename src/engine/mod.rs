@@ -307,7 +307,13 @@ impl Engine {
                 });
             }
             let Some(ok) = self
-                .unwind(&mut records, failed, &mut signals, &mut signals_seen)
+                .unwind(
+                    &mut records,
+                    failed,
+                    &body_resume_points(&rb, &prior),
+                    &mut signals,
+                    &mut signals_seen,
+                )
                 .await
             else {
                 return self.stop_now(records, failed, started);
@@ -447,7 +453,13 @@ impl Engine {
         let mut records = self.restore(&prior);
         let mut seen = 0;
         let status = match self
-            .unwind(&mut records, failed, &mut signals, &mut seen)
+            .unwind(
+                &mut records,
+                failed,
+                &body_resume_points(&rb, &prior),
+                &mut signals,
+                &mut seen,
+            )
             .await
         {
             None => return self.stop_now(records, failed, started),
@@ -506,6 +518,7 @@ impl Engine {
         &self,
         records: &mut [StepRecord],
         failed: Option<usize>,
+        from_body: &HashMap<usize, usize>,
         signals: &mut Signals,
         signals_seen: &mut u32,
     ) -> Option<bool> {
@@ -528,7 +541,12 @@ impl Engine {
             }
             let (no_cancel_tx, no_cancel) = watch::channel(false);
             let undone = records[i].clone();
-            let fut = self.rollback_one(i, &undone, no_cancel);
+            let fut = self.rollback_one(
+                i,
+                &undone,
+                from_body.get(&i).copied().unwrap_or(0),
+                no_cancel,
+            );
             tokio::pin!(fut);
             let rec = loop {
                 tokio::select! {
@@ -567,6 +585,7 @@ impl Engine {
         &self,
         i: usize,
         rec: &StepRecord,
+        from_body: usize,
         cancel: watch::Receiver<bool>,
     ) -> RollbackRecord {
         let step = &self.env.runbook().steps[i];
@@ -603,7 +622,7 @@ impl Engine {
                 }
             }
             Rollback::Bodies(bodies) => {
-                for (b, body) in bodies.iter().enumerate() {
+                for (b, body) in bodies.iter().enumerate().skip(from_body) {
                     let label = format!("{}.rollback.{}", step.id, b + 1);
                     let attempts = Attempts {
                         env: &self.env,
@@ -741,6 +760,24 @@ impl Engine {
         }
         out
     }
+}
+
+/// Where each step's rollback list resumes: the body that was running (or
+/// failed) when an earlier process or episode stopped.
+fn body_resume_points(rb: &crate::runbook::Runbook, prior: &RunState) -> HashMap<usize, usize> {
+    rb.steps
+        .iter()
+        .enumerate()
+        .filter_map(|(i, step)| {
+            let st = prior.steps.get(&step.id)?;
+            let done = st
+                .record
+                .rollback
+                .as_ref()
+                .is_some_and(|r| r.status == StepStatus::Succeeded);
+            st.rollback_body.filter(|_| !done).map(|b| (i, b))
+        })
+        .collect()
 }
 
 /// A step's `when`, decided once where the scheduler reaches it; a `when`
