@@ -516,3 +516,67 @@ fn redis_stopped_during_the_unwind_was_a_successful_rollback() {
         .code(3)
         .stderr_contains("rollback of `enable` failed: cannot read flag beta before restoring it");
 }
+
+/// Values another tool wrote, which JSON would change.
+const SHAPES: [&[u8]; 5] = [
+    b"on",
+    b"12345678901234567890123",
+    b"1.50",
+    b"caf\xe9",
+    b"{\"a\": 1}",
+];
+
+#[test]
+fn restores_were_not_exact() {
+    let redis = Redis::start();
+    for (i, raw) in SHAPES.iter().enumerate() {
+        redis.set_bytes(&format!("t:f{i}"), raw);
+    }
+    let steps: String = (0..SHAPES.len())
+        .map(|i| format!("  - id: set{i}\n    flag: {{ name: f{i}, value: 7 }}\n"))
+        .collect();
+    // Without a crash.
+    run(
+        &redis,
+        &format!("steps:\n{steps}  - id: boom\n    shell: exit 1\n"),
+    )
+    .run()
+    .code(1);
+    for (i, raw) in SHAPES.iter().enumerate() {
+        assert_eq!(
+            redis.get_bytes(&format!("t:f{i}")).as_deref(),
+            Some(*raw),
+            "f{i}"
+        );
+    }
+    // After kill -9 and resume: the journal carries the bytes.
+    let mut running = run(
+        &redis,
+        &format!(
+            "steps:\n{steps}  - id: boom\n    shell: test -e resumed && exit 1; touch at-boom; sleep 30\n"
+        ),
+    )
+    .arg("--run-id")
+    .arg("k9")
+    .spawn();
+    running.wait_for_file("at-boom", Duration::from_secs(30));
+    running.signal(libc::SIGKILL);
+    let crashed = running.wait();
+    assert!(crashed.killed());
+    for i in 0..SHAPES.len() {
+        assert_eq!(redis.get(&format!("t:f{i}")).as_deref(), Some("7"));
+    }
+    std::fs::write(crashed.path().join("resumed"), "").unwrap();
+    crashed
+        .again()
+        .args(&["resume", "k9", "--state-dir", "st"])
+        .run()
+        .code(1);
+    for (i, raw) in SHAPES.iter().enumerate() {
+        assert_eq!(
+            redis.get_bytes(&format!("t:f{i}")).as_deref(),
+            Some(*raw),
+            "f{i} after a crash"
+        );
+    }
+}

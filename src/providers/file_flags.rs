@@ -1,5 +1,9 @@
 //! Flags in a JSON file: `{ "flag": value, ... }`.
 //!
+//! Only the entry a step writes changes: every other entry keeps its exact
+//! text (`1.50`, big numbers, repeated keys, nested spacing), and a
+//! previous value is restored as the exact text it had ([`exact`]).
+//!
 //! Each change takes an exclusive `flock` on a sidecar lock file, reads the
 //! whole object and replaces the file atomically ([`fsutil::write_atomic`]):
 //! readers see the old or the new file, never half of one, and two writers
@@ -11,9 +15,11 @@ use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{flock, FlockOperation};
-use serde_json::{Map, Value as Json};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::Value as Json;
 
-use super::{BoxFuture, FlagStore};
+use super::{exact, BoxFuture, FlagStore};
 use crate::fsutil;
 
 pub struct FileFlags {
@@ -42,27 +48,85 @@ impl FileFlags {
         Ok(Locked { _file: file })
     }
 
-    fn read(&self) -> Result<Map<String, Json>, String> {
+    /// The file's entries in order, each value as its exact text.
+    fn read(&self) -> Result<Entries, String> {
         match fs::read_to_string(&self.path) {
-            Ok(text) if text.trim().is_empty() => Ok(Map::new()),
-            Ok(text) => match serde_json::from_str::<Json>(&text) {
-                Ok(Json::Object(m)) => Ok(m),
-                Ok(_) => Err(format!(
-                    "{} does not hold a JSON object",
-                    self.path.display()
-                )),
-                Err(e) => Err(format!("{} is not valid JSON: {e}", self.path.display())),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Map::new()),
+            Ok(text) if text.trim().is_empty() => Ok(Entries::default()),
+            Ok(text) => serde_json::from_str::<Entries>(&text).map_err(|e| {
+                if e.is_data() {
+                    format!("{} does not hold a JSON object", self.path.display())
+                } else {
+                    format!("{} is not valid JSON: {e}", self.path.display())
+                }
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Entries::default()),
             Err(e) => Err(format!("cannot read {}: {e}", self.path.display())),
         }
     }
 
-    fn write(&self, flags: &Map<String, Json>) -> Result<(), String> {
-        let mut text = serde_json::to_string_pretty(flags).map_err(|e| e.to_string())?;
-        text.push('\n');
+    fn write(&self, flags: &Entries) -> Result<(), String> {
+        let mut text = String::from("{");
+        for (n, (k, v)) in flags.0.iter().enumerate() {
+            text.push_str(if n == 0 { "\n  " } else { ",\n  " });
+            text.push_str(&serde_json::to_string(k).map_err(|e| e.to_string())?);
+            text.push_str(": ");
+            text.push_str(v.get());
+        }
+        text.push_str(if flags.0.is_empty() { "}\n" } else { "\n}\n" });
         fsutil::write_atomic(&self.path, text.as_bytes(), fsutil::SHARED_READ)
             .map_err(|e| format!("cannot write {}: {e}", self.path.display()))
+    }
+}
+
+/// A flags file's entries in file order, values as their exact text, so
+/// entries a run does not touch are written back byte for byte (numbers
+/// such as `1.50` and repeated keys included).
+#[derive(Default)]
+struct Entries(Vec<(String, Box<RawValue>)>);
+
+impl Entries {
+    /// The value a reader sees (the last of repeated keys), exactly.
+    fn get(&self, name: &str) -> Option<Json> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| exact::from_bytes(v.get().as_bytes()))
+    }
+
+    /// Sets (or with `None` removes) `name`, in the place of its first entry.
+    fn put(&mut self, name: &str, value: Option<&Json>) -> Result<(), String> {
+        let at = self.0.iter().position(|(k, _)| k == name);
+        self.0.retain(|(k, _)| k != name);
+        if let Some(v) = value {
+            let text = String::from_utf8(exact::to_bytes(v))
+                .map_err(|_| format!("flag {name}: the value to write is not UTF-8 text"))?;
+            let raw = RawValue::from_string(text)
+                .map_err(|e| format!("flag {name}: the value to write is not JSON: {e}"))?;
+            let at = at.unwrap_or(self.0.len()).min(self.0.len());
+            self.0.insert(at, (name.to_string(), raw));
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for Entries {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Pairs;
+        impl<'de> Visitor<'de> for Pairs {
+            type Value = Entries;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object of flags")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Entries, A::Error> {
+                let mut out = Vec::new();
+                while let Some(pair) = m.next_entry::<String, Box<RawValue>>()? {
+                    out.push(pair);
+                }
+                Ok(Entries(out))
+            }
+        }
+        d.deserialize_map(Pairs)
     }
 }
 
@@ -83,7 +147,7 @@ impl FlagStore for FileFlags {
     fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Json>, String>> {
         Box::pin(async move {
             let _l = self.lock()?;
-            Ok(self.read()?.get(name).cloned())
+            Ok(self.read()?.get(name))
         })
     }
 
@@ -96,9 +160,9 @@ impl FlagStore for FileFlags {
         Box::pin(async move {
             let _l = self.lock()?;
             let mut flags = self.read()?;
-            let previous = flags.get(name).cloned();
+            let previous = flags.get(name);
             record(previous.as_ref())?;
-            flags.insert(name.to_string(), value.clone());
+            flags.put(name, Some(value))?;
             self.write(&flags)?;
             Ok(previous)
         })
@@ -112,14 +176,7 @@ impl FlagStore for FileFlags {
         Box::pin(async move {
             let _l = self.lock()?;
             let mut flags = self.read()?;
-            match previous {
-                Some(v) => {
-                    flags.insert(name.to_string(), v.clone());
-                }
-                None => {
-                    flags.remove(name);
-                }
-            }
+            flags.put(name, previous)?;
             self.write(&flags)
         })
     }
@@ -128,6 +185,30 @@ impl FlagStore for FileFlags {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn entries_not_written_stay_byte_identical_and_restores_are_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flags.json");
+        let before = "{\"price\": 1.50, \"big\": 12345678901234567890123, \"dup\": 1, \"dup\": 2, \"mine\": {\"a\":  1}}";
+        fs::write(&path, before).unwrap();
+        let store = FileFlags::new(&path);
+        let noop = |_: Option<&Json>| Ok(());
+        let previous = store.set("mine", &Json::from(5), &noop).await.unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        for kept in [
+            "\"price\": 1.50",
+            "\"big\": 12345678901234567890123",
+            "\"dup\": 1",
+            "\"dup\": 2",
+        ] {
+            assert!(text.contains(kept), "{kept} in {text}");
+        }
+        assert!(text.contains("\"mine\": 5"), "{text}");
+        store.restore("mine", previous.as_ref()).await.unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"mine\": {\"a\":  1}"), "{text}");
+    }
 
     #[tokio::test]
     async fn set_returns_previous_and_restore_deletes_new_flags() {
@@ -169,7 +250,7 @@ mod tests {
             t.join().unwrap();
         }
         let text = fs::read_to_string(&path).unwrap();
-        let m: Map<String, Json> = serde_json::from_str(&text).unwrap();
+        let m: serde_json::Map<String, Json> = serde_json::from_str(&text).unwrap();
         assert_eq!(m.len(), 160);
     }
 }

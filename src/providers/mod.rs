@@ -2,6 +2,7 @@
 //! backend is one new file implementing one trait.
 
 pub mod command_metric;
+pub mod exact;
 pub mod file_flags;
 pub mod prometheus;
 pub mod redis_flags;

@@ -33,21 +33,18 @@
 //! went out and no answer came back (timeout, dropped connection), the error
 //! says the write may have been applied, and what the key held before.
 //!
-//! A previous value that is not JSON (written by another tool) is kept as a
-//! string. The store remembers the raw text, so restoring it in the same
-//! process writes back exactly those bytes rather than a JSON string; a later
-//! process (`resume`, `runbook rollback`) only has the journal, and writes it
-//! back as a JSON string.
+//! A previous value is kept exactly as Redis held it ([`exact`]): a value
+//! that is not canonical JSON (written by another tool: `on`, `1.50`,
+//! non-UTF-8 bytes) travels through the journal as its bytes, so a restore,
+//! in this process or after a crash, writes back exactly those bytes.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, RedisError};
 use serde_json::Value as Json;
 
-use super::{BoxFuture, FlagStore};
+use super::{exact, BoxFuture, FlagStore};
 
 /// Connect and reply timeout when the provider sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -58,8 +55,6 @@ pub struct RedisFlags {
     display: String,
     prefix: String,
     timeout: Duration,
-    /// Keys whose previous value was not JSON: key -> the raw text.
-    raw: Mutex<HashMap<String, String>>,
 }
 
 impl RedisFlags {
@@ -74,7 +69,6 @@ impl RedisFlags {
             display,
             prefix: prefix.to_string(),
             timeout: timeout.unwrap_or(DEFAULT_TIMEOUT),
-            raw: Mutex::new(HashMap::new()),
         })
     }
 
@@ -176,33 +170,18 @@ impl RedisFlags {
     }
 
     /// A stored value as JSON; text that is not JSON stays a string.
-    fn decode(&self, key: &str, raw: Option<Vec<u8>>) -> Option<Json> {
-        let raw = raw?;
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        Some(match serde_json::from_str::<Json>(&text) {
-            Ok(v) => v,
-            Err(_) => {
-                if let Ok(mut m) = self.raw.lock() {
-                    m.insert(key.to_string(), text.clone());
-                }
-                Json::String(text)
-            }
-        })
+    fn decode(&self, raw: Option<Vec<u8>>) -> Option<Json> {
+        raw.map(|b| exact::from_bytes(&b))
     }
 
-    fn encode(&self, key: &str, value: &Json) -> String {
-        if let Json::String(s) = value {
-            if let Ok(m) = self.raw.lock() {
-                if m.get(key) == Some(s) {
-                    return s.clone();
-                }
-            }
-        }
-        value.to_string()
+    /// A value as a message shows it.
+    fn shown(value: Option<&Json>) -> String {
+        value.map_or("absent".to_string(), |v| {
+            String::from_utf8_lossy(&exact::to_bytes(v)).into_owned()
+        })
     }
 }
 
-/// The URL without its password, for messages.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
@@ -222,7 +201,7 @@ impl FlagStore for RedisFlags {
             let raw: Option<Vec<u8>> = self
                 .query(&mut con, redis::cmd("GET").arg(&key), "get", &key)
                 .await?;
-            Ok(self.decode(&key, raw))
+            Ok(self.decode(raw))
         })
     }
 
@@ -240,7 +219,7 @@ impl FlagStore for RedisFlags {
             let before: Option<Vec<u8>> = self
                 .query(&mut con, redis::cmd("GET").arg(&key), "get", &key)
                 .await?;
-            let before = self.decode(&key, before);
+            let before = self.decode(before);
             record(before.as_ref())?;
             let text = value.to_string();
             let set = redis::cmd("SET").arg(&key).arg(&text).arg("GET").clone();
@@ -266,15 +245,13 @@ impl FlagStore for RedisFlags {
                             crate::duration::format(self.timeout)
                         ),
                     };
-                    let was = before
-                        .as_ref()
-                        .map_or("absent".to_string(), |v| self.encode(&key, v));
+                    let was = Self::shown(before.as_ref());
                     return Err(format!(
                             "{why}; the write may or may not have been applied: check {key} (it was {was})"
                         ));
                 }
             };
-            let previous = self.decode(&key, previous);
+            let previous = self.decode(previous);
             if previous != before {
                 // Someone else wrote the key between our read and our write:
                 // what the atomic write returned is what we replaced.
@@ -295,7 +272,7 @@ impl FlagStore for RedisFlags {
             let mut con = self.connect().await?;
             match previous {
                 Some(v) => {
-                    let text = self.encode(&key, v);
+                    let text = exact::to_bytes(v);
                     let () = self
                         .query(
                             &mut con,
@@ -338,14 +315,12 @@ mod tests {
     }
 
     #[test]
-    fn non_json_values_round_trip_raw() {
+    fn stored_bytes_decode_exactly() {
         let s = RedisFlags::new("redis://127.0.0.1:7/0", "", None).unwrap();
-        let v = s.decode("k", Some(b"on".to_vec())).unwrap();
-        assert_eq!(v, Json::String("on".into()));
-        assert_eq!(s.encode("k", &v), "on");
-        assert_eq!(s.encode("other", &v), "\"on\"");
+        let v = s.decode(Some(b"on".to_vec())).unwrap();
+        assert_eq!(exact::to_bytes(&v), b"on");
         assert_eq!(
-            s.decode("k", Some(b"{\"a\":1}".to_vec())),
+            s.decode(Some(b"{\"a\":1}".to_vec())),
             Some(serde_json::json!({"a": 1}))
         );
     }

@@ -19,7 +19,7 @@ use serde_json::Value as Json;
 
 use super::{render, template_error, Attempt, Executor, Outputs, StepError};
 use crate::events::{Event, Stream};
-use crate::providers::BoxFuture;
+use crate::providers::{exact, BoxFuture};
 use crate::runbook::{Action, Flag};
 
 pub(super) struct FlagExec;
@@ -54,7 +54,10 @@ impl Executor for FlagExec {
             let mut values = Outputs::new();
             values.insert("name".into(), Json::String(name));
             values.insert("existed".into(), Json::Bool(existed));
-            values.insert("previous".into(), previous.unwrap_or(Json::Null));
+            values.insert(
+                "previous".into(),
+                previous.as_ref().map_or(Json::Null, exact::readable),
+            );
             values.insert("value".into(), value);
             let mut out = Outputs::new();
             out.insert("outputs".into(), Json::Object(values));
@@ -98,7 +101,7 @@ fn ledger_previous(cx: &Attempt<'_>, label: &str) -> Option<Option<Json>> {
 }
 
 fn shown(v: Option<&Json>) -> String {
-    v.map_or_else(|| "absent".to_string(), ToString::to_string)
+    v.map_or_else(|| "absent".to_string(), |v| exact::readable(v).to_string())
 }
 
 /// The automatic rollback of a flag step: put back what was there before

@@ -184,6 +184,27 @@ impl Redis {
         }
     }
 
+    /// `SET key value` with any bytes (not only UTF-8).
+    pub(crate) fn set_bytes(&self, key: &str, value: &[u8]) {
+        match command_bytes_at(
+            self.port,
+            self.password.as_deref(),
+            &[b"SET", key.as_bytes(), value],
+        ) {
+            Ok(Value::Okay) => {}
+            other => panic!("SET {key}: unexpected reply {other:?}"),
+        }
+    }
+
+    /// `GET key` as bytes; `None` when the key does not exist.
+    pub(crate) fn get_bytes(&self, key: &str) -> Option<Vec<u8>> {
+        match self.command(&["GET", key]) {
+            Value::Nil => None,
+            Value::BulkString(v) => Some(v),
+            other => panic!("GET {key}: unexpected reply {other:?}"),
+        }
+    }
+
     pub(crate) fn exists(&self, key: &str) -> bool {
         matches!(self.command(&["EXISTS", key]), Value::Int(1))
     }
@@ -215,6 +236,15 @@ fn wait_ready(child: &mut Child, port: u16, limit: Duration) -> bool {
 /// Runs one command on a connection of its own (authenticated with
 /// `password` if given); an error reply is an `Err`.
 fn command_at(port: u16, password: Option<&str>, args: &[&str]) -> redis::RedisResult<Value> {
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    command_bytes_at(port, password, &args)
+}
+
+fn command_bytes_at(
+    port: u16,
+    password: Option<&str>,
+    args: &[&[u8]],
+) -> redis::RedisResult<Value> {
     let info = redis::ConnectionInfo {
         addr: redis::ConnectionAddr::Tcp("127.0.0.1".into(), port),
         redis: redis::RedisConnectionInfo {
@@ -226,5 +256,7 @@ fn command_at(port: u16, password: Option<&str>, args: &[&str]) -> redis::RedisR
     conn.set_read_timeout(Some(IO_TIMEOUT))?;
     conn.set_write_timeout(Some(IO_TIMEOUT))?;
     let (name, rest) = args.split_first().expect("a command has a name");
-    redis::cmd(name).arg(rest).query(&mut conn)
+    redis::cmd(&String::from_utf8_lossy(name))
+        .arg(rest)
+        .query(&mut conn)
 }
