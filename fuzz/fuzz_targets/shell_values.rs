@@ -96,6 +96,10 @@ fn main_cases(a: &str, b: &str, json: &str) -> Vec<Case> {
         c("loop body", "for i in 1; do p {{ b }}; done", vec![s(b)]),
         c("template loop", "{% for x in [a, b] %}p {{ x }}\n{% endfor %}", vec![s(a), s(b)]),
         c("template if", "{% if a == b %}p same{% else %}p {{ a }}{% endif %}", vec![s(if a == b { "same" } else { a })]),
+        // `<<` and `[[` inside `${ }` are text to bash (a value after
+        // them was once written as code: see seeds/render/regress_brace_heredoc).
+        c("heredoc syntax inside ${}", "p ${unset_var:-<<'E'}\np {{ a }}", vec![s("<<E"), s(a)]),
+        c("[[ inside ${}", "p ${unset_var:-[[}\nr <<EOF\n{{ a }}\nEOF", vec![s("[["), format!("{a}\n")]),
         c("end", "p END", vec![s("END")]),
     ]
 }
