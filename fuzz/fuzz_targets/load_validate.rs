@@ -18,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = d.render("fuzz.yaml", &text, false);
     }
     let Some(rb) = validated.runbook else { return };
+    let rb = std::sync::Arc::new(rb);
 
     // First with no params at all, as the brief of `runbook plan` with no --param.
     let params = match resolve_params(&rb, &[]) {
@@ -48,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     };
-    let plan = Plan::build(&rb, &params);
+    let plan = Plan::build(&rb, &text, &params);
     for format in [
         Format::Text,
         Format::Markdown,

@@ -577,7 +577,8 @@ impl<'a> Lexer<'a> {
                 self.stack.push(Frame::Arith { depth: 0 });
                 self.take(2);
             }
-            Some('[') if self.starts("[[") && self.at_word_start() => {
+            // Inside `${…}` bash reads a word: no `[[`, no redirections.
+            Some('[') if self.starts("[[") && self.at_word_start() && close != Close::Brace => {
                 self.stack.push(Frame::Test);
                 self.take(2);
             }
@@ -612,7 +613,7 @@ impl<'a> Lexer<'a> {
             }
             // A here-string: a word follows, not a heredoc.
             Some('<') if self.starts("<<<") => self.take(3),
-            Some('<') if self.starts("<<") => self.heredoc_start()?,
+            Some('<') if self.starts("<<") && close != Close::Brace => self.heredoc_start()?,
             _ => self.quotes_or_take()?,
         }
         Ok(())

@@ -81,3 +81,20 @@ fn non_shell_interpreters_refuse_values() {
     assert!(crate::template::render_shell("print({{ v }})", &ctx, false).is_err());
     assert!(crate::template::render_shell("print(1)", &ctx, false).is_ok());
 }
+
+/// Found while fuzzing: `<<'E'` inside `${x:-…}` was read as the start of a
+/// quoted heredoc, so the next line's value was written into the script as
+/// is, and bash (which reads no redirection inside `${ }`) ran it.
+#[test]
+fn heredoc_syntax_inside_parameter_expansion_is_not_a_heredoc() {
+    let s = render_with("echo ${x:-<<'E'}\n{{ v }}\n", "touch PWN").unwrap();
+    assert_eq!(s.text, "echo ${x:-<<'E'}\n\"${RUNBOOK_VALUE_1}\"\n");
+    let s = render_with("echo \"${x:-<<E}\"\n{{ v }}\n", "touch PWN").unwrap();
+    assert_eq!(s.text, "echo \"${x:-<<E}\"\n\"${RUNBOOK_VALUE_1}\"\n");
+    // Nor is `[[` a test there: a heredoc after it is still seen.
+    let s = render_with("echo ${x:-[[}\ncat <<'E'\n{{ v }}\nE\n", "$(id)").unwrap();
+    assert_eq!(s.text, "echo ${x:-[[}\ncat <<'E'\n$(id)\nE\n");
+    // A `$( )` inside `${ }` is commands again, heredocs included.
+    let s = render_with("echo ${x:-$(cat <<'E'\n{{ v }}\nE\n)}", "$(id)").unwrap();
+    assert_eq!(s.text, "echo ${x:-$(cat <<'E'\n$(id)\nE\n)}");
+}
