@@ -482,11 +482,7 @@ steps:
     assert_eq!(flags["rollout"], 0);
 }
 
-#[test]
-fn a_gate_killed_mid_soak_restarted_from_its_first_sample() {
-    // Samples 2 and 5 breach; failure_limit 1: the gate fails at sample 5
-    // only if the failure before the crash still counts.
-    let rb = r#"version: 1
+const SOAK: &str = r#"version: 1
 name: soak
 providers:
   sh: { kind: command }
@@ -501,6 +497,12 @@ steps:
       samples: 6
       failure_limit: 1
 "#;
+
+#[test]
+fn a_gate_killed_mid_soak_restarted_from_its_first_sample() {
+    // Samples 2 and 5 breach; failure_limit 1: the gate fails at sample 5
+    // only if the failure before the crash still counts.
+    let rb = SOAK;
     let running = Test::new()
         .file(RB, rb)
         .args(&["run", RB, "--state-dir", ST, "--run-id", "soak"])
@@ -676,4 +678,149 @@ fn crash_anywhere_in_a_rollback_of_a_rollback_failed_run_then_resume_finishes_it
             assert_eq!(status["status"], "rolled_back", "{label}");
         }
     }
+}
+
+/// Starts SLOW_UNDO, interrupts it twice (the second during a's rollback),
+/// with `crash` as its RUNBOOK_CRASH_AT, and returns how it ended.
+fn double_interrupt(crash: Option<&str>) -> common::Output {
+    let mut t =
+        Test::new()
+            .file(RB, SLOW_UNDO)
+            .args(&["run", RB, "--state-dir", ST, "--run-id", "r1"]);
+    if let Some(c) = crash {
+        t = t.env("RUNBOOK_CRASH_AT", c);
+    }
+    let mut running = t.spawn();
+    running.wait_for_file("b-running", Duration::from_secs(60));
+    running.signal(libc::SIGINT);
+    running.wait_for_file("undo-a-running", Duration::from_secs(60));
+    running.signal(libc::SIGINT);
+    running.wait()
+}
+
+/// Kill points inside the second signal's stop (its notice, the stopped
+/// rollback's record, the run's end): `resume`, then `rollback` if the run
+/// still owes rollbacks, always finishes the unwind.
+#[test]
+fn crash_anywhere_in_the_second_signals_stop_then_the_unwind_is_finished() {
+    let clean = double_interrupt(None).code(3);
+    let events = journal_lines(&clean, "r1") - 1; // the header is not an event
+    for n in events - 2..=events {
+        for when in ["before", "after"] {
+            let label = format!("{when}:{n}");
+            let crashed = double_interrupt(Some(&label));
+            assert!(
+                crashed.killed(),
+                "{label}: {:?}\n{}",
+                crashed.code,
+                crashed.stderr
+            );
+            std::fs::write(crashed.path().join("fast"), "").unwrap();
+            let out = crashed
+                .again()
+                .args(&["resume", "r1", "--state-dir", ST])
+                .run();
+            let out = match out.code {
+                // The resumed unwind finished: interrupted and unwound.
+                Some(130) => out,
+                // A rollback is still owed: `rollback` finishes it.
+                Some(3) => out
+                    .again()
+                    .args(&["rollback", "r1", "--yes", "--state-dir", ST])
+                    .run()
+                    .code(0),
+                other => panic!(
+                    "{label}: resume exited {other:?}\n{}\n{}",
+                    out.stdout, out.stderr
+                ),
+            };
+            let log = log(&out);
+            let count = |l: &str| log.iter().filter(|x| *x == l).count();
+            assert_eq!(count("undo-b"), 1, "{label}: {log:?}");
+            assert_eq!(count("undo-a-end"), 1, "{label}: {log:?}");
+            let (_, status) = status_json(out, "r1");
+            assert!(
+                matches!(
+                    status["status"].as_str(),
+                    Some("interrupted" | "rolled_back")
+                ),
+                "{label}: {status:#}"
+            );
+        }
+    }
+}
+
+/// Sample 2 breaches; once `breach` exists, every sample does.
+const SOAK_BREACHING: &str = r#"version: 1
+name: soak
+providers:
+  sh: { kind: command }
+steps:
+  - id: soak
+    metric:
+      query: |
+        touch count; n=$(wc -l < count | tr -d ' '); echo x >> count
+        if [ -e breach ] || [ "$n" = 1 ]; then echo 9; else echo 0; fi
+      condition: value < 1
+      interval: 400ms
+      samples: 6
+      failure_limit: 2
+"#;
+
+/// Kill points inside a resumed gate: killed after 3 samples (one failed),
+/// resumed with a crash at each of its first events, resumed again: the
+/// gate fails at sample 5, its third failure (the one before the first crash
+/// counts; without it the gate would fail at sample 6). A sample whose
+/// record a crash lost is taken again but keeps its number.
+#[test]
+fn crash_anywhere_in_a_resumed_gate_then_resume_still_counts_the_earlier_failure() {
+    for n in 1..=5 {
+        for when in ["before", "after"] {
+            let label = format!("{when}:{n}");
+            let running = Test::new()
+                .file(RB, SOAK_BREACHING)
+                .args(&["run", RB, "--state-dir", ST, "--run-id", "soak"])
+                .spawn();
+            let count = running.path().join("count");
+            let lines = || {
+                std::fs::read_to_string(&count)
+                    .map(|t| t.lines().count())
+                    .unwrap_or(0)
+            };
+            assert!(
+                common::poll_until(Duration::from_secs(30), || lines() >= 3),
+                "{label}"
+            );
+            running.signal(libc::SIGKILL);
+            let crashed = running.wait();
+            std::fs::write(crashed.path().join("breach"), "").unwrap();
+            let again = crashed
+                .again()
+                .args(&["resume", "soak", "--state-dir", ST])
+                .env("RUNBOOK_CRASH_AT", &label)
+                .run();
+            let out = if again.killed() {
+                again
+                    .again()
+                    .args(&["resume", "soak", "--state-dir", ST])
+                    .run()
+            } else {
+                again
+            };
+            // (A crash between sample 5's record and the step's end: the
+            // resumed gate used to take sample 6, a fourth failure.)
+            let out = out
+                .code(1)
+                .stdout_contains("gate failed at sample 5/6")
+                .stdout_contains("3 failed samples exceed failure_limit 2");
+            // Five samples, one more if a crash lost a sample's record.
+            assert!((5..=6).contains(&lines_of(&out, "count")), "{label}");
+        }
+    }
+}
+
+fn lines_of(out: &common::Output, file: &str) -> usize {
+    std::fs::read_to_string(out.path().join(file))
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
 }

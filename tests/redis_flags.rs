@@ -580,3 +580,45 @@ fn restores_were_not_exact() {
         );
     }
 }
+
+#[test]
+fn a_write_applied_but_not_answered_left_the_flag_at_its_new_value() {
+    let redis = Redis::start();
+    redis.set("t:rollout", "0");
+    let proxy = RawServer::losing_first_flag_write_reply(redis.port);
+    // Redis applies the write; its answer never comes: the step fails with
+    // an unknown outcome, and the unwind must still put back 0.
+    run_on(
+        proxy.port,
+        &format!(
+            "{}steps:\n  - id: half\n    flag: {{ name: rollout, value: 50 }}\n",
+            header(", timeout: 1s")
+        ),
+    )
+    .run()
+    .code(1)
+    .stdout_contains("the write may or may not have been applied");
+    assert_eq!(redis.get("t:rollout").as_deref(), Some("0"));
+}
+
+#[test]
+fn a_retry_took_its_own_earlier_write_for_the_previous_value() {
+    let redis = Redis::start();
+    redis.set("t:rollout", "0");
+    let proxy = RawServer::losing_first_flag_write_reply(redis.port);
+    // Attempt 1's write lands unanswered; attempt 2 finds 50 there. The
+    // restore must put back 0 (from before the run), not 50.
+    let out = run_on(
+        proxy.port,
+        &format!(
+            "{}steps:\n  - id: half\n    retry: {{ attempts: 2, delay: 10ms }}\n    flag: {{ name: rollout, value: 50 }}\n  - id: boom\n    shell: exit 1\n",
+            header(", timeout: 1s")
+        ),
+    )
+    .run()
+    .code(1);
+    let r = report(&out);
+    assert_eq!(step(&r, "half")["attempts"], 2);
+    assert_eq!(step(&r, "half")["outputs"]["previous"], json!(0));
+    assert_eq!(redis.get("t:rollout").as_deref(), Some("0"));
+}

@@ -129,6 +129,13 @@ async fn run(m: &Metric, action: &Action, cx: &Attempt<'_>) -> Result<Outputs, S
         |s| s.first_at_ms,
     );
     let done = resumed.len() as i64;
+    // The engine died between the breach that failed the gate and the
+    // step's record: the gate failed then.
+    if failures > failure_limit {
+        return Err(StepError::transient(format!(
+            "gate failed at sample {done}/{samples} (before the engine stopped); {failures} failed samples exceed failure_limit {failure_limit}"
+        )));
+    }
     if done > 0 {
         cx.bus.note(Event::Waiting {
             step: cx.label.to_string(),

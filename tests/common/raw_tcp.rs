@@ -55,6 +55,60 @@ impl RawServer {
         })
     }
 
+    /// A proxy to the Redis on `upstream` that passes everything through but
+    /// the reply to the first `SET … GET` (a flag write): Redis applies the
+    /// write, and its answer is lost, as on a connection that drops.
+    pub(crate) fn losing_first_flag_write_reply(upstream: u16) -> RawServer {
+        let lost = Arc::new(AtomicBool::new(false));
+        RawServer::start(move |client| {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                return;
+            };
+            let drop_next = Arc::new(AtomicBool::new(false));
+            let pipe = |mut from: TcpStream, mut to: TcpStream, sees_commands: bool| {
+                let (lost, drop_next) = (lost.clone(), drop_next.clone());
+                std::thread::spawn(move || {
+                    use std::io::Read as _;
+                    let _ = from.set_read_timeout(Some(Duration::from_millis(200)));
+                    let deadline = Instant::now() + Duration::from_secs(120);
+                    let mut buf = [0u8; 64 * 1024];
+                    while Instant::now() < deadline {
+                        let n = match from.read(&mut buf) {
+                            Ok(0) => break,
+                            Ok(n) => n,
+                            Err(e)
+                                if e.kind() == std::io::ErrorKind::WouldBlock
+                                    || e.kind() == std::io::ErrorKind::TimedOut =>
+                            {
+                                continue
+                            }
+                            Err(_) => break,
+                        };
+                        let chunk = &buf[..n];
+                        if sees_commands {
+                            let set_get = contains(chunk, b"$3\r\nSET\r\n")
+                                && chunk.ends_with(b"$3\r\nGET\r\n");
+                            if set_get && !lost.swap(true, Ordering::SeqCst) {
+                                drop_next.store(true, Ordering::SeqCst);
+                            }
+                        } else if drop_next.swap(false, Ordering::SeqCst) {
+                            continue;
+                        }
+                        if to.write_all(chunk).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(Shutdown::Both);
+                });
+            };
+            let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
+                return;
+            };
+            pipe(client, server, true);
+            pipe(s2, c2, false);
+        })
+    }
+
     fn start(mut on_connection: impl FnMut(TcpStream) + Send + 'static) -> RawServer {
         const LIFETIME: Duration = Duration::from_secs(120);
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
@@ -115,4 +169,8 @@ impl Untouched {
             Err(e) => panic!("accept on port {} failed: {e}", self.port),
         }
     }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
