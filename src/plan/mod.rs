@@ -9,6 +9,7 @@
 //! shows, `render.rs` and `diff.rs` turn plans into text.
 
 mod diff;
+mod flag_timeline;
 mod params;
 mod preflight;
 mod preview;
@@ -105,6 +106,10 @@ pub struct PlannedStep {
     /// How many rollbacks run after those listed in `on_failure_unwinds`.
     #[serde(skip_serializing_if = "is_zero")]
     pub on_failure_unwinds_more: usize,
+    /// If this step fails, the values each flag takes during the unwind
+    /// (empty when the list of rollbacks was shortened).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub flags_on_failure: Vec<flag_timeline::FlagTimeline>,
     /// A metric gate's terms, for reviewers and `plan --diff`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gate: Option<PlannedGate>,
@@ -263,6 +268,9 @@ impl Plan {
             let names = listed.iter().map(|&j| rb.steps[j].id.clone()).collect();
             let mut p = step_preview(rb, s, wave, &ctx, names);
             p.on_failure_unwinds_more = more;
+            if more == 0 {
+                p.flags_on_failure = flag_timeline::for_unwind(rb, &listed, &ctx);
+            }
             p
         };
         let steps: Vec<PlannedStep> = rb
@@ -417,6 +425,47 @@ fn unwinds_on_failure(
 mod tests {
     use super::*;
     use crate::validate::validate_text;
+
+    /// The plan shows what a flag goes through during each unwind, with the
+    /// restore rules the engine applies (a step-down is never undone).
+    #[test]
+    fn flag_timelines_follow_step_downs_and_skip_intermediate_restores() {
+        let y = "version: 1\nname: t\nsteps:\n  - id: one\n    flag: { name: f, value: 1 }\n  - id: ten\n    flag: { name: f, value: 10 }\n  - id: all\n    flag: { name: f, value: 100 }\n    rollback:\n      - flag: { name: f, value: 50 }\n      - flag: { name: f, value: 0 }\n  - id: check\n    shell: exit 1\n";
+        let rb = Arc::new(validate_text(y).runbook.expect("valid"));
+        let plan = Plan::build(&rb, y, &resolve_params(&rb, &[]).unwrap());
+        let values = |step: usize| {
+            plan.steps[step]
+                .flags_on_failure
+                .iter()
+                .map(|t| (t.flag.clone(), t.values.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            values(3),
+            [(
+                "f".to_string(),
+                vec![
+                    "100".to_string(),
+                    "50".into(),
+                    "0".into(),
+                    "skipped: ten back to 1".into(),
+                    flag_timeline::BEFORE_RUN.into()
+                ]
+            )]
+        );
+        // Before the step-down exists, every restore runs.
+        assert_eq!(
+            values(1),
+            [(
+                "f".to_string(),
+                vec![
+                    "10".to_string(),
+                    "1".into(),
+                    flag_timeline::BEFORE_RUN.into()
+                ]
+            )]
+        );
+    }
 
     /// Found by the validate_plan benchmark: every step listed every ancestor
     /// rollback, so a 10,000-step chain took 4.6 s and 750 MiB to plan.

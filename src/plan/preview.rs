@@ -362,6 +362,7 @@ pub(super) fn step_preview(
         rollback,
         on_failure_unwinds,
         on_failure_unwinds_more: 0,
+        flags_on_failure: Vec::new(),
         worst_case: if when_value == Some(false) {
             Some(Duration::ZERO)
         } else {

@@ -150,6 +150,9 @@ fn text(plan: &Plan) -> String {
             s.on_failure_unwinds.join(", then "),
             unwinds_more(s, ", then ")
         );
+        for t in &s.flags_on_failure {
+            let _ = writeln!(o, "    flag {}: {}", t.flag, t.values.join(" -> "));
+        }
     }
     if parallel && !plan.unwind_order.is_empty() {
         let _ = writeln!(
@@ -361,6 +364,18 @@ fn markdown(plan: &Plan) -> String {
                     .join(" → "),
                 unwinds_more(s, " → ")
             );
+            for t in &s.flags_on_failure {
+                let _ = writeln!(
+                    o,
+                    "  - flag `{}`: {}",
+                    t.flag,
+                    t.values
+                        .iter()
+                        .map(|v| format!("`{}`", v.replace('`', "'")))
+                        .collect::<Vec<_>>()
+                        .join(" → ")
+                );
+            }
         }
         let _ = writeln!(o, "\n</details>\n");
     }
