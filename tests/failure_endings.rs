@@ -620,9 +620,52 @@ fn journal_lines(out: &common::Output, run: &str) -> usize {
     .count()
 }
 
-/// `rollback` of a `rollback_failed` run, killed at every event it writes,
-/// then resumed: it ends `rolled_back`, the rollback that had succeeded
-/// never runs again, and the failed list continues at the body that failed.
+/// `rollback` of an ended run that owes rollbacks (from `ended`), killed at
+/// every event it writes, then continued by `resume` or by `rollback` again:
+/// it ends `rolled_back`, and `check` sees the log.
+fn crash_anywhere_in_a_rollback_of(
+    run: &str,
+    ended: impl Fn() -> common::Output,
+    check: impl Fn(&str, &[String]),
+) {
+    let clean = ended();
+    let before = journal_lines(&clean, run);
+    let clean = clean
+        .again()
+        .args(&["rollback", run, "--yes", "--state-dir", ST])
+        .run()
+        .code(0);
+    let events = journal_lines(&clean, run) - before;
+    assert!(events >= 4, "only {events} events");
+    for n in 1..=events {
+        for when in ["before", "after"] {
+            let label = format!("{when}:{n}");
+            let crashed = ended()
+                .again()
+                .args(&["rollback", run, "--yes", "--state-dir", ST])
+                .env("RUNBOOK_CRASH_AT", &label)
+                .run();
+            assert!(
+                crashed.killed(),
+                "{label}: {:?}\n{}",
+                crashed.code,
+                crashed.stderr
+            );
+            let args: &[&str] = if when == "after" {
+                &["resume", run, "--state-dir", ST]
+            } else {
+                &["rollback", run, "--yes", "--state-dir", ST]
+            };
+            let out = crashed.again().args(args).run().code(0);
+            check(&label, &log(&out));
+            let (_, status) = status_json(out, run);
+            assert_eq!(status["status"], "rolled_back", "{label}");
+        }
+    }
+}
+
+/// ... of a `rollback_failed` run: the rollback that had succeeded never
+/// runs again, and the failed list continues at the body that failed.
 #[test]
 fn crash_anywhere_in_a_rollback_of_a_rollback_failed_run_then_resume_finishes_it() {
     let failed = || {
@@ -634,50 +677,34 @@ fn crash_anywhere_in_a_rollback_of_a_rollback_failed_run_then_resume_finishes_it
         std::fs::write(out.path().join("fixed"), "").unwrap();
         out
     };
-    let clean = failed();
-    let before = journal_lines(&clean, "f");
-    let clean = clean
-        .again()
-        .args(&["rollback", "f", "--yes", "--state-dir", ST])
-        .run()
-        .code(0);
-    let events = journal_lines(&clean, "f") - before;
-    assert!(events >= 4, "only {events} events");
-    for n in 1..=events {
-        for when in ["before", "after"] {
-            let label = format!("{when}:{n}");
-            let crashed = failed()
-                .again()
-                .args(&["rollback", "f", "--yes", "--state-dir", ST])
-                .env("RUNBOOK_CRASH_AT", &label)
-                .run();
-            assert!(
-                crashed.killed(),
-                "{label}: {:?}\n{}",
-                crashed.code,
-                crashed.stderr
-            );
-            // Continued by `resume`, or by asking for the rollback again.
-            let args: &[&str] = if when == "after" {
-                &["resume", "f", "--state-dir", ST]
-            } else {
-                &["rollback", "f", "--yes", "--state-dir", ST]
-            };
-            let out = crashed.again().args(args).run().code(0);
-            let log = log(&out);
-            let count = |l: &str| log.iter().filter(|x| *x == l).count();
-            assert_eq!(count("undo-a"), 1, "{label}: {log:?}");
-            assert_eq!(count("undo-b-1"), 1, "{label}: {log:?}");
-            // The body running at the crash may run again (at least once).
-            assert!(count("undo-b-2") >= 1, "{label}: {log:?}");
-            assert!(
-                count("fin") >= 2,
-                "{label}: finally ran in both episodes: {log:?}"
-            );
-            let (_, status) = status_json(out, "f");
-            assert_eq!(status["status"], "rolled_back", "{label}");
-        }
-    }
+    crash_anywhere_in_a_rollback_of("f", failed, |label, log| {
+        let count = |l: &str| log.iter().filter(|x| *x == l).count();
+        assert_eq!(count("undo-a"), 1, "{label}: {log:?}");
+        assert_eq!(count("undo-b-1"), 1, "{label}: {log:?}");
+        // The body running at the crash may run again (at least once).
+        assert!(count("undo-b-2") >= 1, "{label}: {log:?}");
+        assert!(
+            count("fin") >= 2,
+            "{label}: finally ran in both episodes: {log:?}"
+        );
+    });
+}
+
+/// ... of an `unwind_incomplete` run (a second Ctrl-C): b's rollback, which
+/// succeeded, never runs again; a's, which was stopped, finishes.
+#[test]
+fn crash_anywhere_in_a_rollback_of_an_unwind_incomplete_run_then_resume_finishes_it() {
+    let incomplete = || {
+        let out = double_interrupt(None).code(3);
+        std::fs::write(out.path().join("fast"), "").unwrap();
+        out
+    };
+    crash_anywhere_in_a_rollback_of("r1", incomplete, |label, log| {
+        let count = |l: &str| log.iter().filter(|x| *x == l).count();
+        assert_eq!(count("undo-b"), 1, "{label}: {log:?}");
+        assert!(count("undo-a-end") >= 1, "{label}: {log:?}");
+        assert!(count("fin") >= 1, "{label}: {log:?}");
+    });
 }
 
 /// Starts SLOW_UNDO, interrupts it twice (the second during a's rollback),

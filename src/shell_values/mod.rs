@@ -136,7 +136,10 @@ pub fn render(
     render: impl FnOnce() -> Result<String, Error>,
     shell: bool,
 ) -> Result<Script, Error> {
-    let nonce = format!("{:016x}", fastrand::u64(..));
+    // Always with letters: `{% filter upper %}` must change every nonce,
+    // or a render whose random hex happened to be all digits would pass a
+    // placeholder through that the next render refuses (a flaky pre-flight).
+    let nonce = format!("rb{:016x}", fastrand::u64(..));
     COLLECTOR.with(|c| {
         *c.borrow_mut() = Some(Collector {
             nonce: nonce.clone(),
