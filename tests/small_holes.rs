@@ -284,3 +284,26 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn shell_length_expansion_failed_validation_without_saying_why() {
+    let rb = "version: 1\nname: t\nsteps:\n  - id: a\n    shell: |\n      arr=(1 2)\n      echo ${#arr[@]}\n";
+    Test::new()
+        .file(RB, rb)
+        .args(&["validate", RB])
+        .run()
+        .code(2)
+        .stderr_contains("error[E060]")
+        .stderr_contains("{% raw %}${#x}{% endraw %}");
+    // The way the help gives works.
+    let rb = "version: 1\nname: t\nsteps:\n  - id: a\n    shell: |\n      arr=(1 2)\n      echo {% raw %}${#arr[@]}{% endraw %} > n\n";
+    let out = Test::new()
+        .file(RB, rb)
+        .args(&["run", RB, "--state-dir", "st"])
+        .run()
+        .success();
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("n")).unwrap(),
+        "2\n"
+    );
+}

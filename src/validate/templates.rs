@@ -333,6 +333,11 @@ fn one(ds: &mut Diagnostics, names: &Names<'_>, text: &str, span: Span, kind: Ex
                 d.help = Some(format!(
                     "{what}s are written without `{{{{ }}}}`, e.g. `params.environment == \"production\"`"
                 ));
+            } else if text.contains("{#") {
+                d.help = Some(
+                    "`{#` opens a template comment, also inside shell's `${#x}`: write `{% raw %}${#x}{% endraw %}` (or `{{ '${#' | safe }}x}`)"
+                        .into(),
+                );
             }
             return;
         }
