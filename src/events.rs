@@ -324,6 +324,7 @@ impl Bus {
                 let refs = |v: &Option<Json>| {
                     v.clone().map(|mut v| {
                         self.masker.refs_json(&mut v);
+                        self.masker.mask_derived_json(&mut v);
                         v
                     })
                 };

@@ -71,6 +71,60 @@ impl Masker {
         }
     }
 
+    /// Masks only values derived from secrets (what [`Masker::refs_json`]
+    /// cannot reference: they are not read again on resume).
+    pub fn mask_derived_json(&self, j: &mut Json) {
+        let derived = match DERIVED.read() {
+            Ok(d) => d.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        if derived.is_empty() {
+            return;
+        }
+        fn walk(j: &mut Json, derived: &[String]) {
+            match j {
+                Json::String(s) => {
+                    for v in derived {
+                        if s.contains(v.as_str()) {
+                            *s = s.replace(v.as_str(), "***");
+                        }
+                    }
+                }
+                Json::Number(n) if derived.contains(&n.to_string()) => {
+                    *j = Json::String("***".into());
+                }
+                Json::Array(items) => items.iter_mut().for_each(|i| walk(i, derived)),
+                Json::Object(m) => m.values_mut().for_each(|v| walk(v, derived)),
+                _ => {}
+            }
+        }
+        walk(j, &derived);
+    }
+
+    /// After a cut: hides a start of a secret the text ends with (the rest
+    /// of it was cut off, so whole-value masking cannot see it).
+    pub fn mask_partial_tail(&self, s: &mut String) {
+        let derived = match DERIVED.read() {
+            Ok(d) => d.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        let longest = self
+            .values
+            .iter()
+            .chain(derived.iter())
+            .filter_map(|v| {
+                (1..v.len())
+                    .rev()
+                    .filter(|&n| v.is_char_boundary(n))
+                    .find(|&n| s.ends_with(&v[..n]))
+            })
+            .max();
+        if let Some(n) = longest {
+            s.truncate(s.len() - n);
+            s.push_str("***");
+        }
+    }
+
     /// Replaces each secret form with a reference to it (`\u{E002}N\u{E003}`)
     /// instead of `***`: what the journal keeps of a flag's previous value,
     /// so a restore after a crash can put back the exact bytes
@@ -246,6 +300,17 @@ pub fn load(rb: &Runbook, base: &std::path::Path) -> Result<Vec<(String, String)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_cut_in_two_is_hidden_at_the_cut() {
+        let m = Masker::new(["hunter2-secret".to_string()]);
+        let mut s = "token: hunter2-se".to_string();
+        m.mask_partial_tail(&mut s);
+        assert_eq!(s, "token: ***");
+        let mut plain = "nothing to hide".to_string();
+        m.mask_partial_tail(&mut plain);
+        assert_eq!(plain, "nothing to hide");
+    }
 
     #[test]
     fn masks_longest_first_and_in_json() {

@@ -107,18 +107,36 @@ impl FlagLedger {
         flag: &str,
         previous: Option<&Json>,
         value: Option<&Json>,
-    ) {
-        self.previous
-            .entry(label.to_string())
-            .or_insert_with(|| previous.cloned());
-        self.before_run
-            .entry(flag.to_string())
-            .or_insert_with(|| previous.cloned());
+    ) -> (bool, bool) {
+        self.record_correcting(label, flag, previous, value, (false, false))
+    }
+
+    /// Records a write; `correct` says which of the label's and the flag's
+    /// first entries this same write created and must now replace (the
+    /// store found, atomically, another previous value than it read first:
+    /// someone wrote between). Returns which entries this write created.
+    pub fn record_correcting(
+        &mut self,
+        label: &str,
+        flag: &str,
+        previous: Option<&Json>,
+        value: Option<&Json>,
+        correct: (bool, bool),
+    ) -> (bool, bool) {
+        let first_label = !self.previous.contains_key(label);
+        if first_label || correct.0 {
+            self.previous.insert(label.to_string(), previous.cloned());
+        }
+        let first_flag = !self.before_run.contains_key(flag);
+        if first_flag || correct.1 {
+            self.before_run.insert(flag.to_string(), previous.cloned());
+        }
         self.last
             .insert(flag.to_string(), (previous.cloned(), value.cloned()));
         if label.contains(".rollback.") {
             self.written_in_unwind.insert(flag.to_string());
         }
+        (first_label, first_flag)
     }
 
     /// Every value, for resolving secret references after a replay.
@@ -308,9 +326,10 @@ impl RunState {
                 flag,
                 previous,
                 value,
-            } => self
-                .flags
-                .record(step, flag, previous.as_ref(), value.as_ref()),
+            } => {
+                self.flags
+                    .record(step, flag, previous.as_ref(), value.as_ref());
+            }
             Event::StepFinished {
                 step,
                 status,
@@ -325,10 +344,19 @@ impl RunState {
                     _ => Map::new(),
                 };
                 result.insert("outputs".into(), outputs.clone());
-                let finished_seq = (*status != StepStatus::Cancelled).then(|| {
+                // As the engine counts them: a step that ran (succeeded, or
+                // failed after it started). Skipped, not started, cancelled
+                // and a failed `when` have no place in the completion order,
+                // and are never rolled back.
+                let began = self.steps.get(step).is_some_and(|s| s.started_at.is_some());
+                let counts = *status == StepStatus::Succeeded
+                    || (*status == StepStatus::Failed && (*attempts > 0 || began));
+                let finished_seq = counts.then(|| {
                     self.seq += 1;
                     self.seq
                 });
+                // A gate's samples belong to the attempt that just ended.
+                self.gate_samples.remove(step);
                 let s = self.step(step);
                 let rollback = s.record.rollback.take();
                 s.record = StepRecord {
@@ -346,6 +374,7 @@ impl RunState {
             }
             Event::UnwindStarted { failed_step, .. } => {
                 if self.status.is_some() {
+                    self.gate_samples.clear();
                     // `runbook rollback` reopens an ended run: a new episode.
                     // Rollbacks that failed are run again (their attempts
                     // stay in the history), `finally` runs again.
@@ -388,6 +417,9 @@ impl RunState {
                 error,
                 ..
             } => {
+                let bodies = format!("{step}.rollback.");
+                self.gate_samples
+                    .retain(|label, _| !label.starts_with(&bodies));
                 let s = self.step(step);
                 s.rollback_running = false;
                 // A failed list is retried from the body that failed.

@@ -494,6 +494,17 @@ fn a_kill_switch_flipped_mid_run_was_overwritten_by_the_restore() {
     .stderr_contains("`runbook rollback ks`");
     assert_eq!(redis.get("t:checkout").as_deref(), Some(r#""killed""#));
     assert_eq!(report(&out)["status"], "rollback_failed");
+    // The operator puts back the value by hand, as the message says: the
+    // rollback now finishes (it used to refuse again, forever).
+    redis.set("t:checkout", r#"{"enabled":false}"#);
+    out.again()
+        .args(&["rollback", "ks", "--yes", "--state-dir", "st"])
+        .run()
+        .code(0);
+    assert_eq!(
+        redis.get("t:checkout").as_deref(),
+        Some(r#"{"enabled":false}"#)
+    );
 }
 
 #[test]

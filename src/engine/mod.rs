@@ -337,15 +337,19 @@ impl Engine {
             )
             .await
         };
-        let finally = self
-            .run_list(
+        // A second signal stops at once: `finally` too.
+        let finally = if signals_seen > 1 {
+            Vec::new()
+        } else {
+            self.run_list(
                 "finally",
                 &rb.finally,
                 &prior,
                 &mut signals,
                 &mut signals_seen,
             )
-            .await;
+            .await
+        };
         self.conclude(status, started, records, on_failure, finally)
     }
 

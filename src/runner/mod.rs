@@ -162,6 +162,9 @@ pub fn rollback(
     }
     if !yes && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
         confirm(run_id, &state, &unfinished)?;
+        // The journal again: someone else may have rolled it back while the
+        // question waited.
+        return rollback(state_dir, run_id, given, output, true);
     }
     let launch = from_journal(state_dir, &rec, &state, &loaded, given, output)?;
     start(launch, Mode::Rollback(state))

@@ -64,8 +64,12 @@ impl Sink<'_> {
     fn line(&self, bytes: &[u8], cut: bool, kept: &mut String) {
         let text = String::from_utf8_lossy(bytes);
         let text = text.trim_end_matches(['\n', '\r']);
+        let masker = self.bus.masker();
         let line = if cut {
-            format!("{text} [line cut at {} KiB]", MAX_LINE / 1024)
+            // A secret the cut went through would show its first part.
+            let mut shown = masker.mask(text);
+            masker.mask_partial_tail(&mut shown);
+            format!("{shown} [line cut at {} KiB]", MAX_LINE / 1024)
         } else {
             text.to_string()
         };
@@ -75,17 +79,26 @@ impl Sink<'_> {
             while !text.is_char_boundary(end) {
                 end -= 1;
             }
-            kept.push_str(&text[..end]);
+            if end < text.len() {
+                let mut part = masker.mask(&text[..end]);
+                masker.mask_partial_tail(&mut part);
+                kept.push_str(&part);
+            } else {
+                kept.push_str(text);
+            }
             if kept.len() < MAX_STDOUT {
                 kept.push('\n');
             }
         }
+        // What the line costs as JSON: control characters (NUL) take six
+        // bytes, replacement characters for bad bytes three.
+        let cost = line.len() + line.chars().filter(|c| c.is_control()).count() * 5;
         let event = Event::Output {
             step: self.label.to_string(),
             stream: self.stream,
             line,
         };
-        match self.budget.take(bytes.len() + LINE_OVERHEAD) {
+        match self.budget.take(cost + LINE_OVERHEAD) {
             None => self.bus.note(event),
             Some(first) => {
                 if first {

@@ -39,7 +39,19 @@ impl Executor for FlagExec {
                 .map_err(|e| template_error(&e))?;
             let store = cx.env.flag_store(f.provider.as_deref())?;
             let label = cx.label.to_string();
-            let record = |prev: Option<&Json>| note_write(cx, &label, &name, prev, Some(&value));
+            // A store calls `record` again when its atomic write found
+            // another previous value than it read (someone wrote between):
+            // that one is what this write replaced.
+            let created = std::sync::Mutex::new(None::<(bool, bool)>);
+            let record = |prev: Option<&Json>| {
+                let mut created = created
+                    .lock()
+                    .map_err(|_| "internal error: a lock was poisoned".to_string())?;
+                let correct = created.unwrap_or((false, false));
+                let made = note_write(cx, &label, &name, prev, Some(&value), correct)?;
+                created.get_or_insert(made);
+                Ok(())
+            };
             // A store that cannot be reached may be reachable next time.
             tokio::select! {
                 r = store.set(&name, &value, &record) => r.map_err(StepError::transient)?,
@@ -74,7 +86,8 @@ fn note_write(
     flag: &str,
     previous: Option<&Json>,
     value: Option<&Json>,
-) -> Result<(), String> {
+    correct: (bool, bool),
+) -> Result<(bool, bool), String> {
     let recorded = cx.bus.emit(Event::FlagPrevious {
         step: label.to_string(),
         flag: flag.to_string(),
@@ -84,10 +97,11 @@ fn note_write(
     if !recorded {
         return Err("not written: the journal could not record the flag's previous value".into());
     }
-    if let Ok(mut l) = cx.env.flag_ledger.lock() {
-        l.record(label, flag, previous, value);
-    }
-    Ok(())
+    let made = match cx.env.flag_ledger.lock() {
+        Ok(mut l) => l.record_correcting(label, flag, previous, value, correct),
+        Err(_) => (false, false),
+    };
+    Ok(made)
 }
 
 /// The previous value recorded for a writer: `None` when it never began a
@@ -139,7 +153,17 @@ pub async fn restore_flag(cx: &Attempt<'_>, f: &Flag, outputs: &Json) -> Result<
     let found = store.get(&name).await.map_err(|e| {
         StepError::transient(format!("cannot read flag {name} before restoring it: {e}"))
     })?;
-    if let Some((before_last, last_value)) = &last {
+    // A value derived from a secret is journaled masked: after a resume the
+    // run cannot tell what it wrote, so it cannot tell another writer's.
+    let masked = |v: &Option<Json>| v.as_ref().is_some_and(|v| v.to_string().contains("***"));
+    // Already what the restore would write (someone put it back by hand, as
+    // the error below asks) is no outside change. It is still written: a
+    // write of unknown outcome may yet land, and this one must come after it.
+    let checked = last
+        .as_ref()
+        .filter(|(_, v)| !masked(v))
+        .filter(|_| found != previous);
+    if let Some((before_last, last_value)) = checked {
         // The last write may not have landed (its outcome was unknown):
         // either value is this run's.
         if found != *last_value && found != *before_last {
@@ -157,6 +181,7 @@ pub async fn restore_flag(cx: &Attempt<'_>, f: &Flag, outputs: &Json) -> Result<
         &name,
         found.as_ref(),
         previous.as_ref(),
+        (false, false),
     )
     .map_err(StepError::permanent)?;
     store

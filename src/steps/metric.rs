@@ -144,14 +144,25 @@ async fn run(m: &Metric, action: &Action, cx: &Attempt<'_>) -> Result<Outputs, S
             ),
         });
     }
-    // Live samples keep to a grid from the first one, so slow queries do not
-    // stretch a long soak (nor a resume restart it).
-    let since_first = SystemTime::now()
-        .duration_since(UNIX_EPOCH + Duration::from_millis(first_at_ms))
-        .unwrap_or_default();
-    let started = tokio::time::Instant::now()
-        .checked_sub(since_first)
-        .unwrap_or_else(tokio::time::Instant::now);
+    // Live samples keep to a grid, so slow queries do not stretch a long
+    // soak: sample `i` is due at `anchor + (i - anchor_index) × interval`.
+    // A resumed gate keeps the first sample's grid while its next sample is
+    // still to come; when the engine was down past it, the grid restarts at
+    // now: the missed samples are taken an interval apart, never in a burst.
+    let (anchor, anchor_index) = {
+        let now = tokio::time::Instant::now();
+        if done == 0 {
+            (now, 0)
+        } else {
+            let due = interval_times(interval, done)?
+                .checked_add(Duration::from_millis(first_at_ms))
+                .map(|d| UNIX_EPOCH + d);
+            match due.and_then(|d| d.duration_since(SystemTime::now()).ok()) {
+                Some(wait) => (now + wait, done),
+                None => (now, done),
+            }
+        }
+    };
     let at_of = |i: i64| -> Result<Option<SystemTime>, StepError> {
         match start_at {
             Some(t0) => Ok(Some(t0 + interval_times(interval, i)?)),
@@ -169,7 +180,7 @@ async fn run(m: &Metric, action: &Action, cx: &Attempt<'_>) -> Result<Outputs, S
                 .duration_since(SystemTime::now())
                 .unwrap_or_default()
                 .min(interval),
-            None => (started + interval_times(interval, i)?)
+            None => (anchor + interval_times(interval, i - anchor_index)?)
                 .saturating_duration_since(tokio::time::Instant::now()),
         })
     };
