@@ -156,11 +156,13 @@ steps:
         if i % 4 == 0 {
             y.push_str("    timeout: 30s\n");
         }
-        if i % 3 == 0 {
+        // Approvals are never retried (E026).
+        let approval = i % 10 != 3 && i % 50 != 5 && i % 100 != 6 && i % 500 == 7;
+        if !approval && i % 3 == 0 {
             y.push_str(
                 "    retry: { attempts: 3, delay: 1s, backoff: exponential, max_delay: 10s }\n",
             );
-        } else if i % 7 == 0 {
+        } else if !approval && i % 7 == 0 {
             y.push_str("    retry: { attempts: \"{{ params.attempts }}\", delay: 2s }\n");
         }
         // The step's kind; most are shell.
