@@ -52,62 +52,31 @@ impl Masker {
     }
 
     pub fn mask_in_place(&self, s: &mut String) {
-        for v in &self.values {
-            if s.contains(v.as_str()) {
-                *s = s.replace(v.as_str(), "***");
-            }
-        }
         if self.values.is_empty() {
             return;
         }
-        let derived = match DERIVED.read() {
-            Ok(d) => d,
-            Err(p) => p.into_inner(),
-        };
-        for v in derived.iter() {
-            if s.contains(v.as_str()) {
-                *s = s.replace(v.as_str(), "***");
-            }
-        }
+        replace_all(s, &self.values);
+        replace_all(s, &derived());
     }
 
     /// Masks only values derived from secrets (what [`Masker::refs_json`]
     /// cannot reference: they are not read again on resume).
     pub fn mask_derived_json(&self, j: &mut Json) {
-        let derived = match DERIVED.read() {
-            Ok(d) => d.clone(),
-            Err(p) => p.into_inner().clone(),
-        };
-        if derived.is_empty() {
-            return;
-        }
-        fn walk(j: &mut Json, derived: &[String]) {
-            match j {
-                Json::String(s) => {
-                    for v in derived {
-                        if s.contains(v.as_str()) {
-                            *s = s.replace(v.as_str(), "***");
-                        }
-                    }
-                }
-                Json::Number(n) if derived.contains(&n.to_string()) => {
-                    *j = Json::String("***".into());
-                }
-                Json::Array(items) => items.iter_mut().for_each(|i| walk(i, derived)),
-                Json::Object(m) => m.values_mut().for_each(|v| walk(v, derived)),
-                _ => {}
-            }
-        }
-        walk(j, &derived);
+        mask_json_with(j, &[&derived()]);
+    }
+
+    /// Text cut short, masked: whole values, and a start of one the text
+    /// ends with (the rest of it was cut off).
+    pub fn mask_cut(&self, s: &str) -> String {
+        let mut out = self.mask(s);
+        self.mask_partial_tail(&mut out);
+        out
     }
 
     /// After a cut: hides a start of a secret the text ends with (the rest
     /// of it was cut off, so whole-value masking cannot see it).
     pub fn mask_partial_tail(&self, s: &mut String) {
-        let derived = match DERIVED.read() {
-            Ok(d) => d.clone(),
-            Err(p) => p.into_inner().clone(),
-        };
+        let derived = derived();
         let longest = self
             .values
             .iter()
@@ -181,19 +150,41 @@ impl Masker {
         if self.values.is_empty() {
             return;
         }
-        match j {
-            Json::String(s) => self.mask_in_place(s),
-            Json::Number(n) => {
-                let text = n.to_string();
-                let derived = DERIVED.read().is_ok_and(|d| d.contains(&text));
-                if derived || self.values.contains(&text) {
-                    *j = Json::String("***".into());
-                }
-            }
-            Json::Array(items) => items.iter_mut().for_each(|i| self.mask_json(i)),
-            Json::Object(map) => map.values_mut().for_each(|v| self.mask_json(v)),
-            _ => {}
+        mask_json_with(j, &[&self.values, &derived()]);
+    }
+}
+
+/// Replaces every one of `values` in `s` with `***`, in order.
+fn replace_all(s: &mut String, values: &[String]) {
+    for v in values {
+        if s.contains(v.as_str()) {
+            *s = s.replace(v.as_str(), "***");
         }
+    }
+}
+
+/// Masks every string in `j` with each list in turn, and turns a number
+/// equal to a value into `***`.
+fn mask_json_with(j: &mut Json, lists: &[&[String]]) {
+    match j {
+        Json::String(s) => lists.iter().for_each(|l| replace_all(s, l)),
+        Json::Number(n) => {
+            let text = n.to_string();
+            if lists.iter().any(|l| l.contains(&text)) {
+                *j = Json::String("***".into());
+            }
+        }
+        Json::Array(items) => items.iter_mut().for_each(|i| mask_json_with(i, lists)),
+        Json::Object(map) => map.values_mut().for_each(|v| mask_json_with(v, lists)),
+        _ => {}
+    }
+}
+
+/// The values derived from secrets so far.
+fn derived() -> std::sync::RwLockReadGuard<'static, Vec<String>> {
+    match DERIVED.read() {
+        Ok(d) => d,
+        Err(p) => p.into_inner(),
     }
 }
 

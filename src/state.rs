@@ -60,6 +60,12 @@ impl StepRecord {
         }
     }
 
+    /// Whether the step began, so has something to roll back: it has a
+    /// place in the completion order (it ran), or it was cancelled running.
+    pub fn began(&self) -> bool {
+        self.finished_seq.is_some() || self.status == StepStatus::Cancelled
+    }
+
     /// The value templates see as `steps.<id>` (or `step` in a rollback body).
     pub fn template_value(&self) -> Json {
         let mut m = self.result.clone();
@@ -502,9 +508,7 @@ impl RunState {
             .filter_map(|step| {
                 let st = self.steps.get(&step.id)?;
                 let r = &st.record;
-                let started = matches!(r.status, StepStatus::Succeeded | StepStatus::Cancelled)
-                    || (r.status == StepStatus::Failed && r.attempts > 0)
-                    || st.running;
+                let started = r.began() || st.running;
                 match &r.rollback {
                     Some(done) if done.status == StepStatus::Succeeded => None,
                     Some(done) => Some((

@@ -373,9 +373,7 @@ impl Engine {
         if self.bus.journal_error().is_some() {
             return self.abort(records, started);
         }
-        let begun = |i: usize| {
-            records[i].finished_seq.is_some() || records[i].status == StepStatus::Cancelled
-        };
+        let begun = |i: usize| records[i].began();
         let owed = self
             .env
             .plan
@@ -526,9 +524,7 @@ impl Engine {
         signals: &mut Signals,
         signals_seen: &mut u32,
     ) -> Option<bool> {
-        let started = |i: usize| {
-            records[i].finished_seq.is_some() || records[i].status == StepStatus::Cancelled
-        };
+        let started = |i: usize| records[i].began();
         // A step whose `when` failed never started: nothing of it to undo.
         let failed = failed.filter(|&i| started(i));
         let order = self.env.plan.unwind.for_run(failed, started);

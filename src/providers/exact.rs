@@ -35,7 +35,15 @@ pub fn to_bytes(v: &Json) -> Vec<u8> {
     marker_bytes(v).unwrap_or_else(|| v.to_string().into_bytes())
 }
 
-/// A value for outputs and messages: a marker as its text.
+/// A value as messages show it: the text the store holds, or `absent`.
+pub fn shown(v: Option<&Json>) -> String {
+    v.map_or_else(
+        || "absent".to_string(),
+        |v| String::from_utf8_lossy(&to_bytes(v)).into_owned(),
+    )
+}
+
+/// A value for outputs: a marker as its text.
 pub fn readable(v: &Json) -> Json {
     match marker_bytes(v) {
         Some(bytes) => Json::String(String::from_utf8_lossy(&bytes).into_owned()),

@@ -173,13 +173,6 @@ impl RedisFlags {
     fn decode(&self, raw: Option<Vec<u8>>) -> Option<Json> {
         raw.map(|b| exact::from_bytes(&b))
     }
-
-    /// A value as a message shows it.
-    fn shown(value: Option<&Json>) -> String {
-        value.map_or("absent".to_string(), |v| {
-            String::from_utf8_lossy(&exact::to_bytes(v)).into_owned()
-        })
-    }
 }
 
 fn redact(url: &str) -> String {
@@ -245,7 +238,7 @@ impl FlagStore for RedisFlags {
                             crate::duration::format(self.timeout)
                         ),
                     };
-                    let was = Self::shown(before.as_ref());
+                    let was = exact::shown(before.as_ref());
                     return Err(format!(
                             "{why}; the write may or may not have been applied: check {key} (it was {was})"
                         ));

@@ -67,9 +67,11 @@ impl Sink<'_> {
         let masker = self.bus.masker();
         let line = if cut {
             // A secret the cut went through would show its first part.
-            let mut shown = masker.mask(text);
-            masker.mask_partial_tail(&mut shown);
-            format!("{shown} [line cut at {} KiB]", MAX_LINE / 1024)
+            format!(
+                "{} [line cut at {} KiB]",
+                masker.mask_cut(text),
+                MAX_LINE / 1024
+            )
         } else {
             text.to_string()
         };
@@ -80,9 +82,7 @@ impl Sink<'_> {
                 end -= 1;
             }
             if end < text.len() {
-                let mut part = masker.mask(&text[..end]);
-                masker.mask_partial_tail(&mut part);
-                kept.push_str(&part);
+                kept.push_str(&masker.mask_cut(&text[..end]));
             } else {
                 kept.push_str(text);
             }

@@ -114,10 +114,6 @@ fn ledger_previous(cx: &Attempt<'_>, label: &str) -> Option<Option<Json>> {
         .and_then(|l| l.previous.get(label).cloned())
 }
 
-fn shown(v: Option<&Json>) -> String {
-    v.map_or_else(|| "absent".to_string(), |v| exact::readable(v).to_string())
-}
-
 /// The automatic rollback of a flag step: put back what was there before
 /// its first write, unless that would undo a step-down or overwrite a change
 /// made outside the run.
@@ -144,7 +140,7 @@ pub async fn restore_flag(cx: &Attempt<'_>, f: &Flag, outputs: &Json) -> Result<
             stream: Stream::Stdout,
             line: format!(
                 "restore of flag {name} to {} skipped: a rollback already stepped it down in this unwind",
-                shown(previous.as_ref())
+                exact::shown(previous.as_ref())
             ),
         });
         return Ok(());
@@ -169,9 +165,9 @@ pub async fn restore_flag(cx: &Attempt<'_>, f: &Flag, outputs: &Json) -> Result<
         if found != *last_value && found != *before_last {
             return Err(StepError::permanent(format!(
                 "flag {name} was changed outside this run: it is {}, this run last wrote {}; not overwriting it with {} (check who changed it, then set it by hand or run `runbook rollback` again)",
-                shown(found.as_ref()),
-                shown(last_value.as_ref()),
-                shown(previous.as_ref())
+                exact::shown(found.as_ref()),
+                exact::shown(last_value.as_ref()),
+                exact::shown(previous.as_ref())
             )));
         }
     }

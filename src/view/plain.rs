@@ -45,9 +45,7 @@ pub(crate) fn describe(event: &Event) -> Option<String> {
             previous,
             value,
         } => {
-            let shown = |v: &Option<serde_json::Value>| {
-                v.as_ref().map_or("absent".to_string(), ToString::to_string)
-            };
+            let shown = |v: &Option<serde_json::Value>| crate::providers::exact::shown(v.as_ref());
             match step.strip_suffix(".restore") {
                 Some(id) => format!(
                     "{id}: restoring flag {flag} to {} (it is {})",
