@@ -9,11 +9,13 @@
 
 mod common;
 
+use common::log;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{poll_until, report, step, Output, Running, Test};
+use common::{poll_until, report, step, Running, Test};
 use serde_json::{json, Value as Json};
 
 const RB: &str = "rb.yaml";
@@ -138,14 +140,6 @@ fn start(test: Test) -> Running {
     let mut running = test.spawn();
     running.wait_for_file(WAITING, Duration::from_secs(60));
     running
-}
-
-fn log(out: &Output) -> Vec<String> {
-    std::fs::read_to_string(out.path().join("log"))
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
 }
 
 const QUORUM: &str = r#"

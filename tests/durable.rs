@@ -20,7 +20,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{poll_until, Output, Test, WAIT_FOR};
+use common::{lines_at, poll_until, step, Output, Test, WAIT_FOR};
 use serde_json::{json, Value as Json};
 
 const RB: &str = "rb.yaml";
@@ -29,13 +29,6 @@ const RUN: &str = "r1";
 
 // ---------------------------------------------------------------------------
 // Reading what a run left behind
-
-fn lines_at(dir: &Path, rel: &str) -> Vec<String> {
-    match std::fs::read_to_string(dir.join(rel)) {
-        Ok(text) => text.lines().map(str::to_string).collect(),
-        Err(_) => Vec::new(),
-    }
-}
 
 fn count(lines: &[String], line: &str) -> usize {
     lines.iter().filter(|l| *l == line).count()
@@ -121,27 +114,6 @@ fn flags_at(dir: &Path) -> Json {
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("no flags file at {}: {e}", path.display()));
     serde_json::from_str(&text).expect("the flags file is JSON")
-}
-
-/// `runbook status RUN --format json`.
-fn status_json(out: Output, run: &str) -> (Json, Output) {
-    let out = out
-        .again()
-        .args(&["status", run, "--state-dir", ST, "--format", "json"])
-        .run()
-        .success();
-    let v: Json = serde_json::from_str(&out.stdout)
-        .unwrap_or_else(|e| panic!("status is not JSON ({e}):\n{}", out.stdout));
-    (v, out)
-}
-
-fn step_of<'a>(status: &'a Json, id: &str) -> &'a Json {
-    status["steps"]
-        .as_array()
-        .expect("status.steps is a list")
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no step {id} in {status:#}"))
 }
 
 /// `runbook resume RUN`, again while it says another process still runs the
@@ -408,7 +380,7 @@ fn kill_point(fx: &Fixture, when: &str, n: usize) {
     if let Some(want) = &expect.flags {
         assert_eq!(&flags_at(&dir), want, "{}: flags", ctx());
     }
-    let (status, _out) = status_json(out, RUN);
+    let (status, _out) = common::status_json(out, ST, RUN);
     assert_eq!(status["status"], expect.status, "{}: {status:#}", ctx());
     for s in status["steps"].as_array().expect("steps") {
         assert_ne!(s["status"], "running", "{}: {status:#}", ctx());
@@ -416,7 +388,7 @@ fn kill_point(fx: &Fixture, when: &str, n: usize) {
     }
     for (id, want) in &expect.steps {
         assert_eq!(
-            step_of(&status, id)["status"],
+            step(&status, id)["status"],
             *want,
             "{}: {id} in {status:#}",
             ctx()
@@ -727,10 +699,10 @@ fn a_flag_step_the_engine_died_under_while_the_run_failed_is_restored() {
     );
     let log = lines_at(out.path(), "log");
     assert_eq!(log, ["a", "boom", "undo-boom", "undo-a"]);
-    let (status, _) = status_json(out, RUN);
+    let (status, _) = common::status_json(out, ST, RUN);
     assert_eq!(status["status"], "rolled_back");
-    assert_eq!(step_of(&status, "flag")["status"], "cancelled");
-    assert_eq!(step_of(&status, "flag")["rollback"]["status"], "succeeded");
+    assert_eq!(step(&status, "flag")["status"], "cancelled");
+    assert_eq!(step(&status, "flag")["rollback"]["status"], "succeeded");
 }
 
 const ON_RESUME_FAIL: &str = r#"
@@ -804,8 +776,8 @@ fn on_resume_fail_step_reports_why_in_status() {
     let j = Journal::read(crashed.path(), RUN);
     assert!(j.started("migrate") && j.finished("migrate").is_none());
     let out = resume(crashed, RUN).code(1);
-    let (status, _) = status_json(out, RUN);
-    let migrate = step_of(&status, "migrate");
+    let (status, _) = common::status_json(out, ST, RUN);
+    let migrate = step(&status, "migrate");
     assert_eq!(migrate["status"], "failed");
     assert!(
         migrate["error"]
@@ -931,10 +903,10 @@ fn a_crash_while_unwinding_after_ctrl_c_resumes_into_the_interrupted_unwinding()
             ["a", "b", "undo-b", "undo-a", "fin"],
             "after:{n}"
         );
-        let (status, _) = status_json(out, RUN);
+        let (status, _) = common::status_json(out, ST, RUN);
         assert_eq!(status["status"], "interrupted", "after:{n}");
-        assert_eq!(step_of(&status, "b")["status"], "cancelled");
-        assert_eq!(step_of(&status, "c")["status"], "not_started");
+        assert_eq!(step(&status, "b")["status"], "cancelled");
+        assert_eq!(step(&status, "c")["status"], "not_started");
     }
 }
 
@@ -989,7 +961,7 @@ fn a_torn_last_record_is_ignored_with_a_note_and_the_run_finishes() {
                 i + 1
             );
         }
-        let (status, out) = status_json(out, RUN);
+        let (status, out) = common::status_json(out, ST, RUN);
         assert_eq!(status["status"], "succeeded");
         // Resuming the finished run says so and exits 0, with no new note.
         out.again()
@@ -1151,7 +1123,7 @@ fn same_lock_key_is_refused_naming_the_holder_other_keys_run_and_resume_of_a_liv
     .success();
     let v: Json = serde_json::from_str(&st.stdout).unwrap();
     assert_eq!(v["status"], "running");
-    assert_eq!(step_of(&v, "hold")["status"], "running");
+    assert_eq!(step(&v, "hold")["status"], "running");
 
     // Another key is not blocked.
     let other = in_work(
@@ -1302,11 +1274,11 @@ fn rollback_of_a_succeeded_run_undoes_in_the_plans_order_with_recorded_outputs()
         ],
         "the plan's unwind order, whatever the completion order; then finally again"
     );
-    let (status, out) = status_json(out, RUN);
+    let (status, out) = common::status_json(out, ST, RUN);
     assert_eq!(status["status"], "rolled_back");
     for id in ["x", "y", "z"] {
-        assert_eq!(step_of(&status, id)["status"], "succeeded");
-        assert_eq!(step_of(&status, id)["rollback"]["status"], "succeeded");
+        assert_eq!(step(&status, id)["status"], "succeeded");
+        assert_eq!(step(&status, id)["rollback"]["status"], "succeeded");
     }
 
     // A second rollback has nothing left to do.
@@ -1484,20 +1456,20 @@ steps:
     }
 
     // One run, as JSON: steps with status, attempts and rollbacks.
-    let (bad, out) = status_json(text, "bad");
+    let (bad, out) = common::status_json(text, ST, "bad");
     assert_eq!(bad["run_id"], "bad");
     assert_eq!(bad["status"], "rolled_back");
-    assert_eq!(step_of(&bad, "first")["status"], "succeeded");
-    assert_eq!(step_of(&bad, "first")["attempts"], 1);
-    assert_eq!(step_of(&bad, "first")["rollback"]["status"], "succeeded");
-    assert_eq!(step_of(&bad, "flaky")["status"], "succeeded");
-    assert_eq!(step_of(&bad, "flaky")["attempts"], 2);
-    assert_eq!(step_of(&bad, "last")["status"], "failed");
-    assert_eq!(step_of(&bad, "last")["attempts"], 1);
-    let (crashed, out) = status_json(out, "crashed");
+    assert_eq!(step(&bad, "first")["status"], "succeeded");
+    assert_eq!(step(&bad, "first")["attempts"], 1);
+    assert_eq!(step(&bad, "first")["rollback"]["status"], "succeeded");
+    assert_eq!(step(&bad, "flaky")["status"], "succeeded");
+    assert_eq!(step(&bad, "flaky")["attempts"], 2);
+    assert_eq!(step(&bad, "last")["status"], "failed");
+    assert_eq!(step(&bad, "last")["attempts"], 1);
+    let (crashed, out) = common::status_json(out, ST, "crashed");
     assert_eq!(crashed["status"], "stopped");
-    assert_eq!(step_of(&crashed, "a")["status"], "succeeded");
-    assert_eq!(step_of(&crashed, "b")["status"], "not_started");
+    assert_eq!(step(&crashed, "a")["status"], "succeeded");
+    assert_eq!(step(&crashed, "b")["status"], "not_started");
 
     // One run, as text: a line per step with status and attempts.
     let text = out

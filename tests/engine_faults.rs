@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::log;
+
 use common::{report, step, Test};
 
 const RB: &str = "rb.yaml";
@@ -23,14 +25,6 @@ steps:
     shell: echo c >> log
     rollback: { shell: echo undo-c >> log }
 ";
-
-fn log(out: &common::Output) -> Vec<String> {
-    std::fs::read_to_string(out.path().join("log"))
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
 
 #[test]
 fn a_panicking_step_fails_and_the_run_unwinds() {

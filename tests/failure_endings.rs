@@ -7,37 +7,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{report, step, Test};
+use common::{log, report, step, Test};
 
 const RB: &str = "rb.yaml";
 const ST: &str = "st";
-
-fn log(out: &common::Output) -> Vec<String> {
-    std::fs::read_to_string(out.path().join("log"))
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-fn status_json(out: common::Output, run: &str) -> (common::Output, serde_json::Value) {
-    let out = out
-        .again()
-        .args(&["status", run, "--state-dir", ST, "--format", "json"])
-        .run()
-        .success();
-    let v = serde_json::from_str(&out.stdout).expect("status --format json is JSON");
-    (out, v)
-}
-
-fn status_step<'a>(status: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
-    status["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no step {id} in {status:#}"))
-}
 
 /// Two steps with rollbacks; b sleeps, and a's rollback is slow.
 const SLOW_UNDO: &str = r#"version: 1
@@ -95,7 +68,7 @@ fn second_signal_during_unwinding_left_no_way_to_finish_it() {
     assert_eq!(log(&out), ["a", "undo-b", "undo-a-start"]);
 
     // status says the same, with the command.
-    let (out, status) = status_json(out, "r1");
+    let (status, out) = common::status_json(out, ST, "r1");
     assert_eq!(status["status"], "unwind_incomplete");
     assert!(
         status["next"]
@@ -133,9 +106,9 @@ fn second_signal_during_unwinding_left_no_way_to_finish_it() {
     );
     let r = report(&out);
     assert_eq!(r["status"], "rolled_back");
-    let (_, status) = status_json(out, "r1");
+    let (status, _) = common::status_json(out, ST, "r1");
     assert_eq!(status["status"], "rolled_back");
-    let a = status_step(&status, "a");
+    let a = step(&status, "a");
     assert_eq!(a["rollback"]["status"], "succeeded");
     assert!(
         a["rollback_history"][0]["error"]
@@ -144,7 +117,7 @@ fn second_signal_during_unwinding_left_no_way_to_finish_it() {
             .contains("second signal"),
         "the stopped attempt is kept in the history: {a:#}"
     );
-    assert_eq!(status_step(&status, "b")["rollback"]["status"], "succeeded");
+    assert_eq!(step(&status, "b")["rollback"]["status"], "succeeded");
 }
 
 #[test]
@@ -280,10 +253,10 @@ steps:
         .args(&["rollback", "x", "--state-dir", ST])
         .run()
         .code(3);
-    let (_, status) = status_json(out, "x");
+    let (status, _) = common::status_json(out, ST, "x");
     assert_eq!(status["status"], "rollback_failed");
     assert_eq!(
-        status_step(&status, "a")["rollback_history"]
+        step(&status, "a")["rollback_history"]
             .as_array()
             .map(Vec::len),
         Some(1)
@@ -661,7 +634,7 @@ fn crash_anywhere_in_a_rollback_of(
             };
             let out = crashed.again().args(args).run().code(0);
             check(&label, &log(&out));
-            let (_, status) = status_json(out, run);
+            let (status, _) = common::status_json(out, ST, run);
             assert_eq!(status["status"], "rolled_back", "{label}");
         }
     }
@@ -768,7 +741,7 @@ fn crash_anywhere_in_the_second_signals_stop_then_the_unwind_is_finished() {
             let count = |l: &str| log.iter().filter(|x| *x == l).count();
             assert_eq!(count("undo-b"), 1, "{label}: {log:?}");
             assert_eq!(count("undo-a-end"), 1, "{label}: {log:?}");
-            let (_, status) = status_json(out, "r1");
+            let (status, _) = common::status_json(out, ST, "r1");
             assert!(
                 matches!(
                     status["status"].as_str(),
@@ -852,7 +825,10 @@ fn crash_anywhere_in_a_resumed_gate_then_resume_still_counts_the_earlier_failure
             }
             // No sample was taken twice but one whose record a crash lost
             // (at most one per crash).
-            assert!((4..=7).contains(&lines_of(&out, "count")), "{label}");
+            assert!(
+                (4..=7).contains(&common::lines_at(out.path(), "count").len()),
+                "{label}"
+            );
         }
     }
 }
@@ -870,12 +846,6 @@ fn continuing(stdout: &str) -> Option<(usize, usize)> {
     let (x, rest) = rest.split_once('/')?;
     let f = rest.split_once(" (")?.1.split_once(' ')?.0;
     Some((x.parse().ok()?, f.parse().ok()?))
-}
-
-fn lines_of(out: &common::Output, file: &str) -> usize {
-    std::fs::read_to_string(out.path().join(file))
-        .map(|t| t.lines().count())
-        .unwrap_or(0)
 }
 
 #[test]

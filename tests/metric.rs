@@ -14,6 +14,8 @@
 
 mod common;
 
+use common::log;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,12 +77,6 @@ fn assert_close(v: &Json, expected: f64) {
         (x - expected).abs() < expected.abs() * 1e-6 + 1e-9,
         "{x} is not {expected}"
     );
-}
-
-fn log(out: &Output) -> Vec<String> {
-    std::fs::read_to_string(out.path().join("log"))
-        .map(|t| t.lines().map(str::to_string).collect())
-        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------

@@ -545,6 +545,32 @@ pub(crate) fn plan_json(t: Test, file: &str, params: &[&str]) -> serde_json::Val
         .unwrap_or_else(|e| panic!("plan --format json is not JSON ({e}):\n{}", out.stdout))
 }
 
+/// The lines of a file in `dir` (none when it does not exist).
+pub(crate) fn lines_at(dir: &Path, rel: &str) -> Vec<String> {
+    match std::fs::read_to_string(dir.join(rel)) {
+        Ok(text) => text.lines().map(str::to_string).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The lines the runbook's steps appended to `log` in the test directory.
+pub(crate) fn log(out: &Output) -> Vec<String> {
+    lines_at(out.path(), "log")
+}
+
+/// `runbook status RUN --state-dir STATE --format json`, parsed (its steps
+/// have the report's shape: read one with [`step`]).
+pub(crate) fn status_json(out: Output, state_dir: &str, run: &str) -> (serde_json::Value, Output) {
+    let out = out
+        .again()
+        .args(&["status", run, "--state-dir", state_dir, "--format", "json"])
+        .run()
+        .success();
+    let v = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("status is not JSON ({e}):\n{}", out.stdout));
+    (v, out)
+}
+
 /// The first line (the header) of a run's journal, `<state>/runs/<id>/journal.jsonl`.
 pub(crate) fn journal_header(out: &Output, state_dir: &str, run_id: &str) -> serde_json::Value {
     let path = out
