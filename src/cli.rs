@@ -57,6 +57,9 @@ pub enum Command {
         /// Show what changed against the plan of this base version of the runbook.
         #[arg(long, value_name = "BASE_FILE")]
         diff: Option<PathBuf>,
+        /// With --diff: exit 1 when any risk is found (for CI).
+        #[arg(long, requires = "diff")]
+        fail_on_risk: bool,
     },
     /// Run a runbook.
     Run(RunArgs),
@@ -103,7 +106,11 @@ pub enum Command {
         format: DiagFormat,
     },
     /// Print the JSON Schema of the runbook format.
-    Schema,
+    Schema {
+        /// The schema of `plan --format json` instead.
+        #[arg(long)]
+        plan: bool,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -251,7 +258,8 @@ fn dispatch(cli: Cli) -> crate::error::Result {
             params,
             format,
             diff,
-        } => commands::plan(&file, &params, format, diff.as_deref()),
+            fail_on_risk,
+        } => commands::plan(&file, &params, format, diff.as_deref(), fail_on_risk),
         Command::Run(args) => crate::runner::run(RunSettings {
             state_dir,
             file: args.file,
@@ -287,8 +295,15 @@ fn dispatch(cli: Cli) -> crate::error::Result {
         Command::Status { run_id, format } => {
             crate::status::show(&state_dir, run_id.as_deref(), format == DiagFormat::Json)
         }
-        Command::Schema => {
-            print!("{}", crate::schema::json());
+        Command::Schema { plan } => {
+            print!(
+                "{}",
+                if plan {
+                    crate::schema::plan_json()
+                } else {
+                    crate::schema::json()
+                }
+            );
             Ok(Done::Ok)
         }
     }

@@ -127,12 +127,24 @@ fn print_warnings(name: &str, text: &str, ds: &[Diagnostic]) {
 }
 
 /// Params resolved against the runbook; bad ones are the error.
-pub fn params(
+pub fn params(rb: &Runbook, given: &[(String, String)]) -> Result<ResolvedParams> {
+    coded(plan::resolve_params(rb, given), None)
+}
+
+/// The params of a preview: required ones may be missing.
+fn preview_params(
     rb: &Runbook,
     given: &[(String, String)],
     base: Option<&str>,
 ) -> Result<ResolvedParams> {
-    plan::resolve_params(rb, given).map_err(|errors| {
+    coded(plan::resolve_params_for_preview(rb, given), base)
+}
+
+fn coded(
+    resolved: std::result::Result<ResolvedParams, Vec<(Code, String)>>,
+    base: Option<&str>,
+) -> Result<ResolvedParams> {
+    resolved.map_err(|errors| {
         Error::Coded(
             errors
                 .into_iter()
@@ -219,9 +231,10 @@ pub fn plan(
     given: &[(String, String)],
     format: Format,
     diff: Option<&Path>,
+    fail_on_risk: bool,
 ) -> Result {
     let loaded = load(file)?;
-    let resolved = params(&loaded.runbook, given, None)?;
+    let resolved = preview_params(&loaded.runbook, given, None)?;
     let (problems, plan) =
         plan::check_and_build(&loaded.runbook, &loaded.text, &resolved).map_err(Error::Invalid)?;
     preflight_errors(&loaded, problems)?;
@@ -237,11 +250,14 @@ pub fn plan(
         .cloned()
         .collect();
     let base_name = base_file.display().to_string();
-    let base_resolved = params(&base.runbook, &base_params, Some(&base_name))?;
+    let base_resolved = preview_params(&base.runbook, &base_params, Some(&base_name))?;
     let d = plan::diff(
         &plan::build_batched(&base.runbook, &base.text, &base_resolved).map_err(Error::Invalid)?,
         &plan,
     );
     print!("{}", plan::render_diff(&d, format));
+    if fail_on_risk && !d.risks.is_empty() {
+        return Ok(Done::RiskFound);
+    }
     Ok(Done::Ok)
 }

@@ -10,52 +10,19 @@
 mod common;
 
 use common::raw_tcp::{free_port, Untouched};
-use common::Test;
+use common::{redact_fingerprint, Test};
 
 const HELLO: &str = "examples/hello.yaml";
 const ROLLOUT: &str = "tests/fixtures/rollout.yaml";
 
 /// Plans a repository file in `format` and returns stdout; the plan must succeed.
 fn plan(file: &str, format: &str, params: &[&str]) -> String {
-    let mut args = vec!["plan", file, "--format", format];
-    for p in params {
-        args.extend(["--param", p]);
-    }
-    let out = Test::new()
-        .repo_file(file)
-        // A secret's real value must never reach a plan.
-        .env("DEPLOY_TOKEN", "hunter2-deploy-token")
-        .env("HELLO_TOKEN", "hunter2-hello-token")
-        .args(&args)
-        .run()
-        .success()
-        .stdout_not_contains("hunter2");
-    assert!(
-        out.stderr.is_empty(),
-        "plan wrote to stderr:\n{}",
-        out.stderr
-    );
-    out.stdout
-}
-
-/// The fingerprint hashes the engine's version too: snapshots keep its
-/// place, and `fingerprint_*` tests check its value.
-fn redact_fingerprint(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("sha256:") {
-        let (head, tail) = rest.split_at(at + "sha256:".len());
-        out.push_str(head);
-        let hex = tail.bytes().take_while(u8::is_ascii_hexdigit).count();
-        if hex == 64 {
-            out.push_str("<fingerprint>");
-            rest = &tail[64..];
-        } else {
-            rest = tail;
-        }
-    }
-    out.push_str(rest);
-    out
+    // A secret's real value must never reach a plan.
+    let env = [
+        ("DEPLOY_TOKEN", "hunter2-deploy-token"),
+        ("HELLO_TOKEN", "hunter2-hello-token"),
+    ];
+    common::plan_of(file, format, params, &env)
 }
 
 macro_rules! snapshot {
@@ -114,15 +81,27 @@ fn json_plan_is_machine_readable() {
             ["verify"]
         ])
     );
-    assert_eq!(json["approvals"][0]["required"], "2");
+    assert_eq!(
+        json["approvals"][0]["required"],
+        serde_json::json!({ "value": 2, "text": "2" })
+    );
     assert_eq!(
         json["approvals"][0]["approvers"],
         serde_json::json!(["alice", "bob"])
     );
     assert_eq!(json["flags"][0]["provider"], "redis `flags`");
+    let kinds: Vec<&str> = json["steps"][6]["rollback"]
+        .as_array()
+        .expect("rollback bodies")
+        .iter()
+        .map(|r| r["kind"].as_str().expect("kind"))
+        .collect();
+    assert_eq!(kinds, ["shell", "metric", "shell"]);
+    // Machine values: seconds and counts, not English.
+    assert_eq!(json["approvals"][0]["timeout"]["seconds"], 3600.0);
     assert_eq!(
-        json["steps"][6]["rollback"].as_array().map(Vec::len),
-        Some(5)
+        json["steps"][6]["rollback"][1]["gate"]["samples"]["value"],
+        3
     );
 }
 
@@ -196,15 +175,23 @@ fn param_outside_its_enum_is_a_usage_error() {
         );
 }
 
+/// `plan` works without required params (spec rev 2); `run` still needs them.
 #[test]
-fn missing_required_param_is_a_usage_error() {
+fn missing_required_param_is_a_usage_error_for_run_only() {
     Test::new()
         .repo_file(ROLLOUT)
-        .args(&["plan", ROLLOUT])
+        .args(&["run", ROLLOUT])
         .run()
         .code(2)
         .stdout_eq("")
         .stderr_contains("parameter `image` is required: pass --param image=VALUE");
+    Test::new()
+        .repo_file(ROLLOUT)
+        .args(&["plan", ROLLOUT])
+        .run()
+        .success()
+        .stdout_contains("Not given: image (shown as <params.image>)")
+        .stdout_contains("<params.image>");
 }
 
 #[test]

@@ -1,27 +1,32 @@
 //! `runbook plan --diff BASE`: what a change to a runbook changes in its plan.
 //!
-//! Reviewers care less about YAML lines than about consequences: a step that
-//! no longer has a rollback, a gate that lets more through, an approval that
-//! disappeared. The diff compares two [`Plan`]s built with the same params and
-//! puts those risks first, then the plain additions, removals and edits.
+//! Reviewers care less about YAML lines than about consequences: a gate that
+//! lets more through (because its condition changed, or a param default it
+//! reads did), an approval more people can give, a lock that no longer holds,
+//! a step that is no longer undone. The diff compares two resolved [`Plan`]s
+//! built with the same params, so a threshold is compared after its params
+//! are put in, and puts those risks first, each with why it matters; then
+//! params, and the plain additions, removals and edits.
 
 use std::fmt::Write as _;
 
 use serde::Serialize;
+use serde_json::Value as Json;
 
-use super::{Format, Plan, PlannedGate, PlannedStep};
-use crate::duration;
+use super::render::{md_code, md_text};
+use super::{Format, Plan, PlannedGate, PlannedStep, Threshold, TimeSpan};
 
 #[derive(Debug, Default, Serialize)]
 pub struct PlanDiff {
     pub base: String,
     pub head: String,
-    /// Changes that make the rollout riskier; each line says why.
-    pub risks: Vec<String>,
+    /// Changes that make the rollout riskier, worst first by kind.
+    pub risks: Vec<Risk>,
+    /// Params whose value (given or default) changed, appeared or went.
+    pub params: Vec<ParamChange>,
     pub added: Vec<String>,
     pub removed: Vec<String>,
-    /// Step id -> what changed in it.
-    pub changed: Vec<(String, Vec<String>)>,
+    pub changed: Vec<StepChange>,
     pub order_changed: bool,
     pub waves_before: Vec<Vec<String>>,
     pub waves_after: Vec<Vec<String>>,
@@ -29,9 +34,40 @@ pub struct PlanDiff {
     pub worst_case_after: String,
 }
 
+#[derive(Debug, Serialize)]
+pub struct Risk {
+    /// What changed, naming the step, gate, approval or param.
+    pub what: String,
+    /// Why a reviewer should care, in one line.
+    pub why: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ParamChange {
+    pub name: String,
+    pub before: Option<Json>,
+    pub after: Option<Json>,
+    /// Steps (gates among them) whose templates read it.
+    pub feeds: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StepChange {
+    pub step: String,
+    pub changes: Vec<FieldChange>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FieldChange {
+    pub field: String,
+    pub before: String,
+    pub after: String,
+}
+
 impl PlanDiff {
     pub fn is_empty(&self) -> bool {
         self.risks.is_empty()
+            && self.params.is_empty()
             && self.added.is_empty()
             && self.removed.is_empty()
             && self.changed.is_empty()
@@ -39,260 +75,482 @@ impl PlanDiff {
     }
 }
 
-fn worst(d: Option<std::time::Duration>) -> String {
-    d.map_or_else(|| "unbounded".to_string(), duration::format)
+fn worst(d: Option<&TimeSpan>) -> String {
+    d.map_or_else(|| "unbounded".to_string(), |t| t.text.clone())
 }
 
-/// Parses `value OP number` (or `number OP value`) into (op as if value is on the left, number).
-fn threshold(condition: &str) -> Option<(&'static str, f64)> {
-    let c = condition.trim();
-    for op in ["<=", ">=", "==", "<", ">"] {
-        if let Some((l, r)) = c.split_once(op) {
-            let (l, r) = (l.trim(), r.trim());
-            let flip = |op: &str| -> &'static str {
-                match op {
-                    "<=" => ">=",
-                    ">=" => "<=",
-                    "<" => ">",
-                    ">" => "<",
-                    _ => "==",
-                }
-            };
-            let norm = |op: &str| -> &'static str {
-                match op {
-                    "<=" => "<=",
-                    ">=" => ">=",
-                    "<" => "<",
-                    ">" => ">",
-                    _ => "==",
-                }
-            };
-            if l == "value" {
-                return r.parse().ok().map(|n| (norm(op), n));
-            }
-            if r == "value" {
-                return l.parse().ok().map(|n| (flip(op), n));
-            }
-            return None;
-        }
-    }
-    None
+struct Risks<'a> {
+    out: Vec<Risk>,
+    /// Params that changed: a changed threshold names the one it came through.
+    params: &'a [ParamChange],
 }
 
-fn gate_risks(id: &str, before: &PlannedGate, after: &PlannedGate, out: &mut Vec<String>) {
-    if before.condition != after.condition {
-        match (threshold(&before.condition), threshold(&after.condition)) {
-            (Some((op_a, a)), Some((op_b, b))) if op_a.chars().next() == op_b.chars().next() => {
-                // Same direction: an upper bound that rose, or a lower bound
-                // that fell, lets more through; so does `<` becoming `<=`.
-                let looser = match op_b {
-                    "<" | "<=" => b > a || (b == a && op_b == "<=" && op_a == "<"),
-                    ">" | ">=" => b < a || (b == a && op_b == ">=" && op_a == ">"),
-                    _ => false,
-                };
-                if looser {
-                    out.push(format!(
-                        "gate `{id}` loosened: `{}` -> `{}`",
-                        before.condition, after.condition
-                    ));
+impl Risks<'_> {
+    fn add(&mut self, what: String, why: &str) {
+        self.out.push(Risk {
+            what,
+            why: why.to_string(),
+        });
+    }
+
+    /// ` (through param `x`: 0.003 -> 0.03)` when the gate's condition text is
+    /// unchanged and a param it reads changed.
+    fn through(&self, step: &PlannedStep, before: &PlannedGate, after: &PlannedGate) -> String {
+        if before.condition != after.condition {
+            return String::new();
+        }
+        let via: Vec<String> = self
+            .params
+            .iter()
+            .filter(|p| step.reads_params.contains(&p.name))
+            .map(|p| {
+                format!(
+                    "param `{}` {} -> {}",
+                    p.name,
+                    code(&shown(p.before.as_ref())),
+                    code(&shown(p.after.as_ref()))
+                )
+            })
+            .collect();
+        if via.is_empty() {
+            String::new()
+        } else {
+            format!(" through {}", via.join(", "))
+        }
+    }
+
+    fn gate(&mut self, label: &str, step: &PlannedStep, before: &PlannedGate, after: &PlannedGate) {
+        if before.condition_rendered != after.condition_rendered {
+            let via = self.through(step, before, after);
+            let (a, b) = (&before.condition_rendered, &after.condition_rendered);
+            match (before.threshold, after.threshold) {
+                (Some(x), Some(y)) => {
+                    if let Some(by) = looser(x, y) {
+                        self.add(
+                            format!("{label} loosened{via}: `{a}` -> `{b}` ({by})"),
+                            "a worse value than before now passes the gate",
+                        );
+                    }
                 }
+                _ => self.add(
+                    format!("{label} condition changed{via}: `{a}` -> `{b}`"),
+                    "not a single bound the diff can compare: check it is not looser",
+                ),
             }
-            _ => out.push(format!(
-                "gate `{id}` condition changed: `{}` -> `{}` (check it is not looser)",
-                before.condition, after.condition
-            )),
         }
-    }
-    if let (Some(a), Some(b)) = (before.samples, after.samples) {
-        if b < a {
-            out.push(format!("gate `{id}` takes fewer samples: {a} -> {b}"));
+        if let (Some(a), Some(b)) = (before.samples.value, after.samples.value) {
+            if b < a {
+                self.add(
+                    format!("{label} takes fewer samples: {a} -> {b}"),
+                    "a shorter look at the metric lets a slow regression through",
+                );
+            }
         }
-    }
-    if let (Some(a), Some(b)) = (before.interval, after.interval) {
-        if b < a {
-            out.push(format!(
-                "gate `{id}` samples more often, a shorter soak: every {} -> every {}",
-                duration::format(a),
-                duration::format(b)
-            ));
+        if let (Some(a), Some(b)) = (before.interval.seconds, after.interval.seconds) {
+            if b < a {
+                self.add(
+                    format!(
+                        "{label} samples more often: every {} -> every {}",
+                        before.interval.text, after.interval.text
+                    ),
+                    "with the same samples, the soak is shorter",
+                );
+            }
         }
-    }
-    if let (Some(a), Some(b)) = (before.failure_limit, after.failure_limit) {
-        if b > a {
-            out.push(format!(
-                "gate `{id}` tolerates more failed samples: {a} -> {b}"
-            ));
+        if let (Some(a), Some(b)) = (before.failure_limit.value, after.failure_limit.value) {
+            if b > a {
+                self.add(
+                    format!("{label} tolerates more failed samples: {a} -> {b}"),
+                    "more breaches are needed before the rollout stops",
+                );
+            }
         }
-    }
-    if before.on_no_data == "fail" && after.on_no_data == "pass" {
-        out.push(format!("gate `{id}` now passes when there is no data"));
+        if before.on_no_data == "fail" && after.on_no_data == "pass" {
+            self.add(
+                format!("{label} now passes when there is no data"),
+                "a broken query or a silent exporter no longer stops the rollout",
+            );
+        }
     }
 }
 
-fn step_changes(a: &PlannedStep, b: &PlannedStep) -> Vec<String> {
+/// How much looser `after` is than `before`, or `None` if not looser.
+fn looser(before: Threshold, after: Threshold) -> Option<String> {
+    let upper = |op: &str| op.starts_with('<');
+    let lower = |op: &str| op.starts_with('>');
+    let (a, b) = (before.bound, after.bound);
+    let loosened = if upper(before.op) && upper(after.op) {
+        b > a || (b == a && after.op == "<=" && before.op == "<")
+    } else if lower(before.op) && lower(after.op) {
+        b < a || (b == a && after.op == ">=" && before.op == ">")
+    } else {
+        // `==` to a range, or a bound that changed direction.
+        before.op != after.op || a != b
+    };
+    if !loosened {
+        return None;
+    }
+    let ratio = if a != 0.0 && b != 0.0 && a.signum() == b.signum() {
+        let r = if b.abs() > a.abs() { b / a } else { a / b };
+        (r >= 1.5).then(|| format!("{}x", trim_float(r)))
+    } else {
+        None
+    };
+    Some(ratio.map_or_else(
+        || format!("bound {} -> {}", trim_float(a), trim_float(b)),
+        |r| format!("{r} looser"),
+    ))
+}
+
+fn trim_float(f: f64) -> String {
+    let s = format!("{f:.4}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// A code span inside a risk sentence: risk lines mark names and values
+/// with backticks, so a backtick of their own would end the span early.
+fn code(s: &str) -> String {
+    format!("`{}`", s.replace('`', "'"))
+}
+
+/// A risk line in Markdown: its backtick spans become code, the text
+/// between them is escaped.
+fn md_inline(s: &str) -> String {
+    s.split('`')
+        .enumerate()
+        .map(|(i, part)| {
+            if i % 2 == 1 {
+                md_code(part)
+            } else {
+                md_text(&part.replace(" -> ", " → "))
+            }
+        })
+        .collect()
+}
+
+fn shown(v: Option<&Json>) -> String {
+    v.map_or_else(|| "(none)".to_string(), Json::to_string)
+}
+
+fn field(out: &mut Vec<FieldChange>, name: &str, before: String, after: String) {
+    if before != after {
+        out.push(FieldChange {
+            field: name.to_string(),
+            before,
+            after,
+        });
+    }
+}
+
+fn opt<T>(v: Option<&T>, text: impl Fn(&T) -> String, none: &str) -> String {
+    v.map_or_else(|| none.to_string(), text)
+}
+
+fn step_changes(a: &PlannedStep, b: &PlannedStep) -> Vec<FieldChange> {
     let mut out = Vec::new();
-    if a.kind != b.kind {
-        out.push(format!("kind {} -> {}", a.kind, b.kind));
-    }
-    if a.needs != b.needs {
-        out.push(format!(
-            "needs [{}] -> [{}]",
-            a.needs.join(", "),
-            b.needs.join(", ")
-        ));
-    }
-    if a.when != b.when {
-        out.push(format!(
-            "when {} -> {}",
-            a.when.as_deref().unwrap_or("(always)"),
-            b.when.as_deref().unwrap_or("(always)")
-        ));
-    }
-    if a.action != b.action {
-        out.push(format!(
-            "does `{}` -> `{}`",
-            a.action.join("; "),
-            b.action.join("; ")
-        ));
-    }
-    if a.timeout != b.timeout {
-        out.push(format!(
-            "timeout {} -> {}",
-            a.timeout.as_deref().unwrap_or("none"),
-            b.timeout.as_deref().unwrap_or("none")
-        ));
-    }
-    if a.retry != b.retry {
-        out.push(format!(
-            "retry {} -> {}",
-            a.retry.as_deref().unwrap_or("none"),
-            b.retry.as_deref().unwrap_or("none")
-        ));
-    }
-    if a.rollback != b.rollback {
-        out.push(format!(
-            "rollback `{}` -> `{}`",
-            if a.rollback.is_empty() {
-                "none".into()
-            } else {
-                a.rollback.join("; ")
-            },
-            if b.rollback.is_empty() {
-                "none".into()
-            } else {
-                b.rollback.join("; ")
-            }
-        ));
-    }
-    if a.continue_on_failure != b.continue_on_failure {
-        out.push(format!(
-            "continue_on_failure {} -> {}",
-            a.continue_on_failure, b.continue_on_failure
-        ));
-    }
+    field(&mut out, "kind", a.kind.into(), b.kind.into());
+    field(&mut out, "needs", a.needs.join(", "), b.needs.join(", "));
+    let when = |s: &PlannedStep| s.when.clone().unwrap_or_else(|| "(always)".into());
+    field(&mut out, "when", when(a), when(b));
+    field(&mut out, "does", a.action.join("; "), b.action.join("; "));
+    let timeout = |s: &PlannedStep| opt(s.timeout.as_ref(), |t| t.text.clone(), "none");
+    field(&mut out, "timeout", timeout(a), timeout(b));
+    let retry = |s: &PlannedStep| opt(s.retry.as_ref(), |r| r.text.clone(), "none");
+    field(&mut out, "retry", retry(a), retry(b));
+    let rollback = |s: &PlannedStep| {
+        if s.rollback.is_empty() {
+            "none".to_string()
+        } else {
+            s.rollback
+                .iter()
+                .flat_map(|r| r.does.iter().cloned())
+                .collect::<Vec<_>>()
+                .join("; ")
+        }
+    };
+    field(&mut out, "rollback", rollback(a), rollback(b));
+    field(
+        &mut out,
+        "continue_on_failure",
+        a.continue_on_failure.to_string(),
+        b.continue_on_failure.to_string(),
+    );
     out
+}
+
+fn param_changes(base: &Plan, head: &Plan) -> Vec<ParamChange> {
+    let value = |p: &Plan, name: &str| {
+        p.params
+            .iter()
+            .find(|x| x.name == name)
+            .map(|x| x.value.clone())
+    };
+    let mut names: Vec<&str> = head.params.iter().map(|p| p.name.as_str()).collect();
+    for p in &base.params {
+        if !names.contains(&p.name.as_str()) {
+            names.push(&p.name);
+        }
+    }
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let (before, after) = (value(base, name), value(head, name));
+            (before != after).then(|| ParamChange {
+                name: name.to_string(),
+                feeds: head
+                    .params
+                    .iter()
+                    .chain(&base.params)
+                    .find(|p| p.name == name)
+                    .map(|p| p.used_by.clone())
+                    .unwrap_or_default(),
+                before,
+                after,
+            })
+        })
+        .collect()
 }
 
 /// Compares the plan of the base runbook with the plan of the new one.
 pub fn diff(base: &Plan, head: &Plan) -> PlanDiff {
+    let params = param_changes(base, head);
     let mut d = PlanDiff {
         base: base.runbook.clone(),
         head: head.runbook.clone(),
         waves_before: base.waves.clone(),
         waves_after: head.waves.clone(),
-        worst_case_before: worst(base.critical_path.worst_case),
-        worst_case_after: worst(head.critical_path.worst_case),
+        worst_case_before: worst(base.critical_path.worst_case.as_ref()),
+        worst_case_after: worst(head.critical_path.worst_case.as_ref()),
         ..PlanDiff::default()
+    };
+    let mut r = Risks {
+        out: Vec::new(),
+        params: &params,
     };
     let find = |p: &'_ Plan, id: &str| p.steps.iter().position(|s| s.id == id);
     for s in &head.steps {
-        match find(base, &s.id) {
-            None => d.added.push(s.id.clone()),
-            Some(i) => {
-                let before = &base.steps[i];
-                let changes = step_changes(before, s);
-                if !changes.is_empty() {
-                    d.changed.push((s.id.clone(), changes));
-                }
-                if !before.rollback.is_empty() && s.rollback.is_empty() {
-                    d.risks
-                        .push(format!("step `{}` no longer has a rollback", s.id));
-                }
-                if !before.continue_on_failure && s.continue_on_failure {
-                    d.risks
-                        .push(format!("a failure of `{}` no longer unwinds the run", s.id));
-                }
-                if let (Some(a), Some(b)) = (&before.gate, &s.gate) {
-                    gate_risks(&s.id, a, b, &mut d.risks);
-                }
-                // A gate sampled again after a breach lets a bad canary pass.
-                if s.kind == "metric" && s.retry.is_some() && before.retry != s.retry {
-                    d.risks.push(format!(
-                        "gate `{}` is retried after a breach: retry {} -> {}",
-                        s.id,
-                        before.retry.as_deref().unwrap_or("none"),
-                        s.retry.as_deref().unwrap_or("none")
-                    ));
-                }
-            }
+        let Some(i) = find(base, &s.id) else {
+            d.added.push(s.id.clone());
+            continue;
+        };
+        let before = &base.steps[i];
+        let changes = step_changes(before, s);
+        if !changes.is_empty() {
+            d.changed.push(StepChange {
+                step: s.id.clone(),
+                changes,
+            });
         }
+        step_risks(&mut r, before, s);
     }
     for s in &base.steps {
         if find(head, &s.id).is_none() {
             d.removed.push(s.id.clone());
             if s.kind == "metric" {
-                d.risks.push(format!("gate `{}` was removed", s.id));
+                r.add(
+                    format!("gate `{}` was removed", s.id),
+                    "nothing checks that metric any more",
+                );
             }
         }
     }
-    for a in &base.approvals {
-        match head.approvals.iter().find(|b| b.step == a.step) {
-            None => d.risks.push(format!("approval `{}` was dropped", a.step)),
-            Some(b) => {
-                if let (Ok(x), Ok(y)) = (a.required.parse::<i64>(), b.required.parse::<i64>()) {
-                    if y < x {
-                        d.risks.push(format!(
-                            "approval `{}` needs fewer approvers: {x} -> {y}",
-                            a.step
-                        ));
-                    }
-                }
-                if a.allow_self_approval != b.allow_self_approval && b.allow_self_approval {
-                    d.risks
-                        .push(format!("approval `{}` now allows self approval", a.step));
-                }
+    for (title, list_a, list_b) in [
+        ("on_failure", &base.on_failure, &head.on_failure),
+        ("finally", &base.finally, &head.finally),
+    ] {
+        for s in list_a {
+            if !list_b.iter().any(|x| x.id == s.id) {
+                r.add(
+                    format!("{title} step `{}` was removed", s.id),
+                    if title == "on_failure" {
+                        "a failure no longer runs it (a page, a notice)"
+                    } else {
+                        "the run no longer ends with it"
+                    },
+                );
             }
         }
     }
-    for f in &head.flags {
-        if !f.restored_on_failure {
-            if let Some(before) = base.flags.iter().find(|x| x.step == f.step) {
-                if before.restored_on_failure {
-                    d.risks.push(format!(
-                        "flag change `{}` is no longer restored on failure",
-                        f.step
-                    ));
-                }
-            }
-        }
-    }
-    let common_before: Vec<&String> = base
+    approval_risks(&mut r, base, head);
+    top_level_risks(&mut r, base, head);
+    d.risks = r.out;
+    d.params = params;
+    let common_before: std::collections::HashSet<&String> = base
         .steps
         .iter()
         .map(|s| &s.id)
         .filter(|id| find(head, id).is_some())
         .collect();
-    let order_of = |p: &Plan| -> Vec<String> { p.waves.iter().flatten().cloned().collect() };
-    let before_order: Vec<String> = order_of(base)
-        .into_iter()
-        .filter(|id| common_before.contains(&id))
-        .collect();
-    let after_order: Vec<String> = order_of(head)
-        .into_iter()
-        .filter(|id| common_before.contains(&id))
-        .collect();
-    d.order_changed = before_order != after_order || base.waves.len() != head.waves.len();
+    let order_of = |p: &Plan| -> Vec<String> {
+        p.waves
+            .iter()
+            .flatten()
+            .filter(|id| common_before.contains(id))
+            .cloned()
+            .collect()
+    };
+    d.order_changed = order_of(base) != order_of(head) || base.waves.len() != head.waves.len();
     d
+}
+
+fn step_risks(r: &mut Risks<'_>, before: &PlannedStep, s: &PlannedStep) {
+    let id = &s.id;
+    if !before.rollback.is_empty() && s.rollback.is_empty() {
+        r.add(
+            format!("step `{id}` no longer has a rollback"),
+            "a failure after it leaves its change in place",
+        );
+    }
+    if !before.continue_on_failure && s.continue_on_failure {
+        r.add(
+            format!("a failure of `{id}` no longer unwinds the run"),
+            "the run goes on past it (continue_on_failure)",
+        );
+    }
+    if before.timeout.is_some() && s.timeout.is_none() {
+        r.add(
+            format!("step `{id}` no longer has a timeout"),
+            "a hang now waits forever",
+        );
+    }
+    let guards = matches!(s.kind, "metric" | "approval");
+    if guards && before.when.is_none() && s.when.is_some() {
+        r.add(
+            format!(
+                "{} `{id}` may now be skipped: when {}",
+                s.kind,
+                s.when.as_deref().unwrap_or_default()
+            ),
+            "the check no longer runs on every rollout",
+        );
+    }
+    if guards && before.when_value != Some(false) && s.when_value == Some(false) {
+        r.add(
+            format!("{} `{id}` is skipped with these params", s.kind),
+            "its `when` is now false: the check does not run",
+        );
+    }
+    if let (Some(a), Some(b)) = (&before.gate, &s.gate) {
+        r.gate(&format!("gate `{id}`"), s, a, b);
+    }
+    // Step-down gates and other checks inside rollback bodies, by position.
+    for (n, (a, b)) in before.rollback.iter().zip(&s.rollback).enumerate() {
+        if let (Some(a), Some(b)) = (&a.gate, &b.gate) {
+            r.gate(&format!("rollback gate {} of `{id}`", n + 1), s, a, b);
+        }
+    }
+    let gates_before = before.rollback.iter().filter(|x| x.gate.is_some()).count();
+    let gates_after = s.rollback.iter().filter(|x| x.gate.is_some()).count();
+    if gates_after < gates_before && !s.rollback.is_empty() {
+        r.add(
+            format!("rollback of `{id}` has fewer gates: {gates_before} -> {gates_after}"),
+            "a step-down goes on without checking the metric between steps",
+        );
+    }
+    // A gate sampled again after a breach lets a bad canary pass.
+    let attempts = |x: &PlannedStep| x.retry.as_ref().and_then(|r| r.attempts.value);
+    if s.kind == "metric"
+        && s.retry.is_some()
+        && (before.retry.is_none() || attempts(s) > attempts(before))
+    {
+        r.add(
+            format!(
+                "gate `{id}` is retried after a breach: retry {} -> {}",
+                before.retry.as_ref().map_or("none", |x| x.text.as_str()),
+                s.retry.as_ref().map_or("none", |x| x.text.as_str())
+            ),
+            "a failed gate is sampled again until it passes",
+        );
+    }
+}
+
+fn approval_risks(r: &mut Risks<'_>, base: &Plan, head: &Plan) {
+    for a in &base.approvals {
+        let Some(b) = head.approvals.iter().find(|b| b.step == a.step) else {
+            r.add(
+                format!("approval `{}` was dropped", a.step),
+                "the rollout no longer waits for a person",
+            );
+            continue;
+        };
+        if let (Some(x), Some(y)) = (a.required.value, b.required.value) {
+            if y < x {
+                r.add(
+                    format!("approval `{}` needs fewer approvers: {x} -> {y}", a.step),
+                    "fewer people must agree",
+                );
+            }
+        }
+        match (&a.approvers, &b.approvers) {
+            (Some(_), None) => r.add(
+                format!("approval `{}` may now be given by anyone", a.step),
+                "its approvers list was removed",
+            ),
+            (Some(x), Some(y)) => {
+                let new: Vec<&String> = y.iter().filter(|n| !x.contains(n)).collect();
+                if !new.is_empty() {
+                    let names: Vec<String> = new.iter().map(|n| code(n)).collect();
+                    r.add(
+                        format!(
+                            "approval `{}` may now be given by {}",
+                            a.step,
+                            names.join(", ")
+                        ),
+                        "more people can approve the rollout",
+                    );
+                }
+            }
+            _ => {}
+        }
+        if !a.allow_self_approval && b.allow_self_approval {
+            r.add(
+                format!("approval `{}` now allows self approval", a.step),
+                "whoever starts the run can approve it alone",
+            );
+        }
+        if a.identity == "verified" && b.identity != "verified" {
+            r.add(
+                format!("approval `{}` no longer verifies identities", a.step),
+                "approver names are now claimed, not proven",
+            );
+        }
+    }
+    for f in &head.flags {
+        let was_restored = base
+            .flags
+            .iter()
+            .find(|x| x.step == f.step)
+            .is_some_and(|x| x.restored_on_failure);
+        if was_restored && !f.restored_on_failure {
+            r.add(
+                format!("flag change `{}` is no longer restored on failure", f.step),
+                "an unwind leaves users on the new value",
+            );
+        }
+    }
+}
+
+fn top_level_risks(r: &mut Risks<'_>, base: &Plan, head: &Plan) {
+    match (&base.lock, &head.lock) {
+        (Some(l), None) => r.add(
+            format!("lock {} was removed", code(l)),
+            "two runs of this runbook can now act at once",
+        ),
+        (Some(a), Some(b)) if a != b => r.add(
+            format!("lock changed: {} -> {}", code(a), code(b)),
+            "runs holding the old lock no longer exclude this one",
+        ),
+        _ => {}
+    }
+    if head.concurrency > base.concurrency {
+        r.add(
+            format!(
+                "concurrency raised: {} -> {}",
+                base.concurrency, head.concurrency
+            ),
+            "more steps act at once, so a failure catches more of them mid-change",
+        );
+    }
 }
 
 pub fn render_diff(d: &PlanDiff, format: Format) -> String {
@@ -310,9 +568,11 @@ pub fn render_diff(d: &PlanDiff, format: Format) -> String {
             let _ = writeln!(o, "\n{title}:");
         }
     };
-    let code = |s: &str| if md { format!("`{s}`") } else { s.to_string() };
+    let code = |s: &str| if md { md_code(s) } else { s.to_string() };
+    let arrow = if md { "→" } else { "->" };
+    let line = |s: &str| if md { md_inline(s) } else { s.to_string() };
     if md {
-        let _ = writeln!(o, "## Plan changes: `{}`", d.head);
+        let _ = writeln!(o, "## Plan changes: {}", md_code(&d.head));
     } else {
         let _ = writeln!(o, "Plan changes: {}", d.head);
     }
@@ -321,9 +581,31 @@ pub fn render_diff(d: &PlanDiff, format: Format) -> String {
         return o;
     }
     if !d.risks.is_empty() {
-        h(&mut o, "Needs a careful look");
+        h(
+            &mut o,
+            &format!("Needs a careful look ({} risk(s))", d.risks.len()),
+        );
         for r in &d.risks {
-            let _ = writeln!(o, "- {}{r}", if md { "⚠️ " } else { "! " });
+            let mark = if md { "⚠️ " } else { "! " };
+            let _ = writeln!(o, "- {mark}{}: {}", line(&r.what), line(&r.why));
+        }
+    }
+    if !d.params.is_empty() {
+        h(&mut o, "Params");
+        for p in &d.params {
+            let feeds = if p.feeds.is_empty() {
+                "read by no step".to_string()
+            } else {
+                let ids: Vec<String> = p.feeds.iter().map(|f| code(f)).collect();
+                format!("feeds {}", ids.join(", "))
+            };
+            let _ = writeln!(
+                o,
+                "- {}: {} {arrow} {} ({feeds})",
+                code(&p.name),
+                code(&shown(p.before.as_ref())),
+                code(&shown(p.after.as_ref()))
+            );
         }
     }
     if !d.added.is_empty() {
@@ -340,10 +622,16 @@ pub fn render_diff(d: &PlanDiff, format: Format) -> String {
     }
     if !d.changed.is_empty() {
         h(&mut o, "Steps changed");
-        for (id, changes) in &d.changed {
-            let _ = writeln!(o, "- {}", code(id));
-            for c in changes {
-                let _ = writeln!(o, "  - {c}");
+        for c in &d.changed {
+            let _ = writeln!(o, "- {}", code(&c.step));
+            for f in &c.changes {
+                let _ = writeln!(
+                    o,
+                    "  - {}: {} {arrow} {}",
+                    f.field,
+                    code(&f.before),
+                    code(&f.after)
+                );
             }
         }
     }
@@ -355,14 +643,14 @@ pub fn render_diff(d: &PlanDiff, format: Format) -> String {
                 .collect::<Vec<_>>()
                 .join(" -> ")
         };
-        let _ = writeln!(o, "- before: {}", show(&d.waves_before));
-        let _ = writeln!(o, "- after:  {}", show(&d.waves_after));
+        let _ = writeln!(o, "- before: {}", code(&show(&d.waves_before)));
+        let _ = writeln!(o, "- after: {}", code(&show(&d.waves_after)));
     }
     if d.worst_case_before != d.worst_case_after {
         h(&mut o, "Duration");
         let _ = writeln!(
             o,
-            "- worst case {} -> {}",
+            "- worst case {} {arrow} {}",
             d.worst_case_before, d.worst_case_after
         );
     }
@@ -372,12 +660,32 @@ pub fn render_diff(d: &PlanDiff, format: Format) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::preview::threshold;
 
     #[test]
     fn thresholds_normalise_direction() {
-        assert_eq!(threshold("value < 0.01"), Some(("<", 0.01)));
-        assert_eq!(threshold("0.01 > value"), Some(("<", 0.01)));
-        assert_eq!(threshold("value >= 99.5"), Some((">=", 99.5)));
-        assert_eq!(threshold("value < vars.x"), None);
+        let t = |s| threshold(s).map(|t| (t.op, t.bound));
+        assert_eq!(t("value < 0.01"), Some(("<", 0.01)));
+        assert_eq!(t("0.01 > value"), Some(("<", 0.01)));
+        assert_eq!(t("value >= 99.5"), Some((">=", 99.5)));
+        assert_eq!(t("value < vars.x"), None);
+    }
+
+    #[test]
+    fn looser_says_by_how_much() {
+        let th = |op, bound| Threshold { op, bound };
+        assert_eq!(
+            looser(th("<=", 0.003), th("<=", 0.03)).as_deref(),
+            Some("10x looser")
+        );
+        assert_eq!(looser(th("<=", 0.03), th("<=", 0.003)), None);
+        assert_eq!(
+            looser(th(">=", 99.5), th(">=", 99.0)).as_deref(),
+            Some("bound 99.5 -> 99")
+        );
+        assert_eq!(
+            looser(th("<", 1.0), th("<=", 1.0)).as_deref(),
+            Some("bound 1 -> 1")
+        );
     }
 }

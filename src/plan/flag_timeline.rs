@@ -7,6 +7,7 @@
 //! Writers with `rollback: false` are not undone, so they are not shown.
 
 use minijinja::Value;
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::preview::{show, show_json};
@@ -14,7 +15,7 @@ use crate::runbook::{ActionKind, Rollback, Runbook};
 
 /// The values one flag takes, in order, from its value when the unwind
 /// starts; a skipped restore is listed as `skipped: ...`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct FlagTimeline {
     pub flag: String,
     pub values: Vec<String>,

@@ -10,6 +10,7 @@
 
 mod diff;
 mod flag_timeline;
+mod param_use;
 mod params;
 mod preflight;
 mod preview;
@@ -19,11 +20,12 @@ mod unwind;
 use std::sync::Arc;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value as Json;
 
 pub use diff::{diff, render_diff, PlanDiff};
-pub use params::{resolve_params, ResolvedParams};
+pub use params::{resolve_params, resolve_params_for_preview, ResolvedParams};
 pub use preflight::{preflight, PLAN_ROOTS, RUN_ROOTS};
 pub use preview::worst_case;
 pub use render::{render, Format};
@@ -34,7 +36,7 @@ use crate::runbook::{ActionKind, Rollback, Runbook, Step};
 
 use params::secret_params;
 use preview::{
-    dur_text, flag_store, num_text, preview_context, show, show_json, static_when, step_preview,
+    count, flag_store, preview_context, preview_json, show, static_when, step_preview, time_span,
 };
 
 impl Plan {
@@ -44,7 +46,11 @@ impl Plan {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(
+    title = "runbook plan",
+    description = "`runbook plan --format json`: what a run of this runbook with these params would do. Durations are `{seconds, text}` (seconds `null` when only a run can know them), counts `{value, text}`; `null` where a field does not apply."
+)]
 pub struct Plan {
     /// What `run` executes: the validated runbook this plan was built from.
     #[serde(skip)]
@@ -60,10 +66,16 @@ pub struct Plan {
     pub runbook: String,
     pub description: Option<String>,
     pub params: Vec<PlanParam>,
+    /// Required params this plan was built without: shown as `<params.NAME>`.
+    pub not_given: Vec<String>,
+    /// `claimed` (names as given with `--as`) until approvals are signed.
+    pub identity: &'static str,
     pub concurrency: usize,
     pub lock: Option<String>,
     /// Step ids by wave: each wave may run in parallel once the one before it is done.
     pub waves: Vec<Vec<String>>,
+    /// Stages in the order their first step appears, with their steps.
+    pub stages: Vec<PlannedStage>,
     pub steps: Vec<PlannedStep>,
     pub on_failure: Vec<PlannedStep>,
     pub finally: Vec<PlannedStep>,
@@ -74,86 +86,168 @@ pub struct Plan {
     pub critical_path: CriticalPath,
 }
 
-#[derive(Debug, Serialize)]
-pub struct PlanParam {
-    pub name: String,
-    pub value: Json,
-    /// `given`, `default`.
-    pub source: &'static str,
+/// A duration: `seconds` is `null` when only a run can know it.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct TimeSpan {
+    pub seconds: Option<f64>,
+    /// As written in a runbook (`4h`, `1d 2h`), or `<params.NAME>`.
+    pub text: String,
 }
 
-#[derive(Debug, Serialize)]
+impl TimeSpan {
+    pub fn of(d: Duration) -> TimeSpan {
+        TimeSpan {
+            seconds: Some(d.as_secs_f64()),
+            text: duration::format(d),
+        }
+    }
+
+    pub fn duration(&self) -> Option<Duration> {
+        self.seconds.map(Duration::from_secs_f64)
+    }
+}
+
+/// A whole number: `value` is `null` when only a run can know it.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct Count {
+    pub value: Option<i64>,
+    pub text: String,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PlanParam {
+    pub name: String,
+    /// `"***"` for a secret; `null` when not given.
+    pub value: Json,
+    /// `given`, `default` or `not_given`.
+    pub source: &'static str,
+    pub secret: bool,
+    /// Steps whose templates read it, directly or through vars.
+    pub used_by: Vec<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PlannedStage {
+    pub name: String,
+    pub steps: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct PlannedRetry {
+    /// Attempts in all, the first included.
+    pub attempts: Count,
+    pub delay: TimeSpan,
+    /// `fixed` or `exponential`.
+    pub backoff: &'static str,
+    pub max_delay: Option<TimeSpan>,
+    pub jitter: bool,
+    pub text: String,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct PlannedStep {
     pub id: String,
     pub name: Option<String>,
     pub stage: Option<String>,
     pub kind: &'static str,
+    /// 1-based; 0 for `on_failure` and `finally` steps.
     pub wave: usize,
     pub needs: Vec<String>,
     pub when: Option<String>,
     /// The `when` value if params alone decide it.
     pub when_value: Option<bool>,
+    /// Params not given that the `when` depends on.
+    pub when_not_given: Vec<String>,
     /// The rendered command, request, query, message or flag change.
     pub action: Vec<String>,
-    pub timeout: Option<String>,
-    pub retry: Option<String>,
+    /// The step's deadline (an approval's own `timeout` for approvals).
+    pub timeout: Option<TimeSpan>,
+    /// `null` when the step has one attempt.
+    pub retry: Option<PlannedRetry>,
     pub continue_on_failure: bool,
     /// How this step is undone: rendered rollback bodies, or the automatic flag restore.
-    pub rollback: Vec<String>,
+    pub rollback: Vec<PlannedRollback>,
     /// If this step fails, the rollbacks that run, in order: the first
     /// [`MAX_LISTED_UNWINDS`] of them; `on_failure_unwinds_more` counts the rest.
     pub on_failure_unwinds: Vec<String>,
     /// How many rollbacks run after those listed in `on_failure_unwinds`.
-    #[serde(skip_serializing_if = "is_zero")]
     pub on_failure_unwinds_more: usize,
     /// If this step fails, the values each flag takes during the unwind
     /// (empty when the list of rollbacks was shortened).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub flags_on_failure: Vec<flag_timeline::FlagTimeline>,
     /// A metric gate's terms, for reviewers and `plan --diff`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub gate: Option<PlannedGate>,
-    /// Worst case for this step alone; `None` when unbounded.
-    #[serde(serialize_with = "ser_dur")]
-    pub worst_case: Option<Duration>,
+    /// Params its templates read, directly or through vars.
+    pub reads_params: Vec<String>,
+    /// When everything passes at the first try: gate windows; commands,
+    /// requests, flag writes and waits for people count as nothing.
+    pub typical: Option<TimeSpan>,
+    /// Every attempt, delay and timeout used; `null` when unbounded.
+    pub worst_case: Option<TimeSpan>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct PlannedRollback {
+    pub kind: &'static str,
+    pub does: Vec<String>,
+    pub gate: Option<PlannedGate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct PlannedGate {
     pub provider: String,
     pub query: String,
+    /// As written.
     pub condition: String,
-    pub samples: Option<i64>,
-    #[serde(serialize_with = "ser_dur")]
-    pub interval: Option<Duration>,
-    pub failure_limit: Option<i64>,
+    /// With param and var values put in: `value <= 0.003`.
+    pub condition_rendered: String,
+    /// The bound the rendered condition sets, when it is one comparison.
+    pub threshold: Option<Threshold>,
+    pub samples: Count,
+    pub interval: TimeSpan,
+    pub failure_limit: Count,
+    /// `fail` or `pass`.
     pub on_no_data: &'static str,
 }
 
-#[derive(Debug, Serialize)]
+/// `value OP bound`, normalised so `value` is on the left.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, JsonSchema)]
+pub struct Threshold {
+    /// `<`, `<=`, `>`, `>=` or `==`.
+    pub op: &'static str,
+    pub bound: f64,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct PlannedApproval {
     pub step: String,
     pub message: Option<String>,
-    pub required: String,
+    pub required: Count,
+    /// `null`: anyone may approve.
     pub approvers: Option<Vec<String>>,
-    pub timeout: Option<String>,
+    /// `null`: waits until answered.
+    pub timeout: Option<TimeSpan>,
     pub allow_self_approval: bool,
+    /// `claimed`: approver names are taken as given (`--as`), not proven.
+    pub identity: &'static str,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct PlannedFlag {
     pub step: String,
     pub provider: String,
     pub name: String,
-    pub value: String,
+    /// The value written, as JSON; run-time values as `"<steps.x.outputs.y>"`.
+    pub value: Json,
     pub restored_on_failure: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct CriticalPath {
     pub steps: Vec<String>,
-    #[serde(serialize_with = "ser_dur")]
-    pub worst_case: Option<Duration>,
+    /// `null` when unbounded.
+    pub worst_case: Option<TimeSpan>,
+    pub typical: Option<TimeSpan>,
 }
 
 /// The most rollbacks listed for one step in [`PlannedStep::on_failure_unwinds`].
@@ -162,17 +256,6 @@ pub struct CriticalPath {
 /// with a rollback, it is ~10^7 names (750 MiB to build, 160 MiB of text). The
 /// rest of each list is counted, and `unwind_order` gives the whole order.
 pub const MAX_LISTED_UNWINDS: usize = 25;
-
-fn is_zero(n: &usize) -> bool {
-    *n == 0
-}
-
-fn ser_dur<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => s.serialize_str(&duration::format(*d)),
-        None => s.serialize_str("unbounded"),
-    }
-}
 
 /// Pre-flight as `plan` runs it and the plan, rendered on one template
 /// worker: one thread hop for all their templates instead of one each (a
@@ -206,7 +289,12 @@ pub fn build_batched(
 /// What `plan` reports before showing a plan: the pre-flight errors a run
 /// with these params would stop at, as far as a preview can know them.
 pub fn check(rb: &Runbook, params: &ResolvedParams) -> Vec<crate::diagnostics::Diagnostic> {
-    preflight(rb, &preview_context(rb, params), PLAN_ROOTS)
+    preflight(
+        rb,
+        &preview_context(rb, params),
+        PLAN_ROOTS,
+        &not_given(rb, params),
+    )
 }
 
 /// The plan fingerprint: `sha256:` + hex of the runbook's text, the
@@ -248,11 +336,29 @@ pub fn given_secret_params(rb: &Runbook, params: &ResolvedParams) -> Vec<String>
 
 impl Plan {
     /// Builds the plan `run` executes and `plan` previews; `text` is the
-    /// runbook file as written (for the fingerprint).
+    /// runbook file as written (for the fingerprint). Required params absent
+    /// from `params` (a preview's) render as `<params.NAME>`.
     pub fn build(rb: &Arc<Runbook>, text: &str, params: &ResolvedParams) -> Plan {
         let ctx = preview_context(rb, params);
+        let uses = param_use::ParamUse::new(rb);
+        let not_given = not_given(rb, params);
         let graph = &rb.graph;
         let order = UnwindOrder::new(&rb.steps, graph);
+        let preview = |s: &Step, wave: usize| {
+            let (mut p, span) = step_preview(rb, s, wave, &ctx);
+            p.reads_params = uses.of_step(s).into_iter().collect();
+            if let Some(w) = &s.when {
+                p.when_not_given = uses
+                    .of_text(&w.text)
+                    .into_iter()
+                    .filter(|n| not_given.contains(n))
+                    .collect();
+                if !p.when_not_given.is_empty() {
+                    p.when_value = None;
+                }
+            }
+            (p, span)
+        };
         // Steps the params skip never start, so are never undone: the
         // preview leaves them out (the run's order is the same list).
         let unwind: Vec<usize> = order
@@ -262,32 +368,25 @@ impl Plan {
             .filter(|&i| static_when(&rb.steps[i], &ctx) != Some(false))
             .collect();
         let mut unwinds = unwinds_on_failure(graph, &unwind, rb.steps.len());
-
-        let mut planned = |i: usize, s: &Step, wave: usize| -> PlannedStep {
-            let (listed, more) = std::mem::take(&mut unwinds[i]);
-            let names = listed.iter().map(|&j| rb.steps[j].id.clone()).collect();
-            let mut p = step_preview(rb, s, wave, &ctx, names);
-            p.on_failure_unwinds_more = more;
-            if more == 0 {
-                p.flags_on_failure = flag_timeline::for_unwind(rb, &listed, &ctx);
-            }
-            p
-        };
+        let mut spans = Vec::with_capacity(rb.steps.len());
         let steps: Vec<PlannedStep> = rb
             .steps
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let mut p = planned(i, s, graph.wave(i) + 1);
+                let (listed, more) = std::mem::take(&mut unwinds[i]);
+                let (mut p, span) = preview(s, graph.wave(i) + 1);
+                p.on_failure_unwinds = listed.iter().map(|&j| rb.steps[j].id.clone()).collect();
+                p.on_failure_unwinds_more = more;
+                if more == 0 {
+                    p.flags_on_failure = flag_timeline::for_unwind(rb, &listed, &ctx);
+                }
                 p.needs = s.needs.iter().map(|&j| rb.steps[j].id.clone()).collect();
+                spans.push(span);
                 p
             })
             .collect();
-        let aux = |list: &[Step]| {
-            list.iter()
-                .map(|s| step_preview(rb, s, 0, &ctx, Vec::new()))
-                .collect::<Vec<_>>()
-        };
+        let aux = |list: &[Step]| list.iter().map(|s| preview(s, 0).0).collect::<Vec<_>>();
 
         let mut approvals = Vec::new();
         let mut flags = Vec::new();
@@ -303,19 +402,20 @@ impl Plan {
                 ActionKind::Approval(a) => approvals.push(PlannedApproval {
                     step: s.id.clone(),
                     message: a.message.as_ref().map(|m| show(m, &ctx)),
-                    required: num_text(&a.required, &ctx),
+                    required: count(&a.required, &ctx),
                     approvers: a
                         .approvers
                         .as_ref()
                         .map(|l| l.iter().map(|who| show(who, &ctx)).collect()),
-                    timeout: a.timeout.as_ref().map(|t| dur_text(t, &ctx)),
+                    timeout: a.timeout.as_ref().map(|t| time_span(t, &ctx)),
                     allow_self_approval: a.allow_self_approval,
+                    identity: IDENTITY,
                 }),
                 ActionKind::Flag(f) => flags.push(PlannedFlag {
                     step: s.id.clone(),
                     provider: flag_store(rb, f.provider.as_deref()),
                     name: show(&f.name, &ctx),
-                    value: show_json(&f.value, &ctx),
+                    value: preview_json(&f.value, &ctx),
                     // Only main steps are unwound; on_failure/finally run after it.
                     restored_on_failure: n < main && !matches!(s.rollback, Rollback::None),
                 }),
@@ -323,8 +423,49 @@ impl Plan {
             }
         }
 
-        let (worst, path) = graph.longest_path(|i| steps[i].worst_case);
+        let (worst, path) = graph.longest_path(|i| spans[i].worst);
+        let (typical, _) = graph.longest_path(|i| spans[i].typical);
         let secret_params = secret_params(rb);
+        let mut used_by: std::collections::HashMap<&str, Vec<String>> =
+            std::collections::HashMap::new();
+        let on_failure = aux(&rb.on_failure);
+        let finally = aux(&rb.finally);
+        for p in steps.iter().chain(&on_failure).chain(&finally) {
+            for r in &p.reads_params {
+                used_by.entry(r.as_str()).or_default().push(p.id.clone());
+            }
+        }
+        let mut stages: Vec<PlannedStage> = Vec::new();
+        for s in &steps {
+            let Some(stage) = &s.stage else { continue };
+            match stages.iter_mut().find(|x| &x.name == stage) {
+                Some(x) => x.steps.push(s.id.clone()),
+                None => stages.push(PlannedStage {
+                    name: stage.clone(),
+                    steps: vec![s.id.clone()],
+                }),
+            }
+        }
+        let params_out = rb
+            .params
+            .iter()
+            .map(|decl| {
+                let name = decl.name.clone();
+                let secret = secret_params.contains(name.as_str());
+                let (value, source) = match params.get(&name) {
+                    Some(_) if secret => (Json::String("***".into()), source_of(params, &name)),
+                    Some((v, _)) => (v.clone(), source_of(params, &name)),
+                    None => (Json::Null, "not_given"),
+                };
+                PlanParam {
+                    used_by: used_by.remove(name.as_str()).unwrap_or_default(),
+                    name,
+                    value,
+                    source,
+                    secret,
+                }
+            })
+            .collect();
         Plan {
             source: rb.clone(),
             resolved: params.clone(),
@@ -332,18 +473,9 @@ impl Plan {
             unwind: order.clone(),
             runbook: rb.name.clone(),
             description: rb.description.clone(),
-            params: params
-                .iter()
-                .map(|(k, (v, given))| PlanParam {
-                    name: k.clone(),
-                    value: if secret_params.contains(k.as_str()) {
-                        Json::String("***".into())
-                    } else {
-                        v.clone()
-                    },
-                    source: if *given { "given" } else { "default" },
-                })
-                .collect(),
+            params: params_out,
+            not_given,
+            identity: IDENTITY,
             concurrency: rb.concurrency,
             lock: rb.lock.as_ref().map(|l| show(l, &ctx)),
             waves: graph
@@ -351,8 +483,9 @@ impl Plan {
                 .into_iter()
                 .map(|w| w.into_iter().map(|i| rb.steps[i].id.clone()).collect())
                 .collect(),
-            on_failure: aux(&rb.on_failure),
-            finally: aux(&rb.finally),
+            stages,
+            on_failure,
+            finally,
             steps,
             approvals,
             flags,
@@ -363,10 +496,32 @@ impl Plan {
                 .collect(),
             critical_path: CriticalPath {
                 steps: path.iter().map(|&i| rb.steps[i].id.clone()).collect(),
-                worst_case: worst,
+                worst_case: worst.map(TimeSpan::of),
+                typical: typical.map(TimeSpan::of),
             },
         }
     }
+}
+
+/// How approver identities are established: names as claimed until
+/// approvals are signed.
+const IDENTITY: &str = "claimed";
+
+fn source_of(params: &ResolvedParams, name: &str) -> &'static str {
+    match params.get(name) {
+        Some((_, true)) => "given",
+        Some((_, false)) => "default",
+        None => "not_given",
+    }
+}
+
+/// Required params a preview was built without, in declaration order.
+pub fn not_given(rb: &Runbook, params: &ResolvedParams) -> Vec<String> {
+    rb.params
+        .iter()
+        .filter(|p| !params.contains_key(&p.name))
+        .map(|p| p.name.clone())
+        .collect()
 }
 
 /// For each main step, the rollbacks that run if it fails, in unwind order

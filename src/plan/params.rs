@@ -19,6 +19,24 @@ pub fn resolve_params(
     rb: &Runbook,
     given: &[(String, String)],
 ) -> Result<ResolvedParams, Vec<(Code, String)>> {
+    resolve(rb, given, true)
+}
+
+/// As [`resolve_params`], but a required param not given is left out, not
+/// an error: `plan` shows it as `<params.NAME>` (spec: plan without
+/// required params).
+pub fn resolve_params_for_preview(
+    rb: &Runbook,
+    given: &[(String, String)],
+) -> Result<ResolvedParams, Vec<(Code, String)>> {
+    resolve(rb, given, false)
+}
+
+fn resolve(
+    rb: &Runbook,
+    given: &[(String, String)],
+    require: bool,
+) -> Result<ResolvedParams, Vec<(Code, String)>> {
     let mut errors = Vec::new();
     let mut out = IndexMap::new();
     for (k, v) in given {
@@ -46,6 +64,7 @@ pub fn resolve_params(
             Some(d) => {
                 out.insert(p.name.clone(), (d.clone(), false));
             }
+            None if p.required && !require => {}
             None if p.required => errors.push((
                 Code::MissingParam,
                 format!(

@@ -24,10 +24,19 @@ pub const RUN_ROOTS: &[&str] = &["params", "vars", "secrets", "env"];
 pub const PLAN_ROOTS: &[&str] = &["params", "vars"];
 
 /// Every error found, in file order of the steps (top-level settings first).
-pub fn preflight(rb: &Runbook, ctx: &Value, known: &[&str]) -> Vec<Diagnostic> {
+///
+/// `not_given` names the required params a preview was built without:
+/// templates that depend on one (directly or through a var) wait for the run.
+pub fn preflight(
+    rb: &Runbook,
+    ctx: &Value,
+    known: &[&str],
+    not_given: &[String],
+) -> Vec<Diagnostic> {
     let mut c = Checker {
         ctx,
         known,
+        not_given: not_given.iter().map(|p| format!("params.{p}")).collect(),
         secret_params: rb
             .params
             .iter()
@@ -72,6 +81,8 @@ struct Checker<'a> {
     known: &'a [&'a str],
     /// `params.NAME` of each `secret: true` param.
     secret_params: Vec<String>,
+    /// `params.NAME` of each required param a preview was not given.
+    not_given: Vec<String>,
     out: Vec<Diagnostic>,
 }
 
@@ -84,6 +95,9 @@ impl Checker<'_> {
         }
         let reads = template::reads(text, expression).ok()?;
         let root = |r: &String| r.split('.').next().unwrap_or_default().to_string();
+        if !self.not_given.is_empty() && reads.iter().any(|r| self.waits_on_not_given(r)) {
+            return None;
+        }
         // Calling `range` or `namespace` is not a read of the context.
         reads
             .iter()
@@ -100,6 +114,18 @@ impl Checker<'_> {
                             .any(|p| r == p || r.starts_with(&format!("{p}.")))
                 })
             })
+    }
+
+    /// Whether a read is of a param not given, or of a var made from one
+    /// (whose preview value holds its `<params.NAME>` symbol).
+    fn waits_on_not_given(&self, read: &str) -> bool {
+        let of = |p: &String| read == p || read.starts_with(&format!("{p}."));
+        if self.not_given.iter().any(of) {
+            return true;
+        }
+        read.starts_with("vars.")
+            && template::render_str(&format!("{{{{ {read} }}}}"), self.ctx)
+                .is_ok_and(|v| self.not_given.iter().any(|p| v.contains(&format!("<{p}>"))))
     }
 
     fn error(&mut self, code: Code, span: Span, message: String) {

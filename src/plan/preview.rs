@@ -15,7 +15,7 @@ use minijinja::Value;
 use serde_json::Value as Json;
 
 use super::params::secret_params;
-use super::{PlannedGate, PlannedStep};
+use super::{Count, PlannedGate, PlannedRetry, PlannedRollback, PlannedStep, Threshold, TimeSpan};
 use crate::duration;
 use crate::runbook::{Action, ActionKind, Backoff, Dur, Num, Rollback, Runbook, Step};
 use crate::template::{self, symbol};
@@ -23,23 +23,27 @@ use crate::template::{self, symbol};
 /// The context a preview renders with: real params, masked secrets, symbols for the rest.
 pub(super) fn preview_context(rb: &Runbook, params: &IndexMap<String, (Json, bool)>) -> Value {
     let secret_params = secret_params(rb);
-    let mut p = serde_json::Map::new();
-    for (k, (v, _)) in params {
-        p.insert(
-            k.clone(),
-            if secret_params.contains(k.as_str()) {
-                Json::String("***".into())
-            } else {
-                v.clone()
-            },
-        );
-    }
+    // Declared params in order; one not given (a preview without required
+    // params) stands as `<params.NAME>`.
+    let p: Value = rb
+        .params
+        .iter()
+        .map(|decl| {
+            let k = decl.name.as_str();
+            let v = match params.get(k) {
+                None => symbol(format!("params.{k}")),
+                Some(_) if secret_params.contains(k) => Value::from("***"),
+                Some((v, _)) => Value::from_serialize(v),
+            };
+            (k.to_string(), v)
+        })
+        .collect();
     let secrets: serde_json::Map<String, Json> = rb
         .secrets
         .iter()
         .map(|s| (s.name.clone(), Json::String("***".into())))
         .collect();
-    let (p, secrets) = (Value::from_serialize(&p), Value::from_serialize(&secrets));
+    let secrets = Value::from_serialize(&secrets);
     let vars = Arc::new(VarsSoFar::default());
     for (k, v) in &rb.vars {
         let ctx = minijinja::context! {
@@ -101,11 +105,21 @@ pub(super) fn show(source: &str, ctx: &Value) -> String {
 }
 
 pub(super) fn show_json(v: &Json, ctx: &Value) -> String {
-    match template::render_json(v, ctx) {
-        Ok(Json::String(s)) => s,
-        Ok(j) => j.to_string(),
-        Err(e) => format!("<cannot render: {}>", e.detail().unwrap_or("error")),
+    match preview_json(v, ctx) {
+        Json::String(s) => s,
+        j => j.to_string(),
     }
+}
+
+/// A JSON value with its templates rendered; run-time values (symbols)
+/// become their `<steps.x.outputs.y>` strings, never `{}`.
+pub(super) fn preview_json(v: &Json, ctx: &Value) -> Json {
+    template::render_json(v, ctx).unwrap_or_else(|e| {
+        Json::String(format!(
+            "<cannot render: {}>",
+            e.detail().unwrap_or("error")
+        ))
+    })
 }
 
 pub(super) fn dur_value(d: &Dur, ctx: &Value) -> Option<Duration> {
@@ -127,28 +141,39 @@ pub(super) fn num_value(n: &Num, ctx: &Value) -> Option<i64> {
 }
 
 pub(super) fn dur_text(d: &Dur, ctx: &Value) -> String {
-    dur_value(d, ctx).map_or_else(
-        || {
-            show(
-                match d {
-                    Dur::Template(t) => t,
-                    Dur::Fixed(_) => "",
-                },
-                ctx,
-            )
-        },
-        duration::format,
-    )
+    time_span(d, ctx).text
 }
 
 pub(super) fn num_text(n: &Num, ctx: &Value) -> String {
-    num_value(n, ctx).map_or_else(
-        || match n {
-            Num::Template(t, _) => show(t, ctx),
-            Num::Fixed(i) => i.to_string(),
+    count(n, ctx).text
+}
+
+/// A duration as the plan shows it: seconds when params decide it.
+pub(super) fn time_span(d: &Dur, ctx: &Value) -> TimeSpan {
+    match dur_value(d, ctx) {
+        Some(d) => TimeSpan::of(d),
+        None => TimeSpan {
+            seconds: None,
+            text: match d {
+                Dur::Template(t) => show(t, ctx),
+                Dur::Fixed(d) => duration::format(*d),
+            },
         },
-        |i| i.to_string(),
-    )
+    }
+}
+
+pub(super) fn count(n: &Num, ctx: &Value) -> Count {
+    let value = num_value(n, ctx);
+    Count {
+        value,
+        text: value.map_or_else(
+            || match n {
+                Num::Template(t, _) => show(t, ctx),
+                Num::Fixed(i) => i.to_string(),
+            },
+            |i| i.to_string(),
+        ),
+    }
 }
 
 /// Lines describing what an action does.
@@ -243,30 +268,36 @@ pub(super) fn flag_store(rb: &Runbook, provider: Option<&str>) -> String {
     }
 }
 
-fn retry_text(a: &Action, ctx: &Value) -> Option<String> {
-    let attempts = num_value(&a.retry.attempts, ctx).unwrap_or(1);
-    if attempts <= 1 && !matches!(a.retry.attempts, Num::Template(..)) {
+fn retry(a: &Action, ctx: &Value) -> Option<PlannedRetry> {
+    let attempts = count(&a.retry.attempts, ctx);
+    if attempts.value.is_some_and(|n| n <= 1) {
         return None;
     }
-    let mut s = format!(
-        "{} attempts, {} apart",
-        num_text(&a.retry.attempts, ctx),
-        dur_text(&a.retry.delay, ctx)
-    );
-    if a.retry.backoff == Backoff::Exponential {
-        s.push_str(", doubling");
+    let delay = time_span(&a.retry.delay, ctx);
+    let max_delay = a.retry.max_delay.as_ref().map(|m| time_span(m, ctx));
+    let exponential = a.retry.backoff == Backoff::Exponential;
+    let mut text = format!("{} attempts, {} apart", attempts.text, delay.text);
+    if exponential {
+        text.push_str(", doubling");
     }
-    if let Some(m) = &a.retry.max_delay {
-        s.push_str(&format!(" (at most {})", dur_text(m, ctx)));
+    if let Some(m) = &max_delay {
+        text.push_str(&format!(" (at most {})", m.text));
     }
     if a.retry.jitter {
-        s.push_str(", jittered");
+        text.push_str(", jittered");
     }
-    Some(s)
+    Some(PlannedRetry {
+        attempts,
+        delay,
+        backoff: if exponential { "exponential" } else { "fixed" },
+        max_delay,
+        jitter: a.retry.jitter,
+        text,
+    })
 }
 
 /// Worst-case duration of one action, retries included; `None` if unbounded.
-pub fn worst_case(a: &Action, ctx: &Value) -> Option<Duration> {
+pub fn worst_case(rb: &Runbook, a: &Action, ctx: &Value) -> Option<Duration> {
     let attempts =
         u32::try_from(num_value(&a.retry.attempts, ctx).unwrap_or(1).max(1)).unwrap_or(u32::MAX);
     let per_attempt = match &a.kind {
@@ -283,6 +314,10 @@ pub fn worst_case(a: &Action, ctx: &Value) -> Option<Duration> {
             let t = ap.timeout.as_ref().or(a.timeout.as_ref())?;
             dur_value(t, ctx)?
         }
+        ActionKind::Flag(f) => match a.timeout.as_ref() {
+            Some(t) => dur_value(t, ctx)?,
+            None => flag_write_bound(rb, f.provider.as_deref()),
+        },
         _ => dur_value(a.timeout.as_ref()?, ctx)?,
     };
     let mut total = per_attempt.saturating_mul(attempts);
@@ -316,22 +351,189 @@ pub(super) fn static_when(s: &Step, ctx: &Value) -> Option<bool> {
     })
 }
 
+/// The longest a flag write can take without a step timeout: the Redis
+/// store's round trips, each bounded by its provider's timeout; the file
+/// store is local.
+fn flag_write_bound(rb: &Runbook, provider: Option<&str>) -> Duration {
+    match provider.and_then(|p| rb.provider(p)) {
+        Some(p) if p.kind == crate::runbook::ProviderKind::Redis => {
+            crate::providers::redis_flags::worst_case_set(p.timeout)
+        }
+        _ => Duration::ZERO,
+    }
+}
+
+/// Time a step takes when everything passes at once: a gate's sampling window.
+fn typical(a: &Action, ctx: &Value) -> Option<Duration> {
+    match &a.kind {
+        ActionKind::Metric(m) => {
+            let samples = u32::try_from(num_value(&m.samples, ctx)?.max(1)).unwrap_or(u32::MAX);
+            Some(dur_value(&m.interval, ctx)?.saturating_mul(samples - 1))
+        }
+        _ => Some(Duration::ZERO),
+    }
+}
+
+/// A step's worst and typical durations, apart from its JSON form
+/// ([`PlannedStep::worst_case`]) for the critical path.
+pub(super) struct StepSpans {
+    pub worst: Option<Duration>,
+    pub typical: Option<Duration>,
+}
+
+fn gate(m: &crate::runbook::Metric, ctx: &Value) -> PlannedGate {
+    let rendered = substitute(&m.condition.text, ctx);
+    PlannedGate {
+        provider: m.provider.clone(),
+        query: show(&m.query, ctx),
+        condition: m.condition.text.clone(),
+        threshold: threshold(&rendered),
+        condition_rendered: rendered,
+        samples: count(&m.samples, ctx),
+        interval: time_span(&m.interval, ctx),
+        failure_limit: count(&m.failure_limit, ctx),
+        on_no_data: match m.on_no_data {
+            crate::runbook::OnNoData::Fail => "fail",
+            crate::runbook::OnNoData::Pass => "pass",
+        },
+    }
+}
+
+/// A condition with each `params.X` / `vars.X` it reads replaced by its
+/// value (`value <= params.max_5xx` -> `value <= 0.003`), so a reviewer
+/// sees the threshold and `plan --diff` compares the bounds that will run.
+fn substitute(condition: &str, ctx: &Value) -> String {
+    let Ok(reads) = template::reads(condition, true) else {
+        return condition.to_string();
+    };
+    let mut out = condition.to_string();
+    // Longest first, so `params.a` does not cut into `params.ab`.
+    let mut reads: Vec<&String> = reads
+        .iter()
+        .filter(|r| r.starts_with("params.") || r.starts_with("vars."))
+        .collect();
+    reads.sort_by_key(|r| std::cmp::Reverse(r.len()));
+    for r in reads {
+        let Ok(v) = template::render_value(&format!("{{{{ {r} }}}}"), ctx) else {
+            continue;
+        };
+        let literal = match v.kind() {
+            minijinja::value::ValueKind::Number | minijinja::value::ValueKind::Bool => {
+                v.to_string()
+            }
+            minijinja::value::ValueKind::String => format!("{:?}", v.to_string()),
+            _ => v.to_string(),
+        };
+        out = replace_name(&out, r, &literal);
+    }
+    out
+}
+
+/// `text` with each whole occurrence of the dotted `name` replaced.
+fn replace_name(text: &str, name: &str, with: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for (at, _) in text.match_indices(name) {
+        let before = text[..at].chars().next_back();
+        let after = text[at + name.len()..].chars().next();
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.')
+            || after.is_some_and(|c| c.is_alphanumeric() || c == '_')
+        {
+            continue;
+        }
+        out.push_str(&text[last..at]);
+        out.push_str(with);
+        last = at + name.len();
+    }
+    out.push_str(&text[last..]);
+    out
+}
+
+/// A number, or an expression of numbers alone (`0.003 * 100`, once
+/// params are put in).
+fn constant(side: &str) -> Option<f64> {
+    if let Ok(n) = side.parse() {
+        return Some(n);
+    }
+    if !template::reads(side, true).ok()?.is_empty() {
+        return None;
+    }
+    let v = template::render_value(&format!("{{{{ ({side}) }}}}"), &Value::UNDEFINED).ok()?;
+    f64::try_from(v).ok()
+}
+
+/// Parses `value OP number` (or `number OP value`) into the bound with
+/// `value` on the left.
+pub(super) fn threshold(condition: &str) -> Option<Threshold> {
+    let c = condition.trim();
+    for op in ["<=", ">=", "==", "<", ">"] {
+        let Some((l, r)) = c.split_once(op) else {
+            continue;
+        };
+        let (l, r) = (l.trim(), r.trim());
+        let (op, flipped): (&'static str, &'static str) = match op {
+            "<=" => ("<=", ">="),
+            ">=" => (">=", "<="),
+            "<" => ("<", ">"),
+            ">" => (">", "<"),
+            _ => ("==", "=="),
+        };
+        return if l == "value" {
+            constant(r).map(|bound| Threshold { op, bound })
+        } else if r == "value" {
+            constant(l).map(|bound| Threshold { op: flipped, bound })
+        } else {
+            None
+        };
+    }
+    None
+}
+
+fn rollback_of(b: &Action, rb: &Runbook, ctx: &Value) -> PlannedRollback {
+    PlannedRollback {
+        kind: b.kind.name(),
+        does: describe(b, rb, ctx),
+        gate: match &b.kind {
+            ActionKind::Metric(m) => Some(gate(m, ctx)),
+            _ => None,
+        },
+    }
+}
+
 pub(super) fn step_preview(
     rb: &Runbook,
     s: &Step,
     wave: usize,
     ctx: &Value,
-    on_failure_unwinds: Vec<String>,
-) -> PlannedStep {
+) -> (PlannedStep, StepSpans) {
     let when_value = static_when(s, ctx);
     let rollback = match &s.rollback {
         Rollback::None => Vec::new(),
-        Rollback::Automatic(_) => {
-            vec!["restore the flag's previous value (delete it if it did not exist)".into()]
-        }
-        Rollback::Bodies(bodies) => bodies.iter().flat_map(|b| describe(b, rb, ctx)).collect(),
+        Rollback::Automatic(_) => vec![PlannedRollback {
+            kind: "restore",
+            does: vec!["restore the flag's previous value (delete it if it did not exist)".into()],
+            gate: None,
+        }],
+        Rollback::Bodies(bodies) => bodies.iter().map(|b| rollback_of(b, rb, ctx)).collect(),
     };
-    PlannedStep {
+    let skipped = when_value == Some(false);
+    let spans = StepSpans {
+        worst: if skipped {
+            Some(Duration::ZERO)
+        } else {
+            worst_case(rb, &s.action, ctx)
+        },
+        typical: if skipped {
+            Some(Duration::ZERO)
+        } else {
+            typical(&s.action, ctx)
+        },
+    };
+    let timeout = match &s.action.kind {
+        ActionKind::Approval(ap) => ap.timeout.as_ref().or(s.action.timeout.as_ref()),
+        _ => s.action.timeout.as_ref(),
+    };
+    let step = PlannedStep {
         id: s.id.clone(),
         name: s.name.clone(),
         stage: s.stage.clone(),
@@ -340,33 +542,22 @@ pub(super) fn step_preview(
         needs: Vec::new(),
         when: s.when.as_ref().map(|w| w.text.clone()),
         when_value,
+        when_not_given: Vec::new(),
         action: describe(&s.action, rb, ctx),
         gate: match &s.action.kind {
-            ActionKind::Metric(m) => Some(PlannedGate {
-                provider: m.provider.clone(),
-                query: show(&m.query, ctx),
-                condition: m.condition.text.clone(),
-                samples: num_value(&m.samples, ctx),
-                interval: dur_value(&m.interval, ctx),
-                failure_limit: num_value(&m.failure_limit, ctx),
-                on_no_data: match m.on_no_data {
-                    crate::runbook::OnNoData::Fail => "fail",
-                    crate::runbook::OnNoData::Pass => "pass",
-                },
-            }),
+            ActionKind::Metric(m) => Some(gate(m, ctx)),
             _ => None,
         },
-        timeout: s.action.timeout.as_ref().map(|t| dur_text(t, ctx)),
-        retry: retry_text(&s.action, ctx),
+        timeout: timeout.map(|t| time_span(t, ctx)),
+        retry: retry(&s.action, ctx),
         continue_on_failure: s.continue_on_failure,
         rollback,
-        on_failure_unwinds,
+        on_failure_unwinds: Vec::new(),
         on_failure_unwinds_more: 0,
         flags_on_failure: Vec::new(),
-        worst_case: if when_value == Some(false) {
-            Some(Duration::ZERO)
-        } else {
-            worst_case(&s.action, ctx)
-        },
-    }
+        reads_params: Vec::new(),
+        typical: spans.typical.map(TimeSpan::of),
+        worst_case: spans.worst.map(TimeSpan::of),
+    };
+    (step, spans)
 }

@@ -4,8 +4,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use super::{Plan, PlannedStep};
-use crate::duration;
+use super::{Plan, PlannedApproval, PlannedStep, TimeSpan};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -28,8 +27,8 @@ pub fn render(plan: &Plan, format: Format) -> String {
     }
 }
 
-fn worst(d: Option<std::time::Duration>) -> String {
-    d.map_or_else(|| "unbounded".to_string(), duration::format)
+fn worst(d: Option<&TimeSpan>) -> String {
+    d.map_or_else(|| "unbounded".to_string(), |t| t.text.clone())
 }
 
 fn step_meta(s: &PlannedStep) -> Vec<String> {
@@ -38,10 +37,10 @@ fn step_meta(s: &PlannedStep) -> Vec<String> {
         meta.push(format!("stage {stage}"));
     }
     if let Some(t) = &s.timeout {
-        meta.push(format!("timeout {t}"));
+        meta.push(format!("timeout {}", t.text));
     }
     if let Some(r) = &s.retry {
-        meta.push(format!("retry {r}"));
+        meta.push(format!("retry {}", r.text));
     }
     if s.continue_on_failure {
         meta.push("continues on failure".into());
@@ -52,10 +51,42 @@ fn step_meta(s: &PlannedStep) -> Vec<String> {
 fn when_text(s: &PlannedStep) -> Option<String> {
     let w = s.when.as_ref()?;
     Some(match s.when_value {
+        _ if !s.when_not_given.is_empty() => format!(
+            "when {w} (depends on {}, not given: decided at run time)",
+            s.when_not_given
+                .iter()
+                .map(|p| format!("params.{p}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         Some(true) => format!("when {w} (true: runs)"),
         Some(false) => format!("when {w} (false: skipped)"),
         None => format!("when {w} (decided at run time)"),
     })
+}
+
+fn not_given_line(plan: &Plan) -> Option<String> {
+    (!plan.not_given.is_empty()).then(|| {
+        plan.not_given
+            .iter()
+            .map(|p| format!("{p} (shown as <params.{p}>)"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    })
+}
+
+fn approval_who(a: &PlannedApproval) -> String {
+    a.approvers
+        .as_ref()
+        .map_or("anyone".into(), |l| l.join(", "))
+}
+
+fn durations(plan: &Plan) -> String {
+    format!(
+        "typical {} (gate windows; commands and waits for people not counted), worst case {}",
+        worst(plan.critical_path.typical.as_ref()),
+        worst(plan.critical_path.worst_case.as_ref())
+    )
 }
 
 fn text(plan: &Plan) -> String {
@@ -65,15 +96,29 @@ fn text(plan: &Plan) -> String {
         let _ = writeln!(o, "  {d}");
     }
     let _ = writeln!(o, "Fingerprint: {}", plan.fingerprint);
+    if let Some(n) = not_given_line(plan) {
+        let _ = writeln!(o, "Not given: {n}");
+    }
     if !plan.params.is_empty() {
         let _ = writeln!(o, "\nParameters:");
         for p in &plan.params {
-            let _ = writeln!(o, "  {} = {} ({})", p.name, p.value, p.source);
+            let _ = writeln!(
+                o,
+                "  {} = {} ({})",
+                p.name,
+                p.value,
+                p.source.replace('_', " ")
+            );
         }
     }
     let _ = write!(o, "\nConcurrency: {}", plan.concurrency);
-    if let Some(l) = &plan.lock {
-        let _ = write!(o, "   Lock: {l}");
+    match &plan.lock {
+        Some(l) => {
+            let _ = write!(o, "   Lock: {l}");
+        }
+        None => {
+            let _ = write!(o, "   Lock: none");
+        }
     }
     let _ = writeln!(o);
     // By id, not a search per id: a search is quadratic in the number of steps.
@@ -101,17 +146,28 @@ fn text(plan: &Plan) -> String {
         }
     }
     if !plan.approvals.is_empty() {
-        let _ = writeln!(o, "\nApprovals:");
+        let _ = writeln!(
+            o,
+            "\nApprovals (identities {}: names as given with --as):",
+            plan.identity
+        );
         for a in &plan.approvals {
-            let who = a
-                .approvers
-                .as_ref()
-                .map_or("anyone".into(), |l| l.join(", "));
             let within = a
                 .timeout
                 .as_ref()
-                .map_or(String::new(), |t| format!(" within {t}"));
-            let _ = writeln!(o, "  {}: {} of {who}{within}", a.step, a.required);
+                .map_or(String::new(), |t| format!(" within {}", t.text));
+            let own = if a.allow_self_approval {
+                "; the starter may approve"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                o,
+                "  {}: {} of {}{within}{own}",
+                a.step,
+                a.required.text,
+                approval_who(a)
+            );
         }
     }
     if !plan.flags.is_empty() {
@@ -125,7 +181,10 @@ fn text(plan: &Plan) -> String {
             let _ = writeln!(
                 o,
                 "  {}: {} = {} in {} ({undo})",
-                f.step, f.name, f.value, f.provider
+                f.step,
+                f.name,
+                json_text(&f.value),
+                f.provider
             );
         }
     }
@@ -163,11 +222,19 @@ fn text(plan: &Plan) -> String {
     }
     let _ = writeln!(
         o,
-        "\nWorst case: {} along {}",
-        worst(plan.critical_path.worst_case),
+        "\nDuration: {} along {}",
+        durations(plan),
         plan.critical_path.steps.join(" -> ")
     );
     o
+}
+
+/// A flag value as text: a string as is, anything else as JSON.
+fn json_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        j => j.to_string(),
+    }
 }
 
 /// The tail of a shortened unwind list: `, then 40 more in unwind order`.
@@ -187,11 +254,16 @@ fn text_step(o: &mut String, s: &PlannedStep) {
     for line in &s.action {
         let _ = writeln!(o, "      {line}");
     }
+    if let Some(g) = &s.gate {
+        if g.condition_rendered != g.condition {
+            let _ = writeln!(o, "      threshold: {}", g.condition_rendered);
+        }
+    }
     let meta = step_meta(s);
     if !meta.is_empty() {
         let _ = writeln!(o, "      {}", meta.join(" | "));
     }
-    for (n, line) in s.rollback.iter().enumerate() {
+    for (n, line) in s.rollback.iter().flat_map(|r| &r.does).enumerate() {
         let label = if n == 0 { "rollback:" } else { "         " };
         let _ = writeln!(o, "      {label} {line}");
     }
@@ -200,7 +272,7 @@ fn text_step(o: &mut String, s: &PlannedStep) {
 /// An inline code span for a table cell. Text that itself holds backticks
 /// (`query (prometheus `prom`)`) gets a longer fence, as CommonMark asks,
 /// so the span does not end early.
-fn md_code(s: &str) -> String {
+pub(super) fn md_code(s: &str) -> String {
     let text = md_escape(s);
     let mut longest = 0;
     let mut run = 0;
@@ -215,22 +287,44 @@ fn md_code(s: &str) -> String {
     format!("{fence} {text} {fence}")
 }
 
-/// Table text outside code spans: `<state dir>` would otherwise be taken
-/// for an HTML tag and vanish from a rendered pull-request comment.
-fn md_text(s: &str) -> String {
-    md_escape(s).replace('<', "&lt;")
+/// Text outside code spans: `<state dir>` would otherwise be taken for an
+/// HTML tag and vanish from a rendered pull-request comment, and `*`, `_`,
+/// `[` would turn into emphasis and links.
+pub(super) fn md_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in md_escape(s).chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '*' | '_' | '[' | ']' | '#' | '~' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
+/// Text with backtick code spans kept as they are: a diagnostic-like line
+/// such as "gate `x` loosened" (the spans are ours; the rest is escaped).
 fn md_escape(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
+    s.replace('|', "\\|").replace(['\n', '\r'], " ")
+}
+
+fn md_list(ids: &[String]) -> String {
+    ids.iter()
+        .map(|s| md_code(s))
+        .collect::<Vec<_>>()
+        .join(" → ")
 }
 
 fn markdown(plan: &Plan) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "## Runbook plan: `{}`\n", plan.runbook);
-    let _ = writeln!(o, "Plan fingerprint: `{}`\n", plan.fingerprint);
+    let _ = writeln!(o, "## Runbook plan: {}\n", md_code(&plan.runbook));
     if let Some(d) = &plan.description {
-        let _ = writeln!(o, "{d}\n");
+        let _ = writeln!(o, "{}\n", md_text(d));
     }
     let gates = plan.steps.iter().filter(|s| s.kind == "metric").count();
     let _ = writeln!(
@@ -241,76 +335,124 @@ fn markdown(plan: &Plan) -> String {
         plan.approvals.len(),
         plan.flags.len(),
         gates,
-        worst(plan.critical_path.worst_case)
+        worst(plan.critical_path.worst_case.as_ref())
+    );
+    let _ = writeln!(o, "| | |\n| --- | --- |");
+    let _ = writeln!(o, "| Plan fingerprint | {} |", md_code(&plan.fingerprint));
+    if !plan.not_given.is_empty() {
+        let _ = writeln!(
+            o,
+            "| **Not given** | {} — shown as `<params.NAME>`; a run must give them, and its fingerprint covers their values |",
+            plan.not_given.iter().map(|p| md_code(p)).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let _ = writeln!(
+        o,
+        "| Lock | {} |",
+        plan.lock.as_deref().map_or_else(
+            || "**none**: two runs of this runbook can act at once".to_string(),
+            md_code
+        )
+    );
+    let _ = writeln!(
+        o,
+        "| Concurrency | {} step(s) at a time |",
+        plan.concurrency
+    );
+    if !plan.approvals.is_empty() {
+        let _ = writeln!(
+            o,
+            "| Approver identity | **{}**: names as given with `--as`, not verified |",
+            plan.identity
+        );
+    }
+    let _ = writeln!(
+        o,
+        "| Duration | {} along {} |\n",
+        md_text(&durations(plan)),
+        md_list(&plan.critical_path.steps)
     );
     if !plan.params.is_empty() {
         let _ = writeln!(
             o,
-            "### Parameters\n\n| name | value | source |\n| --- | --- | --- |"
+            "### Parameters\n\n| name | value | source | read by |\n| --- | --- | --- | --- |"
         );
         for p in &plan.params {
+            let value = if p.source == "not_given" {
+                format!(
+                    "**not given** ({})",
+                    md_code(&format!("<params.{}>", p.name))
+                )
+            } else {
+                md_code(&p.value.to_string())
+            };
             let _ = writeln!(
                 o,
-                "| `{}` | {} | {} |",
-                p.name,
-                md_code(&p.value.to_string()),
-                p.source
+                "| {} | {value} | {} | {} |",
+                md_code(&p.name),
+                p.source.replace('_', " "),
+                p.used_by
+                    .iter()
+                    .map(|s| md_code(s))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         let _ = writeln!(o);
     }
-    let _ = writeln!(o, "### Steps\n\n| wave | step | kind | stage | does | timeout / retry | rollback |\n| --- | --- | --- | --- | --- | --- | --- |");
-    for s in &plan.steps {
-        let mut does = s
-            .action
-            .iter()
-            .map(|l| md_code(l))
-            .collect::<Vec<_>>()
-            .join("<br>");
-        if let Some(w) = when_text(s) {
-            does = format!("_{}_<br>{does}", md_text(&w));
+    if !plan.stages.is_empty() {
+        let _ = writeln!(o, "### Stages\n");
+        for st in &plan.stages {
+            let _ = writeln!(o, "- **{}**: {}", md_text(&st.name), md_list(&st.steps));
         }
-        let limits = [s.timeout.clone(), s.retry.clone()]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join("<br>");
-        let rollback = s
-            .rollback
-            .iter()
-            .map(|l| md_text(l))
-            .collect::<Vec<_>>()
-            .join("<br>");
+        let _ = writeln!(o);
+    }
+    let _ = writeln!(o, "### Waves\n");
+    for (w, ids) in plan.waves.iter().enumerate() {
         let _ = writeln!(
             o,
-            "| {} | `{}` | {} | {} | {} | {} | {} |",
-            s.wave,
-            s.id,
-            s.kind,
-            s.stage.as_deref().unwrap_or(""),
-            does,
-            limits,
-            rollback
+            "{}. {}",
+            w + 1,
+            ids.iter()
+                .map(|s| md_code(s))
+                .collect::<Vec<_>>()
+                .join(" · ")
         );
     }
     let _ = writeln!(o);
+    let _ = writeln!(o, "### Steps\n\n| wave | step | kind | stage | does | timeout / retry | rollback |\n| --- | --- | --- | --- | --- | --- | --- |");
+    for s in &plan.steps {
+        md_step_row(&mut o, s, &s.wave.to_string());
+    }
+    let _ = writeln!(o);
+    md_gates(&mut o, plan);
     if !plan.approvals.is_empty() {
-        let _ = writeln!(o, "### Approvals\n");
+        let _ = writeln!(o, "### Approvals\n\n| step | needs | from | within | starter may approve | identity |\n| --- | --- | --- | --- | --- | --- |");
         for a in &plan.approvals {
-            let who = a
-                .approvers
-                .as_ref()
-                .map_or("anyone".into(), |l| l.join(", "));
-            let within = a
-                .timeout
-                .as_ref()
-                .map_or(String::new(), |t| format!(" within {t}"));
-            let _ = writeln!(o, "- `{}`: **{}** of {who}{within}", a.step, a.required);
+            let _ = writeln!(
+                o,
+                "| {} | **{}** | {} | {} | {} | {} |",
+                md_code(&a.step),
+                md_text(&a.required.text),
+                a.approvers.as_ref().map_or_else(
+                    || "**anyone**".to_string(),
+                    |l| l.iter().map(|n| md_code(n)).collect::<Vec<_>>().join(", ")
+                ),
+                a.timeout
+                    .as_ref()
+                    .map_or("no limit".into(), |t| md_text(&t.text)),
+                if a.allow_self_approval {
+                    "**yes**"
+                } else {
+                    "no"
+                },
+                a.identity
+            );
         }
         let _ = writeln!(o);
     }
     if !plan.flags.is_empty() {
-        let _ = writeln!(o, "### Flags touched\n\n| step | flag | value | store | on failure |\n| --- | --- | --- | --- | --- |");
+        let _ = writeln!(o, "### Flags touched\n\n| step | flag | value on success | store | on failure |\n| --- | --- | --- | --- | --- |");
         for f in &plan.flags {
             let undo = if f.restored_on_failure {
                 "restored"
@@ -319,11 +461,39 @@ fn markdown(plan: &Plan) -> String {
             };
             let _ = writeln!(
                 o,
-                "| `{}` | {} | {} | {} | {undo} |",
-                f.step,
+                "| {} | {} | {} | {} | {undo} |",
+                md_code(&f.step),
                 md_code(&f.name),
-                md_code(&f.value),
+                md_code(&json_text(&f.value)),
                 md_text(&f.provider)
+            );
+        }
+        let _ = writeln!(o);
+    }
+    for (title, list, note) in [
+        (
+            "On failure",
+            &plan.on_failure,
+            "after a failure's unwind, in order",
+        ),
+        (
+            "Finally",
+            &plan.finally,
+            "at the end of every run, in order",
+        ),
+    ] {
+        if list.is_empty() {
+            continue;
+        }
+        let _ = writeln!(o, "### {title} ({note})\n\n| step | kind | does | timeout / retry |\n| --- | --- | --- | --- |");
+        for s in list {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} |",
+                md_code(&s.id),
+                s.kind,
+                md_does(s),
+                md_limits(s)
             );
         }
         let _ = writeln!(o);
@@ -335,18 +505,10 @@ fn markdown(plan: &Plan) -> String {
             "No step has a rollback: a failure stops the run without undoing anything.\n"
         );
     } else {
+        let _ = writeln!(o, "Full unwind order: {}\n", md_list(&plan.unwind_order));
         let _ = writeln!(
             o,
-            "Full unwind order: {}\n",
-            plan.unwind_order
-                .iter()
-                .map(|s| format!("`{s}`"))
-                .collect::<Vec<_>>()
-                .join(" → ")
-        );
-        let _ = writeln!(
-            o,
-            "<details><summary>What unwinds if a given step fails</summary>\n"
+            "<details><summary>What unwinds if a given step fails, and the values each flag takes</summary>\n"
         );
         for s in plan
             .steps
@@ -355,43 +517,102 @@ fn markdown(plan: &Plan) -> String {
         {
             let _ = writeln!(
                 o,
-                "- `{}` fails → {}{}",
-                s.id,
-                s.on_failure_unwinds
-                    .iter()
-                    .map(|x| format!("`{x}`"))
-                    .collect::<Vec<_>>()
-                    .join(" → "),
+                "- {} fails → {}{}",
+                md_code(&s.id),
+                md_list(&s.on_failure_unwinds),
                 unwinds_more(s, " → ")
             );
             for t in &s.flags_on_failure {
-                let _ = writeln!(
-                    o,
-                    "  - flag `{}`: {}",
-                    t.flag,
-                    t.values
-                        .iter()
-                        .map(|v| format!("`{}`", v.replace('`', "'")))
-                        .collect::<Vec<_>>()
-                        .join(" → ")
-                );
+                let _ = writeln!(o, "  - flag {}: {}", md_code(&t.flag), md_list(&t.values));
             }
         }
         let _ = writeln!(o, "\n</details>\n");
     }
     let _ = writeln!(o, "### Graph\n\n```mermaid\n{}```\n", mermaid(plan));
+    o
+}
+
+fn md_does(s: &PlannedStep) -> String {
+    let mut does = s
+        .action
+        .iter()
+        .map(|l| md_code(l))
+        .collect::<Vec<_>>()
+        .join("<br>");
+    if let Some(w) = when_text(s) {
+        does = format!("_{}_<br>{does}", md_text(&w));
+    }
+    does
+}
+
+fn md_limits(s: &PlannedStep) -> String {
+    [
+        s.timeout.as_ref().map(|t| format!("timeout {}", t.text)),
+        s.retry.as_ref().map(|r| r.text.clone()),
+        s.continue_on_failure
+            .then(|| "continues on failure".to_string()),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|t| md_text(&t))
+    .collect::<Vec<_>>()
+    .join("<br>")
+}
+
+fn md_step_row(o: &mut String, s: &PlannedStep, wave: &str) {
+    let rollback = s
+        .rollback
+        .iter()
+        .flat_map(|r| &r.does)
+        .map(|l| md_code(l))
+        .collect::<Vec<_>>()
+        .join("<br>");
+    let title = s
+        .name
+        .as_ref()
+        .map_or(String::new(), |n| format!("<br>{}", md_text(n)));
     let _ = writeln!(
         o,
-        "Worst case **{}** along {}.",
-        worst(plan.critical_path.worst_case),
-        plan.critical_path
-            .steps
-            .iter()
-            .map(|s| format!("`{s}`"))
-            .collect::<Vec<_>>()
-            .join(" → ")
+        "| {wave} | {}{title} | {} | {} | {} | {} | {} |",
+        md_code(&s.id),
+        s.kind,
+        s.stage.as_deref().map(md_text).unwrap_or_default(),
+        md_does(s),
+        md_limits(s),
+        rollback
     );
-    o
+}
+
+/// Every gate, main or inside a rollback, with its rendered threshold.
+fn md_gates(o: &mut String, plan: &Plan) {
+    let mut rows = Vec::new();
+    for s in &plan.steps {
+        if let Some(g) = &s.gate {
+            rows.push((md_code(&s.id), g));
+        }
+        for (n, r) in s.rollback.iter().enumerate() {
+            if let Some(g) = &r.gate {
+                rows.push((format!("{} rollback {}", md_code(&s.id), n + 1), g));
+            }
+        }
+    }
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(o, "### Gates\n\n| gate | query | passes when | samples | fails after | no data |\n| --- | --- | --- | --- | --- | --- |");
+    for (label, g) in rows {
+        let _ = writeln!(
+            o,
+            "| {label} | {} | {} | {} × every {} | more than {} failed | {} |",
+            md_code(&g.query),
+            md_code(&g.condition_rendered),
+            md_text(&g.samples.text),
+            md_text(&g.interval.text),
+            md_text(&g.failure_limit.text),
+            g.on_no_data
+        );
+    }
+    let _ = writeln!(o);
 }
 
 fn mermaid(plan: &Plan) -> String {

@@ -49,6 +49,12 @@ use super::{exact, BoxFuture, FlagStore};
 /// Connect and reply timeout when the provider sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The longest one flag write can take: connect, read the previous value,
+/// write, each bounded by the timeout (what a plan counts for a flag step).
+pub fn worst_case_set(timeout: Option<Duration>) -> Duration {
+    timeout.unwrap_or(DEFAULT_TIMEOUT).saturating_mul(3)
+}
+
 pub struct RedisFlags {
     client: Client,
     /// `host:port/db`, without credentials, for messages.

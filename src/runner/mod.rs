@@ -61,7 +61,7 @@ pub struct RunSettings {
 
 pub fn run(s: RunSettings) -> Result {
     let loaded = commands::load(&s.file)?;
-    let resolved = commands::params(&loaded.runbook, &s.params, None)?;
+    let resolved = commands::params(&loaded.runbook, &s.params)?;
     let run_id = match &s.run_id {
         Some(id) if journal::valid_run_id(id) => id.clone(),
         Some(id) => {

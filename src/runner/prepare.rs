@@ -109,8 +109,12 @@ pub(super) fn prepare(loaded: &Loaded, plan: Arc<Plan>, p: Prepare) -> Result<La
         crate::template::budget::batch(move || {
             Ok(
                 Context::new(&rb, &run_id, &params, &secrets, &env).map(|ctx| {
-                    let problems =
-                        crate::plan::preflight(&rb, &ctx.for_step(None), crate::plan::RUN_ROOTS);
+                    let problems = crate::plan::preflight(
+                        &rb,
+                        &ctx.for_step(None),
+                        crate::plan::RUN_ROOTS,
+                        &[],
+                    );
                     (ctx, problems)
                 }),
             )

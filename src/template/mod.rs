@@ -335,6 +335,12 @@ impl fmt::Debug for Symbol {
 }
 
 impl Object for Symbol {
+    /// Plain, so a symbol inside JSON (a request body, a flag value)
+    /// serialises as its `<path>` text like everywhere else, not as `{}`.
+    fn repr(self: &Arc<Self>) -> minijinja::value::ObjectRepr {
+        minijinja::value::ObjectRepr::Plain
+    }
+
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
         let key = match key.as_str() {
             Some(s) => s.to_string(),

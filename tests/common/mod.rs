@@ -545,6 +545,46 @@ pub(crate) fn plan_json(t: Test, file: &str, params: &[&str]) -> serde_json::Val
         .unwrap_or_else(|e| panic!("plan --format json is not JSON ({e}):\n{}", out.stdout))
 }
 
+/// `runbook plan FILE --format FORMAT --param ...` of a repository file,
+/// with `env` set: its stdout. The plan must succeed, write nothing to
+/// stderr, and hold no `hunter2` (the secret values tests set).
+pub(crate) fn plan_of(file: &str, format: &str, params: &[&str], env: &[(&str, &str)]) -> String {
+    let mut args = vec!["plan", file, "--format", format];
+    for p in params {
+        args.extend(["--param", p]);
+    }
+    let mut t = Test::new().repo_file(file);
+    for (k, v) in env {
+        t = t.env(k, v);
+    }
+    let out = t.args(&args).run().success().stdout_not_contains("hunter2");
+    assert!(
+        out.stderr.is_empty(),
+        "plan wrote to stderr:\n{}",
+        out.stderr
+    );
+    out.stdout
+}
+
+/// The fingerprint hashes the engine's version too: snapshots keep its
+/// place, and `fingerprint_*` tests check its value.
+pub(crate) fn redact_fingerprint(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("sha256:") {
+        let (head, tail) = rest.split_at(at + "sha256:".len());
+        out.push_str(head);
+        if tail.bytes().take_while(u8::is_ascii_hexdigit).count() == 64 {
+            out.push_str("<fingerprint>");
+            rest = &tail[64..];
+        } else {
+            rest = tail;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The lines of a file in `dir` (none when it does not exist).
 pub(crate) fn lines_at(dir: &Path, rel: &str) -> Vec<String> {
     match std::fs::read_to_string(dir.join(rel)) {
