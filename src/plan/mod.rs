@@ -10,6 +10,7 @@
 
 mod diff;
 mod flag_timeline;
+mod mermaid;
 mod params;
 mod preflight;
 mod preview;
