@@ -167,13 +167,11 @@ fn node(o: &mut String, indent: &str, id: &str, s: &PlannedStep) {
 /// every other character becomes an entity code (`#quot;`, `#35;`, …),
 /// which Mermaid shows as the character itself.
 pub(super) fn label(text: &str) -> String {
+    const PLAIN: &str = " _-.,/()'+=@!?";
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
-            c if c.is_alphanumeric() => out.push(c),
-            ' ' | '_' | '-' | '.' | ',' | '/' | '(' | ')' | '\'' | '+' | '=' | '@' | '!' | '?' => {
-                out.push(c)
-            }
+            c if c.is_alphanumeric() || PLAIN.contains(c) => out.push(c),
             '\n' | '\r' | '\t' => out.push(' '),
             '"' => out.push_str("#quot;"),
             '<' => out.push_str("#lt;"),
