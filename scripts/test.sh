@@ -17,6 +17,9 @@ install_services() {
   need_cmd redis-server || missing+=(redis-server)
   { need_cmd prometheus && need_cmd promtool; } || missing+=(prometheus)
   compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
+  # Node.js and npm for the Mermaid parser of tests/mermaid.rs.
+  need_cmd node || missing+=(nodejs)
+  need_cmd npm || missing+=(npm)
   [ ${#missing[@]} -eq 0 ] && return 0
 
   local sudo=()
@@ -58,6 +61,28 @@ install_services() {
   hash -r
 }
 install_services
+
+# The real Mermaid parser that tests/mermaid.rs runs (the `mermaid` npm
+# package, with jsdom for its DOM), as pinned by tests/mermaid/package-lock.json.
+# `npm ci` runs only when the lock file changed since the last install (its
+# hash is kept in node_modules), so a warm machine pays one sha256sum.
+install_mermaid_checker() {
+  local dir=tests/mermaid
+  local stamp="$dir/node_modules/.package-lock.sha256" want log
+  want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+  [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && return 0
+  echo "installing the Mermaid checker (npm ci in $dir)"
+  log=$(mktemp)
+  if ! (cd "$dir" && npm ci --no-audit --no-fund) >"$log" 2>&1; then
+    echo "npm ci in $dir failed:" >&2
+    tail -n 40 "$log" >&2
+    rm -f "$log"
+    exit 1
+  fi
+  rm -f "$log"
+  echo "$want" >"$stamp"
+}
+install_mermaid_checker
 
 cargo build --all-targets --locked --features fault-injection 2>&1 | tail -n 3
 cargo clippy --all-targets --locked --features fault-injection -- -D warnings 2>&1 | tail -n 3

@@ -38,11 +38,14 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Check runbook files and print every problem with its position.
+    /// Check runbook files and print every problem with its position. A
+    /// directory is searched (recursively) for runbooks: `*.yaml`/`*.yml`
+    /// files with top-level `version:` and `steps:`.
     Validate {
-        #[arg(required = true)]
+        #[arg(required = true, value_name = "FILE_OR_DIR")]
         files: Vec<PathBuf>,
-        /// Print diagnostics as JSON (one array per file).
+        /// `text` (rendered on stderr), `json` (one array, an entry per
+        /// file) or `github` (GitHub Actions annotations).
         #[arg(long, value_enum, default_value = "text")]
         format: DiagFormat,
     },
@@ -103,7 +106,7 @@ pub enum Command {
     Status {
         run_id: Option<String>,
         #[arg(long, value_enum, default_value = "text")]
-        format: DiagFormat,
+        format: StatusFormat,
     },
     /// Print the JSON Schema of the runbook format.
     Schema {
@@ -149,8 +152,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// `validate --format`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum DiagFormat {
+    Text,
+    Json,
+    Github,
+}
+
+/// `status --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusFormat {
     Text,
     Json,
 }
@@ -251,7 +263,12 @@ fn dispatch(cli: Cli) -> crate::error::Result {
     let state_dir = cli.state_dir;
     match cli.command {
         Command::Validate { files, format } => {
-            commands::validate(&files, format == DiagFormat::Json, color_stderr())
+            let format = match format {
+                DiagFormat::Text => commands::DiagnosticsFormat::Text,
+                DiagFormat::Json => commands::DiagnosticsFormat::Json,
+                DiagFormat::Github => commands::DiagnosticsFormat::Github,
+            };
+            commands::validate(&files, format, color_stderr())
         }
         Command::Plan {
             file,
@@ -293,7 +310,7 @@ fn dispatch(cli: Cli) -> crate::error::Result {
             comment.as_deref(),
         ),
         Command::Status { run_id, format } => {
-            crate::status::show(&state_dir, run_id.as_deref(), format == DiagFormat::Json)
+            crate::status::show(&state_dir, run_id.as_deref(), format == StatusFormat::Json)
         }
         Command::Schema { plan } => {
             print!(

@@ -169,14 +169,81 @@ pub fn preflight_errors(loaded: &Loaded, items: Vec<Diagnostic>) -> Result<()> {
     })
 }
 
-pub fn validate(files: &[std::path::PathBuf], json: bool, color: bool) -> Result {
+/// How `validate` reports what it found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiagnosticsFormat {
+    /// Rendered diagnostics with the source line, on stderr.
+    Text,
+    /// One JSON array on stdout, an entry per file.
+    Json,
+    /// GitHub Actions workflow commands on stdout, one per diagnostic.
+    Github,
+}
+
+/// `runbook validate PATH...`: each file named, and the runbooks found in
+/// each directory named (see [`crate::runbook_files`]). Every file is
+/// checked and reported; any invalid one, or a directory with no runbook,
+/// fails the command.
+pub fn validate(paths: &[std::path::PathBuf], format: DiagnosticsFormat, color: bool) -> Result {
+    use crate::runbook_files::Entry;
+    let github = format == DiagnosticsFormat::Github;
+    // A path as printed: on a GitHub runner a line break in a file name
+    // would start a workflow command of its own.
+    let shown = |path: &Path| {
+        let name = path.display().to_string();
+        if github {
+            crate::github::escape_data(&name)
+        } else {
+            name
+        }
+    };
     let mut ok = true;
     let mut out = Vec::new();
-    for f in files {
+    for entry in crate::runbook_files::entries(paths) {
+        let (f, unread) = match entry {
+            Entry::Check(f) => (f, None),
+            Entry::Skipped(f) => {
+                eprintln!(
+                    "note: skipped {}: not a runbook (no top-level version: and steps:)",
+                    shown(&f)
+                );
+                continue;
+            }
+            Entry::NoRunbooks(dir) => {
+                let message = format!(
+                    "no runbook in {}: no *.yaml or *.yml file under it has top-level version: and steps:",
+                    dir.display()
+                );
+                if github {
+                    println!("{}", crate::github::error("runbook validate", &message));
+                } else {
+                    eprintln!("error: {message}");
+                }
+                ok = false;
+                continue;
+            }
+            Entry::Unreadable(dir, why) => {
+                let name = dir.display();
+                let d = Diagnostic::new(
+                    Code::Io,
+                    Span::point(1, 1),
+                    format!("cannot read directory {name}: {why}"),
+                );
+                let unread = Unread {
+                    diagnostic: d,
+                    text: None,
+                };
+                (dir, Some(unread))
+            }
+        };
         let name = f.display().to_string();
-        let (valid, diags) = match read(f).map_err(|u| *u) {
+        let read = match unread {
+            Some(u) => Err(u),
+            None => read(&f).map_err(|u| *u),
+        };
+        let (valid, diags) = match read {
             Err(Unread { diagnostic, text }) => {
-                if !json {
+                if format == DiagnosticsFormat::Text {
                     match text {
                         Some(text) => eprintln!("{}", diagnostic.render(&name, &text, color)),
                         None => eprintln!(
@@ -190,7 +257,7 @@ pub fn validate(files: &[std::path::PathBuf], json: bool, color: bool) -> Result
             }
             Ok(text) => {
                 let v = crate::validate::validate(crate::spec::load(&text));
-                if !json {
+                if format == DiagnosticsFormat::Text {
                     let mut err = std::io::stderr().lock();
                     for d in &v.diagnostics {
                         let _ = writeln!(err, "{}", d.render(&name, &text, color));
@@ -199,24 +266,31 @@ pub fn validate(files: &[std::path::PathBuf], json: bool, color: bool) -> Result
                 (v.runbook.map(|rb| rb.steps.len()), v.diagnostics)
             }
         };
+        if github {
+            let mut stdout = std::io::stdout().lock();
+            for d in &diags {
+                let _ = writeln!(stdout, "{}", crate::github::annotation(&name, d));
+            }
+        }
         let errors = diags
             .iter()
             .filter(|d| d.severity == Severity::Error)
             .count();
-        match (valid, json) {
-            (Some(n), false) => println!("ok: {name} ({n} steps)"),
-            (None, false) => {
-                let plural = if errors == 1 { "" } else { "s" };
-                eprintln!("invalid: {name} ({errors} error{plural})");
+        if format != DiagnosticsFormat::Json {
+            match valid {
+                Some(n) => println!("ok: {} ({n} steps)", shown(&f)),
+                None => {
+                    let plural = if errors == 1 { "" } else { "s" };
+                    eprintln!("invalid: {} ({errors} error{plural})", shown(&f));
+                }
             }
-            _ => {}
         }
         ok &= valid.is_some();
         out.push(
             serde_json::json!({ "file": name, "valid": valid.is_some(), "diagnostics": diags }),
         );
     }
-    if json {
+    if format == DiagnosticsFormat::Json {
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     }
     if ok {

@@ -1,7 +1,8 @@
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used, unsafe_code)] // a test fails loudly
 //! `runbook validate`: every malformed file under tests/malformed is rejected
 //! with the right code at the right line, and with nothing else; several
-//! errors are reported in one run; warnings alone pass; `--format json`.
+//! errors are reported in one run; warnings alone pass; `--format json` and
+//! `--format github`; directories are walked for the runbooks in them.
 
 mod common;
 
@@ -432,5 +433,186 @@ fn validate_format_json_of_a_valid_file_exits_zero() {
     assert_eq!(
         json,
         serde_json::json!([{ "file": "ok.yaml", "valid": true, "diagnostics": [] }])
+    );
+}
+
+const OK: &str = "version: 1\nname: ok\nsteps:\n  - id: a\n    shell: echo a\n";
+const WORKFLOW: &str = "name: ci\non: push\njobs:\n  test:\n    steps:\n      - run: make\n";
+const INVALID: &str =
+    "version: 1\nname: bad\nsteps:\n  - id: a\n    neds: [b]\n    shell: echo a\n";
+
+/// `validate DIR` walks it in name order, takes the files that look like
+/// runbooks, notes the YAML it skips, and keeps out of hidden directories,
+/// `target` and `node_modules` (each holds an invalid runbook here, which
+/// would fail the run if it were read). A symlink to a file is that file; one
+/// to a directory is not followed (here it would loop).
+#[test]
+fn a_directory_is_walked_for_runbooks_in_name_order() {
+    let t = Test::new()
+        .file("rb/b.yaml", OK)
+        .file("rb/a.yml", OK)
+        .file("rb/sub/c.yaml", OK)
+        .file("rb/sub/workflow.yml", WORKFLOW)
+        .file("rb/ci.yml", WORKFLOW)
+        .file("rb/notes.txt", INVALID)
+        .file("rb/.git/x.yaml", INVALID)
+        .file("rb/.hidden/x.yaml", INVALID)
+        .file("rb/target/x.yaml", INVALID)
+        .file("rb/node_modules/x.yaml", INVALID);
+    std::os::unix::fs::symlink("b.yaml", t.path().join("rb/link.yaml")).unwrap();
+    std::os::unix::fs::symlink("..", t.path().join("rb/sub/loop")).unwrap();
+    t.args(&["validate", "rb"])
+        .run()
+        .success()
+        .stdout_eq(
+            "ok: rb/a.yml (1 steps)\nok: rb/b.yaml (1 steps)\nok: rb/link.yaml (1 steps)\nok: rb/sub/c.yaml (1 steps)\n",
+        )
+        .stderr_eq(
+            "note: skipped rb/ci.yml: not a runbook (no top-level version: and steps:)\n\
+             note: skipped rb/sub/workflow.yml: not a runbook (no top-level version: and steps:)\n",
+        );
+}
+
+#[test]
+fn files_and_directories_mix_in_the_order_given() {
+    Test::new()
+        .file("z.yaml", OK)
+        .file("d/ok.yaml", OK)
+        .file("d/bad.yaml", INVALID)
+        .args(&["validate", "z.yaml", "d"])
+        .run()
+        .code(2)
+        .stdout_eq("ok: z.yaml (1 steps)\nok: d/ok.yaml (1 steps)\n")
+        .stderr_contains("error[E010]: unknown field `neds`")
+        .stderr_contains("--> d/bad.yaml:5:5")
+        .stderr_contains("invalid: d/bad.yaml (1 error)");
+}
+
+/// A file named on the command line is validated whatever it looks like.
+#[test]
+fn a_file_named_explicitly_is_always_validated() {
+    Test::new()
+        .file("ci.yml", WORKFLOW)
+        .args(&["validate", "ci.yml"])
+        .run()
+        .code(2)
+        .stderr_contains("error[E012]")
+        .stderr_contains("invalid: ci.yml (")
+        .stderr_not_contains("note: skipped");
+}
+
+/// Files written into a test's directory: (path, contents).
+type Files = &'static [(&'static str, &'static str)];
+
+/// Directories with no runbook fail with a message that says why: on
+/// stderr, or as a workflow command on stdout with `--format github`.
+#[test]
+fn a_directory_without_runbooks_is_an_error() {
+    const WHY: &str =
+        "no runbook in d: no *.yaml or *.yml file under it has top-level version: and steps:";
+    // (files in the directory, format)
+    let cases: &[(Files, &str)] = &[
+        (&[], "text"),
+        (&[("d/ci.yml", WORKFLOW), ("d/readme.md", "# hi\n")], "text"),
+        (&[("d/.git/x.yaml", OK), ("d/target/x.yaml", OK)], "json"),
+        (&[], "github"),
+    ];
+    for (files, format) in cases {
+        let mut t = Test::new();
+        std::fs::create_dir_all(t.path().join("d")).unwrap();
+        for (rel, text) in *files {
+            t = t.file(rel, text);
+        }
+        let out = t.args(&["validate", "--format", format, "d"]).run().code(2);
+        let (text, want) = if *format == "github" {
+            (
+                &out.stdout,
+                format!("::error title=runbook validate::{WHY}\n"),
+            )
+        } else {
+            (&out.stderr, format!("error: {WHY}\n"))
+        };
+        assert!(
+            text.contains(&want),
+            "{files:?} --format {format}: no {want:?}:\n--- stdout\n{}--- stderr\n{}",
+            out.stdout,
+            out.stderr
+        );
+    }
+}
+
+/// `--format github`: one workflow command per diagnostic on stdout, with
+/// its position and code, and the usual summary lines.
+#[test]
+fn format_github_prints_one_annotation_per_diagnostic() {
+    let warn = "version: 1\nname: warn\nparams:\n  image: { type: string, required: true, default: latest }\nsteps:\n  - id: a\n    shell: echo {{ params.image }}\n";
+    // (file, contents, the whole of stdout)
+    let cases: &[(&str, &str, &str)] = &[
+        ("ok.yaml", OK, "ok: ok.yaml (1 steps)\n"),
+        (
+            "bad.yaml",
+            INVALID,
+            "::error file=bad.yaml,line=5,col=5,endLine=5,endColumn=8,title=runbook E010::unknown field `neds`%0Ahelp: did you mean `needs`?\n",
+        ),
+        (
+            "warn.yaml",
+            warn,
+            "::warning file=warn.yaml,line=4,col=3,endLine=4,endColumn=7,title=runbook E013::parameter `image` is required and has a default; the default is never used\nok: warn.yaml (1 steps)\n",
+        ),
+        (
+            "pct.yaml",
+            "version: 1\nname: p\nsteps:\n  - id: a\n    shell: echo a\n    timeout: 5%\n",
+            "::error file=pct.yaml,line=6,col=14,endLine=6,endColumn=15,title=runbook E025::`5%25` is not a duration; write e.g. `30s`, `5m`, `2h`, `1d`\n",
+        ),
+    ];
+    for (file, contents, want) in cases {
+        let out = Test::new()
+            .file(file, contents)
+            .args(&["validate", "--format", "github", file])
+            .run();
+        assert_eq!(out.stdout, *want, "{file}");
+        assert!(
+            !out.stderr.contains("-->"),
+            "github output should not also render text diagnostics:\n{}",
+            out.stderr
+        );
+    }
+    Test::new()
+        .file("bad.yaml", INVALID)
+        .args(&["validate", "--format", "github", "bad.yaml"])
+        .run()
+        .code(2)
+        .stderr_eq("invalid: bad.yaml (1 error)\n");
+}
+
+/// A runbook author controls the text of a diagnostic (here an unknown key
+/// with a line break in it): on a GitHub runner a raw line break would
+/// start a workflow command of the author's. Every command stays one line.
+#[test]
+fn format_github_keeps_a_crafted_message_on_one_line() {
+    let out = Test::new()
+        .file(
+            "inj.yaml",
+            "version: 1\nname: n\n\"bad\\n::warning::x\\r\\n::add-mask::y%0A\": 1\nsteps:\n  - id: a\n    shell: echo a\n",
+        )
+        .args(&["validate", "--format", "github", "inj.yaml"])
+        .run()
+        .code(2);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one command, one line:\n{}", out.stdout);
+    assert!(
+        lines[0].starts_with("::error file=inj.yaml,line=3,col=1,"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0].contains("::unknown field `bad%0A::warning::x%0D%0A::add-mask::y%250A`%0Ahelp: "),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        !out.stdout.contains('\r') && !out.stderr.contains('\r'),
+        "{:?}",
+        out.stdout
     );
 }

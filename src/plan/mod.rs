@@ -10,6 +10,7 @@
 
 mod diff;
 mod flag_timeline;
+mod mermaid;
 mod param_use;
 mod params;
 mod preflight;

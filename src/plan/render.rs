@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
+use super::mermaid::mermaid;
 use super::{Plan, PlannedApproval, PlannedStep, TimeSpan};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -613,24 +614,4 @@ fn md_gates(o: &mut String, plan: &Plan) {
         );
     }
     let _ = writeln!(o);
-}
-
-fn mermaid(plan: &Plan) -> String {
-    let mut o = String::from("graph TD\n");
-    for s in &plan.steps {
-        let shape = match s.kind {
-            "approval" => ("{{", "}}"),
-            "metric" => ("{", "}"),
-            "flag" => ("[/", "/]"),
-            _ => ("[", "]"),
-        };
-        let label = format!("{}<br/><small>{}</small>", s.id, s.kind).replace('"', "'");
-        let _ = writeln!(o, "  {}{}\"{label}\"{}", s.id, shape.0, shape.1);
-    }
-    for s in &plan.steps {
-        for n in &s.needs {
-            let _ = writeln!(o, "  {n} --> {}", s.id);
-        }
-    }
-    o
 }
