@@ -159,6 +159,60 @@ const LOOSENINGS: &[(&str, &str, &str, &str)] = &[
         "finally step `notify` was removed",
     ),
     (
+        "a condition that always passes",
+        "condition: value <= params.max_5xx\n",
+        "condition: value <= params.max_5xx or true\n",
+        "gate `gate_errors` condition changed: `value <= 0.003` -> `value <= 0.003 or true`",
+    ),
+    (
+        "gate replaced by a shell step",
+        "  - id: gate_latency\n    metric:\n      query: p95_latency\n      condition: value <= params.max_5xx * 100\n      samples: 12\n      interval: 4h\n",
+        "  - id: gate_latency\n    shell: \"true\"\n",
+        "gate `gate_latency` was replaced by a shell step",
+    ),
+    (
+        "full rollout no longer waits for the gates",
+        "  - id: full\n    flag:",
+        "  - id: full\n    needs: [canary]\n    flag:",
+        "`full` no longer wait(s) for gate `gate_errors`: they can now run before it has passed",
+    ),
+    (
+        "gate moved before the change it checks",
+        "  - id: gate_errors\n    metric:",
+        "  - id: gate_errors\n    needs: [approve]\n    metric:",
+        "gate `gate_errors` no longer runs after `canary`: it may measure before that change is live",
+    ),
+    (
+        "gate reads another query",
+        "query: p95_latency",
+        "query: vector(0)",
+        "gate `gate_latency` reads another metric: `p95_latency` from `prom` -> `vector(0)` from `prom`",
+    ),
+    (
+        "metrics provider points elsewhere",
+        "url: \"http://127.0.0.1:9\"",
+        "url: \"http://127.0.0.2:9\"",
+        "provider `prom` changed: prometheus `http://127.0.0.1:9` -> prometheus `http://127.0.0.2:9`",
+    ),
+    (
+        "gate evaluated at a fixed past time",
+        "      failure_limit: 0\n",
+        "      failure_limit: 0\n      at: \"2020-01-01T00:00:00Z\"\n",
+        "gate `gate_errors` is evaluated at a fixed time: `2020-01-01T00:00:00Z`",
+    ),
+    (
+        "the page on failure may be skipped",
+        "  - id: page\n    shell",
+        "  - id: page\n    when: \"false\"\n    shell",
+        "on_failure step `page` may now be skipped: when false",
+    ),
+    (
+        "a secret param feeding gates changed",
+        "max_5xx: { type: number, default: 0.003 }",
+        "max_5xx: { type: number, default: 0.03, secret: true }",
+        "secret param `max_5xx` changed; it feeds `gate_errors`, `gate_latency`",
+    ),
+    (
         "concurrency raised",
         "concurrency: 1",
         "concurrency: 4",
@@ -298,6 +352,35 @@ fn markdown_risks_keep_code_spans_whole() {
     assert!(json["risks"][0]["why"]
         .as_str()
         .is_some_and(|w| !w.is_empty()));
+}
+
+/// Found by review: text outside code spans in a pull-request comment
+/// mentioned users, linked URLs and lost backslashes.
+#[test]
+fn markdown_text_neither_mentions_nor_links_nor_loses_backslashes() {
+    let runbook = r#"
+version: 1
+name: md
+description: "hi @octocat, see www.evil.test and https://evil.test/x"
+steps:
+  - id: s1
+    stage: 'st\|x \'
+    name: "nm `code` **b** <img src=x>"
+    shell: "true"
+"#;
+    let out = Test::new()
+        .file("md.yaml", runbook)
+        .args(&["plan", "md.yaml", "--format", "markdown"])
+        .run()
+        .success()
+        .stdout;
+    for needle in [
+        "hi @\u{200B}octocat, see www\u{200B}.evil.test and https:\u{200B}//evil.test/x",
+        "- **st\\\\\\|x \\\\**: `s1`",
+        "nm \\`code\\` \\*\\*b\\*\\* &lt;img src=x&gt;",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
 }
 
 /// `--fail-on-risk` only means something with `--diff`.

@@ -8,6 +8,7 @@
 //! are put in, and puts those risks first, each with why it matters; then
 //! params, and the plain additions, removals and edits.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -136,6 +137,48 @@ impl Risks<'_> {
                     format!("{label} condition changed{via}: `{a}` -> `{b}`"),
                     "not a single bound the diff can compare: check it is not looser",
                 ),
+            }
+        }
+        if before.provider != after.provider || before.query != after.query {
+            self.add(
+                format!(
+                    "{label} reads another metric: `{}` from `{}` -> `{}` from `{}`",
+                    before.query, before.provider, after.query, after.provider
+                ),
+                "a gate that measures something else can pass while the rollout hurts users",
+            );
+        }
+        if before.at != after.at && after.at.as_deref().is_some_and(|a| !a.is_empty()) {
+            self.add(
+                format!(
+                    "{label} is evaluated at a fixed time: {}",
+                    code(after.at.as_deref().unwrap_or_default())
+                ),
+                "it reads the metric as it was then, not as the rollout goes",
+            );
+        }
+        for (what, a, b) in [
+            (
+                "samples",
+                before.samples.value.is_some(),
+                after.samples.value.is_some(),
+            ),
+            (
+                "interval",
+                before.interval.seconds.is_some(),
+                after.interval.seconds.is_some(),
+            ),
+            (
+                "failure_limit",
+                before.failure_limit.value.is_some(),
+                after.failure_limit.value.is_some(),
+            ),
+        ] {
+            if a && !b {
+                self.add(
+                    format!("{label} {what} is no longer known before the run"),
+                    "it now comes from a param not given: the diff cannot say it is not looser",
+                );
             }
         }
         if let (Some(a), Some(b)) = (before.samples.value, after.samples.value) {
@@ -328,54 +371,56 @@ pub fn diff(base: &Plan, head: &Plan) -> PlanDiff {
         params: &params,
     };
     let find = |p: &'_ Plan, id: &str| p.steps.iter().position(|s| s.id == id);
-    for s in &head.steps {
-        let Some(i) = find(base, &s.id) else {
-            d.added.push(s.id.clone());
-            continue;
-        };
-        let before = &base.steps[i];
-        let changes = step_changes(before, s);
-        if !changes.is_empty() {
-            d.changed.push(StepChange {
-                step: s.id.clone(),
-                changes,
-            });
+    for (list, before_list, after_list) in [
+        (None, &base.steps, &head.steps),
+        (Some("on_failure"), &base.on_failure, &head.on_failure),
+        (Some("finally"), &base.finally, &head.finally),
+    ] {
+        let label = |id: &str| list.map_or_else(|| id.to_string(), |l| format!("{l}: {id}"));
+        for s in after_list {
+            let Some(before) = before_list.iter().find(|b| b.id == s.id) else {
+                d.added.push(label(&s.id));
+                continue;
+            };
+            let changes = step_changes(before, s);
+            if !changes.is_empty() {
+                d.changed.push(StepChange {
+                    step: label(&s.id),
+                    changes,
+                });
+            }
+            step_risks(&mut r, before, s, list);
         }
-        step_risks(&mut r, before, s);
-    }
-    for s in &base.steps {
-        if find(head, &s.id).is_none() {
-            d.removed.push(s.id.clone());
-            if s.kind == "metric" {
-                r.add(
+        for s in before_list {
+            if after_list.iter().any(|x| x.id == s.id) {
+                continue;
+            }
+            d.removed.push(label(&s.id));
+            match list {
+                None if s.kind == "metric" => r.add(
                     format!("gate `{}` was removed", s.id),
                     "nothing checks that metric any more",
-                );
-            }
-        }
-    }
-    for (title, list_a, list_b) in [
-        ("on_failure", &base.on_failure, &head.on_failure),
-        ("finally", &base.finally, &head.finally),
-    ] {
-        for s in list_a {
-            if !list_b.iter().any(|x| x.id == s.id) {
-                r.add(
-                    format!("{title} step `{}` was removed", s.id),
-                    if title == "on_failure" {
+                ),
+                None => {}
+                Some(l) => r.add(
+                    format!("{l} step `{}` was removed", s.id),
+                    if l == "on_failure" {
                         "a failure no longer runs it (a page, a notice)"
                     } else {
                         "the run no longer ends with it"
                     },
-                );
+                ),
             }
         }
     }
+    guard_risks(&mut r, base, head);
+    secret_param_risks(&mut r, base, head);
+    provider_risks(&mut r, base, head);
     approval_risks(&mut r, base, head);
     top_level_risks(&mut r, base, head);
     d.risks = r.out;
     d.params = params;
-    let common_before: std::collections::HashSet<&String> = base
+    let common_before: HashSet<&String> = base
         .steps
         .iter()
         .map(|s| &s.id)
@@ -393,8 +438,16 @@ pub fn diff(base: &Plan, head: &Plan) -> PlanDiff {
     d
 }
 
-fn step_risks(r: &mut Risks<'_>, before: &PlannedStep, s: &PlannedStep) {
+/// Risks of one step that exists in both plans; `list` is `on_failure` or
+/// `finally` for their steps.
+fn step_risks(r: &mut Risks<'_>, before: &PlannedStep, s: &PlannedStep, list: Option<&str>) {
     let id = &s.id;
+    if before.kind == "metric" && s.kind != "metric" {
+        r.add(
+            format!("gate `{id}` was replaced by a {} step", s.kind),
+            "nothing checks that metric any more",
+        );
+    }
     if !before.rollback.is_empty() && s.rollback.is_empty() {
         r.add(
             format!("step `{id}` no longer has a rollback"),
@@ -413,21 +466,22 @@ fn step_risks(r: &mut Risks<'_>, before: &PlannedStep, s: &PlannedStep) {
             "a hang now waits forever",
         );
     }
-    let guards = matches!(s.kind, "metric" | "approval");
+    // A gate, an approval, or a page/notice step of on_failure/finally.
+    let guards = list.is_some() || matches!(s.kind, "metric" | "approval");
+    let what = list.map_or_else(|| s.kind.to_string(), |l| format!("{l} step"));
     if guards && before.when.is_none() && s.when.is_some() {
         r.add(
             format!(
-                "{} `{id}` may now be skipped: when {}",
-                s.kind,
+                "{what} `{id}` may now be skipped: when {}",
                 s.when.as_deref().unwrap_or_default()
             ),
-            "the check no longer runs on every rollout",
+            "it no longer runs every time",
         );
     }
     if guards && before.when_value != Some(false) && s.when_value == Some(false) {
         r.add(
-            format!("{} `{id}` is skipped with these params", s.kind),
-            "its `when` is now false: the check does not run",
+            format!("{what} `{id}` is skipped with these params"),
+            "its `when` is now false: it does not run",
         );
     }
     if let (Some(a), Some(b)) = (&before.gate, &s.gate) {
@@ -473,6 +527,15 @@ fn approval_risks(r: &mut Risks<'_>, base: &Plan, head: &Plan) {
             );
             continue;
         };
+        if a.required.value.is_some() && b.required.value.is_none() {
+            r.add(
+                format!(
+                    "approval `{}` needs {} approvers, known only at run time",
+                    a.step, b.required.text
+                ),
+                "it now comes from a param not given: the diff cannot say it is not lower",
+            );
+        }
         if let (Some(x), Some(y)) = (a.required.value, b.required.value) {
             if y < x {
                 r.add(
@@ -550,6 +613,158 @@ fn top_level_risks(r: &mut Risks<'_>, base: &Plan, head: &Plan) {
             ),
             "more steps act at once, so a failure catches more of them mid-change",
         );
+    }
+}
+
+/// Every id reachable from `from` along `edges` (children or parents).
+fn below(edges: &HashMap<&str, Vec<&str>>, from: &str) -> HashSet<String> {
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut todo = vec![from.to_string()];
+    while let Some(id) = todo.pop() {
+        for &next in edges.get(id.as_str()).into_iter().flatten() {
+            if seen.insert(next.to_string()) {
+                todo.push(next.to_string());
+            }
+        }
+    }
+    seen
+}
+
+fn children(p: &Plan) -> HashMap<&str, Vec<&str>> {
+    let mut c: HashMap<&str, Vec<&str>> = HashMap::new();
+    for s in &p.steps {
+        for n in &s.needs {
+            c.entry(n.as_str()).or_default().push(s.id.as_str());
+        }
+    }
+    c
+}
+
+/// Gates and approvals that no longer come before a step they came before:
+/// `full` (100%) moved so it no longer waits for `gate_errors`.
+fn guard_risks(r: &mut Risks<'_>, base: &Plan, head: &Plan) {
+    let (before, after) = (children(base), children(head));
+    let in_head: HashSet<&str> = head.steps.iter().map(|s| s.id.as_str()).collect();
+    for g in base
+        .steps
+        .iter()
+        .filter(|s| matches!(s.kind, "metric" | "approval"))
+    {
+        let Some(now) = head.steps.iter().find(|s| s.id == g.id && s.kind == g.kind) else {
+            continue;
+        };
+        let was = below(&before, &g.id);
+        let is = below(&after, &now.id);
+        let mut lost: Vec<&String> = was
+            .iter()
+            .filter(|id| in_head.contains(id.as_str()) && !is.contains(*id))
+            .collect();
+        if lost.is_empty() {
+            continue;
+        }
+        lost.sort();
+        let ids: Vec<String> = lost.iter().map(|id| format!("`{id}`")).collect();
+        let what = if g.kind == "metric" {
+            "gate"
+        } else {
+            "approval"
+        };
+        r.add(
+            format!("{} no longer wait(s) for {what} `{}`", ids.join(", "), g.id),
+            "they can now run before it has passed",
+        );
+    }
+    // A gate that no longer follows a change it followed measures before it.
+    let (parents_before, parents_after) = (parents(base), parents(head));
+    for g in base.steps.iter().filter(|s| s.kind == "metric") {
+        if !head
+            .steps
+            .iter()
+            .any(|s| s.id == g.id && s.kind == "metric")
+        {
+            continue;
+        }
+        let was = below(&parents_before, &g.id);
+        let is = below(&parents_after, &g.id);
+        let mut lost: Vec<&String> = was
+            .iter()
+            .filter(|id| in_head.contains(id.as_str()) && !is.contains(*id))
+            .filter(|id| {
+                head.steps
+                    .iter()
+                    .any(|s| &s.id == *id && !matches!(s.kind, "metric" | "approval"))
+            })
+            .collect();
+        if lost.is_empty() {
+            continue;
+        }
+        lost.sort();
+        let ids: Vec<String> = lost.iter().map(|id| format!("`{id}`")).collect();
+        r.add(
+            format!("gate `{}` no longer runs after {}", g.id, ids.join(", ")),
+            "it may measure before that change is live",
+        );
+    }
+}
+
+fn parents(p: &Plan) -> HashMap<&str, Vec<&str>> {
+    p.steps
+        .iter()
+        .map(|s| (s.id.as_str(), s.needs.iter().map(String::as_str).collect()))
+        .collect()
+}
+
+/// A secret param's value cannot be shown, so a change to it is a risk
+/// wherever it feeds a gate or an approval.
+fn secret_param_risks(r: &mut Risks<'_>, base: &Plan, head: &Plan) {
+    for p in head.params.iter().filter(|p| p.secret) {
+        let (Some(a), Some(b)) = (base.resolved.get(&p.name), head.resolved.get(&p.name)) else {
+            continue;
+        };
+        if a.0 == b.0 {
+            continue;
+        }
+        let guards: Vec<String> = head
+            .steps
+            .iter()
+            .filter(|s| {
+                matches!(s.kind, "metric" | "approval")
+                    || s.rollback.iter().any(|x| x.gate.is_some())
+            })
+            .filter(|s| p.used_by.contains(&s.id))
+            .map(|s| format!("`{}`", s.id))
+            .collect();
+        if !guards.is_empty() {
+            r.add(
+                format!(
+                    "secret param `{}` changed; it feeds {}",
+                    p.name,
+                    guards.join(", ")
+                ),
+                "its value cannot be shown: check by hand that the gates are not looser",
+            );
+        }
+    }
+}
+
+fn provider_risks(r: &mut Risks<'_>, base: &Plan, head: &Plan) {
+    for a in &base.providers {
+        let Some(b) = head.providers.iter().find(|b| b.name == a.name) else {
+            continue;
+        };
+        if a.kind != b.kind || a.source != b.source {
+            r.add(
+                format!(
+                    "provider `{}` changed: {} {} -> {} {}",
+                    a.name,
+                    a.kind,
+                    code(&a.source),
+                    b.kind,
+                    code(&b.source)
+                ),
+                "gates and flags using it read or write somewhere else",
+            );
+        }
     }
 }
 

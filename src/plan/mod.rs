@@ -73,6 +73,8 @@ pub struct Plan {
     pub identity: &'static str,
     pub concurrency: usize,
     pub lock: Option<String>,
+    /// Where gates read metrics and flags are written.
+    pub providers: Vec<PlannedProvider>,
     /// Step ids by wave: each wave may run in parallel once the one before it is done.
     pub waves: Vec<Vec<String>>,
     /// Stages in the order their first step appears, with their steps.
@@ -125,6 +127,15 @@ pub struct PlanParam {
     pub secret: bool,
     /// Steps whose templates read it, directly or through vars.
     pub used_by: Vec<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PlannedProvider {
+    pub name: String,
+    /// `redis`, `file`, `prometheus` or `command`.
+    pub kind: &'static str,
+    /// Its URL or path, rendered (secrets masked), with a Redis key prefix.
+    pub source: String,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -209,6 +220,8 @@ pub struct PlannedGate {
     pub failure_limit: Count,
     /// `fail` or `pass`.
     pub on_no_data: &'static str,
+    /// The instant it evaluates at (`at`), when set; `null` or empty: now.
+    pub at: Option<String>,
 }
 
 /// `value OP bound`, normalised so `value` is on the left.
@@ -479,6 +492,22 @@ impl Plan {
             identity: IDENTITY,
             concurrency: rb.concurrency,
             lock: rb.lock.as_ref().map(|l| show(l, &ctx)),
+            providers: rb
+                .providers
+                .iter()
+                .map(|p| PlannedProvider {
+                    name: p.name.clone(),
+                    kind: p.kind.name(),
+                    source: {
+                        let at = p.url.as_ref().or(p.path.as_ref());
+                        let mut source = at.map(|t| show(t, &ctx)).unwrap_or_default();
+                        if !p.prefix.is_empty() {
+                            source.push_str(&format!(" (keys {}*)", p.prefix));
+                        }
+                        source
+                    },
+                })
+                .collect(),
             waves: graph
                 .waves()
                 .into_iter()

@@ -396,6 +396,7 @@ fn gate(m: &crate::runbook::Metric, ctx: &Value) -> PlannedGate {
             crate::runbook::OnNoData::Fail => "fail",
             crate::runbook::OnNoData::Pass => "pass",
         },
+        at: m.at.as_ref().map(|at| show_json(at, ctx)),
     }
 }
 
@@ -451,11 +452,15 @@ fn replace_name(text: &str, name: &str, with: &str) -> String {
 
 /// A number, or an expression of numbers alone (`0.003 * 100`, once
 /// params are put in).
+///
+/// Only arithmetic: `0.003 or true` is a number to minijinja (`or` returns
+/// its first truthy operand) but not a bound, and `value` then always passes.
 fn constant(side: &str) -> Option<f64> {
     if let Ok(n) = side.parse() {
         return Some(n);
     }
-    if !template::reads(side, true).ok()?.is_empty() {
+    let arithmetic = |c: char| c.is_ascii_digit() || " \t.eE+-*/()".contains(c);
+    if !side.chars().all(arithmetic) {
         return None;
     }
     let v = template::render_value(&format!("{{{{ ({side}) }}}}"), &Value::UNDEFINED).ok()?;

@@ -293,23 +293,35 @@ pub(super) fn md_code(s: &str) -> String {
 /// `[` would turn into emphasis and links.
 pub(super) fn md_text(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    for c in md_escape(s).chars() {
+    let chars: Vec<char> = s.chars().collect();
+    let rest_starts = |chars: &[char], i: usize, what: &str| {
+        what.chars()
+            .enumerate()
+            .all(|(k, w)| chars.get(i + 1 + k) == Some(&w))
+    };
+    for (i, &c) in chars.iter().enumerate() {
         match c {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '&' => out.push_str("&amp;"),
-            '*' | '_' | '[' | ']' | '#' | '~' => {
+            '\n' | '\r' => out.push(' '),
+            '|' => out.push_str("\\|"),
+            '*' | '_' | '[' | ']' | '#' | '~' | '\\' | '`' => {
                 out.push('\\');
                 out.push(c);
             }
+            // A zero-width space stops GitHub from turning `@name` into a
+            // mention and `www.`/`https://` into a link.
+            '@' => out.push_str("@\u{200B}"),
+            ':' if rest_starts(&chars, i, "//") => out.push_str(":\u{200B}"),
+            '.' if out.ends_with("www") => out.push_str("\u{200B}."),
             c => out.push(c),
         }
     }
     out
 }
 
-/// Text with backtick code spans kept as they are: a diagnostic-like line
-/// such as "gate `x` loosened" (the spans are ours; the rest is escaped).
+/// What a table cell cannot hold as is, inside a code span too: `|` and line breaks.
 fn md_escape(s: &str) -> String {
     s.replace('|', "\\|").replace(['\n', '\r'], " ")
 }
@@ -397,6 +409,22 @@ fn markdown(plan: &Plan) -> String {
                     .map(|s| md_code(s))
                     .collect::<Vec<_>>()
                     .join(", ")
+            );
+        }
+        let _ = writeln!(o);
+    }
+    if !plan.providers.is_empty() {
+        let _ = writeln!(
+            o,
+            "### Providers\n\n| name | kind | source |\n| --- | --- | --- |"
+        );
+        for p in &plan.providers {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} |",
+                md_code(&p.name),
+                p.kind,
+                md_code(&p.source)
             );
         }
         let _ = writeln!(o);
