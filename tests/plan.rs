@@ -343,3 +343,58 @@ steps:
         same.stdout
     );
 }
+
+/// Without its required params a plan still renders: each missing one is a
+/// `<params.NAME>` symbol, templates that need its value (a duration, a
+/// sample count) wait for the run instead of failing pre-flight, and a
+/// `when` that reads one says it depends on it.
+#[test]
+fn plan_without_required_params_shows_symbols_and_waits_for_them() {
+    let runbook = r#"
+version: 1
+name: missing
+params:
+  revision: { type: string, required: true }
+  soak: { type: string, required: true }
+  samples: { type: integer, required: true }
+providers:
+  prom: { kind: prometheus, url: "http://127.0.0.1:9" }
+steps:
+  - id: deploy
+    shell: ./deploy.sh {{ params.revision }}
+  - id: gate
+    when: params.revision != "hotfix"
+    metric:
+      query: errors{rev="{{ params.revision }}"}
+      condition: value < 0.01
+      interval: "{{ params.soak }}"
+      samples: "{{ params.samples }}"
+"#;
+    let out = Test::new()
+        .file("m.yaml", runbook)
+        .args(&["plan", "m.yaml"])
+        .run()
+        .success();
+    for needle in [
+        "Not given: revision (shown as <params.revision>), soak (shown as <params.soak>), samples (shown as <params.samples>)",
+        "$ ./deploy.sh '<params.revision>'",
+        "when params.revision != \"hotfix\" (depends on params.revision, not given: decided at run time)",
+        "<params.samples> sample(s) every <params.soak>",
+    ] {
+        assert!(out.stdout.contains(needle), "missing {needle:?} in:\n{}", out.stdout);
+    }
+    let json = common::plan_json(Test::new().file("m.yaml", runbook), "m.yaml", &[]);
+    let gate = &json["steps"][1];
+    assert_eq!(gate["when_not_given"], serde_json::json!(["revision"]));
+    assert_eq!(gate["when_value"], serde_json::Value::Null);
+    assert_eq!(gate["gate"]["interval"]["seconds"], serde_json::Value::Null);
+    assert_eq!(gate["gate"]["interval"]["text"], "<params.soak>");
+    assert_eq!(json["params"][0]["source"], "not_given");
+    // A wrong value that is given is still an error.
+    Test::new()
+        .file("m.yaml", runbook)
+        .args(&["plan", "m.yaml", "--param", "soak=soon"])
+        .run()
+        .code(2)
+        .stderr_contains("error[E025]: step `gate`: interval: `{{ params.soak }}` gives `soon`");
+}
