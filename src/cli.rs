@@ -24,14 +24,11 @@ use crate::view::color_stderr;
     about = "Validate, preview and run declarative runbooks"
 )]
 pub struct Cli {
-    /// Where runs keep their journals (default: $RUNBOOK_STATE_DIR, else .runbook).
-    #[arg(
-        long,
-        global = true,
-        env = "RUNBOOK_STATE_DIR",
-        default_value = ".runbook"
-    )]
-    pub state_dir: PathBuf,
+    /// Where runs, locks, approvals and the default flag file live
+    /// (default: $RUNBOOK_STATE_DIR, else $XDG_STATE_HOME/runbook, else
+    /// ~/.local/state/runbook).
+    #[arg(long, global = true, env = "RUNBOOK_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -108,6 +105,23 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: StatusFormat,
     },
+    /// Print a run's output and events so far, read from its journal (from
+    /// any directory); with --follow, until the run ends. Exits with the
+    /// run's exit code once it has ended.
+    Logs {
+        /// The run's id, as `run` printed it.
+        run_id: String,
+        /// Keep printing until the run ends.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Ask the engine running a run to unwind, as Ctrl-C at its terminal
+    /// would (the run ends `interrupted`, exit 130); works from any process
+    /// and directory.
+    Cancel {
+        /// The run's id, as `run` printed it.
+        run_id: String,
+    },
     /// Print the JSON Schema of the runbook format.
     Schema {
         /// The schema of `plan --format json` instead.
@@ -125,6 +139,13 @@ pub struct RunArgs {
     /// The run's id (default: generated and printed at start).
     #[arg(long)]
     pub run_id: Option<String>,
+    /// Run in the background, detached from the terminal; print the run id
+    /// and exit. Follow it with `runbook logs RUN_ID --follow`.
+    #[arg(long)]
+    pub detach: bool,
+    /// The background process of `--detach` (set by runbook itself).
+    #[arg(long, hide = true)]
+    pub detached_child: bool,
     #[command(flatten)]
     pub view: ViewArgs,
 }
@@ -210,6 +231,7 @@ pub fn exit_code(result: &crate::error::Result) -> i32 {
         ) => 2,
         Err(Error::NeedsPerson(_)) => 3,
         Err(Error::CannotStart(_) | Error::StillRunning(_)) => 4,
+        Err(Error::Exited(code)) => *code,
     }
 }
 
@@ -228,7 +250,7 @@ fn print_error(e: &Error) {
             let plural = if n == 1 { "" } else { "s" };
             let _ = writeln!(err, "invalid: {file} ({n} error{plural})");
         }
-        Error::InvalidFiles => {}
+        Error::InvalidFiles | Error::Exited(_) => {}
         Error::Coded(list) => {
             for (code, msg) in list {
                 let _ = writeln!(err, "error[{}]: {msg}", code.as_str());
@@ -260,7 +282,10 @@ fn output(view: &ViewArgs) -> Result<Output, Error> {
 }
 
 fn dispatch(cli: Cli) -> crate::error::Result {
-    let state_dir = cli.state_dir;
+    let state_dir = match cli.state_dir {
+        Some(dir) => dir,
+        None => crate::state_dir::from_env().map_err(Error::cannot_start)?,
+    };
     match cli.command {
         Command::Validate { files, format } => {
             let format = match format {
@@ -283,6 +308,13 @@ fn dispatch(cli: Cli) -> crate::error::Result {
             params: args.params,
             run_id: args.run_id,
             output: output(&args.view)?,
+            detach: if args.detached_child {
+                crate::runner::Detach::Child
+            } else if args.detach {
+                crate::runner::Detach::Parent
+            } else {
+                crate::runner::Detach::No
+            },
         }),
         Command::Resume {
             run_id,
@@ -312,6 +344,8 @@ fn dispatch(cli: Cli) -> crate::error::Result {
         Command::Status { run_id, format } => {
             crate::status::show(&state_dir, run_id.as_deref(), format == StatusFormat::Json)
         }
+        Command::Logs { run_id, follow } => crate::operate::logs(&state_dir, &run_id, follow),
+        Command::Cancel { run_id } => crate::operate::cancel(&state_dir, &run_id),
         Command::Schema { plan } => {
             print!(
                 "{}",

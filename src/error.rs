@@ -42,6 +42,8 @@ pub enum Error {
     StillRunning(String),
     /// Files were invalid and `validate` already printed why (its output).
     InvalidFiles,
+    /// A detached run's process refused to start and printed why: exit with its code.
+    Exited(i32),
 }
 
 impl Error {
@@ -62,6 +64,7 @@ impl fmt::Display for Error {
             | Error::NeedsPerson(m)
             | Error::StillRunning(m) => f.write_str(m),
             Error::InvalidFiles => f.write_str("invalid runbooks"),
+            Error::Exited(code) => write!(f, "the run's process exited with {code}"),
             Error::Coded(list) => {
                 let lines: Vec<String> = list
                     .iter()

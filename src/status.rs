@@ -95,19 +95,7 @@ pub fn show(state_dir: &Path, run_id: Option<&str>, as_json: bool) -> Result {
             Ok(Done::Ok)
         }
         Some(id) => {
-            let rec = match store.read(id) {
-                Ok(r) => r,
-                Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
-                    return Err(Error::invalid(e.to_string()))
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(Error::invalid(format!(
-                        "no run `{id}` in {}",
-                        state_dir.display()
-                    )))
-                }
-                Err(e) => return Err(Error::cannot_start(format!("cannot read run `{id}`: {e}"))),
-            };
+            let rec = crate::journal::read_run(&store, state_dir, id)?;
             let out = summary(&store, &rec, true);
             if as_json {
                 println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());

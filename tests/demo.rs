@@ -6,8 +6,15 @@ mod common;
 use common::Test;
 
 fn flags(out: &common::Output) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(out.path().join(".runbook/flags.json")).unwrap())
-        .unwrap()
+    serde_json::from_str(
+        &std::fs::read_to_string(
+            out.path()
+                .join(common::DEFAULT_STATE_DIR)
+                .join("flags.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -48,7 +55,7 @@ fn demo_rolls_out_then_a_breach_restores_every_flag() {
     assert!(out.stdout.contains("value 0.07"), "{}", out.stdout);
     assert_eq!(flags(&out), before);
     // The local target was stopped.
-    let pid = std::fs::read_to_string(out.path().join(".runbook/demo-target/server.pid")).unwrap();
+    let pid = std::fs::read_to_string(out.path().join(".runbook-demo/server.pid")).unwrap();
     // Gone, or a zombie nobody reaped yet (its parent shell has exited).
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
     let state = stat.rsplit(") ").next().and_then(|r| r.chars().next());

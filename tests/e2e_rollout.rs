@@ -79,7 +79,9 @@ impl Rollout {
             .env("NO_COLOR", "1")
             .env("RUNBOOK_USER", "release-bot")
             .env("ROLLOUT_WEBHOOK_TOKEN", "hook-secret-5e1f")
-            .env_remove("RUNBOOK_STATE_DIR");
+            .env_remove("RUNBOOK_STATE_DIR")
+            // The per-user default state dir, inside the test's directory.
+            .env("XDG_STATE_HOME", self.dir.path().join(".xdg-state"));
         c
     }
 

@@ -26,7 +26,12 @@ fn assert_nothing_ran(out: &Output, what: &str) {
         .filter(|n| n.starts_with("ran-"))
         .collect();
     assert!(ran.is_empty(), "{what}: steps ran: {ran:?}\n{}", out.stderr);
-    for left in ["st", ".runbook", "st/flags.json"] {
+    for left in [
+        "st",
+        common::DEFAULT_STATE_DIR,
+        "st/flags.json",
+        ".runbook-demo",
+    ] {
         assert!(
             !dir.join(left).exists(),
             "{what}: a refused run left {left} behind\n{}",
@@ -309,7 +314,7 @@ fn demo_rollout_with_a_bad_gate_interval() {
         .code(2)
         .stderr_contains(&format!("--> {DEMO}:{}:", interval_lines[0]));
     assert_eq!(out.errors(), want, "run");
-    // The demo's first step makes .runbook/demo-target and starts a server.
+    // The demo's first step makes .runbook-demo and starts a server.
     assert_nothing_ran(&out, "demo run");
 }
 

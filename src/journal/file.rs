@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use serde_json::Value as Json;
 
-use super::{Header, Recorded, RunStore};
+use super::{Header, Recorded, RunStore, Tail};
 use crate::events::{Event, Recorder};
 
 pub struct FileStore {
@@ -152,7 +152,74 @@ impl Recorder for Writer {
     }
 }
 
+/// An event record as `(at, event)`.
+fn timed_event(value: Json) -> Result<(String, Event), serde_json::Error> {
+    let at = value
+        .get("at")
+        .and_then(Json::as_str)
+        .unwrap_or_default()
+        .to_string();
+    serde_json::from_value::<Event>(value).map(|e| (at, e))
+}
+
+/// Reads a journal as it grows: whole lines only, from where it stopped.
+struct FileTail {
+    file: File,
+    partial: Vec<u8>,
+}
+
+impl Tail for FileTail {
+    fn next_events(&mut self) -> std::io::Result<Vec<(String, Event)>> {
+        use std::io::Read;
+        let mut buf = Vec::new();
+        self.file.read_to_end(&mut buf)?;
+        self.partial.extend_from_slice(&buf);
+        let Some(end) = self.partial.iter().rposition(|&b| b == b'\n') else {
+            return Ok(Vec::new());
+        };
+        let complete: Vec<u8> = self.partial.drain(..=end).collect();
+        let mut out = Vec::new();
+        for line in complete.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let Ok(value) = serde_json::from_slice::<Json>(line) else {
+                continue;
+            };
+            if value.get("record").and_then(Json::as_str) == Some("header") {
+                continue;
+            }
+            if let Ok(e) = timed_event(value) {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+}
+
 impl RunStore for FileStore {
+    fn tail(&self, run_id: &str) -> std::io::Result<Box<dyn Tail>> {
+        if !super::valid_run_id(run_id) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("`{run_id}` is not a run id"),
+            ));
+        }
+        Ok(Box::new(FileTail {
+            file: File::open(self.path(run_id))?,
+            partial: Vec::new(),
+        }))
+    }
+
+    fn is_live(&self, run_id: &str) -> bool {
+        crate::lock::is_held(&self.run_dir(run_id).join("run.lock"))
+    }
+
+    fn engine_pid(&self, run_id: &str) -> Option<u32> {
+        let path = self.run_dir(run_id).join("run.lock");
+        if !crate::lock::is_held(&path) {
+            return None;
+        }
+        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    }
+
     fn create(&self, header: &Header) -> std::io::Result<Box<dyn Recorder>> {
         std::fs::create_dir_all(self.run_dir(&header.run_id))?;
         let file = OpenOptions::new()
@@ -233,13 +300,8 @@ impl RunStore for FileStore {
                     Some(serde_json::from_value::<Header>(value).map_err(std::io::Error::other)?);
                 continue;
             }
-            let at = value
-                .get("at")
-                .and_then(Json::as_str)
-                .unwrap_or_default()
-                .to_string();
-            match serde_json::from_value::<Event>(value) {
-                Ok(e) => events.push((at, e)),
+            match timed_event(value) {
+                Ok(e) => events.push(e),
                 Err(_) if i + 1 == count => torn = true,
                 Err(e) => {
                     return Err(std::io::Error::other(format!(

@@ -62,6 +62,41 @@ pub trait RunStore: Send + Sync {
     fn read(&self, run_id: &str) -> std::io::Result<Recorded>;
     /// Run ids, oldest first.
     fn list(&self) -> std::io::Result<Vec<String>>;
+    /// Follows a run's events as they are recorded (`logs --follow`).
+    fn tail(&self, run_id: &str) -> std::io::Result<Box<dyn Tail>>;
+    /// Whether a live engine holds the run now.
+    fn is_live(&self, run_id: &str) -> bool;
+    /// The process id of the live engine holding the run, if any.
+    fn engine_pid(&self, run_id: &str) -> Option<u32>;
+}
+
+/// A run's events from where the last call stopped.
+pub trait Tail {
+    /// Events recorded since the last call (all of them the first time).
+    fn next_events(&mut self) -> std::io::Result<Vec<(String, Event)>>;
+}
+
+/// A run's journal, with the errors a command reports: an unknown or
+/// malformed id is a usage error (exit 2), an unreadable journal exit 4.
+pub fn read_run(
+    store: &dyn RunStore,
+    state_dir: &std::path::Path,
+    run_id: &str,
+) -> Result<Recorded, crate::error::Error> {
+    use crate::error::Error;
+    match store.read(run_id) {
+        Ok(r) => Ok(r),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::invalid(format!(
+            "no run `{run_id}` in {}",
+            state_dir.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            Err(Error::invalid(e.to_string()))
+        }
+        Err(e) => Err(Error::cannot_start(format!(
+            "cannot read the journal of run `{run_id}`: {e}"
+        ))),
+    }
 }
 
 /// Run ids name directories: letters, digits, `-`, `_`, `.`, not leading `.`.

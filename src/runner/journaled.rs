@@ -9,7 +9,7 @@ use serde_json::Value as Json;
 
 use crate::commands::{self, Loaded};
 use crate::error::{Error, Result};
-use crate::journal::{self, FileStore, RunStore};
+use crate::journal::{self, FileStore};
 use crate::runbook::Runbook;
 use crate::state::RunState;
 
@@ -22,24 +22,7 @@ pub(super) fn recorded(
     state_dir: &Path,
     run_id: &str,
 ) -> Result<(journal::Recorded, Loaded, RunState)> {
-    let store = FileStore::new(state_dir);
-    let rec = match store.read(run_id) {
-        Ok(r) => r,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::invalid(format!(
-                "no run `{run_id}` in {}",
-                state_dir.display()
-            )))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
-            return Err(Error::invalid(e.to_string()))
-        }
-        Err(e) => {
-            return Err(Error::cannot_start(format!(
-                "cannot read the journal of run `{run_id}`: {e}"
-            )))
-        }
-    };
+    let rec = journal::read_run(&FileStore::new(state_dir), state_dir, run_id)?;
     if rec.torn {
         eprintln!("note: the journal's last record was torn (the engine died while writing it); it is ignored");
     }

@@ -24,6 +24,7 @@ use crate::events::RunStatus;
 use crate::journal;
 use crate::runbook::ActionKind;
 
+mod detach;
 mod identity;
 mod journaled;
 mod prepare;
@@ -57,6 +58,16 @@ pub struct RunSettings {
     pub params: Vec<(String, String)>,
     pub run_id: Option<String>,
     pub output: Output,
+    pub detach: Detach,
+}
+
+/// `run --detach`: this process starts the run in the background
+/// (`Parent`), or is that background process (`Child`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detach {
+    No,
+    Parent,
+    Child,
 }
 
 pub fn run(s: RunSettings) -> Result {
@@ -90,6 +101,11 @@ pub fn run(s: RunSettings) -> Result {
         Arc::new(crate::plan::build_batched(rb, &loaded.text, &resolved).map_err(Error::Invalid)?);
     let cwd = std::env::current_dir()
         .map_err(|e| Error::cannot_start(format!("cannot read the working directory: {e}")))?;
+    match s.detach {
+        Detach::Parent => return detach::spawn(&s, &run_id, &cwd.join(&s.state_dir)),
+        Detach::Child => detach::become_session_leader(),
+        Detach::No => {}
+    }
     let launch = prepare(
         &loaded,
         plan,
@@ -172,11 +188,7 @@ pub fn rollback(
 
 /// Whether a live process holds the run.
 fn running(state_dir: &Path, run_id: &str) -> bool {
-    crate::lock::is_held(
-        &journal::FileStore::new(state_dir)
-            .run_dir(run_id)
-            .join("run.lock"),
-    )
+    journal::RunStore::is_live(&journal::FileStore::new(state_dir), run_id)
 }
 
 /// Shows what a rollback will undo and asks before doing it.

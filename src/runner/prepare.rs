@@ -135,6 +135,12 @@ pub(super) fn prepare(loaded: &Loaded, plan: Arc<Plan>, p: Prepare) -> Result<La
         }
     }
     base_env.push(("RUNBOOK_RUN_ID".into(), p.run_id.clone()));
+    // A step that calls `runbook status` or reads the default flag file
+    // finds this run's state dir, wherever the default would point.
+    base_env.push((
+        "RUNBOOK_STATE_DIR".into(),
+        p.state_dir.display().to_string(),
+    ));
     let flags = flag_stores(rb, &p.state_dir, &ctx).map_err(|e| Error::invalid(masker.mask(&e)))?;
     let metrics = metric_sources(rb, &ctx).map_err(|e| Error::invalid(masker.mask(&e)))?;
     let lock_key = match &rb.lock {

@@ -31,6 +31,9 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+/// The default state dir of a test's binary, relative to its test dir.
+pub(crate) const DEFAULT_STATE_DIR: &str = ".xdg-state/runbook";
+
 /// The repository root, for reading fixtures and committed files.
 pub(crate) fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -50,6 +53,8 @@ pub(crate) struct Test {
     state_dir: Option<PathBuf>,
     /// A program that starts the binary (see [`Test::wrapped`]).
     wrapper: Vec<String>,
+    /// The working directory inside the test dir (see [`Test::in_dir`]).
+    cwd: Option<PathBuf>,
 }
 
 impl Default for Test {
@@ -70,6 +75,7 @@ impl Test {
             stdin: None,
             state_dir: None,
             wrapper: Vec::new(),
+            cwd: None,
         }
     }
 
@@ -123,9 +129,19 @@ impl Test {
         self
     }
 
+    /// Runs the binary in `rel`, a directory inside the test dir (made if
+    /// missing): an operator in another directory of the same user.
+    pub(crate) fn in_dir(mut self, rel: &str) -> Test {
+        let dir = self.dir.path().join(rel);
+        std::fs::create_dir_all(&dir).expect("create the working directory");
+        self.cwd = Some(dir);
+        self
+    }
+
     /// Uses `rel` (inside the test directory) as the state dir, passed as
-    /// `$RUNBOOK_STATE_DIR`. Without it the binary's default (`.runbook` in
-    /// the working directory) applies, which is also inside the test dir.
+    /// `$RUNBOOK_STATE_DIR`. Without it the binary's per-user default
+    /// applies: `$XDG_STATE_HOME/runbook`, with `XDG_STATE_HOME` set to
+    /// `.xdg-state` inside the test dir ([`DEFAULT_STATE_DIR`]).
     pub(crate) fn state_dir(mut self, rel: &str) -> Test {
         self.state_dir = Some(self.dir.path().join(rel));
         self
@@ -204,6 +220,7 @@ impl Output {
             stdin: None,
             state_dir: None,
             wrapper: Vec::new(),
+            cwd: None,
         }
     }
 
@@ -333,13 +350,17 @@ impl Test {
                 c
             }
         };
-        cmd.args(&self.args).current_dir(self.dir.path());
+        cmd.args(&self.args)
+            .current_dir(self.cwd.as_deref().unwrap_or(self.dir.path()));
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("RUNBOOK_") {
                 cmd.env_remove(&k);
             }
         }
         cmd.env("NO_COLOR", "1");
+        // The per-user default state dir, inside the test dir: tests never
+        // see each other's runs, nor the machine's.
+        cmd.env("XDG_STATE_HOME", self.dir.path().join(".xdg-state"));
         if let Some(state) = &self.state_dir {
             cmd.env("RUNBOOK_STATE_DIR", state);
         }

@@ -1,0 +1,40 @@
+//! `runbook cancel RUN_ID`: from any process and directory, asks the engine
+//! running the run to unwind, exactly as Ctrl-C at its terminal would
+//! (SIGINT to the process holding the run's lock; the run ends
+//! `interrupted`, exit 130). The engine does the unwinding; this command
+//! only delivers the request and says how to follow it.
+
+use std::path::Path;
+
+use crate::error::{Done, Error, Result};
+use crate::journal::{read_run, FileStore, RunStore};
+
+pub fn cancel(state_dir: &Path, run_id: &str) -> Result {
+    let store = FileStore::new(state_dir);
+    let rec = read_run(&store, state_dir, run_id)?;
+    let Some(pid) = store.engine_pid(run_id) else {
+        let state = rec.state(None);
+        let why = match state.status {
+            Some(s) => format!("it ended {}", s.as_str()),
+            None => format!(
+                "no engine holds it (it died?); `runbook resume {run_id}` continues it, `runbook rollback {run_id}` unwinds it"
+            ),
+        };
+        return Err(Error::cannot_start(format!(
+            "run {run_id} is not running: {why}"
+        )));
+    };
+    let target = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| Error::cannot_start(format!("run {run_id}: bad engine pid {pid}")))?;
+    rustix::process::kill_process(target, rustix::process::Signal::INT).map_err(|e| {
+        Error::cannot_start(format!(
+            "cannot signal the engine of run {run_id} (process {pid}): {e}"
+        ))
+    })?;
+    println!(
+        "asked run {run_id} (process {pid}) to stop: it unwinds as on Ctrl-C. Follow it with `runbook logs {run_id} --follow`"
+    );
+    Ok(Done::Ok)
+}

@@ -1,0 +1,55 @@
+//! `runbook logs RUN_ID [--follow]`: the run's events and output so far, as
+//! the plain view prints them, read from its journal; with `--follow`, then
+//! everything until the run ends. The exit status is the run's.
+//!
+//! The journal is the log: it holds every step's output (masked, within
+//! its budget) and every event, from whichever process ran them, so the
+//! same command serves a foreground run, a detached one and a resumed one.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use crate::error::{Done, Error, Result};
+use crate::events::Listener;
+use crate::journal::{read_run, FileStore, RunStore};
+use crate::view::Plain;
+
+/// How often `--follow` looks for new records.
+const POLL: Duration = Duration::from_millis(100);
+
+pub fn logs(state_dir: &Path, run_id: &str, follow: bool) -> Result {
+    let store = FileStore::new(state_dir);
+    read_run(&store, state_dir, run_id)?;
+    let mut tail = store
+        .tail(run_id)
+        .map_err(|e| Error::cannot_start(format!("cannot read run `{run_id}`: {e}")))?;
+    let mut view = Plain::new(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    let mut show = |view: &mut Plain| -> Result<()> {
+        let events = tail
+            .next_events()
+            .map_err(|e| Error::cannot_start(format!("cannot read run `{run_id}`: {e}")))?;
+        for (at, event) in &events {
+            let at = humantime::parse_rfc3339_weak(at).unwrap_or_else(|_| SystemTime::now());
+            view.on(at, event);
+        }
+        Ok(())
+    };
+    loop {
+        // Whether the engine held the run before this read: if it did not,
+        // everything it wrote is already in the file.
+        let live = store.is_live(run_id);
+        show(&mut view)?;
+        if !follow || !live {
+            break;
+        }
+        std::thread::sleep(POLL);
+    }
+    let state = read_run(&store, state_dir, run_id)?.state(None);
+    match state.status {
+        Some(status) => Ok(Done::Run(status)),
+        None if store.is_live(run_id) => Ok(Done::Ok),
+        None => Err(Error::NeedsPerson(format!(
+            "run {run_id} has not ended and no engine holds it (the engine died?); `runbook resume {run_id}` continues it"
+        ))),
+    }
+}

@@ -1,0 +1,123 @@
+//! `runbook run --detach`: the run goes on in a process of its own, in a
+//! session of its own (`setsid`), so closing the terminal does not end it.
+//!
+//! The foreground process validates what it can (file, params, run id,
+//! plan), starts `runbook run ... --detached-child` with the same settings
+//! and the run id fixed, and waits until the child has either written its
+//! journal (the run is claimed: print its id, exit 0) or exited (refused:
+//! show why, exit with its code). The child's own output (the plain view,
+//! and anything printed before its journal exists) goes to
+//! `<state dir>/detached/<run id>.log`; the run's story is its journal,
+//! which `runbook logs` reads from anywhere.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::error::{Done, Error, Result};
+use crate::journal::{FileStore, RunStore};
+
+use super::RunSettings;
+
+/// How long the foreground waits for the child to claim its run: pre-flight
+/// may wait on secrets commands and provider checks, each bounded.
+const CLAIM_WAIT: Duration = Duration::from_secs(120);
+
+/// Where a detached run's own output goes.
+pub(crate) fn log_path(state_dir: &Path, run_id: &str) -> PathBuf {
+    state_dir.join("detached").join(format!("{run_id}.log"))
+}
+
+/// Starts the run in the background and reports where it went.
+pub(super) fn spawn(s: &RunSettings, run_id: &str, state_dir: &Path) -> Result {
+    let log = log_path(state_dir, run_id);
+    let unusable = |e: std::io::Error| {
+        Error::cannot_start(format!(
+            "state dir {} is unusable: {e}",
+            state_dir.display()
+        ))
+    };
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir).map_err(unusable)?;
+    }
+    let out = std::fs::File::create(&log).map_err(unusable)?;
+    let err = out.try_clone().map_err(unusable)?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::cannot_start(format!("cannot find the runbook binary: {e}")))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("run")
+        .arg(&s.file)
+        .arg("--run-id")
+        .arg(run_id)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .arg("--detached-child");
+    for (k, v) in &s.params {
+        cmd.arg("--param").arg(format!("{k}={v}"));
+    }
+    for step in &s.output.approve {
+        cmd.arg("--approve").arg(step);
+    }
+    if let Some(who) = &s.output.identity {
+        cmd.arg("--as").arg(who);
+    }
+    if let Some(r) = &s.output.report {
+        cmd.arg("--report").arg(r);
+    }
+    if s.output.json_log {
+        cmd.args(["--log-format", "json"]);
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .spawn()
+        .map_err(|e| Error::cannot_start(format!("cannot start the detached run: {e}")))?;
+
+    let store = FileStore::new(state_dir);
+    let started = Instant::now();
+    loop {
+        if store.read(run_id).is_ok() {
+            break;
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                // Refused before its journal: what it said is the answer.
+                let said = std::fs::read_to_string(&log).unwrap_or_default();
+                eprint!("{said}");
+                let _ = std::fs::remove_file(&log);
+                return Err(Error::Exited(status.code().unwrap_or(4)));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return Err(Error::cannot_start(format!(
+                    "cannot watch the detached run: {e}"
+                )))
+            }
+        }
+        if started.elapsed() > CLAIM_WAIT {
+            eprintln!(
+                "run {run_id} has not started its journal after {}s; it may still be checking its providers: see {}",
+                CLAIM_WAIT.as_secs(),
+                log.display()
+            );
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("{run_id}");
+    eprintln!(
+        "run {run_id} goes on in the background (process {}); it survives this terminal.\n  \
+         follow it:  runbook logs {run_id} --follow\n  \
+         where it is: runbook status {run_id}\n  \
+         stop it:    runbook cancel {run_id}",
+        child.id()
+    );
+    Ok(Done::Ok)
+}
+
+/// In the detached child: a session of its own, so the terminal's hangup
+/// never reaches it.
+pub(super) fn become_session_leader() {
+    let _ = rustix::process::setsid();
+}

@@ -1,0 +1,284 @@
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used, unsafe_code)] // a test fails loudly
+//! Operating a run from anywhere (spec rev 2): one state dir per user, found
+//! from every working directory; `run --detach`; `logs [--follow]`;
+//! `cancel` from another process and directory.
+//!
+//! Each test's binary gets `XDG_STATE_HOME` inside its test dir, so "the
+//! user's state dir" here is `.xdg-state/runbook` there, shared by every
+//! working directory the test uses.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{poll_until, Test, DEFAULT_STATE_DIR};
+
+/// A run that holds a lock and waits, with a rollback that logs each time
+/// it runs (into the directory the run was started in).
+const SLOW: &str = r#"
+version: 1
+name: slow
+lock: slow-lock
+steps:
+  - id: one
+    shell: echo one-output
+    rollback: { shell: echo undo-one >> undo.log }
+  - id: wait
+    shell: echo waiting; sleep 30
+"#;
+
+const QUICK: &str = r#"
+version: 1
+name: quick
+steps:
+  - id: hello
+    shell: echo "hello from $(basename "$PWD")"
+"#;
+
+/// The run id `run --detach` printed, and the engine's pid from its note.
+fn detached(out: &common::Output) -> (String, i32) {
+    let id = out.stdout.trim().to_string();
+    assert!(!id.is_empty() && !id.contains('\n'), "{}", out.stdout);
+    let pid = out
+        .stderr
+        .split("(process ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {}", out.stderr));
+    (id, pid)
+}
+
+/// Kills a detached engine a failing test left behind.
+struct Reap(i32);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.0, libc::SIGKILL);
+        }
+    }
+}
+
+#[test]
+fn runs_from_two_directories_share_the_user_state_dir() {
+    let out = Test::new()
+        .in_dir("a")
+        .file("a/quick.yaml", QUICK)
+        .args(&["run", "quick.yaml", "--run-id", "from-a"])
+        .run()
+        .success();
+    let out = out
+        .again()
+        .in_dir("b")
+        .file("b/quick.yaml", QUICK)
+        .args(&["run", "quick.yaml", "--run-id", "from-b"])
+        .run()
+        .success();
+    assert!(out
+        .path()
+        .join(DEFAULT_STATE_DIR)
+        .join("runs/from-a")
+        .is_dir());
+    // From a third directory, both runs are there, and the default flag
+    // file and locks live in the one state dir, not in a working directory.
+    let status = out.again().in_dir("c").args(&["status"]).run().success();
+    for id in ["from-a", "from-b"] {
+        assert!(status.stdout.contains(id), "{}", status.stdout);
+    }
+    for dir in ["a", "b", "c"] {
+        assert!(!status.path().join(dir).join(".runbook").exists());
+    }
+    let logs = status
+        .again()
+        .in_dir("c")
+        .args(&["logs", "from-b"])
+        .run()
+        .success();
+    assert!(
+        logs.stdout.contains("[hello] hello from b"),
+        "{}",
+        logs.stdout
+    );
+}
+
+/// `--detach`: the run survives in a session of its own; a lock taken in one
+/// directory holds against a run from another; `cancel` from a third
+/// unwinds it once; `logs --follow` ends with the run and its exit code.
+#[test]
+fn detached_run_is_locked_followed_and_cancelled_from_elsewhere() {
+    let out = Test::new()
+        .in_dir("a")
+        .file("a/slow.yaml", SLOW)
+        .args(&["run", "slow.yaml", "--detach"])
+        .run()
+        .success();
+    let (id, pid) = detached(&out);
+    let _reap = Reap(pid);
+    assert!(
+        out.stderr.contains(&format!("runbook logs {id} --follow")),
+        "{}",
+        out.stderr
+    );
+    // Its own session: the terminal's hangup cannot reach it.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit(") ").next().unwrap().split(' ').collect();
+    assert_eq!(
+        fields[3],
+        pid.to_string(),
+        "session id of the engine: {stat}"
+    );
+
+    let out = out
+        .again()
+        .in_dir("b")
+        .file("b/slow.yaml", SLOW)
+        .args(&["run", "slow.yaml"])
+        .run()
+        .code(4)
+        .stderr_contains(&format!("lock `slow-lock` is held by run {id}"));
+
+    // Wait until it is inside `wait`, so there is something to undo.
+    let dir = out.path().to_path_buf();
+    let journal = dir
+        .join(DEFAULT_STATE_DIR)
+        .join("runs")
+        .join(&id)
+        .join("journal.jsonl");
+    assert!(poll_until(Duration::from_secs(20), || {
+        std::fs::read_to_string(&journal).is_ok_and(|j| j.contains("\"waiting\""))
+    }));
+    let out = out
+        .again()
+        .in_dir("c")
+        .args(&["cancel", &id])
+        .run()
+        .success()
+        .stdout_contains(&format!("asked run {id} (process {pid}) to stop"));
+    let logs = out
+        .again()
+        .in_dir("c")
+        .args(&["logs", &id, "--follow"])
+        .run()
+        .code(130);
+    for line in [
+        "[one] one-output",
+        "wait: cancelled",
+        "one: rollback succeeded",
+        "run interrupted",
+    ] {
+        assert!(
+            logs.stdout.contains(line),
+            "missing {line:?} in:\n{}",
+            logs.stdout
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.join("a/undo.log")).unwrap(),
+        "undo-one\n",
+        "the rollback ran once"
+    );
+    // Once it has ended there is nothing to cancel.
+    logs.again()
+        .args(&["cancel", &id])
+        .run()
+        .code(4)
+        .stderr_contains(&format!("run {id} is not running: it ended interrupted"));
+}
+
+#[test]
+fn detached_run_followed_to_its_end() {
+    let out = Test::new()
+        .file("quick.yaml", QUICK)
+        .args(&["run", "quick.yaml", "--detach", "--run-id", "bg"])
+        .run()
+        .success();
+    let (id, pid) = detached(&out);
+    let _reap = Reap(pid);
+    assert_eq!(id, "bg");
+    let logs = out
+        .again()
+        .args(&["logs", "bg", "--follow"])
+        .run()
+        .success();
+    assert!(
+        logs.stdout.contains("[hello] hello from "),
+        "{}",
+        logs.stdout
+    );
+    assert!(logs.stdout.contains("run succeeded"), "{}", logs.stdout);
+    // Its own output (the plain view) is kept beside the runs.
+    let own = std::fs::read_to_string(logs.path().join(DEFAULT_STATE_DIR).join("detached/bg.log"))
+        .unwrap();
+    assert!(own.contains("hello"), "{own}");
+}
+
+/// A detached run refused before it starts says why in the foreground, with
+/// the exit code the refusal has, and prints no run id.
+#[test]
+fn detached_run_refused_says_why_in_the_foreground() {
+    let needs_secret = r#"
+version: 1
+name: s
+secrets:
+  token: { env: OPERATE_TEST_TOKEN }
+steps:
+  - id: a
+    shell: "true"
+"#;
+    let out = Test::new()
+        .file("s.yaml", needs_secret)
+        .args(&["run", "s.yaml", "--detach", "--run-id", "refused"])
+        .run()
+        .code(2)
+        .stderr_contains("OPERATE_TEST_TOKEN");
+    assert_eq!(out.stdout, "");
+    assert!(!out
+        .path()
+        .join(DEFAULT_STATE_DIR)
+        .join("runs/refused")
+        .exists());
+}
+
+/// (args, exit code, text on stderr) for runs that cannot be followed or cancelled.
+#[test]
+fn logs_and_cancel_of_unknown_runs_are_usage_errors() {
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["logs", "nope"], 2, "no run `nope` in "),
+        (&["cancel", "nope"], 2, "no run `nope` in "),
+        (&["logs", "../x"], 2, "`../x` is not a run id"),
+        (&["cancel", "../x"], 2, "`../x` is not a run id"),
+    ];
+    for (args, code, text) in cases {
+        Test::new()
+            .args(args)
+            .run()
+            .code(*code)
+            .stderr_contains(text);
+    }
+}
+
+/// Without `HOME` or `XDG_STATE_HOME` there is no default: exit 4 and how to name one.
+#[test]
+fn no_home_and_no_state_dir_is_exit_4() {
+    Test::new()
+        .env("XDG_STATE_HOME", "")
+        .env("HOME", "")
+        .args(&["status"])
+        .run()
+        .code(4)
+        .stderr_contains("pass --state-dir DIR or set RUNBOOK_STATE_DIR");
+}
+
+/// A state dir that cannot be created is exit 4 with its path and the OS error.
+#[test]
+fn unusable_state_dir_is_exit_4_with_path_and_reason() {
+    Test::new()
+        .file("quick.yaml", QUICK)
+        .file("blocker", "a file, not a directory")
+        .env("XDG_STATE_HOME", "") // overridden below by --state-dir
+        .args(&["run", "quick.yaml", "--state-dir", "blocker/state"])
+        .run()
+        .code(4)
+        .stderr_contains("blocker/state is unusable: Not a directory");
+}
