@@ -282,3 +282,47 @@ fn unusable_state_dir_is_exit_4_with_path_and_reason() {
         .code(4)
         .stderr_contains("blocker/state is unusable: Not a directory");
 }
+
+/// kill -9 of a detached engine: `logs --follow` ends at once with the way
+/// forward (exit 3), and `cancel` says there is nothing running to stop.
+#[test]
+fn detached_engine_killed_ends_follow_with_the_way_forward() {
+    let short = SLOW.replace("sleep 30", "sleep 3");
+    let out = Test::new()
+        .file("slow.yaml", &short)
+        .args(&["run", "slow.yaml", "--detach", "--run-id", "doomed"])
+        .run()
+        .success();
+    let (_, pid) = detached(&out);
+    let journal = out
+        .path()
+        .join(DEFAULT_STATE_DIR)
+        .join("runs/doomed/journal.jsonl");
+    assert!(poll_until(Duration::from_secs(20), || {
+        std::fs::read_to_string(&journal).is_ok_and(|j| j.contains("\"waiting\""))
+    }));
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    // The kernel drops its run lock once it is gone.
+    assert!(poll_until(
+        Duration::from_secs(10),
+        || !std::path::Path::new(&format!("/proc/{pid}/stat")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z "))
+    ));
+    let logs = out
+        .again()
+        .args(&["logs", "doomed", "--follow"])
+        .run()
+        .code(3)
+        .stderr_contains(
+            "no engine holds it (the engine died?); `runbook resume doomed` continues it",
+        );
+    assert!(logs.stdout.contains("[wait] waiting"), "{}", logs.stdout);
+    logs.again()
+        .args(&["cancel", "doomed"])
+        .run()
+        .code(4)
+        .stderr_contains("run doomed is not running: no engine holds it (it died?); `runbook resume doomed` continues it");
+}
