@@ -27,6 +27,7 @@ pub mod runner;
 pub mod schema;
 pub mod secrets;
 pub mod shell_values;
+pub mod simple_command;
 pub mod spec;
 pub mod state;
 pub mod state_dir;

@@ -230,7 +230,12 @@ pub struct Action {
 
 #[derive(Debug, Clone)]
 pub enum ActionKind {
-    Shell { script: String },
+    Shell {
+        script: String,
+        /// The script as one simple command, run without a shell
+        /// ([`crate::simple_command`]); `None`: the interpreter runs it.
+        direct: Option<crate::simple_command::SimpleCommand>,
+    },
     Http(Http),
     Metric(Metric),
     Approval(Approval),

@@ -110,7 +110,7 @@ fn action_texts<'a>(a: &'a Action, out: &mut Vec<&'a str>) {
     out.extend(a.env.iter().map(|(_, v)| v.as_str()));
     out.extend(a.cwd.as_deref());
     match &a.kind {
-        ActionKind::Shell { script } => out.push(script),
+        ActionKind::Shell { script, .. } => out.push(script),
         ActionKind::Http(h) => {
             out.push(&h.url.text);
             out.extend(h.headers.iter().map(|(_, v)| v.as_str()));

@@ -309,7 +309,7 @@ impl Checker<'_> {
             self.plain(cwd, line, &format!("{who}: cwd"), None);
         }
         match &a.kind {
-            ActionKind::Shell { script } => {
+            ActionKind::Shell { script, .. } => {
                 let posix = template::is_shell(&a.interpreter);
                 self.plain(script, line, &format!("{who}: shell"), Some(posix));
             }

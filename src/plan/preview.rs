@@ -179,7 +179,7 @@ pub(super) fn count(n: &Num, ctx: &Value) -> Count {
 /// Lines describing what an action does.
 fn describe(a: &Action, rb: &Runbook, ctx: &Value) -> Vec<String> {
     match &a.kind {
-        ActionKind::Shell { script } => template::render_shell(script, ctx, true)
+        ActionKind::Shell { script, .. } => template::render_shell(script, ctx, true)
             .map(|s| s.display)
             .unwrap_or_else(|e| format!("<cannot render: {}>", e.detail().unwrap_or("error")))
             .trim_end()

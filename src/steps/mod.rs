@@ -167,7 +167,7 @@ pub fn run<'a>(
     cx: &'a Attempt<'a>,
 ) -> BoxFuture<'a, Result<Outputs, StepError>> {
     match &action.kind {
-        ActionKind::Shell { script } => shell::Shell.run(script.as_str(), action, cx),
+        ActionKind::Shell { script, .. } => shell::Shell.run(script.as_str(), action, cx),
         ActionKind::Http(h) => http::HttpExec.run(h, action, cx),
         ActionKind::Metric(m) => metric::MetricExec.run(m, action, cx),
         ActionKind::Approval(a) => approval::ApprovalExec.run(a, action, cx),

@@ -19,7 +19,8 @@ use super::{render, template_error, Attempt, Executor, Outputs, StepError, Stop}
 use crate::events::Stream;
 use crate::process_group::ProcessGroup;
 use crate::providers::BoxFuture;
-use crate::runbook::Action;
+use crate::runbook::{Action, ActionKind};
+use crate::simple_command::SimpleCommand;
 
 pub(super) struct Shell;
 
@@ -94,14 +95,76 @@ async fn run(script: &str, action: &Action, cx: &Attempt<'_>) -> Result<Outputs,
                 .map(|(_, v)| v.as_str())
         });
 
-    let mut cmd = Command::new(resolve_program(program, path_var, &cwd));
-    cmd.arg0(program).args(args).arg(&script.text);
+    let direct = match &action.kind {
+        ActionKind::Shell {
+            direct: Some(d), ..
+        } => Some(d),
+        _ => None,
+    };
+    let exec = match direct {
+        Some(SimpleCommand::Status(code)) => {
+            // `true`, `false`, `exit N`: what bash would do, without a
+            // process; starting one in a missing directory would fail.
+            if !cwd.is_dir() {
+                return Err(StepError::transient(format!(
+                    "cannot start `{program}` in {}: no such directory",
+                    cwd.display()
+                )));
+            }
+            use std::os::unix::process::ExitStatusExt;
+            return finish(
+                cx,
+                &output_file,
+                std::process::ExitStatus::from_raw(*code << 8),
+                "",
+            );
+        }
+        Some(SimpleCommand::Exec(words)) => find_program(&words[0], path_var, &cwd)
+            .filter(|(p, _)| runs_directly(p))
+            .map(|(p, shown)| (p, shown, words)),
+        None => None,
+    };
+    let mut cmd = match &exec {
+        Some((path, _, words)) => {
+            let mut c = Command::new(path);
+            c.arg0(&words[0]).args(&words[1..]);
+            c
+        }
+        None => {
+            let mut c = Command::new(resolve_program(program, path_var, &cwd));
+            c.arg0(program).args(args).arg(&script.text);
+            c
+        }
+    };
     cmd.env_clear();
     for (k, v) in &cx.env.base_env {
         cmd.env(k, v);
     }
-    for (k, v) in step_env {
+    for (k, v) in &step_env {
         cmd.env(k, v);
+    }
+    if let Some((_, shown, _)) = &exec {
+        let inherited = |name: &str| {
+            step_env
+                .iter()
+                .rev()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .chain(
+                    cx.env
+                        .base_env
+                        .iter()
+                        .rev()
+                        .map(|(k, v)| (k.as_str(), v.as_str())),
+                )
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        };
+        for (k, v) in bash_env(inherited, &cwd, shown) {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
     }
     // The script's template values, set last so nothing overrides them.
     for (k, v) in &script.values {
@@ -184,8 +247,19 @@ async fn run(script: &str, action: &Action, cx: &Attempt<'_>) -> Result<Outputs,
             .unwrap_or_default(),
     };
 
+    finish(cx, &output_file, status, &stdout_text)
+}
+
+/// The attempt's result from how the program ended, what it printed and
+/// what it wrote to `$RUNBOOK_OUTPUT`.
+fn finish(
+    cx: &Attempt<'_>,
+    output_file: &Path,
+    status: std::process::ExitStatus,
+    stdout_text: &str,
+) -> Result<Outputs, StepError> {
     let mut outputs = Outputs::new();
-    let text = read_output_file(&output_file)?;
+    let text = read_output_file(output_file)?;
     let mut values = serde_json::Map::new();
     for line in text.lines() {
         if let Some((k, v)) = line.split_once('=') {
@@ -216,6 +290,71 @@ async fn run(script: &str, action: &Action, cx: &Attempt<'_>) -> Result<Outputs,
             )))
         }
     }
+}
+
+/// A simple command's program as `execvp` would find it: a word with a
+/// `/` relative to the working directory, else the first executable file
+/// in the step's `PATH`; with the name bash gives it in `$_` (the `PATH`
+/// entry as written, joined with the word). `None`: the interpreter runs the
+/// script instead (and reports `command not found` in bash's words).
+fn find_program(word: &str, path_var: Option<&str>, cwd: &Path) -> Option<(PathBuf, String)> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if word.contains('/') {
+        let p = cwd.join(word);
+        return runnable(&p).then(|| (p, word.to_string()));
+    }
+    std::env::split_paths(path_var?)
+        .map(|dir| dir.join(word))
+        .find(|p| runnable(&cwd.join(p)))
+        .map(|p| (cwd.join(&p), p.display().to_string()))
+}
+
+/// Whether the kernel runs the file itself (an ELF binary or a `#!`
+/// script); a file without either is one bash would run as a script.
+fn runs_directly(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| head == *b"\x7fELF" || head.starts_with(b"#!"))
+}
+
+/// What bash changes in the environment of the one command it runs (`bash
+/// -c CMD` execs it): `PWD` (kept when it names the working directory,
+/// else the physical path), `SHLVL` (unchanged, or 0 when not a count),
+/// `OLDPWD` (dropped unless a directory), `_` (the program as bash names it).
+fn bash_env(
+    inherited: impl Fn(&str) -> Option<String>,
+    cwd: &Path,
+    shown: &str,
+) -> Vec<(&'static str, Option<String>)> {
+    use std::os::unix::fs::MetadataExt;
+    let same_dir = |p: &str| {
+        let (Ok(a), Ok(b)) = (std::fs::metadata(p), std::fs::metadata(cwd)) else {
+            return false;
+        };
+        a.dev() == b.dev() && a.ino() == b.ino()
+    };
+    let pwd = inherited("PWD")
+        .filter(|p| p.starts_with('/') && same_dir(p))
+        .or_else(|| {
+            std::fs::canonicalize(cwd)
+                .ok()
+                .map(|p| p.display().to_string())
+        });
+    let shlvl = inherited("SHLVL")
+        .filter(|l| l.trim().parse::<u32>().is_ok())
+        .map_or_else(|| "0".to_string(), |l| l.trim().to_string());
+    let oldpwd = inherited("OLDPWD").filter(|p| Path::new(p).is_dir());
+    vec![
+        ("PWD", pwd),
+        ("SHLVL", Some(shlvl)),
+        ("OLDPWD", oldpwd),
+        ("_", Some(shown.to_string())),
+    ]
 }
 
 /// The interpreter as a path, found in the step's own `PATH` the way

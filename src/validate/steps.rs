@@ -200,8 +200,14 @@ fn action(ds: &mut Diagnostics, ctx: &StepCtx<'_>, b: &Body<'_>, what: &str) -> 
     }
     let explicit_timeout = b.timeout.map(|t| dur(ds, t));
     let kind = if let Some(script) = b.shell {
+        // Decided once: a script without templates, under the default
+        // interpreter, that is one simple command runs without a shell.
+        let default_interpreter = b.interpreter.is_none() && ctx.defaults.interpreter.is_none();
         ActionKind::Shell {
             script: script.value.clone(),
+            direct: (default_interpreter && !is_template(&script.value))
+                .then(|| crate::simple_command::parse(&script.value))
+                .flatten(),
         }
     } else if let Some(h) = b.http {
         ActionKind::Http(http(ds, h.0.as_ref()?))
