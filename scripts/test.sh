@@ -20,6 +20,8 @@ install_services() {
   # Node.js and npm for the Mermaid parser of tests/mermaid.rs.
   need_cmd node || missing+=(nodejs)
   need_cmd npm || missing+=(npm)
+  # groff renders the man page in tests/cli.rs.
+  need_cmd groff || missing+=(groff-base)
   [ ${#missing[@]} -eq 0 ] && return 0
 
   local sudo=()
@@ -87,9 +89,13 @@ install_mermaid_checker
 cargo build --all-targets --locked --features fault-injection 2>&1 | tail -n 3
 cargo clippy --all-targets --locked --features fault-injection -- -D warnings 2>&1 | tail -n 3
 cargo fmt --all -- --check
-cargo test --locked --features fault-injection -- --test-threads "$(nproc)" 2>&1 | tee target/test-output.txt | grep -E '^(test result|running|failures:|---- |thread )' || true
-grep -q 'test result: FAILED\|error: test failed' target/test-output.txt && { tail -n 60 target/test-output.txt; exit 1; }
-if ! grep -q '^test result: ok' target/test-output.txt; then tail -n 60 target/test-output.txt; exit 1; fi
-passed=$(grep -o '[0-9]* passed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
-failed=$(grep -o '[0-9]* failed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
+# The test log goes under cargo's target dir, wherever CARGO_TARGET_DIR puts it.
+target_dir="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$target_dir"
+log="$target_dir/test-output.txt"
+cargo test --locked --features fault-injection -- --test-threads "$(nproc)" 2>&1 | tee "$log" | grep -E '^(test result|running|failures:|---- |thread )' || true
+grep -q 'test result: FAILED\|error: test failed' "$log" && { tail -n 60 "$log"; exit 1; }
+if ! grep -q '^test result: ok' "$log"; then tail -n 60 "$log"; exit 1; fi
+passed=$(grep -o '[0-9]* passed' "$log" | awk '{s+=$1} END {print s+0}')
+failed=$(grep -o '[0-9]* failed' "$log" | awk '{s+=$1} END {print s+0}')
 echo "$passed passed, $failed failed"

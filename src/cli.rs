@@ -17,11 +17,26 @@ use crate::plan::Format;
 use crate::runner::{Output, RunSettings};
 use crate::view::color_stderr;
 
+/// `--version`: the package version and the commit it was built from
+/// (`0.1.0 (abc1234 2026-12-01)`, or `(unknown)` outside a git checkout;
+/// see build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("RUNBOOK_BUILD_COMMIT"),
+    ")"
+);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "runbook",
-    version,
-    about = "Validate, preview and run declarative runbooks"
+    version = VERSION,
+    about = "Validate, preview and run declarative runbooks",
+    after_help = "Examples:
+  runbook validate runbooks/
+  runbook plan deploy.yaml --param version=1.4.2
+  runbook run deploy.yaml --param version=1.4.2
+  runbook status"
 )]
 pub struct Cli {
     /// Where runs, locks, approvals and the default flag file live
@@ -38,7 +53,11 @@ pub enum Command {
     /// Check runbook files and print every problem with its position. A
     /// directory is searched (recursively) for runbooks: `*.yaml`/`*.yml`
     /// files with top-level `version:` and `steps:`.
+    #[command(after_help = "Examples:
+  runbook validate deploy.yaml
+  runbook validate runbooks/ --format github")]
     Validate {
+        /// A runbook file, or a directory to search for runbooks.
         #[arg(required = true, value_name = "FILE_OR_DIR")]
         files: Vec<PathBuf>,
         /// `text` (rendered on stderr), `json` (one array, an entry per
@@ -47,11 +66,18 @@ pub enum Command {
         format: DiagFormat,
     },
     /// Preview what a run would do; executes nothing, contacts nothing.
+    #[command(after_help = "Examples:
+  runbook plan deploy.yaml --param version=1.4.2
+  runbook plan deploy.yaml --format markdown > plan.md
+  runbook plan deploy.yaml --diff old/deploy.yaml --fail-on-risk")]
     Plan {
+        /// The runbook to preview.
+        #[arg(value_name = "FILE")]
         file: PathBuf,
         /// A parameter value, `name=value`.
-        #[arg(long = "param", value_parser = parse_kv)]
+        #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_kv)]
         params: Vec<(String, String)>,
+        /// How to print the plan.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
         /// Show what changed against the plan of this base version of the runbook.
@@ -62,12 +88,22 @@ pub enum Command {
         fail_on_risk: bool,
     },
     /// Run a runbook.
+    #[command(after_help = "Examples:
+  runbook run deploy.yaml --param version=1.4.2
+  runbook run deploy.yaml --run-id deploy-42 --report report.json
+  runbook run deploy.yaml --approve go-live --as alice
+  runbook run production-rollout.yaml --param revision=v2 --detach")]
     Run(RunArgs),
     /// Continue a run after the engine died (crash, kill -9, power loss).
+    #[command(after_help = "Examples:
+  runbook resume 20261201-093000-1a2b
+  runbook resume 20261201-0930 --param token=$TOKEN")]
     Resume {
+        /// The run to continue (a unique prefix of its id is enough).
+        #[arg(value_name = "RUN_ID")]
         run_id: String,
         /// A secret parameter given at the start, `name=value` (secrets are never journaled).
-        #[arg(long = "param", value_parser = parse_kv)]
+        #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_kv)]
         params: Vec<(String, String)>,
         #[command(flatten)]
         view: ViewArgs,
@@ -75,39 +111,63 @@ pub enum Command {
     /// Bring an ended run to rolled_back: unwind a succeeded run (an
     /// emergency rollback), or run the rollbacks a failed or cut-short unwind
     /// left.
+    #[command(after_help = "Examples:
+  runbook rollback 20261201-093000-1a2b
+  runbook rollback deploy-42 --yes")]
     Rollback {
+        /// The ended run to roll back (a unique prefix of its id is enough).
+        #[arg(value_name = "RUN_ID")]
         run_id: String,
         /// Do not ask before rolling back (asked only on a terminal).
         #[arg(long, short = 'y')]
         yes: bool,
         /// A secret parameter given at the start, `name=value` (secrets are never journaled).
-        #[arg(long = "param", value_parser = parse_kv)]
+        #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_kv)]
         params: Vec<(String, String)>,
         #[command(flatten)]
         view: ViewArgs,
     },
     /// Answer a waiting approval of a run from another process.
+    #[command(after_help = "Examples:
+  runbook approve 20261201-093000-1a2b go-live --as alice
+  runbook approve deploy-42 go-live --as bob --reject --comment \"error rate too high\"")]
     Approve {
+        /// The running run (a unique prefix of its id is enough).
+        #[arg(value_name = "RUN_ID")]
         run_id: String,
+        /// The approval step to answer (`status RUN_ID` lists the waiting ones).
+        #[arg(value_name = "STEP")]
         step: String,
         /// Who approves (default: $RUNBOOK_USER, else the login name).
-        #[arg(long = "as")]
+        #[arg(long = "as", value_name = "NAME")]
         identity: Option<String>,
         /// Reject instead of approving: the step fails and the run unwinds.
         #[arg(long)]
         reject: bool,
-        #[arg(long)]
+        /// A note kept in the journal with the decision.
+        #[arg(long, value_name = "TEXT")]
         comment: Option<String>,
     },
     /// List runs, or show one run's steps.
+    #[command(after_help = "Examples:
+  runbook status
+  runbook status 20261201-0930
+  runbook status deploy-42 --format json")]
     Status {
+        /// The run to show (a unique prefix of its id is enough); without
+        /// it, every run is listed.
+        #[arg(value_name = "RUN_ID")]
         run_id: Option<String>,
+        /// `text` for people, `json` for scripts.
         #[arg(long, value_enum, default_value = "text")]
         format: StatusFormat,
     },
     /// Print a run's output and events so far, read from its journal (from
     /// any directory); with --follow, until the run ends. Exits with the
     /// run's exit code once it has ended.
+    #[command(after_help = "Examples:
+  runbook logs 20261201-093000-ab12
+  runbook logs 20261201-0930 --follow")]
     Logs {
         /// The run's id, as `run` printed it.
         run_id: String,
@@ -118,26 +178,56 @@ pub enum Command {
     /// Ask the engine running a run to unwind, as Ctrl-C at its terminal
     /// would (the run ends `interrupted`, exit 130); works from any process
     /// and directory.
+    #[command(after_help = "Examples:
+  runbook cancel 20261201-093000-ab12
+  runbook cancel 20261201-0930 && runbook logs 20261201-0930 --follow")]
     Cancel {
         /// The run's id, as `run` printed it.
         run_id: String,
     },
     /// Print the JSON Schema of the runbook format.
+    #[command(after_help = "Examples:
+  runbook schema > runbook.schema.json
+  runbook schema --plan > plan.schema.json")]
     Schema {
         /// The schema of `plan --format json` instead.
         #[arg(long)]
         plan: bool,
     },
+    /// Print a shell's completion script for runbook.
+    #[command(after_help = "Examples:
+  source <(runbook completions bash)
+  runbook completions zsh > \"${fpath[1]}/_runbook\"
+  runbook completions fish > ~/.config/fish/completions/runbook.fish")]
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), of runbook or of one of its commands.
+    #[command(
+        hide = true,
+        after_help = "Examples:
+  runbook man | man -l -
+  runbook man plan > runbook-plan.1"
+    )]
+    Man {
+        /// A command whose page to print instead of runbook's.
+        #[arg(value_name = "COMMAND")]
+        command: Option<String>,
+    },
 }
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
+    /// The runbook to run.
+    #[arg(value_name = "FILE")]
     pub file: PathBuf,
     /// A parameter value, `name=value`.
-    #[arg(long = "param", value_parser = parse_kv)]
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_kv)]
     pub params: Vec<(String, String)>,
     /// The run's id (default: generated and printed at start).
-    #[arg(long)]
+    #[arg(long, value_name = "ID")]
     pub run_id: Option<String>,
     /// Run in the background, detached from the terminal; print the run id
     /// and exit. Follow it with `runbook logs RUN_ID --follow`.
@@ -154,13 +244,13 @@ pub struct RunArgs {
 #[derive(clap::Args, Debug, Clone)]
 pub struct ViewArgs {
     /// Approve this approval step as the identity running the command.
-    #[arg(long = "approve")]
+    #[arg(long = "approve", value_name = "STEP")]
     pub approve: Vec<String>,
     /// Identity of the person running (default: $RUNBOOK_USER, else the login name).
-    #[arg(long = "as")]
+    #[arg(long = "as", value_name = "NAME")]
     pub identity: Option<String>,
     /// Write a JSON report of the run to this file.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
     /// `text` (live view or plain lines) or `json` (one JSON object per line).
     #[arg(long, value_enum, default_value = "text")]
@@ -188,6 +278,28 @@ pub enum StatusFormat {
     Json,
 }
 
+impl Command {
+    /// Whether the command only prints (no step runs, nothing is decided),
+    /// so it may die of SIGPIPE when its reader goes away; see
+    /// [`crate::broken_pipe`]. Every command must choose: no `_` arm.
+    pub fn only_prints(&self) -> bool {
+        match self {
+            Command::Validate { .. }
+            | Command::Plan { .. }
+            | Command::Status { .. }
+            | Command::Logs { .. }
+            | Command::Schema { .. }
+            | Command::Completions { .. }
+            | Command::Man { .. } => true,
+            Command::Run(_)
+            | Command::Resume { .. }
+            | Command::Rollback { .. }
+            | Command::Approve { .. }
+            | Command::Cancel { .. } => false,
+        }
+    }
+}
+
 fn parse_kv(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.trim().to_string(), v.to_string()))
@@ -202,6 +314,9 @@ pub fn main() -> i32 {
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
+    if cli.command.only_prints() {
+        crate::broken_pipe::die_on_broken_pipe();
+    }
     let result = dispatch(cli);
     if let Err(e) = &result {
         print_error(e);
@@ -320,13 +435,19 @@ fn dispatch(cli: Cli) -> crate::error::Result {
             run_id,
             params,
             view,
-        } => crate::runner::resume(&state_dir, &run_id, &params, output(&view)?),
+        } => {
+            let run_id = crate::run_id::resolve(&state_dir, &run_id)?;
+            crate::runner::resume(&state_dir, &run_id, &params, output(&view)?)
+        }
         Command::Rollback {
             run_id,
             yes,
             params,
             view,
-        } => crate::runner::rollback(&state_dir, &run_id, &params, output(&view)?, yes),
+        } => {
+            let run_id = crate::run_id::resolve(&state_dir, &run_id)?;
+            crate::runner::rollback(&state_dir, &run_id, &params, output(&view)?, yes)
+        }
         Command::Approve {
             run_id,
             step,
@@ -335,17 +456,26 @@ fn dispatch(cli: Cli) -> crate::error::Result {
             comment,
         } => crate::approvals::submit(
             &state_dir,
-            &run_id,
+            &crate::run_id::resolve(&state_dir, &run_id)?,
             &step,
             checked_identity(identity.as_ref())?.as_deref(),
             reject,
             comment.as_deref(),
         ),
         Command::Status { run_id, format } => {
+            let run_id = run_id
+                .map(|id| crate::run_id::resolve(&state_dir, &id))
+                .transpose()?;
             crate::status::show(&state_dir, run_id.as_deref(), format == StatusFormat::Json)
         }
-        Command::Logs { run_id, follow } => crate::operate::logs(&state_dir, &run_id, follow),
-        Command::Cancel { run_id } => crate::operate::cancel(&state_dir, &run_id),
+        Command::Logs { run_id, follow } => {
+            let run_id = crate::run_id::resolve(&state_dir, &run_id)?;
+            crate::operate::logs(&state_dir, &run_id, follow)
+        }
+        Command::Cancel { run_id } => {
+            let run_id = crate::run_id::resolve(&state_dir, &run_id)?;
+            crate::operate::cancel(&state_dir, &run_id)
+        }
         Command::Schema { plan } => {
             print!(
                 "{}",
@@ -357,5 +487,7 @@ fn dispatch(cli: Cli) -> crate::error::Result {
             );
             Ok(Done::Ok)
         }
+        Command::Completions { shell } => crate::cli_generate::completions(shell),
+        Command::Man { command } => crate::cli_generate::man(command.as_deref()),
     }
 }

@@ -5,7 +5,9 @@
 //! (validated) -> [`plan::Plan`] (waves, previews, rollback order) -> a run.
 
 pub mod approvals;
+pub mod broken_pipe;
 pub mod cli;
+pub mod cli_generate;
 pub mod commands;
 pub mod diagnostics;
 pub mod duration;
@@ -21,6 +23,7 @@ pub mod operate;
 pub mod plan;
 pub mod process_group;
 pub mod providers;
+pub mod run_id;
 pub mod runbook;
 pub mod runbook_files;
 pub mod runner;

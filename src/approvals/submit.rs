@@ -64,10 +64,7 @@ pub fn submit(
     reject: bool,
     comment: Option<&str>,
 ) -> crate::error::Result {
-    println!(
-        "{}",
-        decide(state_dir, run_id, step, identity, reject, comment)?
-    );
+    crate::broken_pipe::print_line(&decide(state_dir, run_id, step, identity, reject, comment)?);
     Ok(Done::Ok)
 }
 

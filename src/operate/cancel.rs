@@ -33,8 +33,8 @@ pub fn cancel(state_dir: &Path, run_id: &str) -> Result {
             "cannot signal the engine of run {run_id} (process {pid}): {e}"
         ))
     })?;
-    println!(
+    crate::broken_pipe::print_line(&format!(
         "asked run {run_id} (process {pid}) to stop: it unwinds as on Ctrl-C. Follow it with `runbook logs {run_id} --follow`"
-    );
+    ));
     Ok(Done::Ok)
 }

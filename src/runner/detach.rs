@@ -105,7 +105,7 @@ pub(super) fn spawn(s: &RunSettings, run_id: &str, state_dir: &Path) -> Result {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    println!("{run_id}");
+    crate::broken_pipe::print_line(run_id);
     eprintln!(
         "run {run_id} goes on in the background (process {}); it survives this terminal.\n  \
          follow it:  runbook logs {run_id} --follow\n  \

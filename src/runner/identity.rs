@@ -1,6 +1,6 @@
 //! Who runs this process, in its own file because reading the login name is
-//! one of the crate's two `unsafe` places (the other is the template
-//! allocator) and approvals ask the same question.
+//! one of the crate's three `unsafe` places (the others are the template
+//! allocator and restoring SIGPIPE) and approvals ask the same question.
 
 /// Who runs this process: `--as`, else `$RUNBOOK_USER`, else the login name.
 pub(crate) fn operator(explicit: Option<&str>) -> String {
@@ -14,7 +14,7 @@ pub(crate) fn operator(explicit: Option<&str>) -> String {
 }
 
 /// The login name of the real user, from the password database (rustix has
-/// no `getpwuid`; one of the two `unsafe` places).
+/// no `getpwuid`; one of the three `unsafe` places).
 #[allow(unsafe_code)]
 fn login_name() -> Option<String> {
     // SAFETY: getpwuid returns a pointer into static storage or null; we copy

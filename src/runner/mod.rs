@@ -131,7 +131,10 @@ pub fn resume(
 ) -> Result {
     let (rec, loaded, state) = recorded(state_dir, run_id)?;
     if let Some(status) = state.status {
-        println!("run {run_id} already finished: {}", status.as_str());
+        crate::broken_pipe::print_line(&format!(
+            "run {run_id} already finished: {}",
+            status.as_str()
+        ));
         // Its last episode was a `runbook rollback`: that command's codes.
         return Ok(if state.rollback_after_success {
             Done::Rollback(status)
@@ -160,7 +163,9 @@ pub fn rollback(
     let unfinished = state.unfinished_rollbacks(&loaded.runbook);
     match state.status {
         Some(RunStatus::RolledBack | RunStatus::Interrupted) if unfinished.is_empty() => {
-            println!("run {run_id} is rolled back: every rollback it owed has succeeded");
+            crate::broken_pipe::print_line(&format!(
+                "run {run_id} is rolled back: every rollback it owed has succeeded"
+            ));
             return Ok(Done::Rollback(RunStatus::RolledBack));
         }
         Some(_) => {}

@@ -3,9 +3,9 @@
 //! output cap and, when the binary installs [`Alloc`], a memory cap.
 //! See docs/engine.md, "Template budgets".
 //!
-//! A module of its own because it holds the allocator (one of the crate's two
-//! `unsafe` places; the other is reading the login name) and the worker that
-//! every render runs on.
+//! A module of its own because it holds the allocator (one of the crate's three
+//! `unsafe` places; the others are reading the login name and restoring
+//! SIGPIPE) and the worker that every render runs on.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, RefCell};

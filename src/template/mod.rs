@@ -18,7 +18,7 @@ use std::sync::{Arc, OnceLock};
 use minijinja::value::{Object, Value};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior};
 
-// The render worker's allocator accounting is the one other `unsafe`:
+// The render worker's allocator accounting is another `unsafe` place:
 // `GlobalAlloc` cannot be implemented without it.
 #[allow(unsafe_code)]
 pub mod budget;

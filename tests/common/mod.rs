@@ -645,3 +645,88 @@ pub(crate) fn journal_header(out: &Output, state_dir: &str, run_id: &str) -> ser
     let first = text.lines().next().expect("the journal has a header line");
     serde_json::from_str(first).expect("the journal header is JSON")
 }
+
+// ---------------------------------------------------------------------------
+// Broken pipes: a reader of the binary's stdout that goes away
+
+impl Test {
+    /// Runs the binary with stdout on a pipe whose read end is closed before
+    /// the binary starts, so its first write to stdout fails (EPIPE, or
+    /// SIGPIPE where not ignored) whatever the output's size or timing.
+    pub(crate) fn run_into_closed_pipe(self) -> Output {
+        use std::os::fd::FromRawFd as _;
+        let mut fds = [0; 2];
+        // SAFETY: pipe2(2) fills the two-int array it is given.
+        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+        assert_eq!(rc, 0, "pipe2 failed");
+        // SAFETY: both fds were just created and are owned by nobody else.
+        let (read, write) = unsafe {
+            (
+                std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+                std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+            )
+        };
+        drop(read);
+        let mut cmd = self.command();
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(write))
+            .stderr(Stdio::piped());
+        let out = cmd.output().expect("run the runbook binary");
+        self.output(&out, String::new())
+    }
+
+    /// Runs the binary with stdout piped, reads its first line and closes
+    /// the pipe, as `runbook ... | head -1` does. Returns the line too.
+    pub(crate) fn run_reading_one_line(self) -> (String, Output) {
+        use std::io::{BufRead as _, Read as _};
+        let mut cmd = self.command();
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn the runbook binary");
+        let mut stderr = child.stderr.take().expect("piped stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = stderr.read_to_end(&mut buf);
+            buf
+        });
+        let mut line = String::new();
+        {
+            let stdout = child.stdout.take().expect("piped stdout");
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        }
+        let status = child.wait().expect("wait for the runbook binary");
+        let out = std::process::Output {
+            status,
+            stdout: Vec::new(),
+            stderr: stderr.join().unwrap_or_default(),
+        };
+        let output = self.output(&out, line.clone());
+        (line, output)
+    }
+
+    fn output(self, out: &std::process::Output, stdout: String) -> Output {
+        Output {
+            command: format!("runbook {}", self.args.join(" ")),
+            stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            code: out.status.code(),
+            signal: std::os::unix::process::ExitStatusExt::signal(&out.status),
+            dir: self.dir,
+        }
+    }
+}
+
+impl Output {
+    /// Asserts the binary died of SIGPIPE (a shell shows exit 141) and said
+    /// nothing on stderr: no panic, no "failed printing to stdout".
+    pub(crate) fn died_of_sigpipe(self) -> Output {
+        if self.signal != Some(libc::SIGPIPE) {
+            self.fail(&format!(
+                "expected death by SIGPIPE, got signal {:?}",
+                self.signal
+            ));
+        }
+        self.stderr_eq("")
+    }
+}
