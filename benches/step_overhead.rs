@@ -1,0 +1,307 @@
+//! Per-step overhead of `runbook run` over the processes it starts, workload
+//! by workload, each paired in the same run with a fork+exec floor of the
+//! same commands (A B A B ..., medians): what issue "Per-step overhead at the
+//! limit of a durable engine" measures.
+//!
+//! `cargo bench --bench step_overhead` runs, with the release binary and the
+//! journal on disk (fsync on):
+//!
+//! - a chain of 500 `true` steps (a shell builtin: no process at all now),
+//!   and of 500 `/bin/true` steps; floor: 500 spawns of `/bin/true`;
+//! - 500 independent `/bin/true` steps at `concurrency: 2`; floor: the same
+//!   spawns, two at a time;
+//! - a chain of 200 `sleep 0.01` steps; floor: 200 spawns of `sleep 0.01`;
+//! - a one-step run (wall time; floor: one spawn).
+//!
+//! It prints ms/step over the floor and peak RSS, runs `make` (and `just`)
+//! on the same chains when they are installed and says so when they are
+//! not, and measures the disk's fsync latency in the same run.
+//! `BENCH_ITERS` (default 10) sets the pairs per workload; `BENCH_DIR` where
+//! state dirs go (default: under `target/`).
+
+#![allow(
+    unsafe_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss
+)] // a benchmark harness
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_runbook");
+
+struct Workload {
+    name: &'static str,
+    steps: usize,
+    /// The runbook.
+    yaml: String,
+    /// The commands of the floor, and how many run at once.
+    floor: (Vec<&'static str>, usize),
+    /// A Makefile doing the same, when make can express it.
+    makefile: Option<String>,
+}
+
+fn chain_yaml(n: usize, cmd: &str) -> String {
+    let mut s = String::from("version: 1\nname: bench\nsteps:\n");
+    for i in 0..n {
+        s.push_str(&format!("  - id: s{i}\n    shell: {cmd:?}\n"));
+    }
+    s
+}
+
+fn parallel_yaml(n: usize, cmd: &str, concurrency: usize) -> String {
+    let mut s = format!("version: 1\nname: bench\nconcurrency: {concurrency}\nsteps:\n");
+    for i in 0..n {
+        s.push_str(&format!(
+            "  - id: s{i}\n    needs: []\n    shell: {cmd:?}\n"
+        ));
+    }
+    s
+}
+
+fn chain_makefile(n: usize, cmd: &str) -> String {
+    let mut s = String::from(".PHONY:");
+    for i in 0..n {
+        s.push_str(&format!(" t{i}"));
+    }
+    s.push('\n');
+    for i in 0..n {
+        let dep = if i == 0 {
+            String::new()
+        } else {
+            format!("t{}", i - 1)
+        };
+        s.push_str(&format!("t{i}: {dep}\n\t@{cmd}\n"));
+    }
+    s
+}
+
+fn workloads() -> Vec<Workload> {
+    vec![
+        Workload {
+            name: "chain of `true`",
+            steps: 500,
+            yaml: chain_yaml(500, "true"),
+            floor: (vec!["/bin/true"; 500], 1),
+            makefile: Some(chain_makefile(500, "true")),
+        },
+        Workload {
+            name: "chain of `/bin/true`",
+            steps: 500,
+            yaml: chain_yaml(500, "/bin/true"),
+            floor: (vec!["/bin/true"; 500], 1),
+            makefile: Some(chain_makefile(500, "/bin/true")),
+        },
+        Workload {
+            name: "500 independent `/bin/true`, 2 at a time",
+            steps: 500,
+            yaml: parallel_yaml(500, "/bin/true", 2),
+            floor: (vec!["/bin/true"; 500], 2),
+            makefile: None,
+        },
+        Workload {
+            name: "chain of `sleep 0.01`",
+            steps: 200,
+            yaml: chain_yaml(200, "sleep 0.01"),
+            floor: (vec!["sleep 0.01"; 200], 1),
+            makefile: Some(chain_makefile(200, "sleep 0.01")),
+        },
+        Workload {
+            name: "one-step run",
+            steps: 1,
+            yaml: chain_yaml(1, "/bin/true"),
+            floor: (vec!["/bin/true"], 1),
+            makefile: None,
+        },
+    ]
+}
+
+/// Runs `runbook run FILE` with a fresh state dir; wall time and peak RSS (KiB).
+#[allow(clippy::zombie_processes)] // reaped by `wait4`, for its rusage
+fn engine(file: &Path, state: &Path) -> (Duration, u64) {
+    let started = Instant::now();
+    let child = Command::new(BIN)
+        .arg("run")
+        .arg(file)
+        .arg("--state-dir")
+        .arg(state)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start runbook");
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid out-parameter; the pid is our child.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut ru) };
+    let took = started.elapsed();
+    assert_eq!(rc, child.id() as i32, "wait4");
+    assert_eq!(status, 0, "runbook run failed");
+    let _ = std::fs::remove_dir_all(state);
+    (took, u64::try_from(ru.ru_maxrss).unwrap_or(0))
+}
+
+/// Spawns each command (fork+exec, no shell), `at_once` at a time, reading
+/// their piped output as the engine does.
+fn floor(cmds: &[&str], at_once: usize) -> Duration {
+    let run = |cmd: &str| {
+        let mut words = cmd.split(' ');
+        let out = Command::new(words.next().unwrap())
+            .args(words)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("spawn");
+        assert!(out.status.success());
+    };
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for part in cmds.chunks(cmds.len().div_ceil(at_once)) {
+            s.spawn(move || part.iter().for_each(|c| run(c)));
+        }
+    });
+    started.elapsed()
+}
+
+fn tool(name: &str, args: &[&str], dir: &Path) -> Option<Duration> {
+    let started = Instant::now();
+    let ok = Command::new(name)
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .ok()?
+        .success();
+    ok.then(|| started.elapsed())
+}
+
+fn installed(name: &str) -> bool {
+    Command::new(name)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// Median latency of appending a small record and `fdatasync`ing it, in `dir`.
+fn fsync_latency(dir: &Path) -> Duration {
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::File::create(&path).expect("create the probe");
+    let mut times = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        f.write_all(&[b'x'; 120]).expect("write");
+        f.sync_data().expect("fdatasync");
+        times.push(t.elapsed());
+    }
+    let _ = std::fs::remove_file(path);
+    median(times)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn main() {
+    let iters: usize = std::env::var("BENCH_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10)
+        .max(1);
+    let base = std::env::var_os("BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    std::fs::create_dir_all(&base).expect("create the bench dir");
+    let dir = tempfile::Builder::new()
+        .prefix("step-overhead-")
+        .tempdir_in(&base)
+        .expect("a temporary dir");
+    let (make, just) = (installed("make"), installed("just"));
+    println!("step overhead over a fork+exec floor, paired, median of {iters} pairs");
+    println!(
+        "binary: {BIN}; state dirs on disk under {}",
+        dir.path().display()
+    );
+    println!(
+        "fsync (120-byte append + fdatasync) on that disk: {:.3}ms median",
+        ms(fsync_latency(dir.path()))
+    );
+    println!(
+        "make: {}; just: {}",
+        if make {
+            "installed, run on the chains"
+        } else {
+            "not installed"
+        },
+        if just {
+            "installed, not run (no justfile workloads here)"
+        } else {
+            "not installed"
+        }
+    );
+    println!(
+        "\n{:<44} {:>6} {:>10} {:>10} {:>12} {:>9} {:>12}",
+        "workload", "steps", "floor", "runbook", "over/step", "RSS", "make/step"
+    );
+    for (k, w) in workloads().iter().enumerate() {
+        let file = dir.path().join(format!("w{k}.yaml"));
+        std::fs::write(&file, &w.yaml).expect("write the runbook");
+        let makefile = w.makefile.as_ref().map(|m| {
+            let p = dir.path().join(format!("w{k}.mk"));
+            std::fs::write(&p, m).expect("write the makefile");
+            p
+        });
+        // Warm up the page cache and the binary.
+        let _ = engine(&file, &dir.path().join("warm"));
+        let (mut eng, mut flo, mut mk, mut rss) = (vec![], vec![], vec![], 0);
+        for i in 0..iters {
+            let (t, r) = engine(&file, &dir.path().join(format!("st-{k}-{i}")));
+            eng.push(t);
+            rss = rss.max(r);
+            flo.push(floor(&w.floor.0, w.floor.1));
+            if let (true, Some(m)) = (make, &makefile) {
+                let last = format!("t{}", w.steps - 1);
+                if let Some(t) = tool(
+                    "make",
+                    &["-s", "-f", &m.display().to_string(), &last],
+                    dir.path(),
+                ) {
+                    mk.push(t);
+                }
+            }
+        }
+        let (e, f) = (median(eng), median(flo));
+        let over = (ms(e) - ms(f)) / w.steps as f64;
+        let make_col = if mk.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{:+.3}ms", (ms(median(mk)) - ms(f)) / w.steps as f64)
+        };
+        println!(
+            "{:<44} {:>6} {:>8.1}ms {:>8.1}ms {:>+10.3}ms {:>7.1}Mi {:>12}",
+            w.name,
+            w.steps,
+            ms(f),
+            ms(e),
+            over,
+            rss as f64 / 1024.0,
+            make_col
+        );
+    }
+    println!("\nover/step: (runbook - floor) / steps, medians of paired runs; make/step likewise for make");
+}
