@@ -10,7 +10,13 @@
 //!   that NAME may answer it, then writes a decision file atomically (temp
 //!   file + rename) into `<run dir>/approvals/<step>/`. The waiting executor
 //!   polls that directory every 200 ms.
-//! - a prompt on the terminal, when the run has one: the operator answers.
+//! - a prompt on the terminal, when the run has one and the operator's
+//!   approval would count ([`crate::approvals::offer`]); anyone else is told
+//!   who may answer and the command, and nothing typed is read.
+//!
+//! Each `Waiting` event carries the rules as data (who may approve, how
+//! many, approvals so far, the deadline), so `status` and the views show
+//! them from the run's state, never from `waiting.json`.
 //!
 //! While it waits, the executor keeps `<run dir>/approvals/<step>/waiting.json`
 //! (who may approve, how many are needed, who started the run), which is what
