@@ -91,6 +91,11 @@ pub enum Event {
     Waiting {
         step: String,
         on: String,
+        /// What the step waits for, as data (who may answer, until when;
+        /// when a gate samples next): what `status` and the views show.
+        /// Absent in journals older than it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<WaitingDetail>,
     },
     /// A decision on an approval step.
     Approval {
@@ -166,6 +171,15 @@ pub enum Event {
     PhaseStarted {
         phase: String,
     },
+    /// Another process took the run up again (`resume`): the record counts
+    /// processes and spans them. (`runbook rollback` is counted by the
+    /// `unwind_started` that reopens the ended run.)
+    Resumed {
+        /// `resume`.
+        mode: String,
+        by: String,
+        pid: u32,
+    },
     RunFinished {
         status: RunStatus,
         duration_ms: u64,
@@ -191,7 +205,12 @@ impl Event {
             }
             Event::RollbackFinished { error: Some(e), .. } => m.mask_in_place(e),
             Event::UnwindStarted { reason, .. } => m.mask_in_place(reason),
-            Event::Waiting { on, .. } => m.mask_in_place(on),
+            Event::Waiting { on, detail, .. } => {
+                m.mask_in_place(on);
+                if let Some(d) = detail {
+                    d.mask(m);
+                }
+            }
             Event::Approval {
                 comment: Some(c), ..
             } => m.mask_in_place(c),
@@ -204,6 +223,85 @@ impl Event {
                 }
             }
             _ => {}
+        }
+    }
+}
+
+/// What a waiting step waits for. Tagged by `kind`, so a gate that pauses
+/// for a person (a later `paused_gate`) is one more variant holding an
+/// [`AnswerWanted`] beside its samples.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WaitingDetail {
+    /// An approval waiting for people.
+    Approval(AnswerWanted),
+    /// A gate between two samples.
+    Gate(GateProgress),
+}
+
+/// Who may answer a waiting step, how many must, and until when.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AnswerWanted {
+    /// The approvers as listed; `None`: anyone.
+    pub approvers: Option<Vec<String>>,
+    /// The listed approvers who may approve (the starter left out unless
+    /// self approval is allowed); `None`: anyone (but the starter).
+    pub eligible: Option<Vec<String>>,
+    pub required: usize,
+    /// Approvals counted so far, in order.
+    pub approved_by: Vec<String>,
+    pub started_by: String,
+    pub allow_self_approval: bool,
+    #[serde(default)]
+    pub message: Option<String>,
+    /// When its timeout ends the wait (RFC 3339); `None`: no timeout.
+    #[serde(default)]
+    pub deadline: Option<String>,
+    /// The engine's state dir (absolute), for the command that answers.
+    #[serde(default)]
+    pub state_dir: String,
+}
+
+impl AnswerWanted {
+    /// The eligible approvers who have not approved yet (`None`: anyone).
+    pub fn pending(&self) -> Option<Vec<String>> {
+        self.eligible.as_ref().map(|l| {
+            l.iter()
+                .filter(|a| !self.approved_by.contains(a))
+                .cloned()
+                .collect()
+        })
+    }
+
+    fn mask(&mut self, m: &Masker) {
+        let lists = self.approvers.iter_mut().chain(self.eligible.iter_mut());
+        for who in lists.flatten().chain(self.approved_by.iter_mut()) {
+            m.mask_in_place(who);
+        }
+        if let Some(msg) = &mut self.message {
+            m.mask_in_place(msg);
+        }
+    }
+}
+
+/// Where a sampling gate stands.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GateProgress {
+    /// Samples taken so far (this attempt, resumed ones included).
+    pub taken: i64,
+    pub samples: i64,
+    pub failures: i64,
+    pub failure_limit: i64,
+    pub interval_ms: u64,
+    /// When the next sample is taken (RFC 3339); `None` after the last.
+    #[serde(default)]
+    pub next_at: Option<String>,
+}
+
+impl WaitingDetail {
+    fn mask(&mut self, m: &Masker) {
+        if let WaitingDetail::Approval(a) = self {
+            a.mask(m);
         }
     }
 }

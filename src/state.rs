@@ -8,6 +8,12 @@
 //! `status --format json` have one shape ([`RunState::to_json`]), and a
 //! rule such as "a run that started unwinding after success is a rollback"
 //! is written once.
+//!
+//! It also holds what a person reading the record needs beyond what resume
+//! does (params with the secret ones as `***`, each attempt's times, who
+//! decided what, what each waiting step waits for, how many processes the
+//! run took): the record is told from this one fold, never by a second
+//! reader of the journal.
 
 use std::collections::{HashMap, HashSet};
 
@@ -17,7 +23,7 @@ use serde_json::{json, Map, Value as Json};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use crate::events::{Event, Listener, RunStatus, StepStatus};
+use crate::events::{Event, Listener, RunStatus, StepStatus, WaitingDetail};
 use crate::runbook::Runbook;
 
 /// What is known of one step (or an `on_failure`/`finally` step).
@@ -167,6 +173,30 @@ pub struct Decision {
     pub at: String,
 }
 
+/// One attempt of a step, with its times.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Try {
+    pub attempt: u32,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    /// `failed`, `succeeded`, `cancelled`, or `engine_stopped` when the
+    /// process died under it; `None` while it runs.
+    pub outcome: Option<String>,
+    pub error: Option<String>,
+}
+
+/// A step (or a rollback body: `label` is `id.rollback.N`) waiting, and
+/// since when.
+#[derive(Debug, Clone)]
+pub struct WaitingState {
+    pub label: String,
+    /// The step it belongs to.
+    pub step: String,
+    pub on: String,
+    pub detail: Option<WaitingDetail>,
+    pub since: String,
+}
+
 /// A step as `status` and the report show it.
 #[derive(Debug, Clone)]
 pub struct StepState {
@@ -190,6 +220,13 @@ pub struct StepState {
     /// Rollbacks of earlier episodes that failed or were stopped, oldest
     /// first (`runbook rollback` ran them again).
     pub rollback_history: Vec<RollbackRecord>,
+    /// Display only: the runbook's `name` and `stage` of the step.
+    pub name: Option<String>,
+    pub stage: Option<String>,
+    /// Every attempt, across processes, oldest first.
+    pub tries: Vec<Try>,
+    pub rollback_started_at: Option<String>,
+    pub rollback_finished_at: Option<String>,
 }
 
 impl StepState {
@@ -206,6 +243,20 @@ impl StepState {
             rollback_running: false,
             rollback_body: None,
             rollback_history: Vec::new(),
+            name: None,
+            stage: None,
+            tries: Vec::new(),
+            rollback_started_at: None,
+            rollback_finished_at: None,
+        }
+    }
+
+    /// Ends the attempt still open (if any).
+    fn end_try(&mut self, at: &str, outcome: &str, error: Option<&String>) {
+        if let Some(t) = self.tries.last_mut().filter(|t| t.finished_at.is_none()) {
+            t.finished_at = Some(at.to_string());
+            t.outcome = Some(outcome.to_string());
+            t.error = error.cloned();
         }
     }
 
@@ -248,6 +299,18 @@ pub struct RunState {
     /// Main steps finished so far (the completion counter).
     pub seq: u64,
     succeeded_once: bool,
+    /// The public params as `run_started` recorded them.
+    pub params: Map<String, Json>,
+    /// Names of the `secret: true` params (shown as `***`).
+    pub secret_params: Vec<String>,
+    /// Steps with `continue_on_failure`: their failures are tolerated.
+    pub tolerant: HashSet<String>,
+    /// What waits, by label, in the order it began waiting.
+    pub waiting: IndexMap<String, WaitingState>,
+    /// Processes that ran the run: its start, then each `resume`/`rollback`.
+    pub processes: u32,
+    /// The time of `run_started` (the header's time has whole seconds).
+    pub first_at: Option<String>,
 }
 
 impl RunState {
@@ -259,6 +322,12 @@ impl RunState {
         };
         if let Some(rb) = rb {
             s.runbook = rb.name.clone();
+            s.secret_params = rb
+                .params
+                .iter()
+                .filter(|p| p.secret)
+                .map(|p| p.name.clone())
+                .collect();
             let lists = [
                 ("steps", &rb.steps),
                 ("on_failure", &rb.on_failure),
@@ -266,8 +335,13 @@ impl RunState {
             ];
             for (phase, list) in lists {
                 for step in list {
-                    s.steps
-                        .insert(step.id.clone(), StepState::new(&step.id, phase));
+                    let mut st = StepState::new(&step.id, phase);
+                    st.name.clone_from(&step.name);
+                    st.stage.clone_from(&step.stage);
+                    s.steps.insert(step.id.clone(), st);
+                    if step.continue_on_failure {
+                        s.tolerant.insert(step.id.clone());
+                    }
                 }
             }
         }
@@ -297,24 +371,75 @@ impl RunState {
     pub fn apply(&mut self, at: &str, e: &Event) {
         match e {
             Event::RunStarted {
-                run_id, runbook, ..
+                run_id,
+                runbook,
+                params,
+                ..
             } => {
                 self.run_id.clone_from(run_id);
                 self.runbook.clone_from(runbook);
                 self.started_at.get_or_insert_with(|| at.to_string());
+                self.first_at.get_or_insert_with(|| at.to_string());
+                if let Json::Object(p) = params {
+                    self.params.clone_from(p);
+                }
+                self.processes += 1;
             }
+            Event::Resumed { .. } => self.processes += 1,
             Event::StepStarted {
                 step,
                 attempt,
                 attempts,
             } => {
+                self.waiting.shift_remove(step);
                 let s = self.step(step);
+                // An attempt still open when another starts: the engine died under it.
+                s.end_try(at, "engine_stopped", None);
+                s.tries.push(Try {
+                    attempt: *attempt,
+                    started_at: at.to_string(),
+                    finished_at: None,
+                    outcome: None,
+                    error: None,
+                });
                 s.running = true;
                 s.attempt = Some(format!("{attempt}/{attempts}"));
                 s.waiting_on = None;
                 s.started_at.get_or_insert_with(|| at.to_string());
             }
-            Event::Waiting { step, on } => self.step(step).waiting_on = Some(on.clone()),
+            Event::Waiting { step, on, detail } => {
+                let owner = step.split(".rollback.").next().unwrap_or(step).to_string();
+                // A rollback body's wait belongs to its step, not a step of its own.
+                if owner == *step {
+                    self.step(step).waiting_on = Some(on.clone());
+                }
+                let since = self
+                    .waiting
+                    .get(step)
+                    .map_or_else(|| at.to_string(), |w| w.since.clone());
+                self.waiting.insert(
+                    step.clone(),
+                    WaitingState {
+                        label: step.clone(),
+                        step: owner,
+                        on: on.clone(),
+                        detail: detail.clone(),
+                        since,
+                    },
+                );
+            }
+            Event::AttemptFailed {
+                step,
+                attempt,
+                error,
+                ..
+            } => {
+                if let Some(s) = self.steps.get_mut(step) {
+                    if s.tries.last().is_some_and(|t| t.attempt == *attempt) {
+                        s.end_try(at, "failed", Some(error));
+                    }
+                }
+            }
             Event::Approval {
                 step,
                 by,
@@ -363,7 +488,9 @@ impl RunState {
                 });
                 // A gate's samples belong to the attempt that just ended.
                 self.gate_samples.remove(step);
+                self.waiting.shift_remove(step);
                 let s = self.step(step);
+                s.end_try(at, status.as_str(), error.as_ref());
                 let rollback = s.record.rollback.take();
                 s.record = StepRecord {
                     status: *status,
@@ -385,6 +512,8 @@ impl RunState {
                     // Rollbacks that failed are run again (their attempts
                     // stay in the history), `finally` runs again.
                     self.rollback_after_success = true;
+                    // Only `runbook rollback`, a process of its own, reopens a run.
+                    self.processes += 1;
                     for st in self.steps.values_mut() {
                         if st
                             .record
@@ -395,6 +524,8 @@ impl RunState {
                             if let Some(r) = st.record.rollback.take() {
                                 st.rollback_history.push(r);
                             }
+                            st.rollback_started_at = None;
+                            st.rollback_finished_at = None;
                         }
                         if st.phase == "finally" {
                             st.record = StepRecord::new();
@@ -412,7 +543,11 @@ impl RunState {
                 self.unwinding = Some(failed_step.clone());
             }
             Event::RollbackStarted { step, body, .. } => {
+                let bodies = format!("{step}.rollback.");
+                self.waiting.retain(|label, _| !label.starts_with(&bodies));
                 let s = self.step(step);
+                s.rollback_started_at.get_or_insert_with(|| at.to_string());
+                s.rollback_finished_at = None;
                 s.rollback_running = true;
                 s.rollback_body = Some(*body);
             }
@@ -426,8 +561,10 @@ impl RunState {
                 let bodies = format!("{step}.rollback.");
                 self.gate_samples
                     .retain(|label, _| !label.starts_with(&bodies));
+                self.waiting.retain(|label, _| !label.starts_with(&bodies));
                 let s = self.step(step);
                 s.rollback_running = false;
+                s.rollback_finished_at = Some(at.to_string());
                 // A failed list is retried from the body that failed.
                 if *status == StepStatus::Succeeded {
                     s.rollback_body = None;
@@ -443,6 +580,7 @@ impl RunState {
                 duration_ms,
             } => {
                 self.status = Some(*status);
+                self.waiting.clear();
                 self.duration_ms = Some(*duration_ms);
                 self.finished_at = Some(at.to_string());
                 if *status == RunStatus::Succeeded {
@@ -473,10 +611,7 @@ impl RunState {
                     first_at_ms: *first_at_ms,
                 });
             }
-            Event::Output { .. }
-            | Event::AttemptFailed { .. }
-            | Event::PhaseStarted { .. }
-            | Event::Signal { .. } => {}
+            Event::Output { .. } | Event::PhaseStarted { .. } | Event::Signal { .. } => {}
         }
     }
 
@@ -539,7 +674,18 @@ impl RunState {
 
     /// The shape `status --format json` and the report share.
     pub fn to_json(&self) -> Json {
+        self.to_json_in(None)
+    }
+
+    /// [`RunState::to_json`], with the commands that answer a waiting step
+    /// naming `state_dir` (the one the reader used) instead of the engine's.
+    pub fn to_json_in(&self, state_dir: Option<&str>) -> Json {
         let steps: Vec<Json> = self.steps.values().map(|s| self.step_json(s)).collect();
+        let failed_step = self.unwinding.clone().flatten();
+        let error = failed_step
+            .as_ref()
+            .and_then(|id| self.steps.get(id))
+            .and_then(|s| s.record.error.clone());
         json!({
             "run_id": self.run_id,
             "runbook": self.runbook,
@@ -548,8 +694,101 @@ impl RunState {
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "duration_ms": self.duration_ms,
+            "total_duration_ms": self.total_duration_ms(),
+            "processes": self.processes.max(1),
+            "params": self.params_json(),
+            "failed_step": failed_step,
+            "error": error,
+            "tolerated_failures": self.tolerated(),
+            "waiting": self.waiting_json(state_dir),
             "steps": steps,
         })
+    }
+
+    /// The params, secret ones as `***` (their values are never journaled).
+    pub fn params_json(&self) -> Json {
+        let mut m = self.params.clone();
+        for name in &self.secret_params {
+            m.insert(name.clone(), json!("***"));
+        }
+        Json::Object(m)
+    }
+
+    /// From the first process's start to the end (across `resume`s), while
+    /// [`RunState::duration_ms`] is the last process's own time.
+    pub fn total_duration_ms(&self) -> Option<u64> {
+        let parse = |t: &str| humantime::parse_rfc3339_weak(t).ok();
+        let start = parse(self.first_at.as_deref().or(self.started_at.as_deref())?)?;
+        let end = parse(self.finished_at.as_deref()?)?;
+        Some(crate::events::millis(
+            end.duration_since(start).unwrap_or_default(),
+        ))
+    }
+
+    /// Steps that failed under `continue_on_failure`, in file order.
+    pub fn tolerated(&self) -> Vec<String> {
+        self.steps
+            .values()
+            .filter(|s| s.record.status == StepStatus::Failed && self.tolerant.contains(&s.id))
+            .map(|s| s.id.clone())
+            .collect()
+    }
+
+    /// What follows the status in a run's last line: ` (1 step failed,
+    /// tolerated: x)`, or nothing.
+    pub fn tolerated_note(&self) -> String {
+        match self.tolerated().as_slice() {
+            [] => String::new(),
+            [one] => format!(" (1 step failed, tolerated: {one})"),
+            many => format!(
+                " ({} steps failed, tolerated: {})",
+                many.len(),
+                many.join(", ")
+            ),
+        }
+    }
+
+    /// Every step waiting for people (approvals; a paused gate later), as
+    /// `status` shows them: who may answer, since and until when, and the
+    /// commands that answer.
+    pub fn waiting_json(&self, state_dir: Option<&str>) -> Vec<Json> {
+        let now = SystemTime::now();
+        self.waiting
+            .values()
+            .filter_map(|w| {
+                let Some(WaitingDetail::Approval(a)) = &w.detail else {
+                    return None;
+                };
+                let st = self.steps.get(&w.step);
+                let dir = state_dir.unwrap_or(&a.state_dir);
+                let pending = a.pending();
+                let waited = humantime::parse_rfc3339_weak(&w.since)
+                    .ok()
+                    .and_then(|t| now.duration_since(t).ok())
+                    .map(crate::events::millis);
+                Some(json!({
+                    "kind": "approval",
+                    "step": w.step,
+                    "label": w.label,
+                    "name": st.and_then(|s| s.name.clone()),
+                    "stage": st.and_then(|s| s.stage.clone()),
+                    "message": a.message,
+                    "waiting_on": w.on,
+                    "approvers": a.approvers,
+                    "may_approve": a.eligible,
+                    "pending": pending,
+                    "required": a.required,
+                    "approved_by": a.approved_by,
+                    "started_by": a.started_by,
+                    "allow_self_approval": a.allow_self_approval,
+                    "waiting_since": w.since,
+                    "waited_ms": waited,
+                    "deadline": a.deadline,
+                    "approve_command": answer_command(dir, &self.run_id, &w.label, pending.as_deref(), false),
+                    "reject_command": answer_command(dir, &self.run_id, &w.label, pending.as_deref(), true),
+                }))
+            })
+            .collect()
     }
 
     fn step_json(&self, s: &StepState) -> Json {
@@ -568,6 +807,42 @@ impl RunState {
         );
         if let Some(e) = &r.error {
             m.insert("error".into(), json!(e));
+        }
+        for (k, v) in [("name", &s.name), ("stage", &s.stage)] {
+            if let Some(v) = v {
+                m.insert(k.into(), json!(v));
+            }
+        }
+        if !s.tries.is_empty() {
+            let tries: Vec<Json> = s
+                .tries
+                .iter()
+                .map(|t| {
+                    json!({
+                        "attempt": t.attempt,
+                        "started_at": t.started_at,
+                        "finished_at": t.finished_at,
+                        "outcome": t.outcome,
+                        "error": t.error,
+                    })
+                })
+                .collect();
+            m.insert("attempt_log".into(), Json::Array(tries));
+        }
+        if let Some(WaitingDetail::Gate(g)) =
+            self.waiting.get(&s.id).and_then(|w| w.detail.as_ref())
+        {
+            m.insert(
+                "gate".into(),
+                json!({
+                    "taken": g.taken,
+                    "samples": g.samples,
+                    "failures": g.failures,
+                    "failure_limit": g.failure_limit,
+                    "interval_ms": g.interval_ms,
+                    "next_sample_at": g.next_at,
+                }),
+            );
         }
         if s.finished_at.is_some() {
             m.insert("duration_ms".into(), json!(r.duration_ms));
@@ -592,11 +867,20 @@ impl RunState {
             m.insert("approvals".into(), Json::Array(approvals));
         }
         if s.rollback_running {
-            m.insert("rollback".into(), json!({ "status": "running" }));
+            m.insert(
+                "rollback".into(),
+                json!({ "status": "running", "started_at": s.rollback_started_at }),
+            );
         } else if let Some(rb) = &r.rollback {
             m.insert(
                 "rollback".into(),
-                json!({ "status": rb.status.as_str(), "attempts": rb.attempts, "error": rb.error }),
+                json!({
+                    "status": rb.status.as_str(),
+                    "attempts": rb.attempts,
+                    "error": rb.error,
+                    "started_at": s.rollback_started_at,
+                    "finished_at": s.rollback_finished_at,
+                }),
             );
         }
         if !s.rollback_history.is_empty() {
@@ -628,6 +912,37 @@ impl Listener for Follow {
         };
         s.apply(&at, event);
     }
+}
+
+/// The command that answers a waiting approval `label` of `run_id`:
+/// `runbook approve RUN LABEL --as NAME [--reject] --state-dir DIR`, with
+/// the one approver still awaited as NAME when there is exactly one, else
+/// `NAME` for the reader to fill in. The state dir is always named, so the
+/// command works from any directory.
+pub fn answer_command(
+    state_dir: &str,
+    run_id: &str,
+    label: &str,
+    pending: Option<&[String]>,
+    reject: bool,
+) -> String {
+    use crate::template::shell_quote;
+    let who = match pending {
+        Some([one]) => shell_quote(one),
+        _ => "NAME".to_string(),
+    };
+    let mut cmd = format!(
+        "runbook approve {} {} --as {who}",
+        shell_quote(run_id),
+        shell_quote(label)
+    );
+    if reject {
+        cmd.push_str(" --reject");
+    }
+    if !state_dir.is_empty() {
+        cmd.push_str(&format!(" --state-dir {}", shell_quote(state_dir)));
+    }
+    cmd
 }
 
 /// What an unwind that did not finish leaves, and the command that finishes

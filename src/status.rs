@@ -2,6 +2,12 @@
 //!
 //! A run without a final record is `running` while its process holds the
 //! run lock, and `stopped` (resumable) once nobody does.
+//!
+//! Everything shown comes from the run's one folded [`RunState`] (the shape
+//! the report has); the text is drawn from that JSON, so the two never
+//! disagree. Waiting approvals are listed only while the run is `running`:
+//! the command that answers them works only then (a stopped run says to
+//! resume it first).
 
 use std::path::Path;
 
@@ -24,11 +30,20 @@ fn run_status(store: &FileStore, rec: &Recorded, state: &RunState) -> String {
 
 /// The run's state in the shape the report has, with what only the journal
 /// and the run lock know: the file, who started it, whether it is live.
-fn summary(store: &FileStore, rec: &Recorded, with_steps: bool) -> Json {
+fn summary(store: &FileStore, state_dir: &Path, rec: &Recorded, with_steps: bool) -> Json {
     let rb = crate::commands::journaled_runbook(rec);
     let state = rec.state(rb.as_deref());
-    let mut out = state.to_json();
-    out["status"] = json!(run_status(store, rec, &state));
+    // The commands name the state dir this reader reached the run through.
+    let dir = std::path::absolute(state_dir)
+        .unwrap_or_else(|_| state_dir.to_path_buf())
+        .display()
+        .to_string();
+    let mut out = state.to_json_in(Some(&dir));
+    let status = run_status(store, rec, &state);
+    if status != "running" {
+        out["waiting"] = json!([]);
+    }
+    out["status"] = json!(status);
     if let (Some(rb), Some(RunStatus::RollbackFailed | RunStatus::UnwindIncomplete)) =
         (rb.as_deref(), state.status)
     {
@@ -63,7 +78,7 @@ pub fn show(state_dir: &Path, run_id: Option<&str>, as_json: bool) -> Result {
             let runs: Vec<Json> = ids
                 .iter()
                 .map(|id| match store.read(id) {
-                    Ok(r) => summary(&store, &r, false),
+                    Ok(r) => summary(&store, state_dir, &r, false),
                     Err(e) => json!({ "run_id": id, "runbook": "?", "status": "unreadable", "error": e.to_string() }),
                 })
                 .collect();
@@ -79,10 +94,14 @@ pub fn show(state_dir: &Path, run_id: Option<&str>, as_json: bool) -> Result {
                     "{:28} {:24} {:16} {:21} duration",
                     "run", "runbook", "status", "started"
                 );
+                let now = std::time::SystemTime::now();
                 for r in &runs {
-                    let d = r["duration_ms"].as_u64().map_or("-".to_string(), |ms| {
-                        crate::view::short(std::time::Duration::from_millis(ms))
-                    });
+                    let d = r["total_duration_ms"]
+                        .as_u64()
+                        .or_else(|| r["duration_ms"].as_u64())
+                        .map_or("-".to_string(), |ms| {
+                            crate::view::short(std::time::Duration::from_millis(ms))
+                        });
                     println!(
                         "{:28} {:24} {:16} {:21} {d}",
                         r["run_id"].as_str().unwrap_or(""),
@@ -90,13 +109,16 @@ pub fn show(state_dir: &Path, run_id: Option<&str>, as_json: bool) -> Result {
                         r["status"].as_str().unwrap_or(""),
                         r["started_at"].as_str().unwrap_or("")
                     );
+                    for w in r["waiting"].as_array().into_iter().flatten() {
+                        print_waiting(w, now);
+                    }
                 }
             }
             Ok(Done::Ok)
         }
         Some(id) => {
             let rec = crate::journal::read_run(&store, state_dir, id)?;
-            let out = summary(&store, &rec, true);
+            let out = summary(&store, state_dir, &rec, true);
             if as_json {
                 println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
                 return Ok(Done::Ok);
@@ -115,6 +137,12 @@ pub fn show(state_dir: &Path, run_id: Option<&str>, as_json: bool) -> Result {
             if let Some(f) = out["fingerprint"].as_str().filter(|f| !f.is_empty()) {
                 println!("plan {f}");
             }
+            print_record(&out);
+            let now = std::time::SystemTime::now();
+            for w in out["waiting"].as_array().into_iter().flatten() {
+                println!();
+                print_waiting(w, now);
+            }
             println!(
                 "\n{:24} {:12} {:>8} {:>9}  {:10} detail",
                 "step", "status", "attempts", "time", "rollback"
@@ -126,11 +154,27 @@ pub fn show(state_dir: &Path, run_id: Option<&str>, as_json: bool) -> Result {
                 let attempts = s["attempt"]
                     .as_str()
                     .map_or_else(|| s["attempts"].to_string(), str::to_string);
+                let gate = s["gate"]["next_sample_at"].as_str().map(|t| {
+                    format!(
+                        ", at {}",
+                        crate::view::from_now(t, std::time::SystemTime::now())
+                    )
+                });
                 let detail = s["waiting_on"]
                     .as_str()
-                    .map(|w| format!("waiting on {w}"))
+                    .filter(|_| s["status"] == "running")
+                    .map(|w| {
+                        let at = gate.clone().filter(|_| w.contains("; next sample in"));
+                        format!("waiting on {w}{}", at.unwrap_or_default())
+                    })
                     .or_else(|| s["error"].as_str().map(str::to_string))
                     .unwrap_or_default();
+                let title = match (s["name"].as_str(), s["stage"].as_str()) {
+                    (Some(n), Some(st)) => format!("{n}, stage {st}"),
+                    (Some(n), None) => n.to_string(),
+                    (None, Some(st)) => format!("stage {st}"),
+                    (None, None) => String::new(),
+                };
                 println!(
                     "{:24} {:12} {:>8} {:>9}  {:10} {detail}",
                     s["id"].as_str().unwrap_or(""),
@@ -146,6 +190,25 @@ pub fn show(state_dir: &Path, run_id: Option<&str>, as_json: bool) -> Result {
                         earlier["status"].as_str().unwrap_or(""),
                         earlier["error"].as_str().unwrap_or("")
                     );
+                }
+                if !title.is_empty() {
+                    println!("{:24} {}", "", crate::view::printable(&title));
+                }
+                let log = s["attempt_log"].as_array().map_or(&[][..], Vec::as_slice);
+                if log.len() > 1 || log.iter().any(|t| t["outcome"] != "succeeded") {
+                    for t in log {
+                        let err = t["error"]
+                            .as_str()
+                            .map_or(String::new(), |e| format!(": {e}"));
+                        println!(
+                            "{:24} attempt {} {} .. {} {}{err}",
+                            "",
+                            t["attempt"],
+                            t["started_at"].as_str().unwrap_or(""),
+                            t["finished_at"].as_str().unwrap_or("…"),
+                            t["outcome"].as_str().unwrap_or("running"),
+                        );
+                    }
                 }
                 if let Some(e) = s["rollback"]["error"].as_str() {
                     println!("{:24} rollback failed: {e}", "");
@@ -172,5 +235,73 @@ pub fn show(state_dir: &Path, run_id: Option<&str>, as_json: bool) -> Result {
             }
             Ok(Done::Ok)
         }
+    }
+}
+
+/// The run's record above its steps: params, the failed step, how long it
+/// took over how many processes, tolerated failures.
+fn print_record(out: &Json) {
+    if let Some(params) = out["params"].as_object().filter(|p| !p.is_empty()) {
+        let shown: Vec<String> = params
+            .iter()
+            .map(|(k, v)| match v.as_str() {
+                Some(s) => format!("{k}={s}"),
+                None => format!("{k}={v}"),
+            })
+            .collect();
+        println!("params {}", crate::view::printable(&shown.join(" ")));
+    }
+    if let Some(ms) = out["total_duration_ms"].as_u64() {
+        let processes = out["processes"].as_u64().unwrap_or(1);
+        let across = if processes > 1 {
+            format!(" across {processes} processes")
+        } else {
+            String::new()
+        };
+        println!(
+            "took {}{across} (until {})",
+            crate::view::short(std::time::Duration::from_millis(ms)),
+            out["finished_at"].as_str().unwrap_or("")
+        );
+    }
+    if let Some(id) = out["failed_step"].as_str() {
+        let err = out["error"]
+            .as_str()
+            .map_or(String::new(), |e| format!(": {e}"));
+        println!("failed step {id}{err}");
+    }
+    let tolerated: Vec<&str> = out["tolerated_failures"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Json::as_str)
+        .collect();
+    if !tolerated.is_empty() {
+        println!(
+            "tolerated failures (continue_on_failure): {}",
+            tolerated.join(", ")
+        );
+    }
+}
+
+/// A waiting approval: what it waits for, who may answer, the commands.
+fn print_waiting(w: &Json, now: std::time::SystemTime) {
+    let title = match (w["name"].as_str(), w["stage"].as_str()) {
+        (Some(n), Some(s)) => format!(" ({n}, stage {s})"),
+        (Some(n), None) => format!(" ({n})"),
+        (None, Some(s)) => format!(" (stage {s})"),
+        (None, None) => String::new(),
+    };
+    println!(
+        "  waiting: {}{} {}",
+        w["label"].as_str().unwrap_or(""),
+        crate::view::printable(&title),
+        w["waiting_on"].as_str().unwrap_or("")
+    );
+    if let Some(m) = w["message"].as_str() {
+        println!("    {}", crate::view::printable(m));
+    }
+    for line in crate::view::answer_lines(w, now) {
+        println!("    {line}");
     }
 }

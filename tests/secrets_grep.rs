@@ -364,3 +364,114 @@ fn resume_refuses_without_the_secret_params_given_at_the_start() {
     let said = format!("{}{}", out.stdout, out.stderr);
     assert!(said.contains("word"), "{said}");
 }
+
+/// A waiting approval whose message and outputs hold secrets: `status`
+/// (the list and the run, text and JSON) while it waits, the live view, the
+/// report, the journal and its rejection show none of them, in any
+/// encoding; the params show the secret ones as `***`.
+#[test]
+fn waiting_approvals_attempts_and_params_in_status_and_report_never_leak() {
+    let yaml = r#"version: 1
+name: waiting
+params:
+  word: { type: string, secret: true, required: true }
+secrets:
+  token: { env: RB_SEC_TOKEN }
+steps:
+  - id: echo
+    retry: { attempts: 2, delay: 10ms }
+    shell: |
+      echo "w=$W" >> "$RUNBOOK_OUTPUT"
+      [ -e again ] || { touch again; echo "first try {{ secrets.token }}" >&2; exit 1; }
+    env: { W: "{{ params.word }}" }
+  - id: gate
+    approval:
+      message: "ship {{ secrets.token }} with {{ params.word }}?"
+      approvers: [bob]
+"#;
+    let mut running = Test::new()
+        .file(RB, yaml)
+        .env("RB_SEC_TOKEN", TOKEN)
+        .args(&[
+            "run",
+            RB,
+            "--state-dir",
+            ST,
+            "--run-id",
+            "w",
+            "--report",
+            "report.json",
+            "--param",
+            &format!("word={WORD}"),
+        ])
+        .spawn();
+    running.wait_for_file(
+        "st/runs/w/approvals/gate/waiting.json",
+        std::time::Duration::from_secs(30),
+    );
+    let dir = running.path().to_path_buf();
+    let bin = env!("CARGO_BIN_EXE_runbook");
+    let mut sinks: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut reject = String::new();
+    for args in [
+        vec!["status", "--state-dir", ST],
+        vec!["status", "--state-dir", ST, "--format", "json"],
+        vec!["status", "w", "--state-dir", ST],
+        vec!["status", "w", "--state-dir", ST, "--format", "json"],
+    ] {
+        let out = std::process::Command::new(bin)
+            .args(&args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if args.len() == 6 && args[1] == "w" {
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v["params"]["word"], "***", "{v:#}");
+            assert_eq!(v["waiting"][0]["message"], "ship *** with ***?", "{v:#}");
+            assert!(
+                v["steps"][0]["attempt_log"][0]["error"].is_string(),
+                "{v:#}"
+            );
+            reject = v["waiting"][0]["reject_command"]
+                .as_str()
+                .unwrap()
+                .to_string();
+        }
+        sinks.push((args.join(" "), out.stdout));
+    }
+    let words: Vec<&str> = reject.split_whitespace().collect();
+    let out = std::process::Command::new(bin)
+        .args(&words[1..])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{reject}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = running.wait().code(1);
+    sinks.push(("run stdout".into(), out.stdout.clone().into_bytes()));
+    sinks.push(("run stderr".into(), out.stderr.clone().into_bytes()));
+    sinks.push((
+        "report".into(),
+        std::fs::read(out.path().join("report.json")).unwrap(),
+    ));
+    sinks.push((
+        "journal".into(),
+        std::fs::read(out.path().join("st/runs/w/journal.jsonl")).unwrap(),
+    ));
+    let mut found = Vec::new();
+    for (secret, enc, needle) in needles() {
+        if secret != "token" && secret != "word" {
+            continue;
+        }
+        for (sink, bytes) in &sinks {
+            if memmem(bytes, needle.as_bytes()) {
+                found.push(format!("{secret} ({enc}) in {sink}"));
+            }
+        }
+    }
+    assert_none("waiting, attempts, params", found);
+}

@@ -14,6 +14,6 @@ mod submit;
 pub(crate) use mailbox::{
     approvals_dir, consume, pending_files, write_atomic, Decision, WaitingFile,
 };
-pub(crate) use prompt::{next_line, parse_answer, stdin_lines};
+pub(crate) use prompt::{discard_typed_input, next_line, offer, parse_answer, stdin_lines, Offer};
 pub(crate) use rules::Rules;
 pub use submit::submit;

@@ -127,6 +127,9 @@ impl Recorded {
             s.runbook.clone_from(&self.header.runbook);
         }
         s.fingerprint.clone_from(&self.header.fingerprint);
+        if s.params.is_empty() {
+            s.params.clone_from(&self.header.params);
+        }
         s.started_at = Some(self.header.started_at.clone());
         s
     }

@@ -19,11 +19,14 @@ const POLL: Duration = Duration::from_millis(100);
 
 pub fn logs(state_dir: &Path, run_id: &str, follow: bool) -> Result {
     let store = FileStore::new(state_dir);
-    read_run(&store, state_dir, run_id)?;
+    let rec = read_run(&store, state_dir, run_id)?;
+    // The view folds the events it is shown, from the run's start.
+    let runbook = crate::commands::journaled_runbook(&rec);
+    let seed = crate::state::RunState::new(run_id, runbook.as_deref());
     let mut tail = store
         .tail(run_id)
         .map_err(|e| Error::cannot_start(format!("cannot read run `{run_id}`: {e}")))?;
-    let mut view = Plain::new(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    let mut view = Plain::new(seed, std::io::IsTerminal::is_terminal(&std::io::stdout()));
     let mut show = |view: &mut Plain| -> Result<()> {
         let events = tail
             .next_events()

@@ -14,7 +14,6 @@ use crate::error::{Done, Error, Result};
 use crate::events::{Bus, Event};
 use crate::journal::{self, FileStore, Header, RunStore};
 use crate::lock::{Lock, LockError};
-use crate::runbook::Runbook;
 use crate::state::RunState;
 use crate::steps::RunEnv;
 use crate::view;
@@ -140,7 +139,7 @@ pub(super) fn start(l: Launch, mode: Mode) -> Result {
     let state = live.clone();
     let rolling_back = matches!(mode, Mode::Rollback(_));
     bus.subscribe(Box::new(crate::state::Follow(live.clone())));
-    subscribe_views(&bus, &rb, &l, seed);
+    subscribe_views(&bus, &l, seed);
 
     let env = Arc::new(RunEnv {
         plan: l.plan.clone(),
@@ -183,6 +182,17 @@ pub(super) fn start(l: Launch, mode: Mode) -> Result {
                 "continuing run {} of {} (started by {}; plan {})",
                 l.run_id, rb.name, l.identity, l.plan.fingerprint
             );
+            // The record counts the processes a run took and spans them.
+            // (A `rollback` is counted by the `unwind_started` that reopens
+            // the run: a record before it would leave a crash there looking
+            // like a run that never reopened.)
+            if !rolling_back {
+                bus.note(Event::Resumed {
+                    mode: "resume".into(),
+                    by: l.operator.clone(),
+                    pid: std::process::id(),
+                });
+            }
         }
         let engine = Arc::new(Engine::new(env, bus.clone(), ctx));
         match mode {
@@ -246,15 +256,15 @@ impl Drop for Unclaimed {
     }
 }
 
-fn subscribe_views(bus: &Bus, rb: &Runbook, l: &Launch, state: RunState) {
+fn subscribe_views(bus: &Bus, l: &Launch, state: RunState) {
     let tty = std::io::stdout().is_terminal();
     let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && tty;
     if l.output.json_log {
         bus.subscribe(Box::new(view::JsonLog::install()));
     } else if tty && std::env::var_os("CI").is_none() {
-        bus.subscribe(Box::new(view::Terminal::new(rb.steps.len(), color)));
+        bus.subscribe(Box::new(view::Terminal::new(state.clone(), color)));
     } else {
-        bus.subscribe(Box::new(view::Plain::new(color)));
+        bus.subscribe(Box::new(view::Plain::new(state.clone(), color)));
     }
     if let Some(path) = &l.output.report {
         let here = std::env::current_dir().unwrap_or_else(|_| l.cwd.clone());

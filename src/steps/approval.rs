@@ -10,7 +10,13 @@
 //!   that NAME may answer it, then writes a decision file atomically (temp
 //!   file + rename) into `<run dir>/approvals/<step>/`. The waiting executor
 //!   polls that directory every 200 ms.
-//! - a prompt on the terminal, when the run has one: the operator answers.
+//! - a prompt on the terminal, when the run has one and the operator's
+//!   approval would count ([`crate::approvals::offer`]); anyone else is told
+//!   who may answer and the command, and nothing typed is read.
+//!
+//! Each `Waiting` event carries the rules as data (who may approve, how
+//! many, approvals so far, the deadline), so `status` and the views show
+//! them from the run's state, never from `waiting.json`.
 //!
 //! While it waits, the executor keeps `<run dir>/approvals/<step>/waiting.json`
 //! (who may approve, how many are needed, who started the run), which is what
@@ -43,10 +49,10 @@ use serde_json::Value as Json;
 
 use super::{render, Attempt, Executor, Outputs, StepError};
 use crate::approvals::{
-    approvals_dir, consume, next_line, parse_answer, pending_files, stdin_lines, write_atomic,
-    Decision, Rules, WaitingFile,
+    approvals_dir, consume, next_line, offer, parse_answer, pending_files, stdin_lines,
+    write_atomic, Decision, Offer, Rules, WaitingFile,
 };
-use crate::events::{Event, Stream};
+use crate::events::{AnswerWanted, Event, Stream, WaitingDetail};
 use crate::providers::BoxFuture;
 use crate::runbook::{Action, Approval};
 
@@ -198,6 +204,13 @@ impl Executor for ApprovalExec {
                 .map(|t| crate::engine::resolve_dur(t, cx.template))
                 .transpose()?;
             let started = tokio::time::Instant::now();
+            let deadline_at = timeout
+                .and_then(|t| std::time::SystemTime::now().checked_add(t))
+                .map(|t| humantime::format_rfc3339_seconds(t).to_string());
+            let state_dir = std::path::absolute(&cx.env.state_dir)
+                .unwrap_or_else(|_| cx.env.state_dir.clone())
+                .display()
+                .to_string();
             let dir = approvals_dir(&cx.env.run_dir, cx.label);
             std::fs::create_dir_all(dir.join("done")).map_err(|e| {
                 StepError::transient(format!("cannot create {}: {e}", dir.display()))
@@ -238,25 +251,46 @@ impl Executor for ApprovalExec {
                 })?;
             }
 
-            // The terminal prompt: only for an operator whose answer counts.
-            let mut prompting = cx.env.interactive
-                && tally.rules.may_approve(&operator).is_ok()
-                && !tally.approved.contains(&operator);
-            if prompting {
-                let asks = match &tally.rules.message {
-                    Some(m) => format!("{} asks: {m}", tally.rules.started_by),
-                    None => format!(
-                        "{} asks for approval of {}",
-                        tally.rules.started_by, cx.label
-                    ),
-                };
-                tally.note(asks);
-                tally.note(format!(
-                    "approve as {operator}? type y (or n to reject, optionally followed by a comment) and Enter"
-                ));
-                // Lines typed before the question are not answers to it.
-                if let Ok(mut rx) = stdin_lines().try_lock() {
-                    while rx.try_recv().is_ok() {}
+            // The terminal prompt: only for an operator whose answer counts;
+            // anyone else is told who can answer and how.
+            let mut prompting = false;
+            if cx.env.interactive && !tally.done() {
+                let pending = tally.rules.eligible().map(|l| {
+                    l.into_iter()
+                        .filter(|a| !tally.approved.contains(a))
+                        .collect::<Vec<_>>()
+                });
+                let command = crate::state::answer_command(
+                    &state_dir,
+                    &cx.env.run_id,
+                    cx.label,
+                    pending.as_deref(),
+                    false,
+                );
+                match offer(&tally.rules, &operator, &tally.approved, &command) {
+                    Offer::Ask => {
+                        prompting = true;
+                        let asks = match &tally.rules.message {
+                            Some(m) => format!("{} asks: {m}", tally.rules.started_by),
+                            None => format!(
+                                "{} asks for approval of {}",
+                                tally.rules.started_by, cx.label
+                            ),
+                        };
+                        tally.note(asks);
+                        tally.note(format!(
+                            "approve as {operator}? type y (or n to reject, optionally followed by a comment) and Enter"
+                        ));
+                        // Lines typed before the question are not answers to it.
+                        if let Ok(mut rx) = stdin_lines().try_lock() {
+                            while rx.try_recv().is_ok() {}
+                        }
+                    }
+                    Offer::Tell(text) => {
+                        for line in text.lines() {
+                            tally.note(line.to_string());
+                        }
+                    }
                 }
             }
 
@@ -302,9 +336,21 @@ impl Executor for ApprovalExec {
                 }
                 let on = tally.rules.waiting_on(&tally.approved);
                 if shown.as_ref() != Some(&on) {
+                    let r = &tally.rules;
                     cx.bus.note(Event::Waiting {
                         step: cx.label.to_string(),
                         on: on.clone(),
+                        detail: Some(WaitingDetail::Approval(AnswerWanted {
+                            approvers: r.approvers.clone(),
+                            eligible: r.eligible(),
+                            required: r.required,
+                            approved_by: tally.approved.clone(),
+                            started_by: r.started_by.clone(),
+                            allow_self_approval: r.allow_self_approval,
+                            message: r.message.clone(),
+                            deadline: deadline_at.clone(),
+                            state_dir: state_dir.clone(),
+                        })),
                     });
                     shown = Some(on);
                 }

@@ -40,7 +40,7 @@ use super::{
     render, template_error, template_message, Attempt, Executor, Outputs, StepError, Stop,
 };
 use crate::engine::{resolve_dur, resolve_num};
-use crate::events::Event;
+use crate::events::{Event, GateProgress, WaitingDetail};
 use crate::providers::command_metric::CommandMetric;
 use crate::providers::{BoxFuture, MetricProvider, MetricSource};
 use crate::runbook::{Action, Metric, OnNoData};
@@ -136,14 +136,6 @@ async fn run(m: &Metric, action: &Action, cx: &Attempt<'_>) -> Result<Outputs, S
             "gate failed at sample {done}/{samples} (before the engine stopped); {failures} failed samples exceed failure_limit {failure_limit}"
         )));
     }
-    if done > 0 {
-        cx.bus.note(Event::Waiting {
-            step: cx.label.to_string(),
-            on: format!(
-                "continuing from sample {done}/{samples} ({failures} failed) taken before the engine stopped"
-            ),
-        });
-    }
     // Live samples keep to a grid, so slow queries do not stretch a long
     // soak: sample `i` is due at `anchor + (i - anchor_index) × interval`.
     // A resumed gate keeps the first sample's grid while its next sample is
@@ -184,6 +176,28 @@ async fn run(m: &Metric, action: &Action, cx: &Attempt<'_>) -> Result<Outputs, S
                 .saturating_duration_since(tokio::time::Instant::now()),
         })
     };
+    // Where the gate stands, as `status` and the views show it.
+    let progress_at = |taken: i64, failures: i64, next: Option<Duration>| {
+        Some(WaitingDetail::Gate(GateProgress {
+            taken,
+            samples,
+            failures,
+            failure_limit,
+            interval_ms: crate::events::millis(interval),
+            next_at: next
+                .and_then(|d| SystemTime::now().checked_add(d))
+                .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+        }))
+    };
+    if done > 0 {
+        cx.bus.note(Event::Waiting {
+            step: cx.label.to_string(),
+            on: format!(
+                "continuing from sample {done}/{samples} ({failures} failed) taken before the engine stopped"
+            ),
+            detail: progress_at(done, failures, (done < samples).then(|| pause_before(done)).transpose()?),
+        });
+    }
     for i in done..samples {
         let n = i + 1;
         let at = at_of(i)?;
@@ -268,6 +282,11 @@ async fn run(m: &Metric, action: &Action, cx: &Attempt<'_>) -> Result<Outputs, S
                 )));
             }
         }
+        let next_at = if n < samples {
+            Some(pause_before(n)?)
+        } else {
+            None
+        };
         if n < samples {
             // Live: the cadence (the exact remainder would read 49ms).
             let next = match start_at {
@@ -284,6 +303,7 @@ async fn run(m: &Metric, action: &Action, cx: &Attempt<'_>) -> Result<Outputs, S
         cx.bus.note(Event::Waiting {
             step: cx.label.to_string(),
             on: progress,
+            detail: progress_at(n, failures, next_at),
         });
     }
 

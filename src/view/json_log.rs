@@ -70,6 +70,10 @@ impl Listener for JsonLog {
         // One write per line, so lines from tracing never interleave with ours.
         let _ = std::io::stdout().lock().write_all(text.as_bytes());
     }
+
+    fn finish(&mut self) {
+        crate::approvals::discard_typed_input();
+    }
 }
 
 #[cfg(test)]

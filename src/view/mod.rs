@@ -12,7 +12,11 @@ pub use report::Report;
 pub use terminal::Terminal;
 
 use std::io::IsTerminal;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value as Json;
+
+use crate::events::WaitingDetail;
 
 /// A line from a child or a param as a terminal can show it: control
 /// characters (CR, ESC, ...) are written as `\r`, `\u{1b}`, so nothing a
@@ -45,4 +49,125 @@ pub(crate) fn short(d: Duration) -> String {
     } else {
         crate::duration::format(Duration::from_secs(d.as_secs()))
     }
+}
+
+/// An RFC 3339 time with how far it is from `now`: `T (in 3h59m)`, `T (2m ago)`.
+pub(crate) fn from_now(t: &str, now: SystemTime) -> String {
+    let Ok(at) = humantime::parse_rfc3339_weak(t) else {
+        return t.to_string();
+    };
+    let whole = |d: Duration| crate::duration::format(Duration::from_secs(d.as_secs()));
+    match at.duration_since(now) {
+        Ok(d) => format!("{t} (in {})", whole(d)),
+        Err(e) => format!("{t} ({} ago)", whole(e.duration())),
+    }
+}
+
+/// A waiting step's line: `on`, and for a gate the next sample's absolute
+/// time and a countdown after the interval.
+pub(crate) fn waiting_text(on: &str, detail: Option<&WaitingDetail>, now: SystemTime) -> String {
+    match detail {
+        // The interval as the gate said it, then when that is and how long till then.
+        Some(WaitingDetail::Gate(g)) => match &g.next_at {
+            Some(t) if on.contains("; next sample in") => format!("{on}, at {}", from_now(t, now)),
+            Some(t) => format!("{on}; next sample at {}", from_now(t, now)),
+            None => on.to_string(),
+        },
+        _ => on.to_string(),
+    }
+}
+
+/// What `status` and the live view print under a step waiting for people
+/// (one entry of [`crate::state::RunState::waiting_json`]), indented.
+pub(crate) fn answer_lines(w: &Json, now: SystemTime) -> Vec<String> {
+    let text = |k: &str| w[k].as_str().unwrap_or("").to_string();
+    let names = |k: &str| -> Option<String> {
+        w[k].as_array().map(|l| {
+            let v: Vec<&str> = l.iter().filter_map(Json::as_str).collect();
+            if v.is_empty() {
+                "nobody".to_string()
+            } else {
+                v.join(", ")
+            }
+        })
+    };
+    let mut out = Vec::new();
+    let who = match names("may_approve") {
+        Some(list) => list,
+        None if w["allow_self_approval"] == true => "anyone".to_string(),
+        None => format!("anyone but {}", text("started_by")),
+    };
+    let approved = names("approved_by").filter(|n| n != "nobody");
+    out.push(format!(
+        "may approve: {who} ({} of {} required{})",
+        w["approved_by"].as_array().map_or(0, Vec::len),
+        w["required"],
+        approved.map_or(String::new(), |a| format!(": {a}"))
+    ));
+    let since = text("waiting_since");
+    let waited = w["waited_ms"].as_u64().map_or(String::new(), |ms| {
+        format!(" ({})", short(Duration::from_millis(ms)))
+    });
+    match w["deadline"].as_str() {
+        Some(d) => out.push(format!(
+            "waiting since {since}{waited}; times out at {}",
+            from_now(d, now)
+        )),
+        None => out.push(format!("waiting since {since}{waited}; no timeout")),
+    }
+    out.push(format!("approve: {}", text("approve_command")));
+    out.push(format!("reject:  {}", text("reject_command")));
+    out
+}
+
+/// What shows beside a step's id: ` (Deploy web, stage canary)`, or nothing.
+pub(crate) fn title(state: &crate::state::RunState, id: &str) -> String {
+    let Some(st) = state.steps.get(id.split(".rollback.").next().unwrap_or(id)) else {
+        return String::new();
+    };
+    match (&st.name, &st.stage) {
+        (Some(n), Some(s)) => format!(" ({}, stage {})", printable(n), printable(s)),
+        (Some(n), None) => format!(" ({})", printable(n)),
+        (None, Some(s)) => format!(" (stage {})", printable(s)),
+        (None, None) => String::new(),
+    }
+}
+
+/// The table at the end of a run: every main step (those that never
+/// started too), then the `on_failure` and `finally` steps that ran.
+/// `took`: times measured in this process, else the recorded ones.
+pub(crate) fn summary(
+    state: &crate::state::RunState,
+    took: &std::collections::HashMap<String, Duration>,
+) -> String {
+    let rows: Vec<&crate::state::StepState> = state
+        .steps
+        .values()
+        .filter(|s| s.phase == "steps" || s.record.status != crate::events::StepStatus::NotStarted)
+        .collect();
+    let width = rows.iter().map(|r| r.id.len()).max().unwrap_or(4).max(4);
+    let mut out = format!(
+        "{:width$}  {:11}  {:>8}  {:>8}  rollback",
+        "step", "status", "attempts", "time"
+    );
+    for s in rows {
+        let time = took
+            .get(&s.id)
+            .copied()
+            .or_else(|| {
+                s.finished_at
+                    .is_some()
+                    .then(|| Duration::from_millis(s.record.duration_ms))
+            })
+            .map_or("-".to_string(), short);
+        let rollback = s.record.rollback.as_ref().map_or("", |r| r.status.as_str());
+        out.push_str(&format!(
+            "\n{:width$}  {:11}  {:>8}  {:>8}  {rollback}",
+            s.id,
+            s.display_status(),
+            s.record.attempts,
+            time
+        ));
+    }
+    out
 }

@@ -1,18 +1,51 @@
 //! Plain lines, one per event worth a person's attention, each timestamped:
 //! what CI logs and pipes get.
+//!
+//! Most lines are the event alone ([`describe`], which the JSON log shares);
+//! the few that need the run so far (step names, who may answer a waiting
+//! approval, tolerated failures at the end) read the view's own fold of the
+//! stream, the same [`RunState`] `status` reads.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::time::{Duration, SystemTime};
 
 use crate::events::{Event, Listener, Stream};
+use crate::state::RunState;
 
 pub struct Plain {
     color: bool,
+    state: RunState,
+    /// What was last said of each waiting approval, so it is said once per change.
+    told: HashMap<String, String>,
 }
 
 impl Plain {
-    pub fn new(color: bool) -> Plain {
-        Plain { color }
+    pub fn new(state: RunState, color: bool) -> Plain {
+        Plain {
+            color,
+            state,
+            told: HashMap::new(),
+        }
+    }
+
+    /// The lines that follow a waiting approval's: who may answer, until
+    /// when, and the commands; empty when nothing changed.
+    fn answers(&mut self, label: &str) -> Vec<String> {
+        let Some(w) = self
+            .state
+            .waiting_json(None)
+            .into_iter()
+            .find(|w| w["label"] == label)
+        else {
+            return Vec::new();
+        };
+        let key = format!("{}|{}", w["waiting_on"], w["approve_command"]);
+        if self.told.get(label) == Some(&key) {
+            return Vec::new();
+        }
+        self.told.insert(label.to_string(), key);
+        super::answer_lines(&w, SystemTime::now())
     }
 
     fn paint(&self, code: &str, s: &str) -> String {
@@ -38,7 +71,7 @@ pub(crate) fn describe(event: &Event) -> Option<String> {
             attempts,
         } if *attempts > 1 => format!("{step}: started (attempt {attempt}/{attempts})"),
         Event::StepStarted { step, .. } => format!("{step}: started"),
-        Event::Waiting { step, on } => format!("{step}: waiting on {on}"),
+        Event::Waiting { step, on, .. } => format!("{step}: waiting on {on}"),
         Event::FlagPrevious {
             step,
             flag,
@@ -101,6 +134,9 @@ pub(crate) fn describe(event: &Event) -> Option<String> {
             None => format!("{step}: rollback {}", status.as_str()),
         },
         Event::PhaseStarted { phase } => format!("running {phase} steps"),
+        Event::Resumed { mode, by, pid } => {
+            format!("run taken up again ({mode} by {by}, process {pid})")
+        }
         Event::RunFinished {
             status,
             duration_ms,
@@ -127,8 +163,36 @@ pub(crate) fn describe(event: &Event) -> Option<String> {
 
 impl Listener for Plain {
     fn on(&mut self, at: SystemTime, event: &Event) {
+        self.state
+            .apply(&humantime::format_rfc3339_millis(at).to_string(), event);
         let ts = humantime::format_rfc3339_seconds(at);
+        let mut more = Vec::new();
         let line = match event {
+            Event::Waiting { step, on, detail } => {
+                more = self.answers(step);
+                let text = super::waiting_text(on, detail.as_ref(), at);
+                format!(
+                    "{ts} ==> {step}{}: waiting on {text}",
+                    super::title(&self.state, step)
+                )
+            }
+            Event::StepStarted { step, .. } => {
+                let text = describe(event).unwrap_or_default();
+                let title = super::title(&self.state, step);
+                format!(
+                    "{ts} ==> {}",
+                    text.replacen(step.as_str(), &format!("{step}{title}"), 1)
+                )
+            }
+            Event::RunFinished {
+                status,
+                duration_ms,
+            } => format!(
+                "{ts} ==> run {}{} in {}",
+                status.as_str(),
+                self.state.tolerated_note(),
+                super::short(Duration::from_millis(*duration_ms))
+            ),
             Event::Output { step, stream, line } => {
                 let tag = format!("[{step}]");
                 let tag = match stream {
@@ -156,6 +220,13 @@ impl Listener for Plain {
         };
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{line}");
+        for l in more {
+            let _ = writeln!(out, "{ts}     {l}");
+        }
         let _ = out.flush();
+    }
+
+    fn finish(&mut self) {
+        crate::approvals::discard_typed_input();
     }
 }

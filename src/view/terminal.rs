@@ -1,6 +1,12 @@
 //! The live view on a terminal: an overall bar, one spinner line per running
 //! step (elapsed, attempt n/m, what it waits on), step output printed above
 //! the bars, and a summary table at the end.
+//!
+//! It folds the stream into its own [`RunState`] (seeded with every step of
+//! the runbook, or the journal's state on resume), so what it shows of a
+//! waiting approval, the closing summary (steps that never started
+//! included) and the last line (tolerated failures counted) come from the
+//! same state `status` and the report read.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -8,21 +14,28 @@ use std::time::{Duration, Instant, SystemTime};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::events::{Event, Listener, StepStatus, Stream};
+use crate::state::RunState;
 
 pub struct Terminal {
     multi: MultiProgress,
     overall: ProgressBar,
     running: HashMap<String, ProgressBar>,
-    rows: Vec<(String, String, u32, Option<Duration>, String)>,
     started: HashMap<String, Instant>,
+    /// How long each step took in this process.
+    took: HashMap<String, Duration>,
     color: bool,
     /// The closing line: how the run ended and how to look at it again.
     ending: Option<String>,
-    run_id: String,
+    state: RunState,
+    /// The last approval text printed per label, so it is printed once per change.
+    told: HashMap<String, String>,
 }
 
 impl Terminal {
-    pub fn new(total: usize, color: bool) -> Terminal {
+    /// `state`: every step of the runbook not started (a fresh run), or the
+    /// journal's state (resume, rollback).
+    pub fn new(state: RunState, color: bool) -> Terminal {
+        let total = state.steps.values().filter(|s| s.phase == "steps").count();
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
         let overall = multi.add(ProgressBar::new(total as u64));
         overall.set_style(
@@ -38,11 +51,12 @@ impl Terminal {
             multi,
             overall,
             running: HashMap::new(),
-            rows: Vec::new(),
             started: HashMap::new(),
+            took: HashMap::new(),
             color,
             ending: None,
-            run_id: String::new(),
+            state,
+            told: HashMap::new(),
         }
     }
 
@@ -76,10 +90,36 @@ impl Terminal {
             s.to_string()
         }
     }
+
+    /// Prints who may answer a waiting approval and how, once per change.
+    fn tell_answers(&mut self, label: &str) {
+        let now = SystemTime::now();
+        let Some(w) = self
+            .state
+            .waiting_json(None)
+            .into_iter()
+            .find(|w| w["label"] == label)
+        else {
+            return;
+        };
+        let text = super::answer_lines(&w, now)
+            .iter()
+            .map(|l| format!("  {label}: {l}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        // The times in it move on; print again only when who or what changed.
+        let key = format!("{}|{}", w["waiting_on"], w["approve_command"]);
+        if self.told.get(label) != Some(&key) {
+            self.told.insert(label.to_string(), key);
+            let _ = self.multi.println(text);
+        }
+    }
 }
 
 impl Listener for Terminal {
-    fn on(&mut self, _at: SystemTime, event: &Event) {
+    fn on(&mut self, at: SystemTime, event: &Event) {
+        let stamp = humantime::format_rfc3339_millis(at).to_string();
+        self.state.apply(&stamp, event);
         match event {
             Event::Output { step, stream, line } => {
                 let tag = match stream {
@@ -95,12 +135,14 @@ impl Listener for Terminal {
                 attempt,
                 attempts,
             } => {
+                let title = super::title(&self.state, step);
                 let b = self.bar(step);
-                b.set_message(if *attempts > 1 {
-                    format!("attempt {attempt}/{attempts}")
+                let of = if *attempts > 1 {
+                    format!(" attempt {attempt}/{attempts}")
                 } else {
                     String::new()
-                });
+                };
+                b.set_message(format!("{}{of}", title.trim_start()));
             }
             Event::RollbackStarted {
                 step,
@@ -116,18 +158,28 @@ impl Listener for Terminal {
                 };
                 b.set_message(format!("undoing, body {}{of}", body + 1));
             }
-            Event::Waiting { step, on } => {
+            Event::Waiting { step, on, detail } => {
+                let text = super::waiting_text(on, detail.as_ref(), SystemTime::now());
+                let title = super::title(&self.state, step);
                 let b = self.bar(step);
-                b.set_message(format!("waiting on {on}"));
+                let lead = if title.is_empty() {
+                    String::new()
+                } else {
+                    format!("{} ", title.trim_start())
+                };
+                b.set_message(format!("{lead}waiting on {text}"));
+                self.tell_answers(step);
             }
             Event::StepFinished {
                 step,
                 status,
-                attempts,
                 error,
                 ..
             } => {
                 let took = self.started.get(step).map(Instant::elapsed);
+                if let Some(d) = took {
+                    self.took.insert(step.clone(), d);
+                }
                 self.done(step);
                 self.overall.inc(1);
                 let mark = match status {
@@ -137,14 +189,10 @@ impl Listener for Terminal {
                 };
                 let took_text = took.map_or(String::new(), |d| format!(" in {}", super::short(d)));
                 let err = error.as_ref().map_or(String::new(), |e| format!(": {e}"));
-                let _ = self.multi.println(format!("{mark} {step}{took_text}{err}"));
-                self.rows.push((
-                    step.clone(),
-                    status.as_str().to_string(),
-                    *attempts,
-                    took,
-                    String::new(),
-                ));
+                let title = super::title(&self.state, step);
+                let _ = self
+                    .multi
+                    .println(format!("{mark} {step}{title}{took_text}{err}"));
             }
             Event::RollbackFinished {
                 step,
@@ -157,12 +205,8 @@ impl Listener for Terminal {
                 let _ = self
                     .multi
                     .println(format!("rollback of {step}: {}{err}", status.as_str()));
-                if let Some(row) = self.rows.iter_mut().find(|r| &r.0 == step) {
-                    row.4 = status.as_str().to_string();
-                }
             }
-            Event::RunStarted { run_id, .. } => {
-                self.run_id = run_id.clone();
+            Event::RunStarted { .. } => {
                 if let Some(text) = super::plain::describe(event) {
                     let _ = self.multi.println(text);
                 }
@@ -176,15 +220,16 @@ impl Listener for Terminal {
                     _ => "1;31",
                 };
                 let text = format!(
-                    "run {} {} in {}",
-                    self.run_id,
+                    "run {} {}{} in {}",
+                    self.state.run_id,
                     status.as_str(),
+                    self.state.tolerated_note(),
                     super::short(Duration::from_millis(*duration_ms))
                 );
                 self.ending = Some(format!(
                     "{}  (details: runbook status {})",
                     self.paint(code, &text),
-                    self.run_id
+                    self.state.run_id
                 ));
             }
             Event::UnwindStarted { reason, .. } => {
@@ -206,23 +251,10 @@ impl Listener for Terminal {
         }
         self.overall.finish_and_clear();
         let _ = self.multi.clear();
-        let width = self
-            .rows
-            .iter()
-            .map(|r| r.0.len())
-            .max()
-            .unwrap_or(4)
-            .max(4);
-        println!(
-            "\n{:width$}  {:11}  {:>8}  {:>8}  rollback",
-            "step", "status", "attempts", "time"
-        );
-        for (id, status, attempts, took, rollback) in &self.rows {
-            let took = took.map_or("-".to_string(), super::short);
-            println!("{id:width$}  {status:11}  {attempts:>8}  {took:>8}  {rollback}");
-        }
+        println!("\n{}", super::summary(&self.state, &self.took));
         if let Some(end) = self.ending.take() {
             println!("\n{end}");
         }
+        crate::approvals::discard_typed_input();
     }
 }
