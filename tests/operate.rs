@@ -326,3 +326,76 @@ fn detached_engine_killed_ends_follow_with_the_way_forward() {
         .code(4)
         .stderr_contains("run doomed is not running: no engine holds it (it died?); `runbook resume doomed` continues it");
 }
+
+/// The issue's operator, end to end: start detached, see from another
+/// directory what it waits for and the command that answers it, answer it
+/// with exactly that command, follow it to its end.
+#[test]
+fn detached_run_waits_is_answered_from_elsewhere_and_followed_to_the_end() {
+    let yaml = r#"
+version: 1
+name: gated
+steps:
+  - id: prepare
+    shell: echo prepared
+  - id: approve_release
+    approval: { approvers: [lead], required: 1, timeout: 1h }
+  - id: release
+    shell: echo released
+"#;
+    let out = Test::new()
+        .in_dir("ops")
+        .file("ops/gated.yaml", yaml)
+        .env("RUNBOOK_USER", "operator")
+        .args(&["run", "gated.yaml", "--detach", "--run-id", "rel-1"])
+        .run()
+        .success();
+    let (_, pid) = detached(&out);
+    let _reap = Reap(pid);
+    let mut t = out.again();
+    let mut command = String::new();
+    assert!(poll_until(Duration::from_secs(20), || {
+        let status = t_status(&mut t);
+        command = status["waiting"][0]["approve_command"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        !command.is_empty()
+    }));
+    assert!(
+        command.starts_with("runbook approve rel-1 approve_release --as lead"),
+        "{command}"
+    );
+    // Exactly the printed command, from a laptop's directory.
+    let words: Vec<&str> = command.split_whitespace().skip(1).collect();
+    let t = t.in_dir("laptop").args(&words).run().success().again();
+    let logs = t
+        .in_dir("elsewhere")
+        .args(&["logs", "rel-1", "--follow"])
+        .run()
+        .success();
+    for line in [
+        "[prepare] prepared",
+        "approve_release: approved by lead",
+        "[release] released",
+        "run succeeded",
+    ] {
+        assert!(
+            logs.stdout.contains(line),
+            "missing {line:?} in:\n{}",
+            logs.stdout
+        );
+    }
+}
+
+/// `status --format json` of run rel-1 from a directory of its own; keeps the test dir.
+fn t_status(t: &mut Test) -> serde_json::Value {
+    let taken = std::mem::take(t);
+    let out = taken
+        .in_dir("watcher")
+        .args(&["status", "rel-1", "--format", "json"])
+        .run();
+    let json = serde_json::from_str(&out.stdout).unwrap_or(serde_json::Value::Null);
+    *t = out.again();
+    json
+}
