@@ -38,3 +38,18 @@ pub fn print_line(line: &str) {
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
 }
+
+/// [`print_line`] for stderr: a run's notes and messages must not panic
+/// the engine when the pipe they go to is gone (`runbook run x 2>&1 | head`).
+pub fn eprint_line(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// As [`eprint_line`], without the newline (a prompt).
+pub fn eprint_text(text: &str) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "{text}");
+    let _ = err.flush();
+}

@@ -460,6 +460,23 @@ fn a_run_whose_stdout_reader_is_gone_still_runs_to_its_end() {
     assert_eq!(state["status"], "rolled_back", "{state:#}");
 }
 
+/// Regression: with stderr gone too (`runbook run x 2>&1 | head -1`), the
+/// engine's notes (`plan sha256:...`, the way forward) made `eprintln!`
+/// panic mid-run. A failing run must still unwind and end as it would.
+#[test]
+fn a_run_whose_stdout_and_stderr_are_gone_still_unwinds_and_ends() {
+    let yaml = "version: 1\nname: gone\nsteps:\n  - id: a\n    shell: touch made\n    rollback: { shell: touch undone }\n  - id: b\n    shell: exit 3\n";
+    let out = Test::new()
+        .file("gone.yaml", yaml)
+        .args(&["run", "gone.yaml", "--run-id", "g"])
+        .state_dir("st")
+        .run_into_closed_pipes()
+        .code(1);
+    assert!(out.path().join("undone").exists(), "the rollback did not run");
+    let (state, _) = status_json(out, "st", "g");
+    assert_eq!(state["status"], "rolled_back", "{state:#}");
+}
+
 #[test]
 fn sigign_mask_parsing() {
     assert!(ignores_sigpipe("0000000000001000"));

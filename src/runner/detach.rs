@@ -84,7 +84,7 @@ pub(super) fn spawn(s: &RunSettings, run_id: &str, state_dir: &Path) -> Result {
             Ok(Some(status)) => {
                 // Refused before its journal: what it said is the answer.
                 let said = std::fs::read_to_string(&log).unwrap_or_default();
-                eprint!("{said}");
+                crate::broken_pipe::eprint_text(&format!("{said}"));
                 let _ = std::fs::remove_file(&log);
                 return Err(Error::Exited(status.code().unwrap_or(4)));
             }
@@ -96,23 +96,23 @@ pub(super) fn spawn(s: &RunSettings, run_id: &str, state_dir: &Path) -> Result {
             }
         }
         if started.elapsed() > CLAIM_WAIT {
-            eprintln!(
+            crate::broken_pipe::eprint_line(&format!(
                 "run {run_id} has not started its journal after {}s; it may still be checking its providers: see {}",
                 CLAIM_WAIT.as_secs(),
                 log.display()
-            );
+            ));
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     crate::broken_pipe::print_line(run_id);
-    eprintln!(
+    crate::broken_pipe::eprint_line(&format!(
         "run {run_id} goes on in the background (process {}); it survives this terminal.\n  \
          follow it:  runbook logs {run_id} --follow\n  \
          where it is: runbook status {run_id}\n  \
          stop it:    runbook cancel {run_id}",
         child.id()
-    );
+    ));
     Ok(Done::Ok)
 }
 

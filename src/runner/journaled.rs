@@ -24,7 +24,7 @@ pub(super) fn recorded(
 ) -> Result<(journal::Recorded, Loaded, RunState)> {
     let rec = journal::read_run(&FileStore::new(state_dir), state_dir, run_id)?;
     if rec.torn {
-        eprintln!("note: the journal's last record was torn (the engine died while writing it); it is ignored");
+        crate::broken_pipe::eprint_line(&format!("note: the journal's last record was torn (the engine died while writing it); it is ignored"));
     }
     let Some(runbook) = commands::journaled_runbook(&rec) else {
         return Err(Error::invalid(format!(
@@ -38,10 +38,10 @@ pub(super) fn recorded(
     };
     if let Ok(now) = std::fs::read_to_string(Path::new(&rec.header.cwd).join(&rec.header.file)) {
         if journal::hash(&now) != rec.header.hash {
-            eprintln!(
+            crate::broken_pipe::eprint_line(&format!(
                 "note: {} changed since run `{run_id}` started; continuing with the runbook as it was then (recorded in the journal)",
                 rec.header.file
-            );
+            ));
         }
     }
     let state = rec.state(Some(&loaded.runbook));

@@ -203,17 +203,19 @@ fn confirm(
     undo: &[(String, Option<String>)],
 ) -> Result<()> {
     let ended = state.status.map_or("running", RunStatus::as_str);
-    eprintln!(
+    crate::broken_pipe::eprint_line(&format!(
         "run {run_id} ({}) ended {ended}. This runs the rollbacks of:",
         state.runbook
-    );
+    ));
     for (id, error) in undo {
         match error {
-            Some(e) => eprintln!("  {id} (its rollback failed before: {e})"),
-            None => eprintln!("  {id}"),
+            Some(e) => crate::broken_pipe::eprint_line(&format!(
+                "  {id} (its rollback failed before: {e})"
+            )),
+            None => crate::broken_pipe::eprint_line(&format!("  {id}")),
         }
     }
-    eprint!("then `finally`. Roll back now? [y/N] ");
+    crate::broken_pipe::eprint_text(&format!("then `finally`. Roll back now? [y/N] "));
     let mut answer = String::new();
     let _ = std::io::stdin().read_line(&mut answer);
     if matches!(answer.trim(), "y" | "Y" | "yes") {

@@ -89,12 +89,14 @@ pub(super) fn prepare(loaded: &Loaded, plan: Arc<Plan>, p: Prepare) -> Result<La
         match (k.into_string(), v.into_string()) {
             (Ok(k), Ok(v)) => process_env.push((k, v)),
             (Ok(k), Err(_)) => {
-                eprintln!("note: environment variable {k} is not UTF-8; steps do not get it");
+                crate::broken_pipe::eprint_line(&format!(
+                    "note: environment variable {k} is not UTF-8; steps do not get it"
+                ));
             }
-            (Err(k), _) => eprintln!(
+            (Err(k), _) => crate::broken_pipe::eprint_line(&format!(
                 "note: an environment variable whose name is not UTF-8 ({}) is left out",
                 k.to_string_lossy()
-            ),
+            )),
         }
     }
     // The context's vars and pre-flight render on one template worker.

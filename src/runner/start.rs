@@ -169,7 +169,7 @@ pub(super) fn start(l: Launch, mode: Mode) -> Result {
     let outcome = runtime.block_on(async {
         let signals = signals();
         if matches!(mode, Mode::Fresh) {
-            eprintln!("plan {}", l.plan.fingerprint);
+            crate::broken_pipe::eprint_line(&format!("plan {}", l.plan.fingerprint));
             // Its record is checked by the engine before the first step.
             let _ = bus.emit(Event::RunStarted {
                 run_id: l.run_id.clone(),
@@ -178,10 +178,10 @@ pub(super) fn start(l: Launch, mode: Mode) -> Result {
                 params: Json::Object(crate::plan::public_params(&rb, &l.plan.resolved)),
             });
         } else {
-            eprintln!(
+            crate::broken_pipe::eprint_line(&format!(
                 "continuing run {} of {} (started by {}; plan {})",
                 l.run_id, rb.name, l.identity, l.plan.fingerprint
-            );
+            ));
             // The record counts the processes a run took and spans them.
             // (A `rollback` is counted by the `unwind_started` that reopens
             // the run: a record before it would leave a crash there looking
@@ -214,7 +214,10 @@ pub(super) fn start(l: Launch, mode: Mode) -> Result {
             .lock()
             .map(|s| s.unfinished_rollbacks(&rb))
             .unwrap_or_default();
-        eprintln!("{}", crate::state::way_forward(&l.run_id, &unfinished));
+        crate::broken_pipe::eprint_line(&format!(
+            "{}",
+            crate::state::way_forward(&l.run_id, &unfinished)
+        ));
     }
     Ok(if rolling_back {
         Done::Rollback(outcome.status)

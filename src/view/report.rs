@@ -38,7 +38,10 @@ impl Listener for Report {
         if let Err(e) =
             crate::fsutil::write_atomic(&self.path, text.as_bytes(), crate::fsutil::SHARED_READ)
         {
-            eprintln!("runbook: cannot write report {}: {e}", self.path.display());
+            crate::broken_pipe::eprint_line(&format!(
+                "runbook: cannot write report {}: {e}",
+                self.path.display()
+            ));
         }
     }
 }

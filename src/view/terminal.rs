@@ -251,9 +251,9 @@ impl Listener for Terminal {
         }
         self.overall.finish_and_clear();
         let _ = self.multi.clear();
-        println!("\n{}", super::summary(&self.state, &self.took));
+        crate::broken_pipe::print_line(&format!("\n{}", super::summary(&self.state, &self.took)));
         if let Some(end) = self.ending.take() {
-            println!("\n{end}");
+            crate::broken_pipe::print_line(&format!("\n{end}"));
         }
         crate::approvals::discard_typed_input();
     }

@@ -675,6 +675,31 @@ impl Test {
         self.output(&out, String::new())
     }
 
+    /// As [`Test::run_into_closed_pipe`], with stderr on a closed pipe too
+    /// (`runbook run x 2>&1 | head -0`): nothing the binary prints arrives.
+    pub(crate) fn run_into_closed_pipes(self) -> Output {
+        use std::os::fd::FromRawFd as _;
+        let mut fds = [0; 2];
+        // SAFETY: pipe2(2) fills the two-int array it is given.
+        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+        assert_eq!(rc, 0, "pipe2 failed");
+        // SAFETY: both fds were just created and are owned by nobody else.
+        let (read, write) = unsafe {
+            (
+                std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+                std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+            )
+        };
+        drop(read);
+        let err = write.try_clone().expect("dup the pipe");
+        let mut cmd = self.command();
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(write))
+            .stderr(Stdio::from(err));
+        let out = cmd.output().expect("run the runbook binary");
+        self.output(&out, String::new())
+    }
+
     /// Runs the binary with stdout piped, reads its first line and closes
     /// the pipe, as `runbook ... | head -1` does. Returns the line too.
     pub(crate) fn run_reading_one_line(self) -> (String, Output) {
