@@ -472,7 +472,10 @@ fn a_run_whose_stdout_and_stderr_are_gone_still_unwinds_and_ends() {
         .state_dir("st")
         .run_into_closed_pipes()
         .code(1);
-    assert!(out.path().join("undone").exists(), "the rollback did not run");
+    assert!(
+        out.path().join("undone").exists(),
+        "the rollback did not run"
+    );
     let (state, _) = status_json(out, "st", "g");
     assert_eq!(state["status"], "rolled_back", "{state:#}");
 }

@@ -84,7 +84,7 @@ pub(super) fn spawn(s: &RunSettings, run_id: &str, state_dir: &Path) -> Result {
             Ok(Some(status)) => {
                 // Refused before its journal: what it said is the answer.
                 let said = std::fs::read_to_string(&log).unwrap_or_default();
-                crate::broken_pipe::eprint_text(&format!("{said}"));
+                crate::broken_pipe::eprint_text(&said);
                 let _ = std::fs::remove_file(&log);
                 return Err(Error::Exited(status.code().unwrap_or(4)));
             }

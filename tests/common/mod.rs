@@ -649,24 +649,30 @@ pub(crate) fn journal_header(out: &Output, state_dir: &str, run_id: &str) -> ser
 // ---------------------------------------------------------------------------
 // Broken pipes: a reader of the binary's stdout that goes away
 
+/// The write end of a pipe whose read end is already closed.
+fn closed_pipe() -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd as _;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2(2) fills the two-int array it is given.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    assert_eq!(rc, 0, "pipe2 failed");
+    // SAFETY: both fds were just created and are owned by nobody else.
+    let (read, write) = unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    drop(read);
+    write
+}
+
 impl Test {
     /// Runs the binary with stdout on a pipe whose read end is closed before
     /// the binary starts, so its first write to stdout fails (EPIPE, or
     /// SIGPIPE where not ignored) whatever the output's size or timing.
     pub(crate) fn run_into_closed_pipe(self) -> Output {
-        use std::os::fd::FromRawFd as _;
-        let mut fds = [0; 2];
-        // SAFETY: pipe2(2) fills the two-int array it is given.
-        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
-        assert_eq!(rc, 0, "pipe2 failed");
-        // SAFETY: both fds were just created and are owned by nobody else.
-        let (read, write) = unsafe {
-            (
-                std::os::fd::OwnedFd::from_raw_fd(fds[0]),
-                std::os::fd::OwnedFd::from_raw_fd(fds[1]),
-            )
-        };
-        drop(read);
+        let write = closed_pipe();
         let mut cmd = self.command();
         cmd.stdin(Stdio::null())
             .stdout(Stdio::from(write))
@@ -678,19 +684,7 @@ impl Test {
     /// As [`Test::run_into_closed_pipe`], with stderr on a closed pipe too
     /// (`runbook run x 2>&1 | head -0`): nothing the binary prints arrives.
     pub(crate) fn run_into_closed_pipes(self) -> Output {
-        use std::os::fd::FromRawFd as _;
-        let mut fds = [0; 2];
-        // SAFETY: pipe2(2) fills the two-int array it is given.
-        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
-        assert_eq!(rc, 0, "pipe2 failed");
-        // SAFETY: both fds were just created and are owned by nobody else.
-        let (read, write) = unsafe {
-            (
-                std::os::fd::OwnedFd::from_raw_fd(fds[0]),
-                std::os::fd::OwnedFd::from_raw_fd(fds[1]),
-            )
-        };
-        drop(read);
+        let write = closed_pipe();
         let err = write.try_clone().expect("dup the pipe");
         let mut cmd = self.command();
         cmd.stdin(Stdio::null())
