@@ -24,7 +24,7 @@ pub(super) fn recorded(
 ) -> Result<(journal::Recorded, Loaded, RunState)> {
     let rec = journal::read_run(&FileStore::new(state_dir), state_dir, run_id)?;
     if rec.torn {
-        crate::broken_pipe::eprint_line(&format!("note: the journal's last record was torn (the engine died while writing it); it is ignored"));
+        crate::broken_pipe::eprint_line("note: the journal's last record was torn (the engine died while writing it); it is ignored");
     }
     let Some(runbook) = commands::journaled_runbook(&rec) else {
         return Err(Error::invalid(format!(

@@ -215,7 +215,7 @@ fn confirm(
             None => crate::broken_pipe::eprint_line(&format!("  {id}")),
         }
     }
-    crate::broken_pipe::eprint_text(&format!("then `finally`. Roll back now? [y/N] "));
+    crate::broken_pipe::eprint_text("then `finally`. Roll back now? [y/N] ");
     let mut answer = String::new();
     let _ = std::io::stdin().read_line(&mut answer);
     if matches!(answer.trim(), "y" | "Y" | "yes") {
