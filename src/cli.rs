@@ -184,6 +184,10 @@ pub enum Command {
     Cancel {
         /// The run's id, as `run` printed it.
         run_id: String,
+        /// Signal even a run that is already unwinding: its unwind stops at
+        /// once and ends `unwind_incomplete` (as a second Ctrl-C would).
+        #[arg(long)]
+        force: bool,
     },
     /// Print the JSON Schema of the runbook format.
     #[command(after_help = "Examples:
@@ -307,6 +311,11 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 }
 
 pub fn main() -> i32 {
+    // An empty `RUNBOOK_STATE_DIR=` means unset, as for `XDG_STATE_HOME`
+    // (clap would take it for a missing value). Before any thread starts.
+    if std::env::var_os("RUNBOOK_STATE_DIR").is_some_and(|v| v.is_empty()) {
+        std::env::remove_var("RUNBOOK_STATE_DIR");
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -397,8 +406,18 @@ fn output(view: &ViewArgs) -> Result<Output, Error> {
 }
 
 fn dispatch(cli: Cli) -> crate::error::Result {
+    // Commands that never read runs need no state dir (nor a HOME for one).
+    let stateless = matches!(
+        cli.command,
+        Command::Validate { .. }
+            | Command::Plan { .. }
+            | Command::Schema { .. }
+            | Command::Completions { .. }
+            | Command::Man { .. }
+    );
     let state_dir = match cli.state_dir {
         Some(dir) => dir,
+        None if stateless => PathBuf::new(),
         None => crate::state_dir::from_env().map_err(Error::cannot_start)?,
     };
     match cli.command {
@@ -472,9 +491,9 @@ fn dispatch(cli: Cli) -> crate::error::Result {
             let run_id = crate::run_id::resolve(&state_dir, &run_id)?;
             crate::operate::logs(&state_dir, &run_id, follow)
         }
-        Command::Cancel { run_id } => {
+        Command::Cancel { run_id, force } => {
             let run_id = crate::run_id::resolve(&state_dir, &run_id)?;
-            crate::operate::cancel(&state_dir, &run_id)
+            crate::operate::cancel(&state_dir, &run_id, force)
         }
         Command::Schema { plan } => {
             print!(

@@ -64,6 +64,7 @@ codes! {
     AmbiguousProvider = "E042", "no provider named and several could serve";
     ProviderConfig = "E043", "a provider's settings are incomplete";
     ApprovalQuorum = "E050", "an approval's quorum cannot be met";
+    ApproverName = "E051", "an approver's name cannot be shown or typed as it is";
     TemplateSyntax = "E060", "a template does not parse";
     UndefinedName = "E061", "a template reads a name that is not defined";
     NotAncestor = "E062", "a template reads a step that does not run before it";

@@ -41,6 +41,18 @@ pub fn from_env() -> Result<PathBuf, String> {
     )
 }
 
+/// ` --state-dir DIR` for a command printed for a person to run next, or
+/// nothing when DIR is the default they would get anyway.
+pub fn flag_for(dir: &std::path::Path) -> String {
+    if from_env().is_ok_and(|d| d == dir) {
+        return String::new();
+    }
+    format!(
+        " --state-dir {}",
+        crate::template::shell_quote(&dir.display().to_string())
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

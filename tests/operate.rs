@@ -399,3 +399,127 @@ fn t_status(t: &mut Test) -> serde_json::Value {
     *t = out.again();
     json
 }
+
+/// Found by review: a second `cancel` stopped the unwind the first one
+/// started. It is refused while the run unwinds; `--force` is the second Ctrl-C.
+#[test]
+fn a_second_cancel_does_not_stop_the_unwind_unless_forced() {
+    let yaml = r#"
+version: 1
+name: slow-undo
+steps:
+  - id: one
+    shell: echo one
+    rollback: { shell: touch undo-started; sleep 2; touch undo-done }
+  - id: wait
+    shell: echo waiting; sleep 30
+"#;
+    let out = Test::new()
+        .file("u.yaml", yaml)
+        .args(&["run", "u.yaml", "--detach", "--run-id", "u"])
+        .run()
+        .success();
+    let (_, pid) = detached(&out);
+    let _reap = Reap(pid);
+    let dir = out.path().to_path_buf();
+    let journal = dir.join(DEFAULT_STATE_DIR).join("runs/u/journal.jsonl");
+    assert!(poll_until(Duration::from_secs(20), || {
+        std::fs::read_to_string(&journal).is_ok_and(|j| j.contains("\"waiting\""))
+    }));
+    let out = out.again().args(&["cancel", "u"]).run().success();
+    assert!(poll_until(Duration::from_secs(20), || dir
+        .join("undo-started")
+        .exists()));
+    let out = out
+        .again()
+        .args(&["cancel", "u"])
+        .run()
+        .code(4)
+        .stderr_contains("run u is not cancelled: it is already unwinding. `runbook cancel u --force` stops it at once");
+    let logs = out.again().args(&["logs", "u", "--follow"]).run().code(130);
+    assert!(dir.join("undo-done").exists(), "{}", logs.stdout);
+
+    // Forced, the second signal stops the unwind: unwind_incomplete, exit 3.
+    let out = logs
+        .again()
+        .file("u.yaml", &yaml.replace("sleep 2", "sleep 20"))
+        .args(&["run", "u.yaml", "--detach", "--run-id", "u2"])
+        .run()
+        .success();
+    let (_, pid) = detached(&out);
+    let _reap2 = Reap(pid);
+    let _ = std::fs::remove_file(dir.join("undo-started"));
+    let journal = dir.join(DEFAULT_STATE_DIR).join("runs/u2/journal.jsonl");
+    assert!(poll_until(Duration::from_secs(20), || {
+        std::fs::read_to_string(&journal).is_ok_and(|j| j.contains("\"waiting\""))
+    }));
+    let out = out.again().args(&["cancel", "u2"]).run().success();
+    assert!(poll_until(Duration::from_secs(20), || dir
+        .join("undo-started")
+        .exists()));
+    let out = out
+        .again()
+        .args(&["cancel", "u2", "--force"])
+        .run()
+        .success();
+    out.again()
+        .args(&["logs", "u2", "--follow"])
+        .run()
+        .code(3)
+        .stdout_contains("unwind_incomplete");
+}
+
+/// Found by review: a detached run's params were on its command line, so a
+/// secret param was readable by every local user (`ps`) for the whole run.
+#[test]
+fn a_detached_runs_params_are_not_on_its_command_line() {
+    let yaml = "version: 1\nname: p\nparams:\n  pw: { type: string, secret: true, required: true }\nsteps:\n  - id: wait\n    shell: sleep 5\n";
+    let out = Test::new()
+        .file("p.yaml", yaml)
+        .args(&[
+            "run",
+            "p.yaml",
+            "--detach",
+            "--param",
+            "pw=hunter2-pw",
+            "--run-id",
+            "p",
+        ])
+        .run()
+        .success();
+    let (_, pid) = detached(&out);
+    let _reap = Reap(pid);
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&cmdline).contains("hunter2"),
+        "{:?}",
+        String::from_utf8_lossy(&cmdline)
+    );
+    // It got the param all the same: it is running, not refused.
+    let out = out
+        .again()
+        .args(&["status", "p"])
+        .run()
+        .success()
+        .stdout_contains("running");
+    out.again().args(&["cancel", "p"]).run().success();
+}
+
+/// Commands that read no runs need no state dir: `validate` with no HOME;
+/// an empty `RUNBOOK_STATE_DIR=` counts as unset.
+#[test]
+fn stateless_commands_need_no_home_and_an_empty_state_dir_variable_is_unset() {
+    Test::new()
+        .file("q.yaml", QUICK)
+        .env("XDG_STATE_HOME", "")
+        .env("HOME", "")
+        .args(&["validate", "q.yaml"])
+        .run()
+        .success();
+    Test::new()
+        .env("RUNBOOK_STATE_DIR", "")
+        .args(&["status"])
+        .run()
+        .success()
+        .stdout_contains(".xdg-state/runbook");
+}

@@ -549,3 +549,45 @@ steps:
         );
     }
 }
+
+/// Found by review: approver names are printed in `status`, journaled and
+/// pasted from the command `status` prints. One read from a secret leaked
+/// it in every error; a control character could fake the printed command; a
+/// leading `-` made the printed `--as NAME` an option. (approvers, param, code).
+#[test]
+fn approver_names_that_cannot_be_shown_or_typed_are_refused_before_the_run() {
+    let cases: &[(&str, &str, &str)] = &[
+        (r#"["{{ secrets.tok }}"]"#, "", "E051"),
+        (
+            r#"["{{ params.who }}"]"#,
+            "who=x\r    approve: runbook approve R g --as bob; touch pwned #",
+            "E051",
+        ),
+        (r#"["{{ params.who }}"]"#, "who=ali\u{202e}ce", "E051"),
+        (r#"["--reject", "bob"]"#, "", "E051"),
+        (r#"["{{ params.who }}"]"#, "who=  ", "E065"),
+    ];
+    for (approvers, param, code) in cases {
+        let yaml = format!(
+            "version: 1\nname: a\nparams:\n  who: {{ type: string, default: bob }}\nsecrets:\n  tok: {{ env: APPROVER_TOKEN }}\nsteps:\n  - id: g\n    approval: {{ approvers: {approvers} }}\n  - id: after\n    shell: touch ran\n"
+        );
+        let mut args = vec!["run", "a.yaml"];
+        if !param.is_empty() {
+            args.extend(["--param", param]);
+        }
+        let out = Test::new()
+            .file("a.yaml", &yaml)
+            .env("APPROVER_TOKEN", "hunter2-approver")
+            .args(&args)
+            .run()
+            .code(2)
+            .stderr_contains(&format!("error[{code}]"))
+            .stderr_not_contains("hunter2");
+        assert!(!out.path().join("ran").exists(), "{approvers}");
+        assert!(
+            !out.stderr.contains('\r'),
+            "a raw CR reached the terminal: {:?}",
+            out.stderr
+        );
+    }
+}

@@ -39,6 +39,8 @@ fn resolve(
 ) -> Result<ResolvedParams, Vec<(Code, String)>> {
     let mut errors = Vec::new();
     let mut out = IndexMap::new();
+    // Given but refused: reported once, not again as missing.
+    let mut failed: HashSet<&str> = HashSet::new();
     for (k, v) in given {
         match rb.params.iter().find(|p| &p.name == k) {
             None => {
@@ -52,12 +54,21 @@ fn resolve(
                 Ok(j) => {
                     out.insert(k.clone(), (j, true));
                 }
-                Err(e) => errors.push((Code::ParamType, format!("parameter `{k}`: {e}"))),
+                Err(e) => {
+                    failed.insert(k.as_str());
+                    // The parser's message quotes the value: not for a secret.
+                    let e = if p.secret {
+                        "the value given does not fit its type or enum (not shown: the param is secret)".to_string()
+                    } else {
+                        e
+                    };
+                    errors.push((Code::ParamType, format!("parameter `{k}`: {e}")));
+                }
             },
         }
     }
     for p in &rb.params {
-        if out.contains_key(&p.name) {
+        if out.contains_key(&p.name) || failed.contains(p.name.as_str()) {
             continue;
         }
         match &p.default {

@@ -175,6 +175,60 @@ impl Checker<'_> {
         }
     }
 
+    /// An approver is a person's name: printed in `status`, journaled,
+    /// typed with `--as` and pasted from the command `status` prints. So it
+    /// never comes from a secret, and holds nothing a terminal or a shell
+    /// would act on.
+    fn approver(&mut self, t: &Tpl, what: &str) {
+        let value = if template::is_template(t) {
+            match self.decidable(t, false) {
+                None => return,
+                Some(true) => {
+                    return self.error(
+                        Code::ApproverName,
+                        t.span,
+                        format!("{what}: `{}` reads a secret; an approver's name is shown in status, journaled and typed with --as", t.text),
+                    )
+                }
+                Some(false) => match template::render_str(t, self.ctx) {
+                    Ok(v) => v,
+                    Err(e) => return self.render_failed(t.span, what, &e),
+                },
+            }
+        } else {
+            t.text.clone()
+        };
+        // A param not given shows as a symbol: the run checks the real name.
+        if value.contains("<params.") && !self.not_given.is_empty() {
+            return;
+        }
+        let invisible = |c: char| {
+            c.is_control()
+                || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+        };
+        let problem = if value.trim().is_empty() {
+            Some("renders empty")
+        } else if value.chars().any(invisible) {
+            Some("holds a control or invisible character, which a terminal would act on")
+        } else if value.trim_start().starts_with('-') {
+            Some("starts with `-`, which `--as` would take for an option")
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            let code = if p == "renders empty" {
+                Code::RenderFailed
+            } else {
+                Code::ApproverName
+            };
+            self.error(
+                code,
+                t.span,
+                format!("{what}: `{}` gives {:?}, which {p}", t.text, value),
+            );
+        }
+    }
+
     fn dur(&mut self, d: &Dur, what: &str) {
         let Dur::Template(t) = d else { return };
         let Some(secret) = self.decidable(t, false) else {
@@ -337,7 +391,7 @@ impl Checker<'_> {
                 }
                 self.num(&ap.required, &format!("{who}: required"));
                 for (i, name) in ap.approvers.iter().flatten().enumerate() {
-                    self.text(name, &format!("{who}: approvers[{i}]"), Kind::NonEmpty);
+                    self.approver(name, &format!("{who}: approvers[{i}]"));
                 }
                 if let Some(t) = &ap.timeout {
                     self.dur(t, &format!("{who}: approval timeout"));

@@ -52,9 +52,6 @@ pub(super) fn spawn(s: &RunSettings, run_id: &str, state_dir: &Path) -> Result {
         .arg("--state-dir")
         .arg(state_dir)
         .arg("--detached-child");
-    for (k, v) in &s.params {
-        cmd.arg("--param").arg(format!("{k}={v}"));
-    }
     for step in &s.output.approve {
         cmd.arg("--approve").arg(step);
     }
@@ -68,11 +65,19 @@ pub(super) fn spawn(s: &RunSettings, run_id: &str, state_dir: &Path) -> Result {
         cmd.args(["--log-format", "json"]);
     }
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err))
         .spawn()
         .map_err(|e| Error::cannot_start(format!("cannot start the detached run: {e}")))?;
+    // Params go through a pipe, not the command line: a secret param on the
+    // background process's argv would be readable by every local user (`ps`)
+    // for as long as the run lasts.
+    if let Some(mut stdin) = child.stdin.take() {
+        use std::io::Write as _;
+        let params = serde_json::to_string(&s.params).unwrap_or_default();
+        let _ = stdin.write_all(params.as_bytes());
+    }
 
     let store = FileStore::new(state_dir);
     let started = Instant::now();
@@ -106,18 +111,29 @@ pub(super) fn spawn(s: &RunSettings, run_id: &str, state_dir: &Path) -> Result {
         std::thread::sleep(Duration::from_millis(20));
     }
     crate::broken_pipe::print_line(run_id);
+    let sd = crate::state_dir::flag_for(state_dir);
     crate::broken_pipe::eprint_line(&format!(
         "run {run_id} goes on in the background (process {}); it survives this terminal.\n  \
-         follow it:  runbook logs {run_id} --follow\n  \
-         where it is: runbook status {run_id}\n  \
-         stop it:    runbook cancel {run_id}",
+         follow it:   runbook logs {run_id} --follow{sd}\n  \
+         where it is: runbook status {run_id}{sd}\n  \
+         stop it:     runbook cancel {run_id}{sd}",
         child.id()
     ));
     Ok(Done::Ok)
 }
 
 /// In the detached child: a session of its own, so the terminal's hangup
-/// never reaches it.
-pub(super) fn become_session_leader() {
+/// never reaches it; and the params the foreground sent on stdin.
+pub(super) fn become_detached() -> Result<Vec<(String, String)>> {
+    use std::io::Read as _;
     let _ = rustix::process::setsid();
+    let mut text = String::new();
+    std::io::stdin().read_to_string(&mut text).map_err(|e| {
+        Error::cannot_start(format!("cannot read the params of the detached run: {e}"))
+    })?;
+    serde_json::from_str(&text).map_err(|e| {
+        Error::cannot_start(format!(
+            "the params of the detached run are not readable: {e}"
+        ))
+    })
 }

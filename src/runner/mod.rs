@@ -70,7 +70,10 @@ pub enum Detach {
     Child,
 }
 
-pub fn run(s: RunSettings) -> Result {
+pub fn run(mut s: RunSettings) -> Result {
+    if s.detach == Detach::Child {
+        s.params = detach::become_detached()?;
+    }
     let loaded = commands::load(&s.file)?;
     let resolved = commands::params(&loaded.runbook, &s.params)?;
     let run_id = match &s.run_id {
@@ -103,8 +106,7 @@ pub fn run(s: RunSettings) -> Result {
         .map_err(|e| Error::cannot_start(format!("cannot read the working directory: {e}")))?;
     match s.detach {
         Detach::Parent => return detach::spawn(&s, &run_id, &cwd.join(&s.state_dir)),
-        Detach::Child => detach::become_session_leader(),
-        Detach::No => {}
+        Detach::Child | Detach::No => {}
     }
     let launch = prepare(
         &loaded,
@@ -172,7 +174,7 @@ pub fn rollback(
         None if state.rollback_after_success => {}
         None if running(state_dir, run_id) => {
             return Err(Error::StillRunning(format!(
-                "run {run_id} is still running; stop it (Ctrl-C in its terminal unwinds it) or wait for it to end, then roll it back"
+                "run {run_id} is still running; `runbook cancel {run_id}` (or Ctrl-C in its terminal) unwinds it, or wait for it to end, then roll it back"
             )))
         }
         None => {
