@@ -49,6 +49,22 @@ fn detached(out: &common::Output) -> (String, i32) {
     (id, pid)
 }
 
+/// Waits until run `id` in the test dir `dir` has journaled the output line `line`.
+fn wait_for_output(dir: &std::path::Path, id: &str, line: &str) {
+    let journal = dir
+        .join(DEFAULT_STATE_DIR)
+        .join("runs")
+        .join(id)
+        .join("journal.jsonl");
+    let needle = format!("\"line\":\"{line}\"");
+    assert!(
+        poll_until(Duration::from_secs(20), || {
+            std::fs::read_to_string(&journal).is_ok_and(|j| j.contains(&needle))
+        }),
+        "run {id} never printed {line:?}"
+    );
+}
+
 /// Kills a detached engine a failing test left behind.
 struct Reap(i32);
 
@@ -140,14 +156,7 @@ fn detached_run_is_locked_followed_and_cancelled_from_elsewhere() {
 
     // Wait until it is inside `wait`, so there is something to undo.
     let dir = out.path().to_path_buf();
-    let journal = dir
-        .join(DEFAULT_STATE_DIR)
-        .join("runs")
-        .join(&id)
-        .join("journal.jsonl");
-    assert!(poll_until(Duration::from_secs(20), || {
-        std::fs::read_to_string(&journal).is_ok_and(|j| j.contains("\"waiting\""))
-    }));
+    wait_for_output(&dir, &id, "waiting");
     let out = out
         .again()
         .in_dir("c")
@@ -294,13 +303,7 @@ fn detached_engine_killed_ends_follow_with_the_way_forward() {
         .run()
         .success();
     let (_, pid) = detached(&out);
-    let journal = out
-        .path()
-        .join(DEFAULT_STATE_DIR)
-        .join("runs/doomed/journal.jsonl");
-    assert!(poll_until(Duration::from_secs(20), || {
-        std::fs::read_to_string(&journal).is_ok_and(|j| j.contains("\"waiting\""))
-    }));
+    wait_for_output(out.path(), "doomed", "waiting");
     unsafe {
         libc::kill(pid, libc::SIGKILL);
     }
@@ -422,10 +425,7 @@ steps:
     let (_, pid) = detached(&out);
     let _reap = Reap(pid);
     let dir = out.path().to_path_buf();
-    let journal = dir.join(DEFAULT_STATE_DIR).join("runs/u/journal.jsonl");
-    assert!(poll_until(Duration::from_secs(20), || {
-        std::fs::read_to_string(&journal).is_ok_and(|j| j.contains("\"waiting\""))
-    }));
+    wait_for_output(&dir, "u", "waiting");
     let out = out.again().args(&["cancel", "u"]).run().success();
     assert!(poll_until(Duration::from_secs(20), || dir
         .join("undo-started")
@@ -449,10 +449,7 @@ steps:
     let (_, pid) = detached(&out);
     let _reap2 = Reap(pid);
     let _ = std::fs::remove_file(dir.join("undo-started"));
-    let journal = dir.join(DEFAULT_STATE_DIR).join("runs/u2/journal.jsonl");
-    assert!(poll_until(Duration::from_secs(20), || {
-        std::fs::read_to_string(&journal).is_ok_and(|j| j.contains("\"waiting\""))
-    }));
+    wait_for_output(&dir, "u2", "waiting");
     let out = out.again().args(&["cancel", "u2"]).run().success();
     assert!(poll_until(Duration::from_secs(20), || dir
         .join("undo-started")
