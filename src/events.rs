@@ -171,6 +171,18 @@ pub enum Event {
     PhaseStarted {
         phase: String,
     },
+    /// A step's attempt started its process group: what a later `resume`
+    /// kills if the engine died while it ran (an orphan would otherwise
+    /// run on beside the attempt resume starts again).
+    Spawned {
+        /// The attempt's label: a step id, or `ID.rollback.N`.
+        step: String,
+        pgid: u32,
+        /// The group leader's session and start time (`/proc/PID/stat`),
+        /// which tell this group from a later one with the same id.
+        sid: u32,
+        started: u64,
+    },
     /// Another process took the run up again (`resume`): the record counts
     /// processes and spans them. (`runbook rollback` is counted by the
     /// `unwind_started` that reopens the ended run.)

@@ -311,6 +311,10 @@ pub struct RunState {
     pub processes: u32,
     /// The time of `run_started` (the header's time has whole seconds).
     pub first_at: Option<String>,
+    /// Process groups of attempts still running, by attempt label (`pgid`,
+    /// the leader's session and start time): what an engine that died left
+    /// behind, for `resume` to kill before it runs those attempts again.
+    pub spawned: IndexMap<String, (u32, u32, u64)>,
 }
 
 impl RunState {
@@ -428,12 +432,21 @@ impl RunState {
                     },
                 );
             }
+            Event::Spawned {
+                step,
+                pgid,
+                sid,
+                started,
+            } => {
+                self.spawned.insert(step.clone(), (*pgid, *sid, *started));
+            }
             Event::AttemptFailed {
                 step,
                 attempt,
                 error,
                 ..
             } => {
+                self.spawned.shift_remove(step);
                 if let Some(s) = self.steps.get_mut(step) {
                     if s.tries.last().is_some_and(|t| t.attempt == *attempt) {
                         s.end_try(at, "failed", Some(error));
@@ -470,6 +483,7 @@ impl RunState {
                 error,
                 duration_ms,
             } => {
+                self.spawned.shift_remove(step);
                 let mut result = match extra {
                     Json::Object(m) => m.clone(),
                     _ => Map::new(),
@@ -545,6 +559,8 @@ impl RunState {
             Event::RollbackStarted { step, body, .. } => {
                 let bodies = format!("{step}.rollback.");
                 self.waiting.retain(|label, _| !label.starts_with(&bodies));
+                // Bodies before this one have ended.
+                self.spawned.retain(|label, _| !label.starts_with(&bodies));
                 let s = self.step(step);
                 s.rollback_started_at.get_or_insert_with(|| at.to_string());
                 s.rollback_finished_at = None;
@@ -559,6 +575,7 @@ impl RunState {
                 ..
             } => {
                 let bodies = format!("{step}.rollback.");
+                self.spawned.retain(|label, _| !label.starts_with(&bodies));
                 self.gate_samples
                     .retain(|label, _| !label.starts_with(&bodies));
                 self.waiting.retain(|label, _| !label.starts_with(&bodies));

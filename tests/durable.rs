@@ -52,6 +52,8 @@ impl Journal {
             .lines()
             .filter_map(|l| serde_json::from_str::<Json>(l).ok())
             .filter(|v| v.get("record").is_none())
+            // Not a crash point (the writer does not count it): see journal/file.rs.
+            .filter(|v| v["event"] != "spawned")
             .collect();
         Journal { events }
     }

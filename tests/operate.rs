@@ -520,3 +520,46 @@ fn stateless_commands_need_no_home_and_an_empty_state_dir_variable_is_unset() {
         .success()
         .stdout_contains(".xdg-state/runbook");
 }
+
+/// Found by review: kill -9 of the engine left its running step's processes
+/// behind, and `resume` ran the step again beside them. Resume now kills the
+/// process group the dead engine's attempt left, before anything runs.
+#[test]
+fn resume_kills_what_a_dead_engine_left_running() {
+    let yaml = "version: 1\nname: orphan\nsteps:\n  - id: long\n    on_resume: fail\n    shell: echo $$ > leader; echo started; sleep 30; echo done\n";
+    let out = Test::new()
+        .file("o.yaml", yaml)
+        .args(&["run", "o.yaml", "--detach", "--run-id", "o"])
+        .run()
+        .success();
+    let (_, pid) = detached(&out);
+    let _reap = Reap(pid);
+    wait_for_output(out.path(), "o", "started");
+    let leader: i32 = std::fs::read_to_string(out.path().join("leader"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let group_alive = || unsafe { libc::kill(-leader, 0) } == 0;
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    assert!(poll_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
+    }));
+    // The orphan outlived its engine.
+    assert!(group_alive(), "the step's group died with the engine");
+    let out = out
+        .again()
+        .args(&["resume", "o"])
+        .run()
+        .code(1)
+        .stderr_contains(
+            "note: killed what `long` was running when the engine before this one died",
+        );
+    assert!(
+        poll_until(Duration::from_secs(10), || !group_alive()),
+        "the dead engine's step is still running"
+    );
+    assert!(!out.stdout.contains("[long] done"), "{}", out.stdout);
+}

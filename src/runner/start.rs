@@ -194,6 +194,9 @@ pub(super) fn start(l: Launch, mode: Mode) -> Result {
                 });
             }
         }
+        if let Mode::Resume(prior) | Mode::Rollback(prior) = &mode {
+            kill_leftovers(prior);
+        }
         let engine = Arc::new(Engine::new(env, bus.clone(), ctx));
         match mode {
             Mode::Fresh => engine.run(signals, RunState::default()).await,
@@ -269,5 +272,18 @@ fn subscribe_views(bus: &Bus, l: &Launch, state: RunState) {
     if let Some(path) = &l.output.report {
         let here = std::env::current_dir().unwrap_or_else(|_| l.cwd.clone());
         bus.subscribe(Box::new(view::Report::new(here.join(path), state)));
+    }
+}
+
+/// Kills the process groups of attempts that were running when the engine
+/// before this one died (kill -9, power loss): they would run on beside the
+/// attempts this engine starts again.
+fn kill_leftovers(prior: &RunState) {
+    for (label, &(pgid, sid, started)) in &prior.spawned {
+        if crate::process_group::kill_leftover(pgid, sid, started) {
+            crate::broken_pipe::eprint_line(&format!(
+                "note: killed what `{label}` was running when the engine before this one died (process group {pgid})"
+            ));
+        }
     }
 }

@@ -188,6 +188,18 @@ async fn run(script: &str, action: &Action, cx: &Attempt<'_>) -> Result<Outputs,
     // Killed when dropped: a step future that is dropped (a second Ctrl-C)
     // leaves no processes behind.
     let mut group = ProcessGroup::of(&child);
+    // Recorded so that a resume after the engine's death can kill what this
+    // attempt left running before it runs the attempt again.
+    if let Some(pid) = child.id() {
+        if let Some((sid, started)) = crate::process_group::identity(pid) {
+            cx.bus.note(crate::events::Event::Spawned {
+                step: cx.label.to_string(),
+                pgid: pid,
+                sid,
+                started,
+            });
+        }
+    }
     let budget = JournalBudget::default();
     let sink = |stream, keep| Sink {
         bus: cx.bus,

@@ -157,7 +157,7 @@ pub(crate) fn describe(event: &Event) -> Option<String> {
                 .as_ref()
                 .map_or(String::new(), |c| format!(" ({c})"))
         ),
-        Event::Output { .. } | Event::GateSample { .. } => return None,
+        Event::Output { .. } | Event::GateSample { .. } | Event::Spawned { .. } => return None,
     })
 }
 
