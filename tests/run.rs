@@ -1378,3 +1378,18 @@ steps:
         "{r:#}"
     );
 }
+
+/// Found by review: a `--report` path that cannot be written was found only
+/// when the run ended (days later, for a rollout), and the run still exited 0.
+#[test]
+fn an_unwritable_report_path_is_refused_before_anything_runs() {
+    let yaml = "version: 1\nname: r\nsteps:\n  - id: a\n    shell: touch ran\n";
+    let out = Test::new()
+        .file("r.yaml", yaml)
+        .args(&["run", "r.yaml", "--report", "no-such-dir/report.json"])
+        .run()
+        .code(2)
+        .stderr_contains("--report ")
+        .stderr_contains("no-such-dir/report.json: cannot write there");
+    assert!(!out.path().join("ran").exists());
+}

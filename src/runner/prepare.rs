@@ -66,6 +66,9 @@ pub(super) struct Prepare {
 /// metric sources.
 pub(super) fn prepare(loaded: &Loaded, plan: Arc<Plan>, p: Prepare) -> Result<Launch> {
     let rb = plan.runbook();
+    if let Some(report) = &p.output.report {
+        report_writable(&p.cwd.join(report))?;
+    }
     let secret_values = secrets::load(rb, &p.cwd).map_err(Error::invalid)?;
     let mut masked: Vec<String> = secret_values.iter().map(|(_, v)| v.clone()).collect();
     let params: IndexMap<String, Json> = plan
@@ -271,4 +274,20 @@ fn metric_sources(rb: &Runbook, ctx: &Context) -> std::result::Result<MetricSour
         sources.push((p.name.clone(), source));
     }
     Ok(sources)
+}
+
+/// A report is written at the end of the run, days later maybe: a path that
+/// cannot be written is found now, before anything runs (a usage error),
+/// by making and removing a file beside it as the atomic write will.
+fn report_writable(path: &Path) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    tempfile::NamedTempFile::new_in(dir).map(drop).map_err(|e| {
+        Error::invalid(format!(
+            "--report {}: cannot write there: {e}",
+            path.display()
+        ))
+    })
 }
