@@ -521,3 +521,16 @@ fn approvals_survive_a_crash_and_resume() {
         json!(["alice", "bob"])
     );
 }
+
+/// An approval nobody may give fails at once, and says why in plain words.
+#[test]
+fn an_approval_only_the_starter_could_give_fails_at_once_saying_why() {
+    let yaml = "version: 1\nname: a\nsteps:\n  - id: go\n    approval: { approvers: [alice], required: 1, timeout: 1h }\n";
+    Test::new()
+        .file("a.yaml", yaml)
+        .env("RUNBOOK_USER", "alice")
+        .args(&["run", "a.yaml"])
+        .run()
+        .code(1)
+        .stdout_contains("this approval can never pass: 1 approval is required but nobody can approve (alice started the run and cannot approve it: allow_self_approval is not set)");
+}

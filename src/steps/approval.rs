@@ -175,12 +175,16 @@ fn rules_for(a: &Approval, cx: &Attempt<'_>) -> Result<Rules, StepError> {
             } else {
                 String::new()
             };
+            let needed = match required {
+                1 => "1 approval is required".to_string(),
+                n => format!("{n} approvals are required"),
+            };
+            let who = match eligible.len() {
+                0 => "nobody can approve".to_string(),
+                _ => format!("only {} can approve", eligible.join(", ")),
+            };
             return Err(StepError::permanent(format!(
-                "this approval can never pass: {required} approvals are required but only {} can approve{why}",
-                match eligible.len() {
-                    0 => "nobody".to_string(),
-                    _ => eligible.join(", "),
-                }
+                "this approval can never pass: {needed} but {who}{why}"
             )));
         }
     }
