@@ -33,42 +33,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{children_cpu, median, ms, wait4};
+
 const BIN: &str = env!("CARGO_BIN_EXE_runbook");
-
-/// A runbook whose steps each wait for the one before (the default `needs`).
-fn chain(n: usize) -> String {
-    let mut s = String::from("version: 1\nname: overhead\nsteps:\n");
-    for i in 0..n {
-        s.push_str(&format!("  - id: s{i}\n    shell: \"true\"\n"));
-    }
-    s
-}
-
-fn cpu(ru: &libc::rusage) -> Duration {
-    let tv = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-    };
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
-/// Waits for `pid`; returns its exit status, peak RSS in KiB, and the CPU
-/// time (user + system) of it and the children it reaped (its steps).
-fn wait4(pid: u32) -> (i32, u64, Duration) {
-    let mut status = 0;
-    // SAFETY: a zeroed rusage is a valid out-parameter; pid is our unreaped child.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::wait4(pid as i32, &mut status, 0, &mut ru) };
-    assert_eq!(rc, pid as i32, "wait4 failed");
-    (status, u64::try_from(ru.ru_maxrss).unwrap_or(0), cpu(&ru))
-}
-
-/// CPU time of the reaped children of this process so far.
-fn children_cpu() -> Duration {
-    // SAFETY: a zeroed rusage is a valid out-parameter.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
-    cpu(&ru)
-}
 
 struct EngineRun {
     time: Duration,
@@ -80,7 +49,7 @@ struct EngineRun {
 fn chain_file(dir: &Path, n: usize) -> PathBuf {
     let file = dir.join(format!("chain-{n}.yaml"));
     if !file.exists() {
-        std::fs::write(&file, chain(n)).expect("write the runbook");
+        std::fs::write(&file, common::chain_yaml(n, "true")).expect("write the runbook");
     }
     file
 }
@@ -143,15 +112,6 @@ fn plain_loop(n: usize) -> (Duration, Duration) {
     (started.elapsed(), children_cpu().saturating_sub(cpu_before))
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
     std::env::var(name)
         .ok()
@@ -164,14 +124,7 @@ fn main() {
     // `cargo bench` passes `--bench`; a filter argument is accepted and ignored.
     let sizes = env_list("BENCH_SIZES", &[1000, 5000]);
     let iters = env_list("BENCH_ITERS", &[3])[0].max(1);
-    let base = std::env::var_os("BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
-    std::fs::create_dir_all(&base).expect("create the bench dir");
-    let dir = tempfile::Builder::new()
-        .prefix("engine-overhead-")
-        .tempdir_in(&base)
-        .expect("create a temporary dir");
+    let dir = common::bench_dir("engine-overhead-");
     // The same runs with the state dir in memory, where fsync costs nothing:
     // the difference is what durability (the fsync'd journal) costs.
     let shm = tempfile::Builder::new()

@@ -30,9 +30,13 @@
 )] // a benchmark harness
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{chain_yaml, median, ms, wait4};
 
 const BIN: &str = env!("CARGO_BIN_EXE_runbook");
 
@@ -45,14 +49,6 @@ struct Workload {
     floor: (Vec<&'static str>, usize),
     /// A Makefile doing the same, when make can express it.
     makefile: Option<String>,
-}
-
-fn chain_yaml(n: usize, cmd: &str) -> String {
-    let mut s = String::from("version: 1\nname: bench\nsteps:\n");
-    for i in 0..n {
-        s.push_str(&format!("  - id: s{i}\n    shell: {cmd:?}\n"));
-    }
-    s
 }
 
 fn parallel_yaml(n: usize, cmd: &str, concurrency: usize) -> String {
@@ -82,22 +78,23 @@ fn chain_makefile(n: usize, cmd: &str) -> String {
     s
 }
 
+impl Workload {
+    /// `n` steps running `cmd`, one after another; the floor runs `floor` `n` times.
+    fn chain(name: &'static str, n: usize, cmd: &str, floor: &'static str) -> Workload {
+        Workload {
+            name,
+            steps: n,
+            yaml: chain_yaml(n, cmd),
+            floor: (vec![floor; n], 1),
+            makefile: (n > 1).then(|| chain_makefile(n, cmd)),
+        }
+    }
+}
+
 fn workloads() -> Vec<Workload> {
     vec![
-        Workload {
-            name: "chain of `true`",
-            steps: 500,
-            yaml: chain_yaml(500, "true"),
-            floor: (vec!["/bin/true"; 500], 1),
-            makefile: Some(chain_makefile(500, "true")),
-        },
-        Workload {
-            name: "chain of `/bin/true`",
-            steps: 500,
-            yaml: chain_yaml(500, "/bin/true"),
-            floor: (vec!["/bin/true"; 500], 1),
-            makefile: Some(chain_makefile(500, "/bin/true")),
-        },
+        Workload::chain("chain of `true`", 500, "true", "/bin/true"),
+        Workload::chain("chain of `/bin/true`", 500, "/bin/true", "/bin/true"),
         Workload {
             name: "500 independent `/bin/true`, 2 at a time",
             steps: 500,
@@ -105,20 +102,8 @@ fn workloads() -> Vec<Workload> {
             floor: (vec!["/bin/true"; 500], 2),
             makefile: None,
         },
-        Workload {
-            name: "chain of `sleep 0.01`",
-            steps: 200,
-            yaml: chain_yaml(200, "sleep 0.01"),
-            floor: (vec!["sleep 0.01"; 200], 1),
-            makefile: Some(chain_makefile(200, "sleep 0.01")),
-        },
-        Workload {
-            name: "one-step run",
-            steps: 1,
-            yaml: chain_yaml(1, "/bin/true"),
-            floor: (vec!["/bin/true"], 1),
-            makefile: None,
-        },
+        Workload::chain("chain of `sleep 0.01`", 200, "sleep 0.01", "sleep 0.01"),
+        Workload::chain("one-step run", 1, "/bin/true", "/bin/true"),
     ]
 }
 
@@ -137,15 +122,11 @@ fn engine(file: &Path, state: &Path) -> (Duration, u64) {
         .stderr(Stdio::null())
         .spawn()
         .expect("start runbook");
-    let mut status = 0;
-    // SAFETY: a zeroed rusage is a valid out-parameter; the pid is our child.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut ru) };
+    let (status, rss_kib, _) = wait4(child.id());
     let took = started.elapsed();
-    assert_eq!(rc, child.id() as i32, "wait4");
     assert_eq!(status, 0, "runbook run failed");
     let _ = std::fs::remove_dir_all(state);
-    (took, u64::try_from(ru.ru_maxrss).unwrap_or(0))
+    (took, rss_kib)
 }
 
 /// Spawns each command (fork+exec, no shell), `at_once` at a time, reading
@@ -208,29 +189,13 @@ fn fsync_latency(dir: &Path) -> Duration {
     median(times)
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 fn main() {
     let iters: usize = std::env::var("BENCH_ITERS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10)
         .max(1);
-    let base = std::env::var_os("BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
-    std::fs::create_dir_all(&base).expect("create the bench dir");
-    let dir = tempfile::Builder::new()
-        .prefix("step-overhead-")
-        .tempdir_in(&base)
-        .expect("a temporary dir");
+    let dir = common::bench_dir("step-overhead-");
     let (make, just) = (installed("make"), installed("just"));
     println!("step overhead over a fork+exec floor, paired, median of {iters} pairs");
     println!(

@@ -375,14 +375,7 @@ mod tests {
     }
 
     fn span(line: u32, col: u32, end_line: u32, end_col: u32) -> Span {
-        use crate::spec::Pos;
-        Span {
-            start: Pos { line, col },
-            end: Pos {
-                line: end_line,
-                col: end_col,
-            },
-        }
+        Span::range(line, col, end_line, end_col)
     }
 
     #[test]

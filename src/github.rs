@@ -84,16 +84,10 @@ pub fn escape_property(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::diagnostics::Code;
-    use crate::spec::{Pos, Span};
+    use crate::spec::Span;
 
     fn span(line: u32, col: u32, end_line: u32, end_col: u32) -> Span {
-        Span {
-            start: Pos { line, col },
-            end: Pos {
-                line: end_line,
-                col: end_col,
-            },
-        }
+        Span::range(line, col, end_line, end_col)
     }
 
     #[test]

@@ -28,6 +28,17 @@ pub struct Span {
 }
 
 impl Span {
+    /// From `line:col` up to (not including) `end_line:end_col`.
+    pub fn range(line: u32, col: u32, end_line: u32, end_col: u32) -> Span {
+        Span {
+            start: Pos { line, col },
+            end: Pos {
+                line: end_line,
+                col: end_col,
+            },
+        }
+    }
+
     pub fn point(line: u32, col: u32) -> Span {
         let p = Pos { line, col };
         Span {
