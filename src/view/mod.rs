@@ -79,6 +79,32 @@ pub(crate) fn waiting_text(on: &str, detail: Option<&WaitingDetail>, now: System
 
 /// What `status` and the live view print under a step waiting for people
 /// (one entry of [`crate::state::RunState::waiting_json`]), indented.
+/// What a view last said of each waiting approval, so it says who may
+/// answer and how once per change (the times in the lines move on; who and
+/// what do not, until they change).
+#[derive(Default)]
+pub(crate) struct Told(std::collections::HashMap<String, String>);
+
+impl Told {
+    /// The lines to show under the waiting step `label`: [`answer_lines`]
+    /// when who may answer or the command changed since last told, else none.
+    pub(crate) fn news(&mut self, state: &crate::state::RunState, label: &str) -> Vec<String> {
+        let Some(w) = state
+            .waiting_json(None)
+            .into_iter()
+            .find(|w| w["label"] == label)
+        else {
+            return Vec::new();
+        };
+        let key = format!("{}|{}", w["waiting_on"], w["approve_command"]);
+        if self.0.get(label) == Some(&key) {
+            return Vec::new();
+        }
+        self.0.insert(label.to_string(), key);
+        answer_lines(&w, SystemTime::now())
+    }
+}
+
 pub(crate) fn answer_lines(w: &Json, now: SystemTime) -> Vec<String> {
     let text = |k: &str| w[k].as_str().unwrap_or("").to_string();
     let names = |k: &str| -> Option<String> {

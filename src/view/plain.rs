@@ -6,7 +6,6 @@
 //! approval, tolerated failures at the end) read the view's own fold of the
 //! stream, the same [`RunState`] `status` reads.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::time::{Duration, SystemTime};
 
@@ -17,7 +16,7 @@ pub struct Plain {
     color: bool,
     state: RunState,
     /// What was last said of each waiting approval, so it is said once per change.
-    told: HashMap<String, String>,
+    told: super::Told,
 }
 
 impl Plain {
@@ -25,27 +24,8 @@ impl Plain {
         Plain {
             color,
             state,
-            told: HashMap::new(),
+            told: super::Told::default(),
         }
-    }
-
-    /// The lines that follow a waiting approval's: who may answer, until
-    /// when, and the commands; empty when nothing changed.
-    fn answers(&mut self, label: &str) -> Vec<String> {
-        let Some(w) = self
-            .state
-            .waiting_json(None)
-            .into_iter()
-            .find(|w| w["label"] == label)
-        else {
-            return Vec::new();
-        };
-        let key = format!("{}|{}", w["waiting_on"], w["approve_command"]);
-        if self.told.get(label) == Some(&key) {
-            return Vec::new();
-        }
-        self.told.insert(label.to_string(), key);
-        super::answer_lines(&w, SystemTime::now())
     }
 
     fn paint(&self, code: &str, s: &str) -> String {
@@ -169,7 +149,7 @@ impl Listener for Plain {
         let mut more = Vec::new();
         let line = match event {
             Event::Waiting { step, on, detail } => {
-                more = self.answers(step);
+                more = self.told.news(&self.state, step);
                 let text = super::waiting_text(on, detail.as_ref(), at);
                 format!(
                     "{ts} ==> {step}{}: waiting on {text}",

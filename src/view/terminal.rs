@@ -28,7 +28,7 @@ pub struct Terminal {
     ending: Option<String>,
     state: RunState,
     /// The last approval text printed per label, so it is printed once per change.
-    told: HashMap<String, String>,
+    told: super::Told,
 }
 
 impl Terminal {
@@ -56,7 +56,7 @@ impl Terminal {
             color,
             ending: None,
             state,
-            told: HashMap::new(),
+            told: super::Told::default(),
         }
     }
 
@@ -93,24 +93,13 @@ impl Terminal {
 
     /// Prints who may answer a waiting approval and how, once per change.
     fn tell_answers(&mut self, label: &str) {
-        let now = SystemTime::now();
-        let Some(w) = self
-            .state
-            .waiting_json(None)
-            .into_iter()
-            .find(|w| w["label"] == label)
-        else {
-            return;
-        };
-        let text = super::answer_lines(&w, now)
-            .iter()
-            .map(|l| format!("  {label}: {l}"))
-            .collect::<Vec<_>>()
-            .join("\n");
-        // The times in it move on; print again only when who or what changed.
-        let key = format!("{}|{}", w["waiting_on"], w["approve_command"]);
-        if self.told.get(label) != Some(&key) {
-            self.told.insert(label.to_string(), key);
+        let lines = self.told.news(&self.state, label);
+        if !lines.is_empty() {
+            let text = lines
+                .iter()
+                .map(|l| format!("  {label}: {l}"))
+                .collect::<Vec<_>>()
+                .join("\n");
             let _ = self.multi.println(text);
         }
     }
