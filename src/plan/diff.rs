@@ -616,101 +616,84 @@ fn top_level_risks(r: &mut Risks<'_>, base: &Plan, head: &Plan) {
     }
 }
 
-/// Every id reachable from `from` along `edges` (children or parents).
-fn below(edges: &HashMap<&str, Vec<&str>>, from: &str) -> HashSet<String> {
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut todo = vec![from.to_string()];
-    while let Some(id) = todo.pop() {
-        for &next in edges.get(id.as_str()).into_iter().flatten() {
-            if seen.insert(next.to_string()) {
-                todo.push(next.to_string());
-            }
-        }
-    }
-    seen
-}
-
-fn children(p: &Plan) -> HashMap<&str, Vec<&str>> {
-    let mut c: HashMap<&str, Vec<&str>> = HashMap::new();
-    for s in &p.steps {
-        for n in &s.needs {
-            c.entry(n.as_str()).or_default().push(s.id.as_str());
-        }
-    }
-    c
-}
-
-/// Gates and approvals that no longer come before a step they came before:
-/// `full` (100%) moved so it no longer waits for `gate_errors`.
+/// Gates and approvals that no longer come before a step they came before
+/// (`full`, 100%, moved so it no longer waits for `gate_errors`), and gates
+/// that no longer come after a change they checked: read off each plan's
+/// step graph (a plan's steps are its runbook's, in the same order).
 fn guard_risks(r: &mut Risks<'_>, base: &Plan, head: &Plan) {
-    let (before, after) = (children(base), children(head));
-    let in_head: HashSet<&str> = head.steps.iter().map(|s| s.id.as_str()).collect();
-    for g in base
+    let (was, is) = (base.source.graph.ancestors(), head.source.graph.ancestors());
+    let (in_base, in_head) = (step_index(base), step_index(head));
+    // Steps of both plans: (index in base, index in head, the step in head).
+    let common: Vec<(usize, usize, &PlannedStep)> = head
         .steps
         .iter()
-        .filter(|s| matches!(s.kind, "metric" | "approval"))
-    {
-        let Some(now) = head.steps.iter().find(|s| s.id == g.id && s.kind == g.kind) else {
+        .enumerate()
+        .filter_map(|(h, s)| Some((*in_base.get(s.id.as_str())?, h, s)))
+        .collect();
+    let ids = |mut lost: Vec<&str>| {
+        lost.sort_unstable();
+        lost.iter()
+            .map(|id| format!("`{id}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    // Reported after every "no longer waits", as a list of its own.
+    let mut measures_early = Vec::new();
+    for (gb, g) in base.steps.iter().enumerate() {
+        if !matches!(g.kind, "metric" | "approval") {
+            continue;
+        }
+        let Some(&gh) = in_head
+            .get(g.id.as_str())
+            .filter(|&&h| head.steps[h].kind == g.kind)
+        else {
             continue;
         };
-        let was = below(&before, &g.id);
-        let is = below(&after, &now.id);
-        let mut lost: Vec<&String> = was
+        let after: Vec<&str> = common
             .iter()
-            .filter(|id| in_head.contains(id.as_str()) && !is.contains(*id))
+            .filter(|&&(b, h, _)| was.is_ancestor(gb, b) && !is.is_ancestor(gh, h))
+            .map(|(_, _, s)| s.id.as_str())
             .collect();
-        if lost.is_empty() {
-            continue;
-        }
-        lost.sort();
-        let ids: Vec<String> = lost.iter().map(|id| format!("`{id}`")).collect();
-        let what = if g.kind == "metric" {
-            "gate"
-        } else {
-            "approval"
-        };
-        r.add(
-            format!("{} no longer wait(s) for {what} `{}`", ids.join(", "), g.id),
-            "they can now run before it has passed",
-        );
-    }
-    // A gate that no longer follows a change it followed measures before it.
-    let (parents_before, parents_after) = (parents(base), parents(head));
-    for g in base.steps.iter().filter(|s| s.kind == "metric") {
-        if !head
-            .steps
+        // A gate that no longer follows a change it followed measures before it.
+        let before: Vec<&str> = common
             .iter()
-            .any(|s| s.id == g.id && s.kind == "metric")
-        {
-            continue;
-        }
-        let was = below(&parents_before, &g.id);
-        let is = below(&parents_after, &g.id);
-        let mut lost: Vec<&String> = was
-            .iter()
-            .filter(|id| in_head.contains(id.as_str()) && !is.contains(*id))
-            .filter(|id| {
-                head.steps
-                    .iter()
-                    .any(|s| &s.id == *id && !matches!(s.kind, "metric" | "approval"))
+            .filter(|&&(b, h, s)| {
+                g.kind == "metric"
+                    && !matches!(s.kind, "metric" | "approval")
+                    && was.is_ancestor(b, gb)
+                    && !is.is_ancestor(h, gh)
             })
+            .map(|(_, _, s)| s.id.as_str())
             .collect();
-        if lost.is_empty() {
-            continue;
+        if !after.is_empty() {
+            let what = if g.kind == "metric" {
+                "gate"
+            } else {
+                "approval"
+            };
+            r.add(
+                format!("{} no longer wait(s) for {what} `{}`", ids(after), g.id),
+                "they can now run before it has passed",
+            );
         }
-        lost.sort();
-        let ids: Vec<String> = lost.iter().map(|id| format!("`{id}`")).collect();
-        r.add(
-            format!("gate `{}` no longer runs after {}", g.id, ids.join(", ")),
-            "it may measure before that change is live",
-        );
+        if !before.is_empty() {
+            measures_early.push((
+                format!("gate `{}` no longer runs after {}", g.id, ids(before)),
+                "it may measure before that change is live",
+            ));
+        }
+    }
+    for (what, why) in measures_early {
+        r.add(what, why);
     }
 }
 
-fn parents(p: &Plan) -> HashMap<&str, Vec<&str>> {
+/// Step ids to their index in a plan's steps (and its graph).
+fn step_index(p: &Plan) -> HashMap<&str, usize> {
     p.steps
         .iter()
-        .map(|s| (s.id.as_str(), s.needs.iter().map(String::as_str).collect()))
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
         .collect()
 }
 
