@@ -26,12 +26,16 @@ pub fn logs(state_dir: &Path, run_id: &str, follow: bool) -> Result {
     let mut tail = store
         .tail(run_id)
         .map_err(|e| Error::cannot_start(format!("cannot read run `{run_id}`: {e}")))?;
+    // What was shown, folded: the run's end as the output above tells it
+    // (a read of the whole journal again could see later records).
+    let mut state = seed.clone();
     let mut view = Plain::new(seed, std::io::IsTerminal::is_terminal(&std::io::stdout()));
     let mut show = |view: &mut Plain| -> Result<()> {
         let events = tail
             .next_events()
             .map_err(|e| Error::cannot_start(format!("cannot read run `{run_id}`: {e}")))?;
         for (at, event) in &events {
+            state.apply(at, event);
             let at = humantime::parse_rfc3339_weak(at).unwrap_or_else(|_| SystemTime::now());
             view.on(at, event);
         }
@@ -47,7 +51,6 @@ pub fn logs(state_dir: &Path, run_id: &str, follow: bool) -> Result {
         }
         std::thread::sleep(POLL);
     }
-    let state = read_run(&store, state_dir, run_id)?.state(None);
     match state.status {
         Some(status) => Ok(Done::Run(status)),
         None if store.is_live(run_id) => Ok(Done::Ok),

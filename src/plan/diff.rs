@@ -14,8 +14,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use super::render::{md_code, md_text};
-use super::{Format, Plan, PlannedGate, PlannedStep, Threshold, TimeSpan};
+use super::render::{md_code, md_text, worst};
+use super::{Format, Plan, PlannedGate, PlannedStep, Threshold};
 
 #[derive(Debug, Default, Serialize)]
 pub struct PlanDiff {
@@ -74,10 +74,6 @@ impl PlanDiff {
             && self.changed.is_empty()
             && !self.order_changed
     }
-}
-
-fn worst(d: Option<&TimeSpan>) -> String {
-    d.map_or_else(|| "unbounded".to_string(), |t| t.text.clone())
 }
 
 struct Risks<'a> {

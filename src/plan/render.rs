@@ -28,7 +28,8 @@ pub fn render(plan: &Plan, format: Format) -> String {
     }
 }
 
-fn worst(d: Option<&TimeSpan>) -> String {
+/// A worst case as text: `unbounded` when nothing bounds it.
+pub(super) fn worst(d: Option<&TimeSpan>) -> String {
     d.map_or_else(|| "unbounded".to_string(), |t| t.text.clone())
 }
 
