@@ -318,6 +318,8 @@ fn find_program(word: &str, path_var: Option<&str>, cwd: &Path) -> Option<(PathB
         let p = cwd.join(word);
         return runnable(&p).then(|| (p, word.to_string()));
     }
+    // An empty entry means the working directory, a relative one is
+    // relative to it (the child's, after `cwd`).
     std::env::split_paths(path_var?)
         .map(|dir| dir.join(word))
         .find(|p| runnable(&cwd.join(p)))
@@ -376,21 +378,10 @@ fn bash_env(
 /// uses `posix_spawn` (vfork). Not found: the name as is, and spawning
 /// reports the error as before.
 fn resolve_program(program: &str, path_var: Option<&str>, cwd: &Path) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let Some(path_var) = path_var.filter(|_| !program.contains('/')) else {
+    if program.contains('/') {
         return PathBuf::from(program);
-    };
-    for dir in std::env::split_paths(path_var) {
-        // An empty entry means the working directory, a relative one is
-        // relative to it (the child's, after `cwd`).
-        let candidate = cwd.join(dir).join(program);
-        if std::fs::metadata(&candidate)
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        {
-            return candidate;
-        }
     }
-    PathBuf::from(program)
+    find_program(program, path_var, cwd).map_or_else(|| PathBuf::from(program), |(path, _)| path)
 }
 
 /// What the script wrote to `$RUNBOOK_OUTPUT`: at most [`MAX_OUTPUT_FILE`]
