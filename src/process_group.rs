@@ -9,17 +9,30 @@
 
 use rustix::process::{kill_process_group, Pid, Signal};
 
-/// A process's session id and start time (clock ticks after boot), from
-/// `/proc/PID/stat`: with the pid, what tells it from a later process that
-/// got the same pid.
-pub fn identity(pid: u32) -> Option<(u32, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+/// What `/proc/PID/stat` says of a process: its group, its session, and
+/// its start time (clock ticks after boot), which with the pid tells it
+/// from a later process that got the same pid.
+struct Stat {
+    pgrp: u32,
+    sid: u32,
+    started: u64,
+}
+
+fn stat(pid: u32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parens: fields follow the last `)`.
-    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split(' ').collect();
-    // After `pid (comm)`: state ppid pgrp session ... starttime is field 22.
-    let sid = fields.get(3)?.parse().ok()?;
-    let started = fields.get(19)?.parse().ok()?;
-    Some((sid, started))
+    let fields: Vec<&str> = text.rsplit_once(") ")?.1.split(' ').collect();
+    // After `pid (comm)`: state ppid pgrp session ...; starttime is field 22.
+    Some(Stat {
+        pgrp: fields.get(2)?.parse().ok()?,
+        sid: fields.get(3)?.parse().ok()?,
+        started: fields.get(19)?.parse().ok()?,
+    })
+}
+
+/// A process's session id and start time, to journal with its group.
+pub fn identity(pid: u32) -> Option<(u32, u64)> {
+    stat(pid).map(|s| (s.sid, s.started))
 }
 
 /// The process group a dead engine's attempt left running, killed if it is
@@ -31,29 +44,22 @@ pub fn kill_leftover(pgid: u32, sid: u32, started: u64) -> bool {
     let Some(group) = i32::try_from(pgid).ok().and_then(Pid::from_raw) else {
         return false;
     };
-    let ours = match identity(pgid) {
-        Some((_, leader_started)) => leader_started == started,
-        None => members(pgid)
-            .into_iter()
-            .any(|pid| identity(pid).is_some_and(|(s, _)| s == sid)),
+    let ours = match stat(pgid) {
+        Some(leader) => leader.started == started,
+        None => members(pgid).iter().any(|m| m.sid == sid),
     };
     ours && kill_process_group(group, Signal::KILL).is_ok()
 }
 
-/// Pids of the processes in group `pgid`.
-fn members(pgid: u32) -> Vec<u32> {
+/// The processes in group `pgid`.
+fn members(pgid: u32) -> Vec<Stat> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                stat.rsplit_once(") ")
-                    .and_then(|(_, rest)| rest.split(' ').nth(2)?.parse::<u32>().ok())
-                    == Some(pgid)
-            })
-        })
+        .filter_map(stat)
+        .filter(|s| s.pgrp == pgid)
         .collect()
 }
 
