@@ -62,9 +62,10 @@ impl Lock {
         }
         file.set_len(0).map_err(LockError::Io)?;
         file.seek(SeekFrom::Start(0)).map_err(LockError::Io)?;
+        // Not synced: the name only says who holds the lock, and a power
+        // loss that could drop it releases the lock too.
         file.write_all(holder_name.as_bytes())
             .map_err(LockError::Io)?;
-        file.sync_all().map_err(LockError::Io)?;
         Ok(Lock { _file: file })
     }
 }

@@ -132,19 +132,22 @@ impl Attempts<'_> {
             if *self.cancel.borrow() {
                 return (Err(Failure::Cancelled), attempt - 1);
             }
-            let recorded = self.bus.emit(match self.role {
-                Role::Step => Event::StepStarted {
-                    step: self.step_id.to_string(),
-                    attempt,
-                    attempts,
-                },
-                Role::Rollback { body } => Event::RollbackStarted {
-                    step: self.step_id.to_string(),
-                    body,
-                    attempt,
-                    attempts,
-                },
-            });
+            let recorded = self
+                .bus
+                .emit_grouped(match self.role {
+                    Role::Step => Event::StepStarted {
+                        step: self.step_id.to_string(),
+                        attempt,
+                        attempts,
+                    },
+                    Role::Rollback { body } => Event::RollbackStarted {
+                        step: self.step_id.to_string(),
+                        body,
+                        attempt,
+                        attempts,
+                    },
+                })
+                .await;
             if !recorded {
                 return (Err(Failure::Unrecorded), attempt - 1);
             }

@@ -35,32 +35,68 @@ struct Writer {
     path: PathBuf,
     crash: crash::Point,
     written: usize,
+    /// Whether records were written since the last sync.
+    unsynced: bool,
+    /// The directory of a journal this process created, until its first sync.
+    new_in: Option<PathBuf>,
 }
 
 /// Fault injection for the crash tests, compiled only with the
 /// `fault-injection` feature (the test build): `RUNBOOK_CRASH_AT=before:N`
 /// kills the process with SIGKILL just before the N-th event of this process
-/// reaches the journal, `after:N` just after.
+/// reaches the journal, `after:N` just after. `RUNBOOK_SYNC_LOG=FILE`
+/// appends a line per sync to FILE naming the records it made durable, so
+/// tests can see which records share one.
 #[cfg(feature = "fault-injection")]
 mod crash {
-    #[derive(Clone, Copy)]
-    pub(super) struct Point(Option<(bool, usize)>);
+    use std::io::Write as _;
+
+    pub(super) struct Point {
+        at: Option<(bool, usize)>,
+        sync_log: Option<std::path::PathBuf>,
+        unsynced: Vec<String>,
+    }
 
     impl Point {
         pub(super) fn from_env() -> Point {
-            Point((|| {
-                let v = std::env::var("RUNBOOK_CRASH_AT").ok()?;
-                let (when, n) = v.split_once(':')?;
-                Some((when == "before", n.parse().ok()?))
-            })())
+            Point {
+                at: (|| {
+                    let v = std::env::var("RUNBOOK_CRASH_AT").ok()?;
+                    let (when, n) = v.split_once(':')?;
+                    Some((when == "before", n.parse().ok()?))
+                })(),
+                sync_log: std::env::var_os("RUNBOOK_SYNC_LOG").map(Into::into),
+                unsynced: Vec::new(),
+            }
         }
 
-        pub(super) fn check(self, before: bool, written: usize) {
-            if self.0 == Some((before, written)) {
+        pub(super) fn check(&self, before: bool, written: usize) {
+            if self.at == Some((before, written)) {
                 let _ = rustix::process::kill_process(
                     rustix::process::getpid(),
                     rustix::process::Signal::KILL,
                 );
+            }
+        }
+
+        pub(super) fn written(&mut self, record: &serde_json::Value) {
+            if self.sync_log.is_some() {
+                let kind = record.get("event").or_else(|| record.get("record"));
+                self.unsynced
+                    .push(kind.and_then(|k| k.as_str()).unwrap_or("?").to_string());
+            }
+        }
+
+        pub(super) fn synced(&mut self) {
+            let Some(path) = &self.sync_log else { return };
+            let line = format!("{}\n", self.unsynced.join(" "));
+            self.unsynced.clear();
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
+                let _ = f.write_all(line.as_bytes());
             }
         }
     }
@@ -68,7 +104,6 @@ mod crash {
 
 #[cfg(not(feature = "fault-injection"))]
 mod crash {
-    #[derive(Clone, Copy)]
     pub(super) struct Point;
 
     impl Point {
@@ -76,7 +111,11 @@ mod crash {
             Point
         }
 
-        pub(super) fn check(self, _before: bool, _written: usize) {}
+        pub(super) fn check(&self, _before: bool, _written: usize) {}
+
+        pub(super) fn written(&mut self, _record: &serde_json::Value) {}
+
+        pub(super) fn synced(&mut self) {}
     }
 }
 
@@ -87,51 +126,25 @@ impl Writer {
             path,
             crash: crash::Point::from_env(),
             written: 0,
+            unsynced: false,
+            new_in: None,
         }
     }
 }
 
 impl Writer {
+    /// Appends one record; durable after the next [`Recorder::sync`].
     fn write_line(&mut self, value: &Json) -> std::io::Result<()> {
-        self.write_line_with(value, true)
-    }
-
-    fn write_line_with(&mut self, value: &Json, sync: bool) -> std::io::Result<()> {
         let mut line = serde_json::to_string(value).map_err(std::io::Error::other)?;
         line.push('\n');
-        self.file.write_all(line.as_bytes())?;
-        if sync {
-            self.file.sync_data()?;
-        }
-        Ok(())
+        self.unsynced = true;
+        self.crash.written(value);
+        self.file.write_all(line.as_bytes())
     }
-}
 
-/// Whether a record must be on disk before the engine goes on.
-///
-/// fdatasync flushes the whole file, so a record written without one becomes
-/// durable with the next one that syncs. The records that sync are those
-/// written just before the engine acts on the world (starting a step or a
-/// rollback, writing a flag, counting an approval, declaring the run over):
-/// whatever the world may see next is preceded by a durable journal. A step's
-/// `step_finished` waits for the next of those: its dependents cannot start
-/// without a `step_started`, which carries it to disk. This halves the syncs of
-/// a chain. Output lines never need one: resume does not read them (an fsync
-/// per line made a step printing 2,000 lines take ~7 s on an ext4 disk).
-/// A `kill -9` loses nothing either way (the page cache survives the process);
-/// only a power loss can drop the unsynced tail, and then a finished step
-/// runs again, as one that was running would.
-fn must_sync(event: &Event) -> bool {
-    matches!(
-        event,
-        Event::RunStarted { .. }
-            | Event::StepStarted { .. }
-            | Event::FlagPrevious { .. }
-            | Event::Approval { .. }
-            | Event::UnwindStarted { .. }
-            | Event::RollbackStarted { .. }
-            | Event::RunFinished { .. }
-    )
+    fn failed(&self, e: &std::io::Error) -> String {
+        format!("cannot write the journal {}: {e}", self.path.display())
+    }
 }
 
 impl Recorder for Writer {
@@ -151,12 +164,28 @@ impl Recorder for Writer {
             self.written += 1;
             self.crash.check(true, self.written);
         }
-        let sync = must_sync(event);
-        let result = self.write_line_with(&value, sync);
+        let result = self.write_line(&value);
         if counted {
             self.crash.check(false, self.written);
         }
-        result.map_err(|e| format!("cannot write the journal {}: {e}", self.path.display()))
+        result.map_err(|e| self.failed(&e))
+    }
+
+    fn sync(&mut self) -> Result<(), String> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        self.file.sync_data().map_err(|e| self.failed(&e))?;
+        self.crash.synced();
+        // A new journal's directory entry, after its first records: a
+        // power loss cannot leave the file's name without its header.
+        if let Some(dir) = self.new_in.take() {
+            if let Ok(dir) = File::open(dir) {
+                let _ = dir.sync_all();
+            }
+        }
+        self.unsynced = false;
+        Ok(())
     }
 }
 
@@ -239,10 +268,9 @@ impl RunStore for FileStore {
         if let Json::Object(m) = &mut value {
             m.insert("record".into(), Json::String("header".into()));
         }
+        // Durable with the first record the engine acts on.
         w.write_line(&value)?;
-        if let Ok(dir) = File::open(self.run_dir(&header.run_id)) {
-            let _ = dir.sync_all();
-        }
+        w.new_in = Some(self.run_dir(&header.run_id));
         Ok(Box::new(w))
     }
 

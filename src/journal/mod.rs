@@ -1,12 +1,13 @@
 //! Durable runs: an append-only, fsync'd journal per run. The journal stores
 //! and replays events; what they mean is [`crate::state`]'s business.
 //!
-//! The journal is a listener on the event bus. Delivery is synchronous, so
-//! when `StepFinished` is emitted it is on disk before the scheduler releases
-//! any dependent: a step's result is durable before anything that needs it
-//! starts. The first line is a header with the runbook's full text, its hash
-//! and the resolved params (never a secret one); every other line is one
-//! event. A torn last line (the engine died mid-write) is ignored.
+//! The journal is the bus's [`Recorder`]: it hears each event first and
+//! syncs when the bus says the engine acts next ([`Event::must_be_durable`]),
+//! so a step's result is durable before anything that needs it starts (it
+//! rides along with the dependent's `step_started`). The first line is a
+//! header with the runbook's full text, its hash and the resolved params
+//! (never a secret one); every other line is one event. A torn last line
+//! (the engine died mid-write) is ignored.
 //!
 //! Storage sits behind [`RunStore`] so a shared backend (PostgreSQL, for
 //! teams on several machines) can replace the files later.

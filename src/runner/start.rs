@@ -161,7 +161,9 @@ pub(super) fn start(l: Launch, mode: Mode) -> Result {
         interactive: std::io::stdin().is_terminal() && std::io::stdout().is_terminal(),
         state: live,
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One thread serves: the engine waits on processes, sockets and timers,
+    // and renders templates on a worker thread of their own.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::cannot_start(format!("cannot start the runtime: {e}")))?;

@@ -127,7 +127,9 @@ fn spawn_worker() -> Option<mpsc::Sender<Job>> {
 
 /// Runs `f` on this thread's render worker under the budgets and waits
 /// for it; on a multi-threaded tokio runtime the wait gives up the
-/// executor thread, so timers, signals and other steps go on meanwhile.
+/// executor thread, so timers, signals and other steps go on meanwhile (the
+/// engine's own runtime has one thread: there the wait, bounded by fuel,
+/// holds it up).
 pub(super) fn on_worker<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
