@@ -17,7 +17,8 @@
 //! on the same chains when they are installed and says so when they are
 //! not, and measures the disk's fsync latency in the same run.
 //! `BENCH_ITERS` (default 10) sets the pairs per workload; `BENCH_DIR` where
-//! state dirs go (default: under `target/`).
+//! state dirs go (default: under `target/`); `BENCH_ONLY=TEXT` runs only the
+//! workloads whose name contains TEXT.
 
 #![allow(
     unsafe_code,
@@ -223,7 +224,11 @@ fn main() {
         "\n{:<44} {:>6} {:>10} {:>10} {:>12} {:>9} {:>12}",
         "workload", "steps", "floor", "runbook", "over/step", "RSS", "make/step"
     );
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     for (k, w) in workloads().iter().enumerate() {
+        if !w.name.contains(&only) {
+            continue;
+        }
         let file = dir.path().join(format!("w{k}.yaml"));
         std::fs::write(&file, &w.yaml).expect("write the runbook");
         let makefile = w.makefile.as_ref().map(|m| {

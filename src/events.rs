@@ -178,10 +178,15 @@ pub enum Event {
         /// The attempt's label: a step id, or `ID.rollback.N`.
         step: String,
         pgid: u32,
-        /// The group leader's session and start time (`/proc/PID/stat`),
-        /// which tell this group from a later one with the same id.
+        /// The group leader's session and start time (`/proc/PID/stat`'s
+        /// clock ticks since boot; at or after `started`, by
+        /// `started_until`), which tell this group from a later one with
+        /// the same id.
         sid: u32,
         started: u64,
+        /// Absent in journals older than it: `started` exactly.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        started_until: Option<u64>,
     },
     /// Another process took the run up again (`resume`): the record counts
     /// processes and spans them. (`runbook rollback` is counted by the

@@ -19,7 +19,14 @@ struct Stat {
 }
 
 fn stat(pid: u32) -> Option<Stat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    use std::io::Read;
+    // One read: the kernel formats the whole file on every read call, and
+    // `read_to_string` would make five small ones (this runs once a step).
+    let mut buf = [0u8; 2048];
+    let n = std::fs::File::open(format!("/proc/{pid}/stat"))
+        .and_then(|mut f| f.read(&mut buf))
+        .ok()?;
+    let text = std::str::from_utf8(buf.get(..n)?).ok()?;
     // The command name may hold spaces and parens: fields follow the last `)`.
     let fields: Vec<&str> = text.rsplit_once(") ")?.1.split(' ').collect();
     // After `pid (comm)`: state ppid pgrp session ...; starttime is field 22.
@@ -30,9 +37,50 @@ fn stat(pid: u32) -> Option<Stat> {
     })
 }
 
-/// A process's session id and start time, to journal with its group.
-pub fn identity(pid: u32) -> Option<(u32, u64)> {
-    stat(pid).map(|s| (s.sid, s.started))
+/// What tells a group the engine started from a later one with the same
+/// id: the leader's session and a window holding its start time, in clock
+/// ticks since boot as `/proc/PID/stat` counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leader {
+    pub sid: u32,
+    pub started: u64,
+    pub started_until: u64,
+}
+
+impl Leader {
+    /// The leader of a child this process spawned between `before` and now
+    /// (from [`boot_ticks`]): in our session, started within that window.
+    /// No `/proc` read: that costs more than the rest of a step's
+    /// bookkeeping (the kernel formats the whole file, walking the
+    /// process's memory map). Without the clock, read it.
+    pub fn spawned(pid: u32, before: Option<u64>) -> Option<Leader> {
+        match (before, boot_ticks()) {
+            (Some(started), Some(started_until)) => Some(Leader {
+                sid: u32::try_from(rustix::process::getsid(None).ok()?.as_raw_nonzero().get())
+                    .ok()?,
+                started,
+                started_until,
+            }),
+            _ => stat(pid).map(|s| Leader {
+                sid: s.sid,
+                started: s.started,
+                started_until: s.started,
+            }),
+        }
+    }
+}
+
+/// Now, in the clock ticks since boot that `/proc/PID/stat` gives a
+/// process's start time in (`CLOCK_BOOTTIME`, as the kernel stamps a new
+/// process, divided the way it divides it).
+pub fn boot_ticks() -> Option<u64> {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    let ns = u64::try_from(t.tv_sec)
+        .ok()?
+        .checked_mul(1_000_000_000)?
+        .checked_add(u64::try_from(t.tv_nsec).ok()?)?;
+    let per_tick = 1_000_000_000 / rustix::param::clock_ticks_per_second().max(1);
+    Some(ns / per_tick.max(1))
 }
 
 /// The process group a dead engine's attempt left running, killed if it is
@@ -40,13 +88,13 @@ pub fn identity(pid: u32) -> Option<(u32, u64)> {
 /// leader gone, members in the recorded session (the kernel gives a live
 /// group's id to no new process, so a group without its leader is still
 /// ours unless every member is in another session). True if it was killed.
-pub fn kill_leftover(pgid: u32, sid: u32, started: u64) -> bool {
+pub fn kill_leftover(pgid: u32, recorded: Leader) -> bool {
     let Some(group) = i32::try_from(pgid).ok().and_then(Pid::from_raw) else {
         return false;
     };
     let ours = match stat(pgid) {
-        Some(leader) => leader.started == started,
-        None => members(pgid).iter().any(|m| m.sid == sid),
+        Some(leader) => (recorded.started..=recorded.started_until).contains(&leader.started),
+        None => members(pgid).iter().any(|m| m.sid == recorded.sid),
     };
     ours && kill_process_group(group, Signal::KILL).is_ok()
 }

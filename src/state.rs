@@ -311,10 +311,10 @@ pub struct RunState {
     pub processes: u32,
     /// The time of `run_started` (the header's time has whole seconds).
     pub first_at: Option<String>,
-    /// Process groups of attempts still running, by attempt label (`pgid`,
-    /// the leader's session and start time): what an engine that died left
-    /// behind, for `resume` to kill before it runs those attempts again.
-    pub spawned: IndexMap<String, (u32, u32, u64)>,
+    /// Process groups of attempts still running, by attempt label (`pgid`
+    /// and its leader): what an engine that died left behind, for `resume`
+    /// to kill before it runs those attempts again.
+    pub spawned: IndexMap<String, (u32, crate::process_group::Leader)>,
 }
 
 impl RunState {
@@ -437,8 +437,14 @@ impl RunState {
                 pgid,
                 sid,
                 started,
+                started_until,
             } => {
-                self.spawned.insert(step.clone(), (*pgid, *sid, *started));
+                let leader = crate::process_group::Leader {
+                    sid: *sid,
+                    started: *started,
+                    started_until: started_until.unwrap_or(*started),
+                };
+                self.spawned.insert(step.clone(), (*pgid, leader));
             }
             Event::AttemptFailed {
                 step,

@@ -281,8 +281,8 @@ fn subscribe_views(bus: &Bus, l: &Launch, state: RunState) {
 /// before this one died (kill -9, power loss): they would run on beside the
 /// attempts this engine starts again.
 fn kill_leftovers(prior: &RunState) {
-    for (label, &(pgid, sid, started)) in &prior.spawned {
-        if crate::process_group::kill_leftover(pgid, sid, started) {
+    for (label, &(pgid, leader)) in &prior.spawned {
+        if crate::process_group::kill_leftover(pgid, leader) {
             crate::broken_pipe::eprint_line(&format!(
                 "note: killed what `{label}` was running when the engine before this one died (process group {pgid})"
             ));

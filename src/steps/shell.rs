@@ -179,6 +179,7 @@ async fn run(script: &str, action: &Action, cx: &Attempt<'_>) -> Result<Outputs,
     cmd.process_group(0);
     cmd.kill_on_drop(true);
 
+    let before = crate::process_group::boot_ticks();
     let mut child = cmd.spawn().map_err(|e| {
         StepError::transient(format!(
             "cannot start `{program}` in {}: {e}",
@@ -191,12 +192,13 @@ async fn run(script: &str, action: &Action, cx: &Attempt<'_>) -> Result<Outputs,
     // Recorded so that a resume after the engine's death can kill what this
     // attempt left running before it runs the attempt again.
     if let Some(pid) = child.id() {
-        if let Some((sid, started)) = crate::process_group::identity(pid) {
+        if let Some(leader) = crate::process_group::Leader::spawned(pid, before) {
             cx.bus.note(crate::events::Event::Spawned {
                 step: cx.label.to_string(),
                 pgid: pid,
-                sid,
-                started,
+                sid: leader.sid,
+                started: leader.started,
+                started_until: Some(leader.started_until),
             });
         }
     }
