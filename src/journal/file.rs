@@ -79,8 +79,10 @@ mod crash {
             }
         }
 
-        pub(super) fn written(&mut self, record: &serde_json::Value) {
+        pub(super) fn written(&mut self, line: &[u8]) {
             if self.sync_log.is_some() {
+                let record: serde_json::Value =
+                    serde_json::from_slice(line).unwrap_or_default();
                 let kind = record.get("event").or_else(|| record.get("record"));
                 self.unsynced
                     .push(kind.and_then(|k| k.as_str()).unwrap_or("?").to_string());
@@ -113,7 +115,7 @@ mod crash {
 
         pub(super) fn check(&self, _before: bool, _written: usize) {}
 
-        pub(super) fn written(&mut self, _record: &serde_json::Value) {}
+        pub(super) fn written(&mut self, _line: &[u8]) {}
 
         pub(super) fn synced(&mut self) {}
     }
@@ -134,12 +136,12 @@ impl Writer {
 
 impl Writer {
     /// Appends one record; durable after the next [`Recorder::sync`].
-    fn write_line(&mut self, value: &Json) -> std::io::Result<()> {
-        let mut line = serde_json::to_string(value).map_err(std::io::Error::other)?;
-        line.push('\n');
+    fn write_line(&mut self, record: &impl serde::Serialize) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
+        line.push(b'\n');
         self.unsynced = true;
-        self.crash.written(value);
-        self.file.write_all(line.as_bytes())
+        self.crash.written(&line);
+        self.file.write_all(&line)
     }
 
     fn failed(&self, e: &std::io::Error) -> String {
@@ -147,15 +149,28 @@ impl Writer {
     }
 }
 
+/// An event as one journal line: its fields, then when it happened.
+#[derive(serde::Serialize)]
+struct Timed<'a> {
+    #[serde(flatten)]
+    event: &'a Event,
+    at: String,
+}
+
+/// The first line: the header's fields, then `"record": "header"`.
+#[derive(serde::Serialize)]
+struct HeaderLine<'a> {
+    #[serde(flatten)]
+    header: &'a Header,
+    record: &'static str,
+}
+
 impl Recorder for Writer {
     fn record(&mut self, at: SystemTime, event: &Event) -> Result<(), String> {
-        let mut value = serde_json::to_value(event).unwrap_or(Json::Null);
-        if let Json::Object(m) = &mut value {
-            m.insert(
-                "at".into(),
-                Json::String(humantime::format_rfc3339_millis(at).to_string()),
-            );
-        }
+        let line = Timed {
+            event,
+            at: humantime::format_rfc3339_millis(at).to_string(),
+        };
         // Crash points count the records the engine acts on; a `spawned`
         // record only remembers a child, so the crash tests' numbering
         // stays what it was before it existed.
@@ -164,7 +179,7 @@ impl Recorder for Writer {
             self.written += 1;
             self.crash.check(true, self.written);
         }
-        let result = self.write_line(&value);
+        let result = self.write_line(&line);
         if counted {
             self.crash.check(false, self.written);
         }
@@ -264,12 +279,11 @@ impl RunStore for FileStore {
             .append(true)
             .open(self.path(&header.run_id))?;
         let mut w = Writer::new(file, self.path(&header.run_id));
-        let mut value = serde_json::to_value(header).map_err(std::io::Error::other)?;
-        if let Json::Object(m) = &mut value {
-            m.insert("record".into(), Json::String("header".into()));
-        }
         // Durable with the first record the engine acts on.
-        w.write_line(&value)?;
+        w.write_line(&HeaderLine {
+            header,
+            record: "header",
+        })?;
         w.new_in = Some(self.run_dir(&header.run_id));
         Ok(Box::new(w))
     }
