@@ -3,6 +3,7 @@
 //! re-checks what validation proved. Strings stay as template sources; they
 //! are rendered at run time (or symbolically, by the plan).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value as Json;
@@ -212,7 +213,7 @@ pub enum Rollback {
     /// The engine's own undo of a flag step: the flag restored to its
     /// recorded previous value. Holds the step's flag, so the undo needs no
     /// look at the step's kind.
-    Automatic(Flag),
+    Automatic(Box<Flag>),
     Bodies(Vec<Action>),
 }
 
@@ -225,7 +226,8 @@ pub struct Action {
     pub retry: Retry,
     pub env: Vec<(String, String)>,
     pub cwd: Option<String>,
-    pub interpreter: Vec<String>,
+    /// Shared by every action that falls back on the same default.
+    pub interpreter: Arc<[String]>,
 }
 
 #[derive(Debug, Clone)]
@@ -236,10 +238,12 @@ pub enum ActionKind {
         /// ([`crate::simple_command`]); `None`: the interpreter runs it.
         direct: Option<crate::simple_command::SimpleCommand>,
     },
-    Http(Http),
-    Metric(Metric),
-    Approval(Approval),
-    Flag(Flag),
+    // Boxed: each is several times the size of a shell step, the common
+    // kind, and every step would pay for the largest.
+    Http(Box<Http>),
+    Metric(Box<Metric>),
+    Approval(Box<Approval>),
+    Flag(Box<Flag>),
 }
 
 impl ActionKind {

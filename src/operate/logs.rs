@@ -29,7 +29,10 @@ pub fn logs(state_dir: &Path, run_id: &str, follow: bool) -> Result {
     // What was shown, folded: the run's end as the output above tells it
     // (a read of the whole journal again could see later records).
     let mut state = seed.clone();
-    let mut view = Plain::new(seed, std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    let mut view = Plain::new(
+        crate::view::RunView::Own(Box::new(seed)),
+        std::io::IsTerminal::is_terminal(&std::io::stdout()),
+    );
     let mut show = |view: &mut Plain| -> Result<()> {
         let events = tail
             .next_events()

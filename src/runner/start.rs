@@ -135,11 +135,11 @@ pub(super) fn start(l: Launch, mode: Mode) -> Result {
         Mode::Resume(s) | Mode::Rollback(s) => s.clone(),
     };
     seed.fingerprint.clone_from(&l.plan.fingerprint);
-    let live: crate::state::Shared = Arc::new(std::sync::Mutex::new(seed.clone()));
+    let live: crate::state::Shared = Arc::new(std::sync::Mutex::new(seed));
     let state = live.clone();
     let rolling_back = matches!(mode, Mode::Rollback(_));
     bus.subscribe(Box::new(crate::state::Follow(live.clone())));
-    subscribe_views(&bus, &l, seed);
+    subscribe_views(&bus, &l, &live);
 
     let env = Arc::new(RunEnv {
         plan: l.plan.clone(),
@@ -261,19 +261,20 @@ impl Drop for Unclaimed {
     }
 }
 
-fn subscribe_views(bus: &Bus, l: &Launch, state: RunState) {
+fn subscribe_views(bus: &Bus, l: &Launch, live: &crate::state::Shared) {
+    let state = || view::RunView::Live(live.clone());
     let tty = std::io::stdout().is_terminal();
     let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && tty;
     if l.output.json_log {
         bus.subscribe(Box::new(view::JsonLog::install()));
     } else if tty && std::env::var_os("CI").is_none() {
-        bus.subscribe(Box::new(view::Terminal::new(state.clone(), color)));
+        bus.subscribe(Box::new(view::Terminal::new(state(), color)));
     } else {
-        bus.subscribe(Box::new(view::Plain::new(state.clone(), color)));
+        bus.subscribe(Box::new(view::Plain::new(state(), color)));
     }
     if let Some(path) = &l.output.report {
         let here = std::env::current_dir().unwrap_or_else(|_| l.cwd.clone());
-        bus.subscribe(Box::new(view::Report::new(here.join(path), state)));
+        bus.subscribe(Box::new(view::Report::new(here.join(path), state())));
     }
 }
 

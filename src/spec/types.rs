@@ -197,6 +197,8 @@ pub enum OnNoData {
 }
 
 /// One step. Exactly one of `shell`, `http`, `metric`, `approval`, `flag`.
+// The kinds and `retry` are boxed (here and in `BodySpec`): most steps have
+// none of them, and a file of many steps is held whole while it is validated.
 #[derive(Deserialize, JsonSchema, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct StepSpec {
@@ -212,7 +214,7 @@ pub struct StepSpec {
     pub when: Option<Spanned<String>>,
     /// Per attempt: `250ms`, `30s`, `5m`, `2h`, `1d`.
     pub timeout: Option<Spanned<String>>,
-    pub retry: Option<Checked<RetrySpec>>,
+    pub retry: Option<Box<Checked<RetrySpec>>>,
     #[serde(default)]
     pub continue_on_failure: bool,
     /// After a crash: run the step again (`rerun`) or stop for a person (`fail`).
@@ -225,10 +227,10 @@ pub struct StepSpec {
     pub interpreter: Option<Spanned<Vec<String>>>,
     /// A script run under the interpreter.
     pub shell: Option<Spanned<String>>,
-    pub http: Option<Checked<HttpSpec>>,
-    pub metric: Option<Checked<MetricSpec>>,
-    pub approval: Option<Checked<ApprovalSpec>>,
-    pub flag: Option<Checked<FlagSpec>>,
+    pub http: Option<Box<Checked<HttpSpec>>>,
+    pub metric: Option<Box<Checked<MetricSpec>>>,
+    pub approval: Option<Box<Checked<ApprovalSpec>>>,
+    pub flag: Option<Box<Checked<FlagSpec>>>,
 }
 
 /// A rollback body: what a step does, without the graph fields.
@@ -238,16 +240,16 @@ pub struct BodySpec {
     pub name: Option<String>,
     pub description: Option<String>,
     pub timeout: Option<Spanned<String>>,
-    pub retry: Option<Checked<RetrySpec>>,
+    pub retry: Option<Box<Checked<RetrySpec>>>,
     #[serde(default)]
     pub env: IndexMap<Spanned<String>, Spanned<String>>,
     pub cwd: Option<Spanned<String>>,
     pub interpreter: Option<Spanned<Vec<String>>>,
     pub shell: Option<Spanned<String>>,
-    pub http: Option<Checked<HttpSpec>>,
-    pub metric: Option<Checked<MetricSpec>>,
-    pub approval: Option<Checked<ApprovalSpec>>,
-    pub flag: Option<Checked<FlagSpec>>,
+    pub http: Option<Box<Checked<HttpSpec>>>,
+    pub metric: Option<Box<Checked<MetricSpec>>>,
+    pub approval: Option<Box<Checked<ApprovalSpec>>>,
+    pub flag: Option<Box<Checked<FlagSpec>>>,
 }
 
 /// `false`, one body, or a list of bodies run in order.

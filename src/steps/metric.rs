@@ -333,7 +333,7 @@ fn command_source(
         None => cx.env.cwd.clone(),
     };
     Ok(CommandMetric {
-        interpreter: action.interpreter.clone(),
+        interpreter: action.interpreter.to_vec(),
         env,
         cwd,
         timeout,

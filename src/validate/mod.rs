@@ -191,6 +191,7 @@ fn convert(spec: &RunbookSpec, root: Option<&Node>, ds: &mut Diagnostics) -> Opt
         defaults: &defaults,
         providers: &providers,
         broken_providers: &broken_providers,
+        interpreter: steps::default_interpreter(&defaults),
     };
 
     let main_specs: Vec<Option<&StepSpec>> = spec.steps.iter().map(|s| s.0.as_ref()).collect();
@@ -294,12 +295,14 @@ fn convert(spec: &RunbookSpec, root: Option<&Node>, ds: &mut Diagnostics) -> Opt
 
     templates::check(ds, spec, &index, graph.as_ref());
 
-    let mut steps_out = Vec::with_capacity(main_steps.len());
-    for (s, deps) in main_steps.into_iter().zip(needs) {
-        let mut s = s?;
-        s.needs = deps;
-        steps_out.push(s);
+    let mut main_steps = main_steps;
+    for (s, deps) in main_steps.iter_mut().zip(needs) {
+        if let Some(s) = s {
+            s.needs = deps;
+        }
     }
+    // Collected in place: no second list of every step while converting.
+    let steps_out: Vec<crate::runbook::Step> = main_steps.into_iter().collect::<Option<_>>()?;
     let graph = graph?;
     if ds.has_errors() {
         return None;

@@ -1,6 +1,7 @@
 //! Step rules: exactly one kind, durations, retry policies, providers of the
 //! right kind, approval quorums, HTTP expectations, rollback bodies.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::diagnostics::{did_you_mean, Code, Diagnostics};
@@ -20,6 +21,8 @@ pub(super) struct StepCtx<'a> {
     pub providers: &'a [Provider],
     /// Declared providers that failed to load (already reported).
     pub broken_providers: &'a [&'a str],
+    /// What an action that names no interpreter runs under: [`default_interpreter`].
+    pub interpreter: Arc<[String]>,
 }
 
 /// Checks `defaults` on their own, so a broken default is reported even when
@@ -41,6 +44,18 @@ pub(super) fn check_defaults(ds: &mut Diagnostics, d: &DefaultsSpec) {
 }
 
 const DEFAULT_INTERPRETER: &[&str] = &["bash", "-eo", "pipefail", "-c"];
+
+/// `defaults.interpreter`, else bash: one allocation that every action
+/// naming no interpreter of its own shares.
+pub(super) fn default_interpreter(d: &DefaultsSpec) -> Arc<[String]> {
+    match &d.interpreter {
+        Some(i) => Arc::from(i.value.as_slice()),
+        None => DEFAULT_INTERPRETER
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+    }
+}
 
 pub(super) fn provider(
     ds: &mut Diagnostics,
@@ -96,15 +111,15 @@ pub(super) fn convert(ds: &mut Diagnostics, ctx: &StepCtx<'_>, s: &StepSpec) -> 
         at: s.id.span,
         name: s.name.as_ref(),
         timeout: s.timeout.as_ref(),
-        retry: s.retry.as_ref(),
+        retry: s.retry.as_deref(),
         env: &s.env,
         cwd: s.cwd.as_ref(),
         interpreter: s.interpreter.as_ref(),
         shell: s.shell.as_ref(),
-        http: s.http.as_ref(),
-        metric: s.metric.as_ref(),
-        approval: s.approval.as_ref(),
-        flag: s.flag.as_ref(),
+        http: s.http.as_deref(),
+        metric: s.metric.as_deref(),
+        approval: s.approval.as_deref(),
+        flag: s.flag.as_deref(),
     };
     let main = action(ds, ctx, &body, &format!("step `{}`", s.id.value));
     let rollback = match &s.rollback {
@@ -164,15 +179,15 @@ impl<'a> Body<'a> {
             at: b.span,
             name: b.name.as_ref(),
             timeout: b.timeout.as_ref(),
-            retry: b.retry.as_ref(),
+            retry: b.retry.as_deref(),
             env: &b.env,
             cwd: b.cwd.as_ref(),
             interpreter: b.interpreter.as_ref(),
             shell: b.shell.as_ref(),
-            http: b.http.as_ref(),
-            metric: b.metric.as_ref(),
-            approval: b.approval.as_ref(),
-            flag: b.flag.as_ref(),
+            http: b.http.as_deref(),
+            metric: b.metric.as_deref(),
+            approval: b.approval.as_deref(),
+            flag: b.flag.as_deref(),
         }
     }
 }
@@ -210,13 +225,13 @@ fn action(ds: &mut Diagnostics, ctx: &StepCtx<'_>, b: &Body<'_>, what: &str) -> 
                 .flatten(),
         }
     } else if let Some(h) = b.http {
-        ActionKind::Http(http(ds, h.0.as_ref()?))
+        ActionKind::Http(Box::new(http(ds, h.0.as_ref()?)))
     } else if let Some(m) = b.metric {
-        ActionKind::Metric(metric(ds, ctx, m.0.as_ref()?))
+        ActionKind::Metric(Box::new(metric(ds, ctx, m.0.as_ref()?)))
     } else if let Some(a) = b.approval {
-        ActionKind::Approval(approval(ds, a.0.as_ref()?))
+        ActionKind::Approval(Box::new(approval(ds, a.0.as_ref()?)))
     } else {
-        ActionKind::Flag(flag(ds, ctx, b.flag?.0.as_ref()?))
+        ActionKind::Flag(Box::new(flag(ds, ctx, b.flag?.0.as_ref()?)))
     };
     // `defaults.timeout` bounds commands and requests; gates and approvals
     // define their own windows (a 24 h soak must not die at a 10 m default).
@@ -252,10 +267,8 @@ fn action(ds: &mut Diagnostics, ctx: &StepCtx<'_>, b: &Body<'_>, what: &str) -> 
         _ => None,
     });
     let retry = retry_spec.map(|r| retry(ds, r)).unwrap_or_default();
-    let interpreter = b
-        .interpreter
-        .or(ctx.defaults.interpreter.as_ref())
-        .map(|i| {
+    let interpreter = match b.interpreter {
+        Some(i) => {
             if i.value.is_empty() {
                 ds.error(
                     Code::InvalidValue,
@@ -263,14 +276,11 @@ fn action(ds: &mut Diagnostics, ctx: &StepCtx<'_>, b: &Body<'_>, what: &str) -> 
                     "`interpreter` needs at least a program",
                 );
             }
-            i.value.clone()
-        })
-        .unwrap_or_else(|| {
-            DEFAULT_INTERPRETER
-                .iter()
-                .map(ToString::to_string)
-                .collect()
-        });
+            Arc::from(i.value.as_slice())
+        }
+        // An empty `defaults.interpreter` is reported by `check_defaults`.
+        None => ctx.interpreter.clone(),
+    };
     Some(Action {
         name: b.name.cloned(),
         kind,

@@ -157,7 +157,7 @@ fn each_string(s: &StepSpec, f: &mut dyn FnMut(&str, Span, Expr)) {
     common(
         f,
         s.timeout.as_ref(),
-        s.retry.as_ref(),
+        s.retry.as_deref(),
         &s.env,
         s.cwd.as_ref(),
         s.shell.as_ref(),
@@ -172,7 +172,7 @@ fn each_body_string(b: &Spanned<BodySpec>, f: &mut dyn FnMut(&str, Span, Expr)) 
     common(
         f,
         b.timeout.as_ref(),
-        b.retry.as_ref(),
+        b.retry.as_deref(),
         &b.env,
         b.cwd.as_ref(),
         b.shell.as_ref(),

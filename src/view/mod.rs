@@ -16,7 +16,51 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value as Json;
 
-use crate::events::WaitingDetail;
+use crate::events::{Event, WaitingDetail};
+use crate::state::{RunState, Shared};
+
+/// The run so far, as a view reads it: the live state that
+/// [`crate::state::Follow`] keeps (it hears each event before the views, so
+/// one copy of the run serves them all), or a fold of the view's own when
+/// nothing else folds the events it is shown (`logs`).
+pub enum RunView {
+    Live(Shared),
+    Own(Box<RunState>),
+}
+
+impl RunView {
+    /// Folds `event` in, unless the live state already has it.
+    fn apply(&mut self, at: SystemTime, event: &Event) {
+        if let RunView::Own(s) = self {
+            s.apply(&humantime::format_rfc3339_millis(at).to_string(), event);
+        }
+    }
+
+    fn read(&self) -> Read<'_> {
+        match self {
+            RunView::Live(s) => Read::Live(match s.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            }),
+            RunView::Own(s) => Read::Own(s),
+        }
+    }
+}
+
+enum Read<'a> {
+    Live(std::sync::MutexGuard<'a, RunState>),
+    Own(&'a RunState),
+}
+
+impl std::ops::Deref for Read<'_> {
+    type Target = RunState;
+    fn deref(&self) -> &RunState {
+        match self {
+            Read::Live(g) => g,
+            Read::Own(s) => s,
+        }
+    }
+}
 
 /// A line from a child or a param as a terminal can show it: control
 /// characters (CR, ESC, ...) are written as `\r`, `\u{1b}`, so nothing a
@@ -88,7 +132,7 @@ pub(crate) struct Told(std::collections::HashMap<String, String>);
 impl Told {
     /// The lines to show under the waiting step `label`: [`answer_lines`]
     /// when who may answer or the command changed since last told, else none.
-    pub(crate) fn news(&mut self, state: &crate::state::RunState, label: &str) -> Vec<String> {
+    pub(crate) fn news(&mut self, state: &RunState, label: &str) -> Vec<String> {
         let Some(w) = state
             .waiting_json(None)
             .into_iter()
@@ -147,7 +191,7 @@ pub(crate) fn answer_lines(w: &Json, now: SystemTime) -> Vec<String> {
 }
 
 /// What shows beside a step's id: ` (Deploy web, stage canary)`, or nothing.
-pub(crate) fn title(state: &crate::state::RunState, id: &str) -> String {
+pub(crate) fn title(state: &RunState, id: &str) -> String {
     let Some(st) = state.steps.get(id.split(".rollback.").next().unwrap_or(id)) else {
         return String::new();
     };
@@ -163,7 +207,7 @@ pub(crate) fn title(state: &crate::state::RunState, id: &str) -> String {
 /// started too), then the `on_failure` and `finally` steps that ran.
 /// `took`: times measured in this process, else the recorded ones.
 pub(crate) fn summary(
-    state: &crate::state::RunState,
+    state: &RunState,
     took: &std::collections::HashMap<String, Duration>,
 ) -> String {
     let rows: Vec<&crate::state::StepState> = state

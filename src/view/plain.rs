@@ -9,18 +9,18 @@
 use std::io::Write;
 use std::time::{Duration, SystemTime};
 
+use super::RunView;
 use crate::events::{Event, Listener, Stream};
-use crate::state::RunState;
 
 pub struct Plain {
     color: bool,
-    state: RunState,
+    state: RunView,
     /// What was last said of each waiting approval, so it is said once per change.
     told: super::Told,
 }
 
 impl Plain {
-    pub fn new(state: RunState, color: bool) -> Plain {
+    pub fn new(state: RunView, color: bool) -> Plain {
         Plain {
             color,
             state,
@@ -143,22 +143,22 @@ pub(crate) fn describe(event: &Event) -> Option<String> {
 
 impl Listener for Plain {
     fn on(&mut self, at: SystemTime, event: &Event) {
-        self.state
-            .apply(&humantime::format_rfc3339_millis(at).to_string(), event);
+        self.state.apply(at, event);
+        let state = self.state.read();
         let ts = humantime::format_rfc3339_seconds(at);
         let mut more = Vec::new();
         let line = match event {
             Event::Waiting { step, on, detail } => {
-                more = self.told.news(&self.state, step);
+                more = self.told.news(&state, step);
                 let text = super::waiting_text(on, detail.as_ref(), at);
                 format!(
                     "{ts} ==> {step}{}: waiting on {text}",
-                    super::title(&self.state, step)
+                    super::title(&state, step)
                 )
             }
             Event::StepStarted { step, .. } => {
                 let text = describe(event).unwrap_or_default();
-                let title = super::title(&self.state, step);
+                let title = super::title(&state, step);
                 format!(
                     "{ts} ==> {}",
                     text.replacen(step.as_str(), &format!("{step}{title}"), 1)
@@ -170,7 +170,7 @@ impl Listener for Plain {
             } => format!(
                 "{ts} ==> run {}{} in {}",
                 status.as_str(),
-                self.state.tolerated_note(),
+                state.tolerated_note(),
                 super::short(Duration::from_millis(*duration_ms))
             ),
             Event::Output { step, stream, line } => {
@@ -198,6 +198,7 @@ impl Listener for Plain {
                 None => return,
             },
         };
+        drop(state);
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{line}");
         for l in more {

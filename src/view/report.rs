@@ -6,33 +6,34 @@ use std::time::SystemTime;
 
 use serde_json::json;
 
+use super::RunView;
 use crate::events::{Event, Listener};
-use crate::state::RunState;
 
 pub struct Report {
     path: PathBuf,
-    state: RunState,
+    state: RunView,
 }
 
 impl Report {
     /// `state` is the run so far: empty for a fresh run, the journal's for a resumed one.
-    pub fn new(path: PathBuf, state: RunState) -> Report {
+    pub fn new(path: PathBuf, state: RunView) -> Report {
         Report { path, state }
     }
 }
 
 impl Listener for Report {
     fn on(&mut self, at: SystemTime, event: &Event) {
-        let at = humantime::format_rfc3339_millis(at).to_string();
-        self.state.apply(&at, event);
+        self.state.apply(at, event);
     }
 
     fn finish(&mut self) {
-        let mut report = self.state.to_json();
-        if self.state.status.is_none() {
+        let state = self.state.read();
+        let mut report = state.to_json();
+        if state.status.is_none() {
             // The run stopped without an end of its own (a second signal).
             report["status"] = json!("interrupted");
         }
+        drop(state);
         let mut text = serde_json::to_string_pretty(&report).unwrap_or_default();
         text.push('\n');
         if let Err(e) =

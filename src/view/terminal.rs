@@ -2,7 +2,7 @@
 //! step (elapsed, attempt n/m, what it waits on), step output printed above
 //! the bars, and a summary table at the end.
 //!
-//! It folds the stream into its own [`RunState`] (seeded with every step of
+//! It reads the run's [`crate::state::RunState`] (seeded with every step of
 //! the runbook, or the journal's state on resume), so what it shows of a
 //! waiting approval, the closing summary (steps that never started
 //! included) and the last line (tolerated failures counted) come from the
@@ -13,8 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::RunView;
 use crate::events::{Event, Listener, StepStatus, Stream};
-use crate::state::RunState;
 
 pub struct Terminal {
     multi: MultiProgress,
@@ -26,7 +26,7 @@ pub struct Terminal {
     color: bool,
     /// The closing line: how the run ended and how to look at it again.
     ending: Option<String>,
-    state: RunState,
+    state: RunView,
     /// The last approval text printed per label, so it is printed once per change.
     told: super::Told,
 }
@@ -34,8 +34,13 @@ pub struct Terminal {
 impl Terminal {
     /// `state`: every step of the runbook not started (a fresh run), or the
     /// journal's state (resume, rollback).
-    pub fn new(state: RunState, color: bool) -> Terminal {
-        let total = state.steps.values().filter(|s| s.phase == "steps").count();
+    pub fn new(state: RunView, color: bool) -> Terminal {
+        let total = state
+            .read()
+            .steps
+            .values()
+            .filter(|s| s.phase == "steps")
+            .count();
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
         let overall = multi.add(ProgressBar::new(total as u64));
         overall.set_style(
@@ -93,7 +98,7 @@ impl Terminal {
 
     /// Prints who may answer a waiting approval and how, once per change.
     fn tell_answers(&mut self, label: &str) {
-        let lines = self.told.news(&self.state, label);
+        let lines = self.told.news(&self.state.read(), label);
         if !lines.is_empty() {
             let text = lines
                 .iter()
@@ -107,8 +112,7 @@ impl Terminal {
 
 impl Listener for Terminal {
     fn on(&mut self, at: SystemTime, event: &Event) {
-        let stamp = humantime::format_rfc3339_millis(at).to_string();
-        self.state.apply(&stamp, event);
+        self.state.apply(at, event);
         match event {
             Event::Output { step, stream, line } => {
                 let tag = match stream {
@@ -124,7 +128,7 @@ impl Listener for Terminal {
                 attempt,
                 attempts,
             } => {
-                let title = super::title(&self.state, step);
+                let title = super::title(&self.state.read(), step);
                 let b = self.bar(step);
                 let of = if *attempts > 1 {
                     format!(" attempt {attempt}/{attempts}")
@@ -149,7 +153,7 @@ impl Listener for Terminal {
             }
             Event::Waiting { step, on, detail } => {
                 let text = super::waiting_text(on, detail.as_ref(), SystemTime::now());
-                let title = super::title(&self.state, step);
+                let title = super::title(&self.state.read(), step);
                 let b = self.bar(step);
                 let lead = if title.is_empty() {
                     String::new()
@@ -178,7 +182,7 @@ impl Listener for Terminal {
                 };
                 let took_text = took.map_or(String::new(), |d| format!(" in {}", super::short(d)));
                 let err = error.as_ref().map_or(String::new(), |e| format!(": {e}"));
-                let title = super::title(&self.state, step);
+                let title = super::title(&self.state.read(), step);
                 let _ = self
                     .multi
                     .println(format!("{mark} {step}{title}{took_text}{err}"));
@@ -208,18 +212,21 @@ impl Listener for Terminal {
                     crate::events::RunStatus::Succeeded => "1;32",
                     _ => "1;31",
                 };
+                let state = self.state.read();
                 let text = format!(
                     "run {} {}{} in {}",
-                    self.state.run_id,
+                    state.run_id,
                     status.as_str(),
-                    self.state.tolerated_note(),
+                    state.tolerated_note(),
                     super::short(Duration::from_millis(*duration_ms))
                 );
-                self.ending = Some(format!(
+                let ending = format!(
                     "{}  (details: runbook status {})",
                     self.paint(code, &text),
-                    self.state.run_id
-                ));
+                    state.run_id
+                );
+                drop(state);
+                self.ending = Some(ending);
             }
             Event::UnwindStarted { reason, .. } => {
                 let _ = self
@@ -240,7 +247,10 @@ impl Listener for Terminal {
         }
         self.overall.finish_and_clear();
         let _ = self.multi.clear();
-        crate::broken_pipe::print_line(&format!("\n{}", super::summary(&self.state, &self.took)));
+        crate::broken_pipe::print_line(&format!(
+            "\n{}",
+            super::summary(&self.state.read(), &self.took)
+        ));
         if let Some(end) = self.ending.take() {
             crate::broken_pipe::print_line(&format!("\n{end}"));
         }
