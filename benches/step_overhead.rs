@@ -11,11 +11,13 @@
 //! - 500 independent `/bin/true` steps at `concurrency: 2`; floor: the same
 //!   spawns, two at a time;
 //! - a chain of 200 `sleep 0.01` steps; floor: 200 spawns of `sleep 0.01`;
-//! - a one-step run (wall time; floor: one spawn).
+//! - a one-step run (wall time; floor: one spawn);
+//! - then, once each, the peak RSS of 10,000-step chains of `true` and
+//!   `/bin/true`.
 //!
-//! It prints ms/step over the floor and peak RSS, runs `make` (and `just`)
-//! on the same chains when they are installed and says so when they are
-//! not, and measures the disk's fsync latency in the same run.
+//! It prints ms/step over the floor and peak RSS, runs `make` and `just` on
+//! the same chains when they are installed and says so when they are not,
+//! and measures the disk's fsync latency in the same run.
 //! `BENCH_ITERS` (default 10) sets the pairs per workload; `BENCH_DIR` where
 //! state dirs go (default: under `target/`); `BENCH_ONLY=TEXT` runs only the
 //! workloads whose name contains TEXT.
@@ -50,6 +52,8 @@ struct Workload {
     floor: (Vec<&'static str>, usize),
     /// A Makefile doing the same, when make can express it.
     makefile: Option<String>,
+    /// A justfile doing the same, likewise.
+    justfile: Option<String>,
 }
 
 fn parallel_yaml(n: usize, cmd: &str, concurrency: usize) -> String {
@@ -58,6 +62,20 @@ fn parallel_yaml(n: usize, cmd: &str, concurrency: usize) -> String {
         s.push_str(&format!(
             "  - id: s{i}\n    needs: []\n    shell: {cmd:?}\n"
         ));
+    }
+    s
+}
+
+/// A justfile doing the same: recipe `tN` depends on `tN-1`.
+fn chain_justfile(n: usize, cmd: &str) -> String {
+    let mut s = String::new();
+    for i in 0..n {
+        let dep = if i == 0 {
+            String::new()
+        } else {
+            format!(" t{}", i - 1)
+        };
+        s.push_str(&format!("t{i}:{dep}\n\t@{cmd}\n"));
     }
     s
 }
@@ -88,6 +106,7 @@ impl Workload {
             yaml: chain_yaml(n, cmd),
             floor: (vec![floor; n], 1),
             makefile: (n > 1).then(|| chain_makefile(n, cmd)),
+            justfile: (n > 1).then(|| chain_justfile(n, cmd)),
         }
     }
 }
@@ -102,6 +121,7 @@ fn workloads() -> Vec<Workload> {
             yaml: parallel_yaml(500, "/bin/true", 2),
             floor: (vec!["/bin/true"; 500], 2),
             makefile: None,
+            justfile: None,
         },
         Workload::chain("chain of `sleep 0.01`", 200, "sleep 0.01", "sleep 0.01"),
         Workload::chain("one-step run", 1, "/bin/true", "/bin/true"),
@@ -215,14 +235,14 @@ fn main() {
             "not installed"
         },
         if just {
-            "installed, not run (no justfile workloads here)"
+            "installed, run on the chains"
         } else {
             "not installed"
         }
     );
     println!(
-        "\n{:<44} {:>6} {:>10} {:>10} {:>12} {:>9} {:>12}",
-        "workload", "steps", "floor", "runbook", "over/step", "RSS", "make/step"
+        "\n{:<44} {:>6} {:>10} {:>10} {:>12} {:>9} {:>12} {:>12}",
+        "workload", "steps", "floor", "runbook", "over/step", "RSS", "make/step", "just/step"
     );
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     for (k, w) in workloads().iter().enumerate() {
@@ -236,9 +256,14 @@ fn main() {
             std::fs::write(&p, m).expect("write the makefile");
             p
         });
+        let justfile = w.justfile.as_ref().map(|j| {
+            let p = dir.path().join(format!("w{k}.just"));
+            std::fs::write(&p, j).expect("write the justfile");
+            p
+        });
         // Warm up the page cache and the binary.
         let _ = engine(&file, &dir.path().join("warm"));
-        let (mut eng, mut flo, mut mk, mut rss) = (vec![], vec![], vec![], 0);
+        let (mut eng, mut flo, mut mk, mut jt, mut rss) = (vec![], vec![], vec![], vec![], 0);
         for i in 0..iters {
             let (t, r) = engine(&file, &dir.path().join(format!("st-{k}-{i}")));
             eng.push(t);
@@ -254,24 +279,47 @@ fn main() {
                     mk.push(t);
                 }
             }
+            if let (true, Some(j)) = (just, &justfile) {
+                let last = format!("t{}", w.steps - 1);
+                if let Some(t) = tool("just", &["-f", &j.display().to_string(), &last], dir.path())
+                {
+                    jt.push(t);
+                }
+            }
         }
         let (e, f) = (median(eng), median(flo));
         let over = (ms(e) - ms(f)) / w.steps as f64;
-        let make_col = if mk.is_empty() {
-            "-".to_string()
-        } else {
-            format!("{:+.3}ms", (ms(median(mk)) - ms(f)) / w.steps as f64)
+        let per_step = |times: Vec<Duration>| {
+            if times.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:+.3}ms", (ms(median(times)) - ms(f)) / w.steps as f64)
+            }
         };
+        let (make_col, just_col) = (per_step(mk), per_step(jt));
         println!(
-            "{:<44} {:>6} {:>8.1}ms {:>8.1}ms {:>+10.3}ms {:>7.1}Mi {:>12}",
+            "{:<44} {:>6} {:>8.1}ms {:>8.1}ms {:>+10.3}ms {:>7.1}Mi {:>12} {:>12}",
             w.name,
             w.steps,
             ms(f),
             ms(e),
             over,
             rss as f64 / 1024.0,
-            make_col
+            make_col,
+            just_col
         );
     }
-    println!("\nover/step: (runbook - floor) / steps, medians of paired runs; make/step likewise for make");
+    println!("\nover/step: (runbook - floor) / steps, medians of paired runs; make/step and just/step likewise");
+    if only.is_empty() || only.contains("10,000") {
+        for cmd in ["true", "/bin/true"] {
+            let file = dir.path().join("long.yaml");
+            std::fs::write(&file, chain_yaml(10_000, cmd)).expect("write the runbook");
+            let (t, rss) = engine(&file, &dir.path().join("st-long"));
+            println!(
+                "10,000-step chain of `{cmd}`: peak RSS {:.1}Mi, {:.0}ms (one run)",
+                rss as f64 / 1024.0,
+                ms(t)
+            );
+        }
+    }
 }

@@ -337,6 +337,10 @@ impl RunState {
                 ("on_failure", &rb.on_failure),
                 ("finally", &rb.finally),
             ];
+            // Exactly: grown by doubling, a long runbook's map holds up to
+            // twice the room it needs for the whole run.
+            s.steps
+                .reserve_exact(lists.iter().map(|(_, l)| l.len()).sum::<usize>());
             for (phase, list) in lists {
                 for step in list {
                     let mut st = StepState::new(&step.id, phase);
@@ -366,9 +370,16 @@ impl RunState {
     }
 
     fn step(&mut self, id: &str) -> &mut StepState {
-        self.steps
-            .entry(id.to_string())
-            .or_insert_with(|| StepState::new(id, "steps"))
+        // No key allocated per event: only a step first seen gets one.
+        let i = match self.steps.get_index_of(id) {
+            Some(i) => i,
+            None => {
+                self.steps
+                    .insert_full(id.to_string(), StepState::new(id, "steps"))
+                    .0
+            }
+        };
+        &mut self.steps[i]
     }
 
     /// Folds one event in; `at` is its RFC 3339 time.
@@ -399,6 +410,10 @@ impl RunState {
                 let s = self.step(step);
                 // An attempt still open when another starts: the engine died under it.
                 s.end_try(at, "engine_stopped", None);
+                if s.tries.is_empty() {
+                    // Most steps make one attempt: not the four a first push reserves.
+                    s.tries.reserve_exact(1);
+                }
                 s.tries.push(Try {
                     attempt: *attempt,
                     started_at: at.to_string(),

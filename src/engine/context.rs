@@ -16,16 +16,29 @@ use crate::state::StepRecord;
 use crate::template;
 
 /// A map read live by templates: `steps` as steps finish, `vars` while they
-/// are rendered in order.
+/// are rendered in order. A step that has not finished reads as one shared
+/// `not_started` value, not one built per step up front.
 #[derive(Debug, Default)]
 struct StepsView {
     steps: Mutex<HashMap<String, Value>>,
+    /// The steps of the runbook, and what they read as until they finish;
+    /// `None` for `vars` (only what was rendered).
+    not_started: Option<(Arc<Runbook>, Value)>,
 }
 
 impl Object for StepsView {
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
-        let map = self.steps.lock().ok()?;
-        map.get(key.as_str()?).cloned()
+        let id = key.as_str()?;
+        if let Some(v) = self.steps.lock().ok()?.get(id) {
+            return Some(v.clone());
+        }
+        let (rb, value) = self.not_started.as_ref()?;
+        rb.steps
+            .iter()
+            .chain(&rb.on_failure)
+            .chain(&rb.finally)
+            .any(|s| s.id == id)
+            .then(|| value.clone())
     }
 }
 
@@ -42,7 +55,7 @@ impl Context {
     /// Builds the context and renders `vars` in order. A var that does not
     /// render is an error before anything runs.
     pub fn new(
-        rb: &Runbook,
+        rb: &Arc<Runbook>,
         run_id: &str,
         params: &IndexMap<String, Json>,
         secrets: &[(String, String)],
@@ -67,15 +80,13 @@ impl Context {
             "error": null,
             "started_at": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         });
-        let steps = Arc::new(StepsView::default());
-        if let Ok(mut m) = steps.steps.lock() {
-            for s in rb.steps.iter().chain(&rb.on_failure).chain(&rb.finally) {
-                m.insert(
-                    s.id.clone(),
-                    Value::from_serialize(StepRecord::new().template_value()),
-                );
-            }
-        }
+        let steps = Arc::new(StepsView {
+            steps: Mutex::default(),
+            not_started: Some((
+                rb.clone(),
+                Value::from_serialize(StepRecord::new().template_value()),
+            )),
+        });
         let mut ctx = Context {
             params,
             vars: Value::from(()),

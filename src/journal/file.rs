@@ -81,8 +81,7 @@ mod crash {
 
         pub(super) fn written(&mut self, line: &[u8]) {
             if self.sync_log.is_some() {
-                let record: serde_json::Value =
-                    serde_json::from_slice(line).unwrap_or_default();
+                let record: serde_json::Value = serde_json::from_slice(line).unwrap_or_default();
                 let kind = record.get("event").or_else(|| record.get("record"));
                 self.unsynced
                     .push(kind.and_then(|k| k.as_str()).unwrap_or("?").to_string());

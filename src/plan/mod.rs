@@ -533,6 +533,65 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// The plan `run`, `resume` and `rollback` execute: the runbook, its
+    /// params, the unwinding order and the fingerprint (the same as
+    /// [`Plan::build`]'s), without the preview. The preview is every step
+    /// rendered for a reviewer; a run reads none of it, and for a
+    /// 10,000-step runbook it held 10 MiB for the whole run and was most
+    /// of the start-up.
+    ///
+    /// A run still renders every preview once, keeping none ([`Plan::check`]):
+    /// a template that blows its budgets only with run-time values standing
+    /// in is found before anything runs.
+    pub fn executable(rb: &Arc<Runbook>, text: &str, params: &ResolvedParams) -> Plan {
+        Plan {
+            source: rb.clone(),
+            resolved: params.clone(),
+            fingerprint: fingerprint(text, rb, params),
+            unwind: UnwindOrder::new(&rb.steps, &rb.graph),
+            runbook: rb.name.clone(),
+            description: rb.description.clone(),
+            params: Vec::new(),
+            not_given: Vec::new(),
+            identity: IDENTITY,
+            concurrency: rb.concurrency,
+            lock: None,
+            providers: Vec::new(),
+            waves: Vec::new(),
+            stages: Vec::new(),
+            steps: Vec::new(),
+            on_failure: Vec::new(),
+            finally: Vec::new(),
+            approvals: Vec::new(),
+            flags: Vec::new(),
+            unwind_order: Vec::new(),
+            critical_path: CriticalPath {
+                steps: Vec::new(),
+                worst_case: None,
+                typical: None,
+            },
+        }
+    }
+}
+
+impl Plan {
+    /// Renders every step's preview as `plan` would, one at a time, and
+    /// drops each: an error of the render worker (a memory budget blown)
+    /// refuses the run, as building the whole preview would.
+    pub fn check(rb: &Arc<Runbook>, params: &ResolvedParams) -> Result<(), String> {
+        let (rb, params) = (rb.clone(), params.clone());
+        crate::template::budget::batch(move || {
+            let ctx = preview_context(&rb, &params);
+            for s in rb.steps.iter().chain(&rb.on_failure).chain(&rb.finally) {
+                drop(step_preview(&rb, s, 0, &ctx));
+            }
+            Ok(())
+        })
+        .map_err(|e| crate::steps::template_message(&e))
+    }
+}
+
 /// How approver identities are established: names as claimed until
 /// approvals are signed.
 const IDENTITY: &str = "claimed";
