@@ -1393,3 +1393,38 @@ fn an_unwritable_report_path_is_refused_before_anything_runs() {
         .stderr_contains("no-such-dir/report.json: cannot write there");
     assert!(!out.path().join("ran").exists());
 }
+
+/// Found while removing the idle wait at a step's end: a process the
+/// script left in the background with its stderr still open made the step
+/// drop the stdout it had already read (`steps.a.stdout` was empty).
+#[test]
+fn a_background_process_holding_stderr_keeps_the_steps_stdout() {
+    let out = runbook(
+        r#"
+version: 1
+name: background
+steps:
+  - id: a
+    shell: sleep 5 >/dev/null & echo $! > bg; echo hi
+  - id: b
+    shell: echo "got={{ steps.a.stdout }}" > got
+"#,
+    )
+    .run()
+    .success();
+    let bg: i32 = std::fs::read_to_string(out.path().join("bg"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The run did not wait for it: it was left running on purpose.
+    let alive = unsafe { libc::kill(bg, 0) } == 0;
+    unsafe {
+        libc::kill(bg, libc::SIGKILL);
+    }
+    assert!(alive, "the run waited for the background process");
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("got")).unwrap(),
+        "got=hi\n"
+    );
+}
