@@ -267,6 +267,11 @@ impl Engine {
                     }
                     self.finish_step(i, &records[i], attempts);
                     self.ctx.set_step(&step.id, &records[i]);
+                    if matches!(step.rollback, Rollback::None) {
+                        // Only its rollback reads a step's result back from
+                        // here (as `step.*`); templates read the context's copy.
+                        records[i].result = crate::steps::Outputs::new();
+                    }
                     let rec = &records[i];
                     let go_on = rec.status == StepStatus::Succeeded
                         || (rec.status == StepStatus::Failed && step.continue_on_failure);

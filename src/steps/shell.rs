@@ -180,7 +180,17 @@ async fn run(script: &str, action: &Action, cx: &Attempt<'_>) -> Result<Outputs,
     cmd.kill_on_drop(true);
 
     let before = crate::process_group::boot_ticks();
-    let mut child = cmd.spawn().map_err(|e| {
+    // The engine's thread stops while the kernel copies the new process and
+    // until it execs (vfork): with other steps running beside this one, a
+    // blocking-pool thread pays for that instead.
+    let spawned = if cx.env.plan.source.concurrency > 1 {
+        tokio::task::spawn_blocking(move || cmd.spawn())
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    } else {
+        cmd.spawn()
+    };
+    let mut child = spawned.map_err(|e| {
         StepError::transient(format!(
             "cannot start `{program}` in {}: {e}",
             cwd.display()
