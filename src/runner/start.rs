@@ -160,6 +160,7 @@ pub(super) fn start(l: Launch, mode: Mode) -> Result {
         operator: l.operator.clone(),
         interactive: std::io::stdin().is_terminal() && std::io::stdout().is_terminal(),
         state: live,
+        live_processes: std::sync::atomic::AtomicUsize::new(0),
     });
     // One thread serves: the engine waits on processes, sockets and timers,
     // and renders templates on a worker thread of their own.

@@ -80,6 +80,8 @@ pub struct RunEnv {
     pub interactive: bool,
     /// The run's state so far, kept current from the event stream.
     pub state: crate::state::Shared,
+    /// Shell steps of this run whose process is alive now.
+    pub live_processes: std::sync::atomic::AtomicUsize,
 }
 
 impl RunEnv {

@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rustix::process::Signal;
@@ -181,9 +182,10 @@ async fn run(script: &str, action: &Action, cx: &Attempt<'_>) -> Result<Outputs,
 
     let before = crate::process_group::boot_ticks();
     // The engine's thread stops while the kernel copies the new process and
-    // until it execs (vfork): with other steps running beside this one, a
-    // blocking-pool thread pays for that instead.
-    let spawned = if cx.env.plan.source.concurrency > 1 {
+    // until it execs (vfork): with other steps' processes alive beside this
+    // one, a blocking-pool thread pays for that instead.
+    let live = LiveProcess::count(&cx.env.live_processes);
+    let spawned = if live.beside_others {
         tokio::task::spawn_blocking(move || cmd.spawn())
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e)))
@@ -452,6 +454,28 @@ fn read_output_file(path: &Path) -> Result<String, StepError> {
         )));
     }
     Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// One of a run's live step processes, counted while it lives.
+struct LiveProcess<'a> {
+    count: &'a AtomicUsize,
+    /// Whether other steps' processes were alive when it started.
+    beside_others: bool,
+}
+
+impl LiveProcess<'_> {
+    fn count(count: &AtomicUsize) -> LiveProcess<'_> {
+        LiveProcess {
+            beside_others: count.fetch_add(1, Ordering::Relaxed) > 0,
+            count,
+        }
+    }
+}
+
+impl Drop for LiveProcess<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Removes a file when dropped.
