@@ -718,13 +718,35 @@ impl RunState {
     /// [`RunState::to_json`], with the commands that answer a waiting step
     /// naming `state_dir` (the one the reader used) instead of the engine's.
     pub fn to_json_in(&self, state_dir: Option<&str>) -> Json {
+        let mut m = self.summary_json(state_dir);
         let steps: Vec<Json> = self.steps.values().map(|s| self.step_json(s)).collect();
+        m.insert("steps".into(), Json::Array(steps));
+        Json::Object(m)
+    }
+
+    /// [`RunState::to_json`] as something to serialise, each step made
+    /// JSON only as it is written: the whole run as one `Json` tree took ten
+    /// times the text's size (50 MiB for a 10,000-step report). `status`
+    /// stands in when the run has none of its own.
+    pub fn report(&self, status: &'static str) -> Report<'_> {
+        let mut summary = self.summary_json(None);
+        if self.status.is_none() {
+            summary.insert("status".into(), json!(status));
+        }
+        Report {
+            state: self,
+            summary,
+        }
+    }
+
+    /// Everything [`RunState::to_json_in`] holds but `steps`, in its order.
+    fn summary_json(&self, state_dir: Option<&str>) -> Map<String, Json> {
         let failed_step = self.unwinding.clone().flatten();
         let error = failed_step
             .as_ref()
             .and_then(|id| self.steps.get(id))
             .and_then(|s| s.record.error.clone());
-        json!({
+        let summary = json!({
             "run_id": self.run_id,
             "runbook": self.runbook,
             "fingerprint": self.fingerprint,
@@ -739,8 +761,11 @@ impl RunState {
             "error": error,
             "tolerated_failures": self.tolerated(),
             "waiting": self.waiting_json(state_dir),
-            "steps": steps,
-        })
+        });
+        match summary {
+            Json::Object(m) => m,
+            _ => Map::new(),
+        }
     }
 
     /// The params, secret ones as `***` (their values are never journaled).
@@ -997,4 +1022,35 @@ pub fn way_forward(run_id: &str, unfinished: &[(String, Option<String>)]) -> Str
         "a person must act: check what these steps left, fix the cause, then `runbook rollback {run_id}` runs the rollbacks that failed or did not run (never one that succeeded)"
     ));
     out
+}
+
+/// A run's report, serialised a step at a time ([`RunState::report`]).
+pub struct Report<'a> {
+    state: &'a RunState,
+    summary: Map<String, Json>,
+}
+
+impl serde::Serialize for Report<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = ser.serialize_map(Some(self.summary.len() + 1))?;
+        for (k, v) in &self.summary {
+            map.serialize_entry(k, v)?;
+        }
+        map.serialize_entry("steps", &Steps(self.state))?;
+        map.end()
+    }
+}
+
+struct Steps<'a>(&'a RunState);
+
+impl serde::Serialize for Steps<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = ser.serialize_seq(Some(self.0.steps.len()))?;
+        for s in self.0.steps.values() {
+            seq.serialize_element(&self.0.step_json(s))?;
+        }
+        seq.end()
+    }
 }

@@ -32,21 +32,21 @@ fn children_peak_kib() -> i64 {
     usage.ru_maxrss
 }
 
-fn peak_of(command: &str, steps: usize) -> i64 {
+fn peak_of(args: &[&str], steps: usize) -> i64 {
     Test::new()
         .file("chain.yaml", &chain(steps))
-        .args(&[command, "chain.yaml"])
+        .args(args)
         .run()
         .success();
     children_peak_kib()
 }
 
 #[test]
-fn a_long_chain_takes_little_more_memory_than_a_short_one() {
+fn a_long_chain_takes_little_more_memory_than_a_short_one_and_its_report_too() {
     const SHORT: usize = 200;
     const LONG: usize = 3_000;
-    let short = peak_of("run", SHORT);
-    let long = peak_of("run", LONG);
+    let short = peak_of(&["run", "chain.yaml"], SHORT);
+    let long = peak_of(&["run", "chain.yaml"], LONG);
     let per_step = (long - short).max(0) * 1024 / (LONG - SHORT) as i64;
     // 3.0 KiB a step now in this (debug) build: 10,000-step chains peak at
     // 37.5 MiB in a release build, 87 MiB before the views shared the run
@@ -58,5 +58,15 @@ fn a_long_chain_takes_little_more_memory_than_a_short_one() {
         per_step <= 4_096,
         "peak RSS grew {} KiB from {SHORT} to {LONG} steps: {per_step} bytes a step",
         long - short
+    );
+    // The peak is the largest of every child so far: measured last, the
+    // report's run shows what writing the report adds. Its text is ~500
+    // bytes a step; the report as one JSON tree added 5.4 KiB a step.
+    let report = peak_of(&["run", "chain.yaml", "--report", "report.json"], LONG);
+    let per_step = (report - long).max(0) * 1024 / LONG as i64;
+    assert!(
+        per_step <= 2_048,
+        "--report added {} KiB to the peak of {LONG} steps: {per_step} bytes a step",
+        report - long
     );
 }

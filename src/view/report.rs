@@ -4,8 +4,6 @@
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use serde_json::json;
-
 use super::RunView;
 use crate::events::{Event, Listener};
 
@@ -28,17 +26,11 @@ impl Listener for Report {
 
     fn finish(&mut self) {
         let state = self.state.read();
-        let mut report = state.to_json();
-        if state.status.is_none() {
-            // The run stopped without an end of its own (a second signal).
-            report["status"] = json!("interrupted");
-        }
+        // A run stopped without an end of its own (a second signal) is interrupted.
+        let mut text = serde_json::to_vec_pretty(&state.report("interrupted")).unwrap_or_default();
         drop(state);
-        let mut text = serde_json::to_string_pretty(&report).unwrap_or_default();
-        text.push('\n');
-        if let Err(e) =
-            crate::fsutil::write_atomic(&self.path, text.as_bytes(), crate::fsutil::SHARED_READ)
-        {
+        text.push(b'\n');
+        if let Err(e) = crate::fsutil::write_atomic(&self.path, &text, crate::fsutil::SHARED_READ) {
             crate::broken_pipe::eprint_line(&format!(
                 "runbook: cannot write report {}: {e}",
                 self.path.display()
