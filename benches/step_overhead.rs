@@ -39,9 +39,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{chain_yaml, median, ms, wait4};
-
-const BIN: &str = env!("CARGO_BIN_EXE_runbook");
+use common::{chain_yaml, median, ms, run_engine, BIN};
 
 struct Workload {
     name: &'static str,
@@ -126,28 +124,6 @@ fn workloads() -> Vec<Workload> {
         Workload::chain("chain of `sleep 0.01`", 200, "sleep 0.01", "sleep 0.01"),
         Workload::chain("one-step run", 1, "/bin/true", "/bin/true"),
     ]
-}
-
-/// Runs `runbook run FILE` with a fresh state dir; wall time and peak RSS (KiB).
-#[allow(clippy::zombie_processes)] // reaped by `wait4`, for its rusage
-fn engine(file: &Path, state: &Path) -> (Duration, u64) {
-    let started = Instant::now();
-    let child = Command::new(BIN)
-        .arg("run")
-        .arg(file)
-        .arg("--state-dir")
-        .arg(state)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start runbook");
-    let (status, rss_kib, _) = wait4(child.id());
-    let took = started.elapsed();
-    assert_eq!(status, 0, "runbook run failed");
-    let _ = std::fs::remove_dir_all(state);
-    (took, rss_kib)
 }
 
 /// Spawns each command (fork+exec, no shell), `at_once` at a time, reading
@@ -262,12 +238,12 @@ fn main() {
             p
         });
         // Warm up the page cache and the binary.
-        let _ = engine(&file, &dir.path().join("warm"));
+        let _ = run_engine(&file, &dir.path().join("warm"));
         let (mut eng, mut flo, mut mk, mut jt, mut rss) = (vec![], vec![], vec![], vec![], 0);
         for i in 0..iters {
-            let (t, r) = engine(&file, &dir.path().join(format!("st-{k}-{i}")));
-            eng.push(t);
-            rss = rss.max(r);
+            let r = run_engine(&file, &dir.path().join(format!("st-{k}-{i}")));
+            eng.push(r.time);
+            rss = rss.max(r.rss_kib);
             flo.push(floor(&w.floor.0, w.floor.1));
             if let (true, Some(m)) = (make, &makefile) {
                 let last = format!("t{}", w.steps - 1);
@@ -314,11 +290,11 @@ fn main() {
         for cmd in ["true", "/bin/true"] {
             let file = dir.path().join("long.yaml");
             std::fs::write(&file, chain_yaml(10_000, cmd)).expect("write the runbook");
-            let (t, rss) = engine(&file, &dir.path().join("st-long"));
+            let r = run_engine(&file, &dir.path().join("st-long"));
             println!(
                 "10,000-step chain of `{cmd}`: peak RSS {:.1}Mi, {:.0}ms (one run)",
-                rss as f64 / 1024.0,
-                ms(t)
+                r.rss_kib as f64 / 1024.0,
+                ms(r.time)
             );
         }
     }

@@ -1,10 +1,51 @@
-//! What the engine benches share: the runbooks they generate, reaping a
-//! child with its rusage, medians, and where their state dirs go.
+//! What the engine benches share: the runbooks they generate, running the
+//! release binary on one and reaping it with its rusage, medians, and where
+//! their state dirs go.
 
 #![allow(dead_code)] // each bench uses a part
 
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_runbook");
+
+/// What one `runbook run` took.
+pub(crate) struct EngineRun {
+    pub time: Duration,
+    /// User + system time of the engine and the steps it reaped.
+    pub cpu: Duration,
+    pub rss_kib: u64,
+}
+
+/// Runs `runbook run FILE` with the fresh state dir `state` (removed
+/// after), output to /dev/null.
+#[allow(clippy::zombie_processes)] // reaped by `wait4`, for its rusage
+pub(crate) fn run_engine(file: &Path, state: &Path) -> EngineRun {
+    let started = Instant::now();
+    let child = Command::new(BIN)
+        .arg("run")
+        .arg(file)
+        .arg("--state-dir")
+        .arg(state)
+        .env("NO_COLOR", "1")
+        .env_remove("RUNBOOK_STATE_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start runbook");
+    let (status, rss_kib, cpu) = wait4(child.id());
+    let time = started.elapsed();
+    assert_eq!(
+        status,
+        0,
+        "`{BIN} run {}` failed (wait status {status})",
+        file.display()
+    );
+    let _ = std::fs::remove_dir_all(state);
+    EngineRun { time, cpu, rss_kib }
+}
 
 /// A chain of `n` shell steps running `cmd`, each waiting for the one
 /// before (the default `needs`).
