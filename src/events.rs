@@ -478,13 +478,18 @@ impl Bus {
         self.commit(&kept)
     }
 
+    /// The listeners, locked. A listener that panicked poisoned the lock;
+    /// the others still get events.
+    fn listeners(&self) -> std::sync::MutexGuard<'_, Listeners> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Makes what the journal holds durable; `false` if it cannot, and
     /// then `event` counts as not recorded.
     fn commit(&self, event: &Event) -> bool {
-        let mut ls = match self.inner.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut ls = self.listeners();
         let Some(journal) = ls.durable.as_mut() else {
             return self.journal_error().is_none();
         };
@@ -527,11 +532,7 @@ impl Bus {
         };
         event.mask(&self.masker);
         let now = SystemTime::now();
-        // A listener that panicked poisoned the lock; the others still get events.
-        let mut ls = match self.inner.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut ls = self.listeners();
         let mut recorded = true;
         if let Some(journal) = ls.durable.as_mut() {
             let written = journal
@@ -562,20 +563,14 @@ impl Bus {
     pub fn show(&self, mut event: Event) {
         event.mask(&self.masker);
         let now = SystemTime::now();
-        let mut ls = match self.inner.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut ls = self.listeners();
         for l in &mut ls.others {
             l.on(now, &event);
         }
     }
 
     pub fn finish(&self) {
-        let mut ls = match self.inner.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut ls = self.listeners();
         for l in &mut ls.others {
             l.finish();
         }
