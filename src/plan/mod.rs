@@ -539,13 +539,26 @@ impl Plan {
     /// [`Plan::build`]'s), without the preview. The preview is every step
     /// rendered for a reviewer; a run reads none of it, and for a
     /// 10,000-step runbook it held 10 MiB for the whole run and was most
-    /// of the start-up.
-    ///
-    /// A run still renders every preview once, keeping none ([`Plan::check`]):
-    /// a template that blows its budgets only with run-time values standing
-    /// in is found before anything runs.
-    pub fn executable(rb: &Arc<Runbook>, text: &str, params: &ResolvedParams) -> Plan {
-        Plan {
+    /// of the start-up. Each step's preview is still rendered once and
+    /// dropped: an error of the render worker (a memory budget blown with
+    /// run-time values standing in) refuses the run before anything runs,
+    /// as building the whole preview would.
+    pub fn for_run(rb: &Arc<Runbook>, text: &str, params: &ResolvedParams) -> Result<Plan, String> {
+        let (checked, with) = (rb.clone(), params.clone());
+        crate::template::budget::batch(move || {
+            let ctx = preview_context(&checked, &with);
+            for s in checked
+                .steps
+                .iter()
+                .chain(&checked.on_failure)
+                .chain(&checked.finally)
+            {
+                drop(step_preview(&checked, s, 0, &ctx));
+            }
+            Ok(())
+        })
+        .map_err(|e| crate::steps::template_message(&e))?;
+        Ok(Plan {
             source: rb.clone(),
             resolved: params.clone(),
             fingerprint: fingerprint(text, rb, params),
@@ -571,24 +584,7 @@ impl Plan {
                 worst_case: None,
                 typical: None,
             },
-        }
-    }
-}
-
-impl Plan {
-    /// Renders every step's preview as `plan` would, one at a time, and
-    /// drops each: an error of the render worker (a memory budget blown)
-    /// refuses the run, as building the whole preview would.
-    pub fn check(rb: &Arc<Runbook>, params: &ResolvedParams) -> Result<(), String> {
-        let (rb, params) = (rb.clone(), params.clone());
-        crate::template::budget::batch(move || {
-            let ctx = preview_context(&rb, &params);
-            for s in rb.steps.iter().chain(&rb.on_failure).chain(&rb.finally) {
-                drop(step_preview(&rb, s, 0, &ctx));
-            }
-            Ok(())
         })
-        .map_err(|e| crate::steps::template_message(&e))
     }
 }
 

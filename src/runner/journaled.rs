@@ -130,10 +130,8 @@ pub(super) fn from_journal(
     let flag_ledger = state.flags.clone();
     let rb = &loaded.runbook;
     let resolved = journaled_params(rec, rb, given)?;
-    let plan = {
-        crate::plan::Plan::check(rb, &resolved).map_err(Error::Invalid)?;
-        Arc::new(crate::plan::Plan::executable(rb, &loaded.text, &resolved))
-    };
+    let plan =
+        Arc::new(crate::plan::Plan::for_run(rb, &loaded.text, &resolved).map_err(Error::Invalid)?);
     let here = std::env::current_dir()
         .map_err(|e| Error::cannot_start(format!("cannot read the working directory: {e}")))?;
     let cwd = Some(PathBuf::from(&rec.header.cwd))

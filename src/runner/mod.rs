@@ -100,10 +100,8 @@ pub fn run(mut s: RunSettings) -> Result {
         }
     }
     let identity = operator(s.output.identity.as_deref());
-    let plan = {
-        crate::plan::Plan::check(rb, &resolved).map_err(Error::Invalid)?;
-        Arc::new(crate::plan::Plan::executable(rb, &loaded.text, &resolved))
-    };
+    let plan =
+        Arc::new(crate::plan::Plan::for_run(rb, &loaded.text, &resolved).map_err(Error::Invalid)?);
     let cwd = std::env::current_dir()
         .map_err(|e| Error::cannot_start(format!("cannot read the working directory: {e}")))?;
     match s.detach {
