@@ -718,10 +718,11 @@ impl RunState {
     /// [`RunState::to_json`], with the commands that answer a waiting step
     /// naming `state_dir` (the one the reader used) instead of the engine's.
     pub fn to_json_in(&self, state_dir: Option<&str>) -> Json {
-        let mut m = self.summary_json(state_dir);
-        let steps: Vec<Json> = self.steps.values().map(|s| self.step_json(s)).collect();
-        m.insert("steps".into(), Json::Array(steps));
-        Json::Object(m)
+        serde_json::to_value(Report {
+            state: self,
+            summary: self.summary_json(state_dir),
+        })
+        .unwrap_or_default()
     }
 
     /// [`RunState::to_json`] as something to serialise, each step made
