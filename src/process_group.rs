@@ -19,11 +19,15 @@ struct Stat {
 }
 
 fn stat(pid: u32) -> Option<Stat> {
+    stat_at(&format!("/proc/{pid}/stat"))
+}
+
+fn stat_at(path: &str) -> Option<Stat> {
     use std::io::Read;
     // One read: the kernel formats the whole file on every read call, and
     // `read_to_string` would make five small ones (this runs once a step).
     let mut buf = [0u8; 2048];
-    let n = std::fs::File::open(format!("/proc/{pid}/stat"))
+    let n = std::fs::File::open(path)
         .and_then(|mut f| f.read(&mut buf))
         .ok()?;
     let text = std::str::from_utf8(buf.get(..n)?).ok()?;
@@ -56,8 +60,7 @@ impl Leader {
     pub fn spawned(pid: u32, before: Option<u64>) -> Option<Leader> {
         match (before, boot_ticks()) {
             (Some(started), Some(started_until)) => Some(Leader {
-                sid: u32::try_from(rustix::process::getsid(None).ok()?.as_raw_nonzero().get())
-                    .ok()?,
+                sid: own_session()?,
                 started,
                 started_until,
             }),
@@ -68,6 +71,16 @@ impl Leader {
             }),
         }
     }
+}
+
+/// This process's session as `/proc` shows it, read once. Not `getsid`:
+/// in a PID namespace whose session leader is outside it the kernel says
+/// 0, which rustix's `Pid` cannot hold (regression test
+/// `a_run_in_a_pid_namespace_whose_session_is_outside_it`), and `/proc`
+/// shows the leaders' sessions the same way.
+fn own_session() -> Option<u32> {
+    static SESSION: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *SESSION.get_or_init(|| stat_at("/proc/self/stat").map(|s| s.sid))
 }
 
 /// Now, in the clock ticks since boot that `/proc/PID/stat` gives a

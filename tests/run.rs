@@ -1428,3 +1428,48 @@ steps:
         "got=hi\n"
     );
 }
+
+/// This process's session as `/proc` shows it.
+fn own_session() -> u32 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    stat.rsplit_once(") ")
+        .unwrap()
+        .1
+        .split(' ')
+        .nth(3)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Found by CI: in a PID namespace whose session leader is outside it,
+/// `getsid` says 0, and the engine panicked on every shell step (rustix's
+/// `Pid` cannot hold 0). Where a new namespace cannot be made, the test
+/// runs where it stands, which must then be that case.
+#[test]
+fn a_run_in_a_pid_namespace_whose_session_is_outside_it() {
+    let unshare = ["unshare", "--pid", "--fork", "--mount-proc"];
+    let can_unshare = std::process::Command::new(unshare[0])
+        .args(&unshare[1..])
+        .arg("true")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        can_unshare || own_session() == 0,
+        "cannot make a PID namespace here, and this one shows its session"
+    );
+    let t = runbook(
+        "version: 1\nname: ns\nsteps:\n  - id: a\n    shell: echo a >> log\n  - id: b\n    needs: [a]\n    shell: echo b >> log\n",
+    );
+    let t = if can_unshare { t.wrapped(&unshare) } else { t };
+    let out = t.args(&["--run-id", "ns"]).run().success();
+    assert_eq!(log(&out), ["a", "b"]);
+    let journal = std::fs::read_to_string(out.path().join("st/runs/ns/journal.jsonl")).unwrap();
+    let sids: Vec<Json> = journal
+        .lines()
+        .map(|l| serde_json::from_str::<Json>(l).unwrap())
+        .filter(|v| v["event"] == "spawned")
+        .map(|v| v["sid"].clone())
+        .collect();
+    assert_eq!(sids, [json!(0), json!(0)], "{journal}");
+}
