@@ -55,6 +55,7 @@ codes! {
     InvalidDuration = "E025", "a duration is malformed";
     InvalidRetry = "E026", "a retry policy is inconsistent";
     InvalidNumber = "E027", "a number is out of range";
+    GateSettings = "E028", "a metric gate's settings do not fit together";
     ParamType = "E030", "a parameter's value does not match its type";
     ParamDefaultNotInEnum = "E031", "a parameter's default is not in its enum";
     UnknownParam = "E032", "an unknown parameter was given";

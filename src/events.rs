@@ -136,13 +136,20 @@ pub enum Event {
     GateSample {
         step: String,
         attempt: u32,
-        /// 1-based.
+        /// Evaluations counted so far, this one included (1-based); a
+        /// provider error does not count, and carries the count before it.
         sample: i64,
+        /// The verdict was `pass` (kept for journals without `verdict`).
         passed: bool,
         value: Option<f64>,
         /// When the gate's first sample was taken (unix ms): the grid the
         /// remaining samples keep to.
         first_at_ms: u64,
+        /// `None` in journals from before three-valued gates: `passed` says.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        verdict: Option<Verdict>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<Box<Evaluation>>,
     },
     /// A SIGINT or SIGTERM reached the engine: what it does now, and what
     /// another one would do.
@@ -222,6 +229,12 @@ impl Event {
             }
             Event::RollbackFinished { error: Some(e), .. } => m.mask_in_place(e),
             Event::UnwindStarted { reason, .. } => m.mask_in_place(reason),
+            Event::GateSample {
+                detail: Some(d), ..
+            } => {
+                m.mask_in_place(&mut d.text);
+                m.mask_in_place(&mut d.threshold);
+            }
             Event::Waiting { on, detail, .. } => {
                 m.mask_in_place(on);
                 if let Some(d) = detail {
@@ -277,6 +290,10 @@ pub struct AnswerWanted {
     /// The engine's state dir (absolute), for the command that answers.
     #[serde(default)]
     pub state_dir: String,
+    /// A paused gate: the evaluations that led to the pause. `None`: an
+    /// approval step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_gate: Option<Vec<String>>,
 }
 
 impl AnswerWanted {
@@ -298,7 +315,54 @@ impl AnswerWanted {
         if let Some(msg) = &mut self.message {
             m.mask_in_place(msg);
         }
+        for line in self.paused_gate.iter_mut().flatten() {
+            m.mask_in_place(line);
+        }
     }
+}
+
+/// What one evaluation of a gate found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    /// Met neither the success nor the failure condition (or a comparison
+    /// with too few points).
+    Inconclusive,
+    /// The provider gave no usable answer: not an evaluation.
+    Error,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Inconclusive => "inconclusive",
+            Verdict::Error => "error",
+        }
+    }
+}
+
+/// An evaluation as people read it: when, against what, what it found.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// The instant the metric was read at (RFC 3339): now, or `at` replayed.
+    pub time: String,
+    /// What it was judged against, rendered: `value < 0.01; fails: value > 0.05`.
+    pub threshold: String,
+    /// One line: `value 0.004`, `no data`, the error, or the comparison.
+    pub text: String,
+    /// A dry run's breach is recorded but does not count.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_median: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_median: Option<f64>,
 }
 
 /// Where a sampling gate stands.

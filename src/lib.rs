@@ -4,6 +4,7 @@
 //! YAML text -> [`spec::RunbookSpec`] (as written, with spans) -> [`runbook::Runbook`]
 //! (validated) -> [`plan::Plan`] (waves, previews, rollback order) -> a run.
 
+pub mod analysis;
 pub mod approvals;
 pub mod broken_pipe;
 pub mod cli;
@@ -19,6 +20,7 @@ pub mod github;
 pub mod graph;
 pub mod journal;
 pub mod lock;
+pub mod numbers;
 pub mod operate;
 pub mod plan;
 pub mod process_group;

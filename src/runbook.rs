@@ -10,7 +10,9 @@ use serde_json::Value as Json;
 
 use crate::graph::StepGraph;
 use crate::spec::Span;
-pub use crate::spec::{Backoff, OnNoData, OnResume, ParamType, ProviderKind};
+pub use crate::spec::{
+    Backoff, Direction, Nan, OnInconclusive, OnNoData, OnResume, ParamType, ProviderKind,
+};
 
 /// A template source with where it is written, so an error found once
 /// params are known (pre-flight) or during the run points at the file.
@@ -303,13 +305,66 @@ pub struct Expect {
 #[derive(Debug, Clone)]
 pub struct Metric {
     pub provider: String,
-    pub query: Tpl,
-    pub condition: Tpl,
+    pub judge: Judge,
     pub interval: Dur,
+    /// Unused by a background gate, which samples until its `until` step ends.
     pub samples: Num,
     pub failure_limit: Num,
+    pub inconclusive_limit: Num,
+    pub on_inconclusive: OnInconclusive,
+    /// Who answers a paused gate, as an approval step's rules.
+    pub pause: Approval,
+    pub error_limit: Num,
+    pub initial_delay: Option<Dur>,
+    pub dry_run: bool,
+    /// `background: { until }`: the index of the step whose end passes it.
+    pub until: Option<usize>,
     pub on_no_data: OnNoData,
     pub at: Option<Json>,
+}
+
+impl Metric {
+    /// Whether an evaluation can be inconclusive (and so the gate pause).
+    pub fn can_be_inconclusive(&self) -> bool {
+        match &self.judge {
+            Judge::Threshold {
+                failure_condition, ..
+            } => failure_condition.is_some(),
+            Judge::Compare(_) => true,
+        }
+    }
+
+    /// Whether the gate can wait for a person.
+    pub fn can_pause(&self) -> bool {
+        self.can_be_inconclusive() && self.on_inconclusive == OnInconclusive::Pause
+    }
+}
+
+/// What one evaluation of a gate decides on.
+#[derive(Debug, Clone)]
+pub enum Judge {
+    /// One number from `query`: passes `condition`; with `failure_condition`,
+    /// fails that and is inconclusive meeting neither.
+    Threshold {
+        query: Tpl,
+        condition: Tpl,
+        failure_condition: Option<Tpl>,
+    },
+    /// Baseline vs canary series, by a Mann-Whitney U test.
+    Compare(Compare),
+}
+
+#[derive(Debug, Clone)]
+pub struct Compare {
+    pub baseline: Tpl,
+    pub canary: Tpl,
+    pub range: Dur,
+    pub step: Dur,
+    pub direction: Direction,
+    /// A number, or a template rendering to one.
+    pub confidence: Json,
+    pub allowed_change: Json,
+    pub nan: Nan,
 }
 
 #[derive(Debug, Clone)]

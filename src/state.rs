@@ -23,7 +23,7 @@ use serde_json::{json, Map, Value as Json};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use crate::events::{Event, Listener, RunStatus, StepStatus, WaitingDetail};
+use crate::events::{Evaluation, Event, Listener, RunStatus, StepStatus, Verdict, WaitingDetail};
 use crate::runbook::Runbook;
 
 /// What is known of one step (or an `on_failure`/`finally` step).
@@ -85,11 +85,21 @@ impl StepRecord {
     }
 }
 
+/// A gate's evaluation as `status` and the report show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvaluationRecord {
+    pub attempt: u32,
+    pub sample: i64,
+    pub verdict: Verdict,
+    pub value: Option<f64>,
+    pub detail: Evaluation,
+}
+
 /// One journaled evaluation of a gate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GateSample {
     pub sample: i64,
-    pub passed: bool,
+    pub verdict: Verdict,
     pub value: Option<f64>,
     pub first_at_ms: u64,
 }
@@ -225,6 +235,8 @@ pub struct StepState {
     pub stage: Option<String>,
     /// Every attempt, across processes, oldest first.
     pub tries: Vec<Try>,
+    /// A gate's evaluations, every attempt's, oldest first.
+    pub evaluations: Vec<EvaluationRecord>,
     pub rollback_started_at: Option<String>,
     pub rollback_finished_at: Option<String>,
 }
@@ -246,6 +258,7 @@ impl StepState {
             name: None,
             stage: None,
             tries: Vec::new(),
+            evaluations: Vec::new(),
             rollback_started_at: None,
             rollback_finished_at: None,
         }
@@ -633,7 +646,24 @@ impl RunState {
                 passed,
                 value,
                 first_at_ms,
+                verdict,
+                detail,
             } => {
+                let verdict = verdict.unwrap_or(if *passed {
+                    Verdict::Pass
+                } else {
+                    Verdict::Fail
+                });
+                if let Some(d) = detail {
+                    let st = self.step(step);
+                    st.evaluations.push(EvaluationRecord {
+                        attempt: *attempt,
+                        sample: *sample,
+                        verdict,
+                        value: *value,
+                        detail: (**d).clone(),
+                    });
+                }
                 let entry = self
                     .gate_samples
                     .entry(step.clone())
@@ -644,7 +674,7 @@ impl RunState {
                 }
                 entry.1.push(GateSample {
                     sample: *sample,
-                    passed: *passed,
+                    verdict,
                     value: *value,
                     first_at_ms: *first_at_ms,
                 });
@@ -831,7 +861,8 @@ impl RunState {
                     .and_then(|t| now.duration_since(t).ok())
                     .map(crate::events::millis);
                 Some(json!({
-                    "kind": "approval",
+                    "kind": if a.paused_gate.is_some() { "paused_gate" } else { "approval" },
+                    "evaluations": a.paused_gate,
                     "step": w.step,
                     "label": w.label,
                     "name": st.and_then(|s| s.name.clone()),
@@ -907,6 +938,39 @@ impl RunState {
                     "next_sample_at": g.next_at,
                 }),
             );
+        }
+        if !s.evaluations.is_empty() {
+            let list: Vec<Json> = s
+                .evaluations
+                .iter()
+                .map(|e| {
+                    let mut v = json!({
+                        "attempt": e.attempt,
+                        "sample": e.sample,
+                        "verdict": e.verdict.as_str(),
+                        "value": e.value,
+                        "time": e.detail.time,
+                        "threshold": e.detail.threshold,
+                        "text": e.detail.text,
+                    });
+                    if let Json::Object(o) = &mut v {
+                        if e.detail.dry_run {
+                            o.insert("dry_run".into(), json!(true));
+                        }
+                        for (k, x) in [
+                            ("p_value", e.detail.p_value),
+                            ("baseline_median", e.detail.baseline_median),
+                            ("canary_median", e.detail.canary_median),
+                        ] {
+                            if let Some(x) = x {
+                                o.insert(k.into(), json!(x));
+                            }
+                        }
+                    }
+                    v
+                })
+                .collect();
+            m.insert("evaluations".into(), Json::Array(list));
         }
         if s.finished_at.is_some() {
             m.insert("duration_ms".into(), json!(r.duration_ms));

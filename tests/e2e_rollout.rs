@@ -15,9 +15,11 @@ use common::redis::Redis;
 use common::services::Prometheus;
 
 /// Window A of tests/fixtures/metrics/production.om is healthy; in window B
-/// the canary's latency breaches. Off the minute grid, clear of the switch.
+/// the canary's latency breaches. Off the minute grid, clear of the switch:
+/// the canary latency gate compares the last 30 minutes, which must lie in
+/// window B for its medians to differ.
 const HEALTHY_AT: &str = "1700000617";
-const BREACH_AT: &str = "1700004217";
+const BREACH_AT: &str = "1700005417";
 
 /// The service being rolled out: `/health`, and a webhook whose requests the
 /// server records.

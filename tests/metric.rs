@@ -325,6 +325,7 @@ fn several_series_are_a_clear_error() {
     metric:
       query: 'rate(http_requests_total{{job="api"}}[5m])'
       condition: value < 0.01
+      error_limit: 0
       at: {}
 "#,
             T0 + 1817
@@ -348,6 +349,7 @@ fn prometheus_errors_are_shown() {
     metric:
       query: 'sum(rate(http_requests_total[5m]'
       condition: value < 0.01
+      error_limit: 0
       at: {}
 "#,
             T0 + 1817
@@ -360,7 +362,7 @@ fn prometheus_errors_are_shown() {
     let closed = common::raw_tcp::free_port();
     let yaml = with_prom(
         &format!("http://127.0.0.1:{closed}"),
-        "  - id: gate\n    metric:\n      query: up\n      condition: value == 1\n",
+        "  - id: gate\n    metric:\n      query: up\n      condition: value == 1\n      error_limit: 0\n",
     );
     let out = run(&yaml).run().code(1);
     assert_contains(
@@ -526,8 +528,11 @@ fn command_gate_passes_and_breaches_sleeping_between_samples() {
     let out = run(&yaml).run().success();
     // Live samples (no `at`) are `interval` apart.
     assert!(started.elapsed() >= Duration::from_millis(100));
-    assert_contains(&out, "sample 1/3: value 0.004 (pass); next sample in 50ms");
-    assert_contains(&out, "sample 3/3: value 0.004 (pass)");
+    assert_contains(
+        &out,
+        "sample 1/3: value 0.004 (pass) [value < 0.01]; next sample in 50ms",
+    );
+    assert_contains(&out, "sample 3/3: value 0.004 (pass) [value < 0.01]");
     let o = outputs(&report(&out), "gate").clone();
     assert_eq!(o["samples"], 3);
     assert_close(&o["value"], 0.004);
@@ -570,7 +575,7 @@ fn command_gate_counts_failures_over_samples() {
 fn command_gate_garbage_empty_and_failing_commands() {
     let gate = |query: &str, on_no_data: &str| {
         with_command(&format!(
-            "      query: '{query}'\n      condition: value < 1\n      on_no_data: {on_no_data}\n"
+            "      query: '{query}'\n      condition: value < 1\n      on_no_data: {on_no_data}\n      error_limit: 0\n"
         ))
     };
     let out = run(&gate("echo hello", "pass")).run().code(1);
@@ -670,7 +675,7 @@ fn interrupt_ends_a_soak_that_is_sleeping_and_status_shows_the_sample() {
     assert!(
         poll_until(Duration::from_secs(10), || {
             shown = status();
-            shown.contains("sample 1/24: value 0.001 (pass); next sample in 1h")
+            shown.contains("sample 1/24: value 0.001 (pass) [value < 0.01]; next sample in 1h")
         }),
         "status does not show the sample:\n{shown}"
     );

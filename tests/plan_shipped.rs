@@ -91,8 +91,15 @@ fn production_rollout_preview_without_params_shows_what_a_reviewer_needs() {
         .iter()
         .filter_map(|s| s["gate"].as_object())
     {
-        let cond = gate["condition_rendered"].as_str().expect("condition");
-        assert!(md.contains(&format!("| `{cond}` |")), "gate {cond} missing");
+        // A comparison shows both queries instead of a condition.
+        let shown = match gate["compare"]["baseline"].as_str() {
+            Some(baseline) => format!("| baseline `{baseline}` vs canary"),
+            None => format!(
+                "| `{}` |",
+                gate["condition_rendered"].as_str().expect("condition")
+            ),
+        };
+        assert!(md.contains(&shown), "gate {shown} missing");
     }
     for needle in [
         "| `approve_production` | **2** | `engineering-manager`, `devops-lead` | 1d | no | claimed |",

@@ -418,7 +418,7 @@ fn status_shows_when_a_sampling_gate_takes_its_next_sample() {
     let text = status_text(&dir, Some("g1"));
     let row = text.lines().find(|l| l.starts_with("soak ")).unwrap_or("");
     assert!(
-        row.contains("sample 1/3: value 0.001 (pass); next sample in 4h, at "),
+        row.contains("sample 1/3: value 0.001 (pass) [value < 0.01]; next sample in 4h, at "),
         "{text}"
     );
     assert!(row.contains("(in 3h59m"), "{text}");

@@ -49,9 +49,14 @@ fn approval_label(rb: &crate::runbook::Runbook, label: &str) -> Result<(), Strin
         (Some(n), Rollback::Bodies(bodies)) if n >= 1 && n <= bodies.len() => &bodies[n - 1],
         _ => return Err(format!("step `{id}` has no rollback body {label}")),
     };
-    match action.kind {
+    match &action.kind {
         ActionKind::Approval(_) => Ok(()),
-        ref k => Err(format!("`{label}` is a {} step, not an approval", k.name())),
+        // A gate that pauses on inconclusive evaluations is answered the same way.
+        ActionKind::Metric(m) if m.can_pause() => Ok(()),
+        k => Err(format!(
+            "`{label}` is a {} step, not an approval or a gate that can pause",
+            k.name()
+        )),
     }
 }
 

@@ -91,6 +91,8 @@ pub(super) struct Attempts<'a> {
     pub cancel: watch::Receiver<bool>,
     /// Outputs of the last failed attempt, if the executor kept any.
     pub partial: std::sync::Mutex<Option<Outputs>>,
+    /// A background gate's line to the scheduler (main steps only).
+    pub background: Option<steps::BackgroundLink>,
 }
 
 impl Attempts<'_> {
@@ -161,6 +163,7 @@ impl Attempts<'_> {
                 bus: self.bus,
                 stop: stop_rx,
                 partial: std::sync::Mutex::new(None),
+                background: self.background.as_ref(),
             };
             let started = Instant::now();
             let mut fut = steps::run(action, &cx);

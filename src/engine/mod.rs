@@ -10,6 +10,7 @@
 //! that depend on it. Then `on_failure`, then `finally`.
 
 mod attempt;
+mod background;
 mod context;
 
 use std::collections::{BTreeSet, HashMap};
@@ -57,10 +58,12 @@ pub struct Engine {
     ctx: Context,
 }
 
-/// What wakes the scheduler: a step task ending, or a signal.
+/// What wakes the scheduler: a step task ending, a signal, or news from a
+/// background gate.
 enum Wake {
     Done(StepDone),
     Signal,
+    Gate(usize, crate::steps::GateNews),
 }
 
 impl Engine {
@@ -136,9 +139,14 @@ impl Engine {
         // Which step each task runs, so a task that panicked is still that step's end.
         let mut tasks: HashMap<tokio::task::Id, usize> = HashMap::new();
         let mut signals_seen = 0u32;
+        let mut background = background::Background::new(&rb);
 
         loop {
-            while failed.is_none() && !interrupted && running.len() < rb.concurrency {
+            while failed.is_none()
+                && !interrupted
+                && !background.holds()
+                && running.len() - background.running() < rb.concurrency
+            {
                 let Some(i) = ready.pop_first() else { break };
                 let step = &rb.steps[i];
                 let ctx = self.ctx.for_step(None);
@@ -148,6 +156,7 @@ impl Engine {
                         records[i].status = StepStatus::Skipped;
                         self.finish_step(i, &records[i], 0);
                         self.ctx.set_step(&step.id, &records[i]);
+                        background.ended(i);
                         release(&rb, i, &mut waiting_on, &mut ready);
                         continue;
                     }
@@ -156,6 +165,7 @@ impl Engine {
                         records[i].error = Some(e);
                         self.finish_step(i, &records[i], 0);
                         self.ctx.set_step(&step.id, &records[i]);
+                        background.ended(i);
                         if step.continue_on_failure {
                             release(&rb, i, &mut waiting_on, &mut ready);
                         } else {
@@ -170,6 +180,7 @@ impl Engine {
                 records[i].status = StepStatus::Cancelled; // until it reports back
                 let me = self.clone();
                 let cancel = cancel_rx.clone();
+                let link = background.start(i, &records);
                 let task = running.spawn(async move {
                     let step = &me.env.runbook().steps[i];
                     fault::maybe_panic(&step.id);
@@ -181,6 +192,7 @@ impl Engine {
                         role: Role::Step,
                         cancel,
                         partial: std::sync::Mutex::new(None),
+                        background: link,
                     };
                     let t = Instant::now();
                     let (r, a) = attempts.run(&step.action, &ctx).await;
@@ -214,8 +226,14 @@ impl Engine {
                     }
                 },
                 Some(()) = signals.recv() => Wake::Signal,
+                (i, news) = background.news() => Wake::Gate(i, news),
             };
             match ev {
+                Wake::Gate(i, news) => {
+                    if background.heard(i, news) {
+                        release(&rb, i, &mut waiting_on, &mut ready);
+                    }
+                }
                 Wake::Signal => {
                     signals_seen += 1;
                     if signals_seen > 1 {
@@ -275,7 +293,11 @@ impl Engine {
                     let rec = &records[i];
                     let go_on = rec.status == StepStatus::Succeeded
                         || (rec.status == StepStatus::Failed && step.continue_on_failure);
-                    if go_on {
+                    let opened = background.was_opened(i);
+                    background.ended(i);
+                    if go_on && opened {
+                        // A background gate released its dependents when it opened.
+                    } else if go_on {
                         release(&rb, i, &mut waiting_on, &mut ready);
                     } else if rec.status == StepStatus::Failed && failed.is_none() {
                         failed = Some(i);
@@ -618,6 +640,7 @@ impl Engine {
                     bus: &self.bus,
                     stop,
                     partial: std::sync::Mutex::new(None),
+                    background: None,
                 };
                 let outputs = rec.result.get("outputs").cloned().unwrap_or(Json::Null);
                 if !recorded {
@@ -637,6 +660,7 @@ impl Engine {
                         role: Role::Rollback { body: b },
                         cancel: cancel.clone(),
                         partial: std::sync::Mutex::new(None),
+                        background: None,
                     };
                     let (r, a) = attempts.run(body, &ctx).await;
                     total_attempts += a;
@@ -714,6 +738,7 @@ impl Engine {
                         role: Role::Step,
                         cancel: cancel.clone(),
                         partial: std::sync::Mutex::new(None),
+                        background: None,
                     };
                     let outcome = {
                         let fut = attempts.run(&step.action, &ctx);

@@ -210,6 +210,103 @@ impl Risks<'_> {
                 "a broken query or a silent exporter no longer stops the rollout",
             );
         }
+        self.gate_rev2(label, before, after);
+    }
+
+    /// The three-valued, background and comparative settings.
+    fn gate_rev2(&mut self, label: &str, before: &PlannedGate, after: &PlannedGate) {
+        if !before.dry_run && after.dry_run {
+            self.add(
+                format!("{label} is now a dry run"),
+                "it is evaluated and recorded but can no longer fail or pause the run",
+            );
+        }
+        if before.failure_condition_rendered != after.failure_condition_rendered {
+            if let Some(b) = &before.failure_condition_rendered {
+                let now = after
+                    .failure_condition_rendered
+                    .as_deref()
+                    .map_or("none".to_string(), code);
+                self.add(
+                    format!("{label} failure_condition changed: {} -> {now}", code(b)),
+                    "check that values failing the gate before still do",
+                );
+            }
+        }
+        let rank = |o: Option<&str>| match o {
+            Some("fail") => 0,
+            Some("pause") => 1,
+            Some("pass") => 2,
+            _ => 0,
+        };
+        if before.on_inconclusive.is_some()
+            && rank(after.on_inconclusive) > rank(before.on_inconclusive)
+        {
+            self.add(
+                format!(
+                    "{label} on_inconclusive: {} -> {}",
+                    before.on_inconclusive.unwrap_or_default(),
+                    after.on_inconclusive.unwrap_or("none")
+                ),
+                "an evaluation that proves nothing now stops the rollout less",
+            );
+        }
+        for (what, a, b, why) in [
+            (
+                "inconclusive evaluations",
+                before.inconclusive_limit.as_ref().and_then(|c| c.value),
+                after.inconclusive_limit.as_ref().and_then(|c| c.value),
+                "more evaluations that prove nothing pass before anyone is asked",
+            ),
+            (
+                "provider errors in a row",
+                before.error_limit.value,
+                after.error_limit.value,
+                "a gate that cannot read its metric goes on longer",
+            ),
+        ] {
+            if let (Some(a), Some(b)) = (a, b) {
+                if b > a {
+                    self.add(format!("{label} tolerates more {what}: {a} -> {b}"), why);
+                }
+            }
+        }
+        if before.background_until.is_some() && after.background_until.is_none() {
+            self.add(
+                format!("{label} no longer runs in the background"),
+                "the steps after it are no longer guarded while they run",
+            );
+        }
+        if let (Some(a), Some(b)) = (&before.compare, &after.compare) {
+            if let (Some(x), Some(y)) = (a.allowed_change, b.allowed_change) {
+                if y > x {
+                    self.add(
+                        format!("{label} allows a larger change: {x} -> {y}"),
+                        "a bigger regression of the canary now passes",
+                    );
+                }
+            }
+            if let (Some(x), Some(y)) = (a.confidence, b.confidence) {
+                if y > x {
+                    self.add(
+                        format!("{label} needs more confidence to fail: {x} -> {y}"),
+                        "a real regression must be clearer before it stops the rollout",
+                    );
+                }
+            }
+            if a.direction != b.direction && a.direction != "either" {
+                self.add(
+                    format!("{label} direction: {} -> {}", a.direction, b.direction),
+                    "a change the gate caught before may now pass",
+                );
+            }
+        }
+        if before.compare.is_some() && after.compare.is_none() {
+            self.add(
+                format!("{label} no longer compares canary with baseline"),
+                "an absolute threshold misses a regression the comparison would catch",
+            );
+        }
     }
 }
 

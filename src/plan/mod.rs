@@ -28,7 +28,7 @@ use serde_json::Value as Json;
 pub use diff::{diff, render_diff, PlanDiff};
 pub use params::{resolve_params, resolve_params_for_preview, ResolvedParams};
 pub use preflight::{preflight, PLAN_ROOTS, RUN_ROOTS};
-pub use preview::worst_case;
+pub use preview::{substitute, worst_case};
 pub use render::{render, Format};
 pub use unwind::UnwindOrder;
 
@@ -208,20 +208,67 @@ pub struct PlannedRollback {
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct PlannedGate {
     pub provider: String,
+    /// Empty for a `compare` gate.
     pub query: String,
-    /// As written.
+    /// As written; empty for a `compare` gate.
     pub condition: String,
     /// With param and var values put in: `value <= 0.003`.
     pub condition_rendered: String,
     /// The bound the rendered condition sets, when it is one comparison.
     pub threshold: Option<Threshold>,
+    /// As written, when set: an evaluation meeting it fails, one meeting
+    /// neither condition is inconclusive.
+    pub failure_condition: Option<String>,
+    pub failure_condition_rendered: Option<String>,
+    /// Baseline vs canary, instead of `query` and `condition`.
+    pub compare: Option<PlannedCompare>,
+    /// A background gate's has no value: it samples until `background_until` ends.
     pub samples: Count,
     pub interval: TimeSpan,
+    pub initial_delay: Option<TimeSpan>,
     pub failure_limit: Count,
+    /// `null` when no evaluation can be inconclusive.
+    pub inconclusive_limit: Option<Count>,
+    /// `pause`, `fail` or `pass`; `null` when no evaluation can be inconclusive.
+    pub on_inconclusive: Option<&'static str>,
+    /// Who answers when it pauses.
+    pub pause: Option<PlannedPause>,
+    pub error_limit: Count,
+    pub dry_run: bool,
+    /// A background gate: the step whose end passes it.
+    pub background_until: Option<String>,
     /// `fail` or `pass`.
     pub on_no_data: &'static str,
     /// The instant it evaluates at (`at`), when set; `null` or empty: now.
     pub at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct PlannedCompare {
+    pub baseline: String,
+    pub canary: String,
+    pub range: TimeSpan,
+    pub step: TimeSpan,
+    /// `increase`, `decrease` or `either`.
+    pub direction: &'static str,
+    /// `null` when a run-time value decides it; `text` shows it then.
+    pub confidence: Option<f64>,
+    pub allowed_change: Option<f64>,
+    /// `fails when the canary's median is more than 10% above the
+    /// baseline's with p < 0.02`.
+    pub text: String,
+    /// `remove` or `replace`.
+    pub nan: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct PlannedPause {
+    /// `null`: anyone may answer.
+    pub approvers: Option<Vec<String>>,
+    pub required: Count,
+    /// `null`: waits until answered.
+    pub timeout: Option<TimeSpan>,
+    pub allow_self_approval: bool,
 }
 
 /// `value OP bound`, normalised so `value` is on the left.

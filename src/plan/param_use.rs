@@ -124,11 +124,35 @@ fn action_texts<'a>(a: &'a Action, out: &mut Vec<&'a str>) {
             out.extend(h.expect.max_latency.as_ref().and_then(dur_text));
         }
         ActionKind::Metric(m) => {
-            out.push(&m.query.text);
-            out.push(&m.condition.text);
+            match &m.judge {
+                crate::runbook::Judge::Threshold {
+                    query,
+                    condition,
+                    failure_condition,
+                } => {
+                    out.push(&query.text);
+                    out.push(&condition.text);
+                    out.extend(failure_condition.as_ref().map(|c| c.text.as_str()));
+                }
+                crate::runbook::Judge::Compare(c) => {
+                    out.push(&c.baseline.text);
+                    out.push(&c.canary.text);
+                    out.extend(dur_text(&c.range));
+                    out.extend(dur_text(&c.step));
+                    json_texts(&c.confidence, out);
+                    json_texts(&c.allowed_change, out);
+                }
+            }
             out.extend(dur_text(&m.interval));
+            out.extend(m.initial_delay.as_ref().and_then(dur_text));
             out.extend(num_text(&m.samples));
             out.extend(num_text(&m.failure_limit));
+            out.extend(num_text(&m.inconclusive_limit));
+            out.extend(num_text(&m.error_limit));
+            out.extend(num_text(&m.pause.required));
+            out.extend(m.pause.message.as_deref());
+            out.extend(m.pause.approvers.iter().flatten().map(|t| t.text.as_str()));
+            out.extend(m.pause.timeout.as_ref().and_then(dur_text));
             if let Some(at) = &m.at {
                 json_texts(at, out);
             }

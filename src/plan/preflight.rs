@@ -380,10 +380,32 @@ impl Checker<'_> {
                 }
             }
             ActionKind::Metric(m) => {
-                self.text(&m.query, &format!("{who}: query"), Kind::Any);
+                match &m.judge {
+                    crate::runbook::Judge::Threshold { query, .. } => {
+                        self.text(query, &format!("{who}: query"), Kind::Any);
+                    }
+                    crate::runbook::Judge::Compare(c) => {
+                        self.text(&c.baseline, &format!("{who}: compare.baseline"), Kind::Any);
+                        self.text(&c.canary, &format!("{who}: compare.canary"), Kind::Any);
+                        self.dur(&c.range, &format!("{who}: compare.range"));
+                        self.dur(&c.step, &format!("{who}: compare.step"));
+                    }
+                }
                 self.dur(&m.interval, &format!("{who}: interval"));
+                if let Some(d) = &m.initial_delay {
+                    self.dur(d, &format!("{who}: initial_delay"));
+                }
                 self.num(&m.samples, &format!("{who}: samples"));
                 self.num(&m.failure_limit, &format!("{who}: failure_limit"));
+                self.num(&m.inconclusive_limit, &format!("{who}: inconclusive_limit"));
+                self.num(&m.error_limit, &format!("{who}: error_limit"));
+                self.num(&m.pause.required, &format!("{who}: required"));
+                for (i, name) in m.pause.approvers.iter().flatten().enumerate() {
+                    self.approver(name, &format!("{who}: approvers[{i}]"));
+                }
+                if let Some(t) = &m.pause.timeout {
+                    self.dur(t, &format!("{who}: timeout"));
+                }
             }
             ActionKind::Approval(ap) => {
                 if let Some(msg) = &ap.message {

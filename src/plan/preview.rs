@@ -15,7 +15,10 @@ use minijinja::Value;
 use serde_json::Value as Json;
 
 use super::params::secret_params;
-use super::{Count, PlannedGate, PlannedRetry, PlannedRollback, PlannedStep, Threshold, TimeSpan};
+use super::{
+    Count, PlannedCompare, PlannedGate, PlannedPause, PlannedRetry, PlannedRollback, PlannedStep,
+    Threshold, TimeSpan,
+};
 use crate::duration;
 use crate::runbook::{Action, ActionKind, Backoff, Dur, Num, Rollback, Runbook, Step};
 use crate::template::{self, symbol};
@@ -208,33 +211,7 @@ fn describe(a: &Action, rb: &Runbook, ctx: &Value) -> Vec<String> {
             lines.push(format!("expect {}", expect.join(", ")));
             lines
         }
-        ActionKind::Metric(m) => {
-            let kind = rb.provider(&m.provider).map_or("?", |p| p.kind.name());
-            let mut lines = vec![
-                format!("query ({} `{}`): {}", kind, m.provider, show(&m.query, ctx)),
-                format!("pass when: {}", m.condition),
-            ];
-            let samples = num_text(&m.samples, ctx);
-            let mut gate = format!(
-                "{} sample(s) every {}, fails after more than {} failed",
-                samples,
-                dur_text(&m.interval, ctx),
-                num_text(&m.failure_limit, ctx)
-            );
-            if m.on_no_data == crate::runbook::OnNoData::Pass {
-                gate.push_str("; no data passes");
-            }
-            lines.push(gate);
-            // An empty `at` (a param left at its default) means "now".
-            if let Some(at) =
-                m.at.as_ref()
-                    .map(|at| show_json(at, ctx))
-                    .filter(|at| !at.is_empty())
-            {
-                lines.push(format!("evaluated at {at}"));
-            }
-            lines
-        }
+        ActionKind::Metric(m) => gate_lines(rb, m, ctx),
         ActionKind::Approval(ap) => {
             let mut lines = Vec::new();
             if let Some(m) = &ap.message {
@@ -302,12 +279,10 @@ pub fn worst_case(rb: &Runbook, a: &Action, ctx: &Value) -> Option<Duration> {
         u32::try_from(num_value(&a.retry.attempts, ctx).unwrap_or(1).max(1)).unwrap_or(u32::MAX);
     let per_attempt = match &a.kind {
         ActionKind::Metric(m) => {
-            let samples =
-                u32::try_from(num_value(&m.samples, ctx).unwrap_or(1).max(1)).unwrap_or(u32::MAX);
-            let window = dur_value(&m.interval, ctx)?.saturating_mul(samples.saturating_sub(1));
-            match a.timeout.as_ref().and_then(|t| dur_value(t, ctx)) {
-                Some(t) => window.min(t),
-                None => window,
+            let step_timeout = a.timeout.as_ref().and_then(|t| dur_value(t, ctx));
+            match gate_worst_case(m, ctx) {
+                Some(w) => step_timeout.map_or(w, |t| w.min(t)),
+                None => step_timeout?,
             }
         }
         ActionKind::Approval(ap) => {
@@ -363,12 +338,46 @@ fn flag_write_bound(rb: &Runbook, provider: Option<&str>) -> Duration {
     }
 }
 
-/// Time a step takes when everything passes at once: a gate's sampling window.
+/// The longest one attempt of a gate takes: its delay, then every sample
+/// after up to `error_limit` errors each, then a pause's timeout. A
+/// background gate holds up its dependents until its first evaluation
+/// passes; that is the part on a path.
+fn gate_worst_case(m: &crate::runbook::Metric, ctx: &Value) -> Option<Duration> {
+    let delay = match &m.initial_delay {
+        Some(d) => dur_value(d, ctx)?,
+        None => Duration::ZERO,
+    };
+    let interval = dur_value(&m.interval, ctx)?;
+    let tries =
+        u32::try_from(num_value(&m.error_limit, ctx)?.max(0).saturating_add(1)).unwrap_or(u32::MAX);
+    let samples = match m.until {
+        Some(_) => 1,
+        None => u32::try_from(num_value(&m.samples, ctx)?.max(1)).unwrap_or(u32::MAX),
+    };
+    let evaluations = samples.saturating_mul(tries);
+    let window = interval.saturating_mul(evaluations.saturating_sub(1));
+    let pause = if m.can_pause() && !m.dry_run {
+        dur_value(m.pause.timeout.as_ref()?, ctx)?
+    } else {
+        Duration::ZERO
+    };
+    Some(delay.saturating_add(window).saturating_add(pause))
+}
+
+/// Time a step takes when everything passes at once: a gate's sampling
+/// window (for a background gate, until its first evaluation).
 fn typical(a: &Action, ctx: &Value) -> Option<Duration> {
     match &a.kind {
         ActionKind::Metric(m) => {
+            let delay = match &m.initial_delay {
+                Some(d) => dur_value(d, ctx)?,
+                None => Duration::ZERO,
+            };
+            if m.until.is_some() {
+                return Some(delay);
+            }
             let samples = u32::try_from(num_value(&m.samples, ctx)?.max(1)).unwrap_or(u32::MAX);
-            Some(dur_value(&m.interval, ctx)?.saturating_mul(samples - 1))
+            Some(delay + dur_value(&m.interval, ctx)?.saturating_mul(samples - 1))
         }
         _ => Some(Duration::ZERO),
     }
@@ -381,17 +390,88 @@ pub(super) struct StepSpans {
     pub typical: Option<Duration>,
 }
 
-fn gate(m: &crate::runbook::Metric, ctx: &Value) -> PlannedGate {
-    let rendered = substitute(&m.condition.text, ctx);
+fn gate(rb: &Runbook, m: &crate::runbook::Metric, ctx: &Value) -> PlannedGate {
+    use crate::runbook::{Direction, Judge, Nan, OnInconclusive};
+    let (query, condition, failure_condition, compare) = match &m.judge {
+        Judge::Threshold {
+            query,
+            condition,
+            failure_condition,
+        } => (
+            show(query, ctx),
+            condition.text.clone(),
+            failure_condition.as_ref().map(|c| c.text.clone()),
+            None,
+        ),
+        Judge::Compare(c) => {
+            let confidence = json_number(&c.confidence, ctx);
+            let allowed_change = json_number(&c.allowed_change, ctx);
+            let direction = match c.direction {
+                Direction::Increase => "increase",
+                Direction::Decrease => "decrease",
+                Direction::Either => "either",
+            };
+            (
+                String::new(),
+                String::new(),
+                None,
+                Some(PlannedCompare {
+                    baseline: show(&c.baseline, ctx),
+                    canary: show(&c.canary, ctx),
+                    range: time_span(&c.range, ctx),
+                    step: time_span(&c.step, ctx),
+                    direction,
+                    text: compare_text(c, ctx),
+                    confidence,
+                    allowed_change,
+                    nan: match c.nan {
+                        Nan::Remove => "remove",
+                        Nan::Replace => "replace",
+                    },
+                }),
+            )
+        }
+    };
+    let rendered = substitute(&condition, ctx);
+    let inconclusive = m.can_be_inconclusive();
     PlannedGate {
         provider: m.provider.clone(),
-        query: show(&m.query, ctx),
-        condition: m.condition.text.clone(),
+        query,
         threshold: threshold(&rendered),
+        condition,
         condition_rendered: rendered,
-        samples: count(&m.samples, ctx),
+        failure_condition_rendered: failure_condition.as_deref().map(|c| substitute(c, ctx)),
+        failure_condition,
+        compare,
+        samples: match m.until.and_then(|i| rb.steps.get(i)) {
+            None => count(&m.samples, ctx),
+            Some(until) => Count {
+                value: None,
+                text: format!("until `{}` finishes", until.id),
+            },
+        },
         interval: time_span(&m.interval, ctx),
+        initial_delay: m.initial_delay.as_ref().map(|d| time_span(d, ctx)),
         failure_limit: count(&m.failure_limit, ctx),
+        inconclusive_limit: inconclusive.then(|| count(&m.inconclusive_limit, ctx)),
+        on_inconclusive: inconclusive.then_some(match m.on_inconclusive {
+            OnInconclusive::Pause => "pause",
+            OnInconclusive::Fail => "fail",
+            OnInconclusive::Pass => "pass",
+        }),
+        pause: m.can_pause().then(|| PlannedPause {
+            approvers: m
+                .pause
+                .approvers
+                .as_ref()
+                .map(|l| l.iter().map(|a| show(a, ctx)).collect()),
+            required: count(&m.pause.required, ctx),
+            timeout: m.pause.timeout.as_ref().map(|t| time_span(t, ctx)),
+            allow_self_approval: m.pause.allow_self_approval,
+        }),
+        error_limit: count(&m.error_limit, ctx),
+        dry_run: m.dry_run,
+        background_until: m.until.and_then(|i| rb.steps.get(i)).map(|s| s.id.clone()),
         on_no_data: match m.on_no_data {
             crate::runbook::OnNoData::Fail => "fail",
             crate::runbook::OnNoData::Pass => "pass",
@@ -400,10 +480,159 @@ fn gate(m: &crate::runbook::Metric, ctx: &Value) -> PlannedGate {
     }
 }
 
+/// What a gate evaluates and when it fails, pauses or passes, for the
+/// plan's text.
+fn gate_lines(rb: &Runbook, m: &crate::runbook::Metric, ctx: &Value) -> Vec<String> {
+    use crate::runbook::{Judge, OnInconclusive};
+    let kind = rb.provider(&m.provider).map_or("?", |p| p.kind.name());
+    let mut lines = Vec::new();
+    match &m.judge {
+        Judge::Threshold {
+            query,
+            condition,
+            failure_condition,
+        } => {
+            lines.push(format!(
+                "query ({} `{}`): {}",
+                kind,
+                m.provider,
+                show(query, ctx)
+            ));
+            lines.push(format!("pass when: {}", condition.text));
+            if let Some(f) = failure_condition {
+                lines.push(format!("fail when: {}", f.text));
+            }
+        }
+        Judge::Compare(c) => {
+            lines.push(format!(
+                "baseline ({} `{}`): {}",
+                kind,
+                m.provider,
+                show(&c.baseline, ctx)
+            ));
+            lines.push(format!("canary: {}", show(&c.canary, ctx)));
+            lines.push(compare_text(c, ctx));
+        }
+    }
+    if let Some(d) = &m.initial_delay {
+        lines.push(format!("first evaluation after {}", dur_text(d, ctx)));
+    }
+    let every = dur_text(&m.interval, ctx);
+    let failures = num_text(&m.failure_limit, ctx);
+    let mut gate = match m.until.and_then(|i| rb.steps.get(i)) {
+        Some(until) => format!(
+            "in the background, every {every} until `{}` finishes (steps after it start once the first evaluation passed); fails and unwinds the run after more than {failures} failed",
+            until.id
+        ),
+        None => format!(
+            "{} sample(s) every {every}, fails after more than {failures} failed",
+            num_text(&m.samples, ctx)
+        ),
+    };
+    if m.on_no_data == crate::runbook::OnNoData::Pass {
+        gate.push_str("; no data passes");
+    }
+    lines.push(gate);
+    if m.can_be_inconclusive() {
+        let limit = num_text(&m.inconclusive_limit, ctx);
+        let then = match m.on_inconclusive {
+            OnInconclusive::Pause => {
+                let who = m
+                    .pause
+                    .approvers
+                    .as_ref()
+                    .map_or("anyone".to_string(), |l| {
+                        l.iter()
+                            .map(|a| show(a, ctx))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    });
+                let timeout = m
+                    .pause
+                    .timeout
+                    .as_ref()
+                    .map_or("no timeout".to_string(), |t| {
+                        format!("timeout {}", dur_text(t, ctx))
+                    });
+                format!(
+                    "pauses for {} approval(s) from {who} ({timeout}); a rejection fails it",
+                    num_text(&m.pause.required, ctx)
+                )
+            }
+            OnInconclusive::Fail => "fails".to_string(),
+            OnInconclusive::Pass => {
+                if m.until.is_some() {
+                    "tolerates them and keeps sampling".to_string()
+                } else {
+                    "passes".to_string()
+                }
+            }
+        };
+        lines.push(format!(
+            "inconclusive evaluations: up to {limit} tolerated, then the gate {then}"
+        ));
+    }
+    lines.push(format!(
+        "provider errors (unreachable, not one number): up to {} in a row tolerated, retried each interval",
+        num_text(&m.error_limit, ctx)
+    ));
+    if m.dry_run {
+        lines.push("dry run: evaluated and recorded, never fails or pauses the run".into());
+    }
+    // An empty `at` (a param left at its default) means "now".
+    if let Some(at) =
+        m.at.as_ref()
+            .map(|at| show_json(at, ctx))
+            .filter(|at| !at.is_empty())
+    {
+        lines.push(format!("evaluated at {at}"));
+    }
+    lines
+}
+
+/// A number setting (`confidence`, `allowed_change`) when params decide it.
+fn json_number(v: &Json, ctx: &Value) -> Option<f64> {
+    match v {
+        Json::Number(n) => n.as_f64(),
+        Json::String(s) => {
+            let rendered = show(
+                &crate::runbook::Tpl::new(s.clone(), Default::default()),
+                ctx,
+            );
+            rendered.trim().parse().ok()
+        }
+        _ => None,
+    }
+}
+
+/// What fails a comparison, for people: `fails when the canary's median is
+/// more than 10% above the baseline's with p < 0.02`.
+pub(crate) fn compare_text(c: &crate::runbook::Compare, ctx: &Value) -> String {
+    use crate::runbook::Direction;
+    let change = json_number(&c.allowed_change, ctx).map_or_else(
+        || show_json(&c.allowed_change, ctx),
+        |v| format!("{}%", crate::numbers::human(v * 100.0)),
+    );
+    let p = json_number(&c.confidence, ctx).map_or_else(
+        || format!("1 - {}", show_json(&c.confidence, ctx)),
+        |v| crate::numbers::human(1.0 - v),
+    );
+    let side = match c.direction {
+        Direction::Increase => "above",
+        Direction::Decrease => "below",
+        Direction::Either => "away from",
+    };
+    format!(
+        "fails when the canary's median is more than {change} {side} the baseline's, at p < {p} (Mann-Whitney U over {} at {} resolution)",
+        time_span(&c.range, ctx).text,
+        time_span(&c.step, ctx).text
+    )
+}
+
 /// A condition with each `params.X` / `vars.X` it reads replaced by its
 /// value (`value <= params.max_5xx` -> `value <= 0.003`), so a reviewer
 /// sees the threshold and `plan --diff` compares the bounds that will run.
-fn substitute(condition: &str, ctx: &Value) -> String {
+pub fn substitute(condition: &str, ctx: &Value) -> String {
     let Ok(reads) = template::reads(condition, true) else {
         return condition.to_string();
     };
@@ -499,7 +728,7 @@ fn rollback_of(b: &Action, rb: &Runbook, ctx: &Value) -> PlannedRollback {
         kind: b.kind.name(),
         does: describe(b, rb, ctx),
         gate: match &b.kind {
-            ActionKind::Metric(m) => Some(gate(m, ctx)),
+            ActionKind::Metric(m) => Some(gate(rb, m, ctx)),
             _ => None,
         },
     }
@@ -550,7 +779,7 @@ pub(super) fn step_preview(
         when_not_given: Vec::new(),
         action: describe(&s.action, rb, ctx),
         gate: match &s.action.kind {
-            ActionKind::Metric(m) => Some(gate(m, ctx)),
+            ActionKind::Metric(m) => Some(gate(rb, m, ctx)),
             _ => None,
         },
         timeout: timeout.map(|t| time_span(t, ctx)),

@@ -260,6 +260,11 @@ fn text_step(o: &mut String, s: &PlannedStep) {
         if g.condition_rendered != g.condition {
             let _ = writeln!(o, "      threshold: {}", g.condition_rendered);
         }
+        if let (Some(f), Some(r)) = (&g.failure_condition, &g.failure_condition_rendered) {
+            if f != r {
+                let _ = writeln!(o, "      failure threshold: {r}");
+            }
+        }
     }
     let meta = step_meta(s);
     if !meta.is_empty() {
@@ -631,14 +636,48 @@ fn md_gates(o: &mut String, plan: &Plan) {
     }
     let _ = writeln!(o, "### Gates\n\n| gate | query | passes when | samples | fails after | no data |\n| --- | --- | --- | --- | --- | --- |");
     for (label, g) in rows {
+        let (query, passes) = match &g.compare {
+            Some(c) => (
+                format!(
+                    "baseline {} vs canary {}",
+                    md_code(&c.baseline),
+                    md_code(&c.canary)
+                ),
+                md_text(&c.text),
+            ),
+            None => {
+                let mut passes = md_code(&g.condition_rendered);
+                if let Some(f) = &g.failure_condition_rendered {
+                    passes.push_str(&format!("; fails when {}", md_code(f)));
+                }
+                (md_code(&g.query), passes)
+            }
+        };
+        let mut samples = match &g.background_until {
+            Some(until) => format!(
+                "in the background until {} finishes, every {}",
+                md_code(until),
+                md_text(&g.interval.text)
+            ),
+            None => format!(
+                "{} × every {}",
+                md_text(&g.samples.text),
+                md_text(&g.interval.text)
+            ),
+        };
+        if g.dry_run {
+            samples.push_str(" (dry run)");
+        }
+        let mut fails = format!("more than {} failed", md_text(&g.failure_limit.text));
+        if let (Some(limit), Some(then)) = (&g.inconclusive_limit, g.on_inconclusive) {
+            fails.push_str(&format!(
+                "; more than {} inconclusive: {then}",
+                md_text(&limit.text)
+            ));
+        }
         let _ = writeln!(
             o,
-            "| {label} | {} | {} | {} × every {} | more than {} failed | {} |",
-            md_code(&g.query),
-            md_code(&g.condition_rendered),
-            md_text(&g.samples.text),
-            md_text(&g.interval.text),
-            md_text(&g.failure_limit.text),
+            "| {label} | {query} | {passes} | {samples} | {fails} | {} |",
             g.on_no_data
         );
     }

@@ -10,7 +10,7 @@ pub mod redis_flags;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value as Json;
 
@@ -44,6 +44,10 @@ pub trait FlagStore: Send + Sync {
 /// reads. Implementations: [`prometheus::Prometheus`] (an instant query over
 /// the HTTP API) and [`command_metric::CommandMetric`] (a shell command that
 /// prints a number).
+///
+/// A source may also answer range queries ([`MetricSource::query_range`]):
+/// the points a baseline vs canary comparison ([`crate::analysis::compare`])
+/// judges. Only Prometheus does; the provided method is an error saying so.
 pub trait MetricSource: Send + Sync {
     /// Evaluates the (already rendered) `query` once, at the instant `at`
     /// when given (else now). `Ok(None)` is "no data": an empty result, or
@@ -52,8 +56,28 @@ pub trait MetricSource: Send + Sync {
     fn query<'a>(
         &'a self,
         query: &'a str,
-        at: Option<std::time::SystemTime>,
+        at: Option<SystemTime>,
     ) -> BoxFuture<'a, Result<Option<f64>, String>>;
+
+    /// Evaluates the (already rendered) `query` over `start..=end`, every
+    /// `step`: the points of its one series, in time order, NaN kept (the
+    /// comparison's NaN strategy decides), empty when there is no series.
+    /// By default an error: the provider answers instant queries only.
+    fn query_range<'a>(
+        &'a self,
+        query: &'a str,
+        start: SystemTime,
+        end: SystemTime,
+        step: Duration,
+    ) -> BoxFuture<'a, Result<Vec<f64>, String>> {
+        let _ = (query, start, end, step);
+        Box::pin(async {
+            Err(
+                "this provider answers instant queries only; `compare` needs a prometheus provider"
+                    .to_string(),
+            )
+        })
+    }
 }
 
 /// A metric provider as resolved before the run: what a `metric:` step is

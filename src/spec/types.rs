@@ -334,15 +334,100 @@ pub struct ExpectSpec {
 #[serde(deny_unknown_fields)]
 pub struct MetricSpec {
     pub provider: Option<Spanned<String>>,
-    pub query: Spanned<String>,
-    /// An expression over `value`, e.g. `value < 0.01`.
-    pub condition: Spanned<String>,
+    /// What one evaluation reads (one number); or `compare`.
+    pub query: Option<Spanned<String>>,
+    /// An expression over `value`, e.g. `value < 0.01`: with
+    /// `failure_condition`, the success condition.
+    pub condition: Option<Spanned<String>>,
+    /// An evaluation meeting it fails; one meeting neither condition is
+    /// inconclusive.
+    pub failure_condition: Option<Spanned<String>>,
+    /// Baseline vs canary (Mann-Whitney U) instead of `query`.
+    pub compare: Option<Checked<CompareSpec>>,
     pub interval: Option<Spanned<String>>,
     pub samples: Option<Spanned<IntOrTemplate>>,
     pub failure_limit: Option<Spanned<IntOrTemplate>>,
+    /// Most inconclusive evaluations tolerated (default 0).
+    pub inconclusive_limit: Option<Spanned<IntOrTemplate>>,
+    /// What more inconclusive evaluations than `inconclusive_limit` do
+    /// (default `pause`: wait for a person, as an approval does).
+    pub on_inconclusive: Option<Spanned<OnInconclusive>>,
+    /// Consecutive provider errors tolerated before the gate fails (default 4).
+    pub error_limit: Option<Spanned<IntOrTemplate>>,
+    /// A wait before the first evaluation.
+    pub initial_delay: Option<Spanned<String>>,
+    /// Evaluated and recorded, never fails or pauses the run.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Sample alongside the following steps until one of them finishes.
+    pub background: Option<Checked<BackgroundSpec>>,
     pub on_no_data: Option<OnNoData>,
     /// Evaluate at this instant (RFC 3339 or unix seconds) instead of now.
     pub at: Option<RawNode>,
+    /// A paused gate: who may answer (anyone when absent), as an approval's.
+    pub approvers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// A paused gate: distinct approvals that pass it (default 1).
+    pub required: Option<Spanned<IntOrTemplate>>,
+    /// A paused gate: how long it waits for an answer before failing.
+    pub timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub allow_self_approval: bool,
+    /// A paused gate: what the person is asked.
+    pub message: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnInconclusive {
+    #[default]
+    Pause,
+    Fail,
+    Pass,
+}
+
+#[derive(Deserialize, JsonSchema, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct BackgroundSpec {
+    /// The step whose end ends the gate (it passes then).
+    pub until: Spanned<String>,
+}
+
+#[derive(Deserialize, JsonSchema, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct CompareSpec {
+    /// A PromQL query for the baseline's series.
+    pub baseline: Spanned<String>,
+    /// A PromQL query for the canary's series.
+    pub canary: Spanned<String>,
+    /// How far back each evaluation reads (default 30m).
+    pub range: Option<Spanned<String>>,
+    /// The resolution of the range queries (default 1m).
+    pub step: Option<Spanned<String>>,
+    /// Which change fails (default `increase`).
+    pub direction: Option<Direction>,
+    /// Significance needed to fail, in (0, 1) (default 0.98); or a template.
+    pub confidence: Option<RawNode>,
+    /// Largest relative change of the medians tolerated (default 0.1); or a template.
+    pub allowed_change: Option<RawNode>,
+    /// NaN points: `remove` (default) or `replace` (with 0).
+    pub nan: Option<Nan>,
+}
+
+#[derive(Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    #[default]
+    Increase,
+    Decrease,
+    Either,
+}
+
+#[derive(Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Nan {
+    #[default]
+    Remove,
+    Replace,
 }
 
 #[derive(Deserialize, JsonSchema, Debug, Clone)]

@@ -1,5 +1,7 @@
 //! `approval:` steps: wait until enough people say yes, one says no, or time
-//! runs out.
+//! runs out. A metric gate that pauses on inconclusive evaluations waits
+//! here too ([`wait_for_answers`]), under its own step's label, so the same
+//! commands, records, prompt and `status` answer it.
 //!
 //! # Where decisions come from
 //!
@@ -201,205 +203,225 @@ impl Executor for ApprovalExec {
         cx: &'a Attempt<'a>,
     ) -> BoxFuture<'a, Result<Outputs, StepError>> {
         Box::pin(async move {
-            let rules = rules_for(a, cx)?;
-            let timeout = a
-                .timeout
-                .as_ref()
-                .map(|t| crate::engine::resolve_dur(t, cx.template))
-                .transpose()?;
-            let started = tokio::time::Instant::now();
-            let deadline_at = timeout
-                .and_then(|t| std::time::SystemTime::now().checked_add(t))
-                .map(|t| humantime::format_rfc3339_seconds(t).to_string());
-            let state_dir = std::path::absolute(&cx.env.state_dir)
-                .unwrap_or_else(|_| cx.env.state_dir.clone())
-                .display()
-                .to_string();
-            let dir = approvals_dir(&cx.env.run_dir, cx.label);
-            std::fs::create_dir_all(dir.join("done")).map_err(|e| {
-                StepError::transient(format!("cannot create {}: {e}", dir.display()))
-            })?;
-
-            let mut tally = Tally {
-                cx,
-                rules,
-                approved: Vec::new(),
-                rejected: None,
-            };
-            for by in journaled_approvals(cx) {
-                if tally.rules.may_approve(&by).is_ok() {
-                    tally.approved.push(by);
-                }
-            }
-
-            let operator = cx.env.operator.clone();
-            if cx.env.approve.iter().any(|s| s == cx.label) {
-                match tally.rules.may_approve(&operator) {
-                    Ok(()) if tally.approved.contains(&operator) => {}
-                    Ok(()) => {
-                        tally.decide(Decision {
-                            by: operator.clone(),
-                            approved: true,
-                            comment: Some("--approve".into()),
-                            at: None,
-                        });
-                    }
-                    Err(why) => tally.note(format!("--approve {} does not count: {why}", cx.label)),
-                }
-            }
-
-            let waiting = WaitingFile(dir.join("waiting.json"));
-            if !tally.done() {
-                write_atomic(&waiting.0, &tally.rules).map_err(|e| {
-                    StepError::transient(format!("cannot write {}: {e}", waiting.0.display()))
-                })?;
-            }
-
-            // The terminal prompt: only for an operator whose answer counts;
-            // anyone else is told who can answer and how.
-            let mut prompting = false;
-            if cx.env.interactive && !tally.done() {
-                let pending = tally.rules.eligible().map(|l| {
-                    l.into_iter()
-                        .filter(|a| !tally.approved.contains(a))
-                        .collect::<Vec<_>>()
-                });
-                let command = crate::state::answer_command(
-                    &state_dir,
-                    &cx.env.run_id,
-                    cx.label,
-                    pending.as_deref(),
-                    false,
-                );
-                match offer(&tally.rules, &operator, &tally.approved, &command) {
-                    Offer::Ask => {
-                        prompting = true;
-                        let asks = match &tally.rules.message {
-                            Some(m) => format!("{} asks: {m}", tally.rules.started_by),
-                            None => format!(
-                                "{} asks for approval of {}",
-                                tally.rules.started_by, cx.label
-                            ),
-                        };
-                        tally.note(asks);
-                        tally.note(format!(
-                            "approve as {operator}? type y (or n to reject, optionally followed by a comment) and Enter"
-                        ));
-                        // Lines typed before the question are not answers to it.
-                        if let Ok(mut rx) = stdin_lines().try_lock() {
-                            while rx.try_recv().is_ok() {}
-                        }
-                    }
-                    Offer::Tell(text) => {
-                        for line in text.lines() {
-                            tally.note(line.to_string());
-                        }
-                    }
-                }
-            }
-
-            let mut shown = None;
-            let mut seen_files: HashSet<PathBuf> = HashSet::new();
-            loop {
-                for file in pending_files(&dir) {
-                    if tally.done() {
-                        break;
-                    }
-                    if !seen_files.insert(file.clone()) {
-                        continue;
-                    }
-                    match std::fs::read(&file)
-                        .map_err(|e| e.to_string())
-                        .and_then(|b| {
-                            serde_json::from_slice::<Decision>(&b).map_err(|e| e.to_string())
-                        }) {
-                        Ok(d) => {
-                            tally.decide(d);
-                        }
-                        Err(e) => {
-                            tally.note(format!("ignored {}: not a decision ({e})", file.display()));
-                        }
-                    }
-                    consume(&dir, &file);
-                }
-                if let Some((by, comment)) = &tally.rejected {
-                    return Err(StepError::permanent(match comment {
-                        Some(c) => format!("rejected by {by}: {c}"),
-                        None => format!("rejected by {by}"),
-                    }));
-                }
-                if tally.approved.len() >= tally.rules.required {
-                    let mut values = Outputs::new();
-                    values.insert(
-                        "approved_by".into(),
-                        Json::Array(tally.approved.iter().cloned().map(Json::String).collect()),
-                    );
-                    let mut out = Outputs::new();
-                    out.insert("outputs".into(), Json::Object(values));
-                    return Ok(out);
-                }
-                let on = tally.rules.waiting_on(&tally.approved);
-                if shown.as_ref() != Some(&on) {
-                    let r = &tally.rules;
-                    cx.bus.note(Event::Waiting {
-                        step: cx.label.to_string(),
-                        on: on.clone(),
-                        detail: Some(WaitingDetail::Approval(AnswerWanted {
-                            approvers: r.approvers.clone(),
-                            eligible: r.eligible(),
-                            required: r.required,
-                            approved_by: tally.approved.clone(),
-                            started_by: r.started_by.clone(),
-                            allow_self_approval: r.allow_self_approval,
-                            message: r.message.clone(),
-                            deadline: deadline_at.clone(),
-                            state_dir: state_dir.clone(),
-                        })),
-                    });
-                    shown = Some(on);
-                }
-                let deadline = async {
-                    match timeout {
-                        Some(t) => tokio::time::sleep_until(started + t).await,
-                        None => std::future::pending().await,
-                    }
-                };
-                let answer = async {
-                    if prompting {
-                        next_line().await
-                    } else {
-                        std::future::pending().await
-                    }
-                };
-                tokio::select! {
-                    () = tokio::time::sleep(POLL) => {}
-                    stop = cx.stopped() => {
-                        let msg = format!("stopped while waiting: {}", tally.rules.waiting_on(&tally.approved));
-                        return Err(StepError::stopped(stop, msg));
-                    }
-                    () = deadline => {
-                        let t = crate::duration::format(timeout.unwrap_or_default());
-                        let got = if tally.approved.is_empty() {
-                            "no approvals".to_string()
-                        } else {
-                            format!("{}/{} approvals ({})", tally.approved.len(), tally.rules.required, tally.approved.join(", "))
-                        };
-                        // Nobody answered: asking again would only wait again.
-                        return Err(StepError::permanent(format!("approval timed out after {t} with {got}")));
-                    }
-                    line = answer => match line {
-                        None => prompting = false,
-                        Some(line) => match parse_answer(&line) {
-                            Some((approved, comment)) => {
-                                tally.decide(Decision { by: operator.clone(), approved, comment, at: None });
-                                prompting = false;
-                            }
-                            None if line.trim().is_empty() => {}
-                            None => tally.note("please answer y or n".into()),
-                        },
-                    },
-                }
-            }
+            let approved = wait_for_answers(a, cx, None).await?;
+            let mut values = Outputs::new();
+            values.insert(
+                "approved_by".into(),
+                Json::Array(approved.into_iter().map(Json::String).collect()),
+            );
+            let mut out = Outputs::new();
+            out.insert("outputs".into(), Json::Object(values));
+            Ok(out)
         })
+    }
+}
+
+/// Waits until enough people approve (their names, in order), one rejects
+/// or the timeout passes (a permanent error either way). An approval step
+/// waits here, and so does a paused gate, with `paused_gate` the
+/// evaluations that led to the pause: the same rules, commands, records
+/// and prompt answer both.
+pub(super) async fn wait_for_answers(
+    a: &Approval,
+    cx: &Attempt<'_>,
+    paused_gate: Option<Vec<String>>,
+) -> Result<Vec<String>, StepError> {
+    let rules = rules_for(a, cx)?;
+    let timeout = a
+        .timeout
+        .as_ref()
+        .map(|t| crate::engine::resolve_dur(t, cx.template))
+        .transpose()?;
+    let started = tokio::time::Instant::now();
+    let deadline_at = timeout
+        .and_then(|t| std::time::SystemTime::now().checked_add(t))
+        .map(|t| humantime::format_rfc3339_seconds(t).to_string());
+    let state_dir = std::path::absolute(&cx.env.state_dir)
+        .unwrap_or_else(|_| cx.env.state_dir.clone())
+        .display()
+        .to_string();
+    let dir = approvals_dir(&cx.env.run_dir, cx.label);
+    std::fs::create_dir_all(dir.join("done"))
+        .map_err(|e| StepError::transient(format!("cannot create {}: {e}", dir.display())))?;
+
+    let mut tally = Tally {
+        cx,
+        rules,
+        approved: Vec::new(),
+        rejected: None,
+    };
+    for by in journaled_approvals(cx) {
+        if tally.rules.may_approve(&by).is_ok() {
+            tally.approved.push(by);
+        }
+    }
+
+    let operator = cx.env.operator.clone();
+    if cx.env.approve.iter().any(|s| s == cx.label) {
+        match tally.rules.may_approve(&operator) {
+            Ok(()) if tally.approved.contains(&operator) => {}
+            Ok(()) => {
+                tally.decide(Decision {
+                    by: operator.clone(),
+                    approved: true,
+                    comment: Some("--approve".into()),
+                    at: None,
+                });
+            }
+            Err(why) => tally.note(format!("--approve {} does not count: {why}", cx.label)),
+        }
+    }
+
+    let waiting = WaitingFile(dir.join("waiting.json"));
+    if !tally.done() {
+        write_atomic(&waiting.0, &tally.rules).map_err(|e| {
+            StepError::transient(format!("cannot write {}: {e}", waiting.0.display()))
+        })?;
+    }
+
+    // The terminal prompt: only for an operator whose answer counts;
+    // anyone else is told who can answer and how.
+    let mut prompting = false;
+    if cx.env.interactive && !tally.done() {
+        let pending = tally.rules.eligible().map(|l| {
+            l.into_iter()
+                .filter(|a| !tally.approved.contains(a))
+                .collect::<Vec<_>>()
+        });
+        let command = crate::state::answer_command(
+            &state_dir,
+            &cx.env.run_id,
+            cx.label,
+            pending.as_deref(),
+            false,
+        );
+        match offer(&tally.rules, &operator, &tally.approved, &command) {
+            Offer::Ask => {
+                prompting = true;
+                let asks = match (&tally.rules.message, &paused_gate) {
+                    (Some(m), _) => format!("{} asks: {m}", tally.rules.started_by),
+                    (None, Some(_)) => format!(
+                        "the gate {} is paused: approve to pass it, reject to fail it",
+                        cx.label
+                    ),
+                    (None, None) => format!(
+                        "{} asks for approval of {}",
+                        tally.rules.started_by, cx.label
+                    ),
+                };
+                for line in paused_gate.iter().flatten() {
+                    tally.note(line.clone());
+                }
+                tally.note(asks);
+                tally.note(format!(
+                    "approve as {operator}? type y (or n to reject, optionally followed by a comment) and Enter"
+                ));
+                // Lines typed before the question are not answers to it.
+                if let Ok(mut rx) = stdin_lines().try_lock() {
+                    while rx.try_recv().is_ok() {}
+                }
+            }
+            Offer::Tell(text) => {
+                for line in text.lines() {
+                    tally.note(line.to_string());
+                }
+            }
+        }
+    }
+
+    let mut shown = None;
+    let mut seen_files: HashSet<PathBuf> = HashSet::new();
+    loop {
+        for file in pending_files(&dir) {
+            if tally.done() {
+                break;
+            }
+            if !seen_files.insert(file.clone()) {
+                continue;
+            }
+            match std::fs::read(&file)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<Decision>(&b).map_err(|e| e.to_string()))
+            {
+                Ok(d) => {
+                    tally.decide(d);
+                }
+                Err(e) => {
+                    tally.note(format!("ignored {}: not a decision ({e})", file.display()));
+                }
+            }
+            consume(&dir, &file);
+        }
+        if let Some((by, comment)) = &tally.rejected {
+            return Err(StepError::permanent(match comment {
+                Some(c) => format!("rejected by {by}: {c}"),
+                None => format!("rejected by {by}"),
+            }));
+        }
+        if tally.approved.len() >= tally.rules.required {
+            return Ok(tally.approved);
+        }
+        let on = tally.rules.waiting_on(&tally.approved);
+        if shown.as_ref() != Some(&on) {
+            let r = &tally.rules;
+            cx.bus.note(Event::Waiting {
+                step: cx.label.to_string(),
+                on: on.clone(),
+                detail: Some(WaitingDetail::Approval(AnswerWanted {
+                    approvers: r.approvers.clone(),
+                    eligible: r.eligible(),
+                    required: r.required,
+                    approved_by: tally.approved.clone(),
+                    started_by: r.started_by.clone(),
+                    allow_self_approval: r.allow_self_approval,
+                    message: r.message.clone(),
+                    deadline: deadline_at.clone(),
+                    state_dir: state_dir.clone(),
+                    paused_gate: paused_gate.clone(),
+                })),
+            });
+            shown = Some(on);
+        }
+        let deadline = async {
+            match timeout {
+                Some(t) => tokio::time::sleep_until(started + t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let answer = async {
+            if prompting {
+                next_line().await
+            } else {
+                std::future::pending().await
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(POLL) => {}
+            stop = cx.stopped() => {
+                let msg = format!("stopped while waiting: {}", tally.rules.waiting_on(&tally.approved));
+                return Err(StepError::stopped(stop, msg));
+            }
+            () = deadline => {
+                let t = crate::duration::format(timeout.unwrap_or_default());
+                let got = if tally.approved.is_empty() {
+                    "no approvals".to_string()
+                } else {
+                    format!("{}/{} approvals ({})", tally.approved.len(), tally.rules.required, tally.approved.join(", "))
+                };
+                // Nobody answered: asking again would only wait again.
+                return Err(StepError::permanent(format!("approval timed out after {t} with {got}")));
+            }
+            line = answer => match line {
+                None => prompting = false,
+                Some(line) => match parse_answer(&line) {
+                    Some((approved, comment)) => {
+                        tally.decide(Decision { by: operator.clone(), approved, comment, at: None });
+                        prompting = false;
+                    }
+                    None if line.trim().is_empty() => {}
+                    None => tally.note("please answer y or n".into()),
+                },
+            },
+        }
     }
 }

@@ -30,6 +30,7 @@ use crate::runbook::{Action, ActionKind, Runbook};
 
 pub use error::{ErrorKind, StepError};
 pub use flag::restore_flag;
+pub use metric::{BackgroundLink, GateNews};
 
 /// Why an attempt is being stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,6 +125,8 @@ pub struct Attempt<'a> {
     /// outputs and exit code): kept so later steps and the step's own
     /// rollback can read them.
     pub partial: std::sync::Mutex<Option<Outputs>>,
+    /// A background gate's line to the scheduler.
+    pub background: Option<&'a BackgroundLink>,
 }
 
 impl Attempt<'_> {

@@ -7,6 +7,7 @@
 //! ancestry). Graph rules (unknown needs, cycles) run here, between the two,
 //! because template ancestry needs the graph.
 
+mod gates;
 mod params;
 mod steps;
 mod templates;
@@ -296,6 +297,14 @@ fn convert(spec: &RunbookSpec, root: Option<&Node>, ds: &mut Diagnostics) -> Opt
     templates::check(ds, spec, &index, graph.as_ref());
 
     let mut main_steps = main_steps;
+    gates::resolve(ds, &main_specs, &mut main_steps, &index, graph.as_ref());
+    let others: Vec<&StepSpec> = spec
+        .on_failure
+        .iter()
+        .chain(&spec.finally)
+        .filter_map(|s| s.0.as_ref())
+        .collect();
+    gates::refuse_outside_steps(ds, &others);
     for (s, deps) in main_steps.iter_mut().zip(needs) {
         if let Some(s) = s {
             s.needs = deps;

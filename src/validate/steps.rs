@@ -7,12 +7,13 @@ use std::time::Duration;
 use crate::diagnostics::{did_you_mean, Code, Diagnostics};
 use crate::duration;
 use crate::runbook::{
-    Action, ActionKind, Approval, Dur, Expect, Flag, Http, Metric, Num, Provider, Retry, Rollback,
-    StatusMatch, Step, Tpl,
+    Action, ActionKind, Approval, Compare, Dur, Expect, Flag, Http, Judge, Metric, Num,
+    OnInconclusive, Provider, Retry, Rollback, StatusMatch, Step, Tpl,
 };
 use crate::spec::{
     ApprovalSpec, BodySpec, Checked, DefaultsSpec, FlagSpec, HttpSpec, IntOrTemplate, MetricSpec,
-    Node, ProviderKind, ProviderSpec, RetrySpec, RollbackSpec, Span, Spanned, StepSpec, Value,
+    Node, ProviderKind, ProviderSpec, RawNode, RetrySpec, RollbackSpec, Span, Spanned, StepSpec,
+    Value,
 };
 use crate::template::is_template;
 
@@ -227,7 +228,7 @@ fn action(ds: &mut Diagnostics, ctx: &StepCtx<'_>, b: &Body<'_>, what: &str) -> 
     } else if let Some(h) = b.http {
         ActionKind::Http(Box::new(http(ds, h.0.as_ref()?)))
     } else if let Some(m) = b.metric {
-        ActionKind::Metric(Box::new(metric(ds, ctx, m.0.as_ref()?)))
+        ActionKind::Metric(Box::new(metric(ds, ctx, m.0.as_ref()?, b.at)))
     } else if let Some(a) = b.approval {
         ActionKind::Approval(Box::new(approval(ds, a.0.as_ref()?)))
     } else {
@@ -516,20 +517,25 @@ fn choose_provider(
     }
 }
 
-fn metric(ds: &mut Diagnostics, ctx: &StepCtx<'_>, m: &MetricSpec) -> Metric {
+fn metric(ds: &mut Diagnostics, ctx: &StepCtx<'_>, m: &MetricSpec, at: Span) -> Metric {
+    let judge = judge(ds, m, at);
+    let where_ = match &judge {
+        Judge::Threshold { query, .. } => query.span,
+        Judge::Compare(c) => c.baseline.span,
+    };
     let provider = match choose_provider(
         ds,
         ctx,
         m.provider.as_ref(),
         ProviderKind::serves_metrics,
         "metric",
-        m.query.span,
+        where_,
     ) {
         Ok(Some(p)) => p,
         Ok(None) => {
             ds.error(
                 Code::UnknownProvider,
-                m.query.span,
+                where_,
                 "no metric provider is declared",
             )
             .help = Some(
@@ -539,6 +545,20 @@ fn metric(ds: &mut Diagnostics, ctx: &StepCtx<'_>, m: &MetricSpec) -> Metric {
         }
         Err(()) => String::new(),
     };
+    if let Judge::Compare(_) = judge {
+        let kind = ctx
+            .providers
+            .iter()
+            .find(|p| p.name == provider)
+            .map(|p| p.kind);
+        if kind.is_some_and(|k| k != ProviderKind::Prometheus) {
+            ds.error(
+                Code::ProviderKind,
+                m.provider.as_ref().map_or(where_, |p| p.span),
+                format!("`compare` reads range queries, which only a `prometheus` provider answers; `{provider}` is not one"),
+            );
+        }
+    }
     let samples = m
         .samples
         .as_ref()
@@ -547,7 +567,10 @@ fn metric(ds: &mut Diagnostics, ctx: &StepCtx<'_>, m: &MetricSpec) -> Metric {
         .failure_limit
         .as_ref()
         .map_or(Num::Fixed(0), |n| num(ds, n, 0, "`failure_limit`"));
-    if let (Num::Fixed(s), Num::Fixed(f), Some(fl)) = (&samples, &failure_limit, &m.failure_limit) {
+    let background = m.background.as_ref().and_then(|b| b.0.as_ref());
+    if let (Num::Fixed(s), Num::Fixed(f), Some(fl), None) =
+        (&samples, &failure_limit, &m.failure_limit, background)
+    {
         if f >= s {
             ds.error(
                 Code::InvalidNumber,
@@ -558,18 +581,208 @@ fn metric(ds: &mut Diagnostics, ctx: &StepCtx<'_>, m: &MetricSpec) -> Metric {
             );
         }
     }
+    if let (Some(b), Some(s)) = (background, &m.samples) {
+        ds.error(
+            Code::GateSettings,
+            s.span,
+            format!(
+                "a background gate samples until `{}` finishes; `samples` is not used",
+                b.until.value
+            ),
+        )
+        .help = Some("remove `samples`".into());
+    }
+    let inconclusive_limit = m
+        .inconclusive_limit
+        .as_ref()
+        .map_or(Num::Fixed(0), |n| num(ds, n, 0, "`inconclusive_limit`"));
+    let can_be_inconclusive = match &judge {
+        Judge::Threshold {
+            failure_condition, ..
+        } => failure_condition.is_some(),
+        Judge::Compare(_) => true,
+    };
+    if !can_be_inconclusive {
+        let set = [
+            m.inconclusive_limit
+                .as_ref()
+                .map(|n| ("inconclusive_limit", n.span)),
+            m.on_inconclusive
+                .as_ref()
+                .map(|o| ("on_inconclusive", o.span)),
+        ];
+        for (field, span) in set.into_iter().flatten() {
+            ds.error(
+                Code::GateSettings,
+                span,
+                format!("`{field}` is set, but without `failure_condition` (or `compare`) no evaluation is inconclusive"),
+            )
+            .help = Some("add `failure_condition`, or remove it".into());
+        }
+    }
+    let on_inconclusive = m
+        .on_inconclusive
+        .as_ref()
+        .map(|o| o.value)
+        .unwrap_or_default();
+    let pause_fields = [
+        m.approvers.as_ref().map(|a| ("approvers", a.span)),
+        m.required.as_ref().map(|r| ("required", r.span)),
+        m.timeout.as_ref().map(|t| ("timeout", t.span)),
+        m.message.as_ref().map(|t| ("message", t.span)),
+    ];
+    if !can_be_inconclusive || on_inconclusive != OnInconclusive::Pause {
+        for (field, span) in pause_fields.into_iter().flatten() {
+            ds.error(
+                Code::GateSettings,
+                span,
+                format!("`{field}` says who answers a paused gate, but this gate never pauses (it pauses on inconclusive evaluations, with `on_inconclusive: pause`)"),
+            );
+        }
+    }
+    let pause = approval(
+        ds,
+        &ApprovalSpec {
+            message: m.message.clone(),
+            approvers: m.approvers.clone(),
+            required: m.required.clone(),
+            timeout: m.timeout.clone(),
+            allow_self_approval: m.allow_self_approval,
+        },
+    );
     Metric {
         provider,
-        query: Tpl::new(m.query.value.clone(), m.query.span),
-        condition: Tpl::new(m.condition.value.clone(), m.condition.span),
+        judge,
         interval: m
             .interval
             .as_ref()
             .map_or(Dur::Fixed(Duration::from_secs(30)), |i| dur(ds, i)),
         samples,
         failure_limit,
+        inconclusive_limit,
+        on_inconclusive,
+        pause,
+        error_limit: m
+            .error_limit
+            .as_ref()
+            .map_or(Num::Fixed(4), |n| num(ds, n, 0, "`error_limit`")),
+        initial_delay: m.initial_delay.as_ref().map(|d| dur(ds, d)),
+        dry_run: m.dry_run,
+        // Resolved with the graph, once every id is known.
+        until: None,
         on_no_data: m.on_no_data.unwrap_or_default(),
         at: m.at.as_ref().map(|a| a.0.to_json()),
+    }
+}
+
+/// `query` + `condition` (+ `failure_condition`), or `compare`: exactly one.
+fn judge(ds: &mut Diagnostics, m: &MetricSpec, at: Span) -> Judge {
+    let compare = m.compare.as_ref().and_then(|c| c.0.as_ref());
+    if let (Some(_), Some(q)) = (compare, &m.query) {
+        ds.error(
+            Code::GateSettings,
+            q.span,
+            "a gate has `query` or `compare`, not both",
+        );
+    }
+    if let Some(c) = compare {
+        for (field, span) in [
+            m.condition.as_ref().map(|c| ("condition", c.span)),
+            m.failure_condition
+                .as_ref()
+                .map(|c| ("failure_condition", c.span)),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            ds.error(
+                Code::GateSettings,
+                span,
+                format!("`{field}` is not used with `compare`: the comparison decides (`direction`, `confidence`, `allowed_change`)"),
+            );
+        }
+        for (field, value, ok) in [
+            (
+                "confidence",
+                &c.confidence,
+                (|v: f64| v > 0.0 && v < 1.0) as fn(f64) -> bool,
+            ),
+            ("allowed_change", &c.allowed_change, |v: f64| {
+                v >= 0.0 && v.is_finite()
+            }),
+        ] {
+            let Some(RawNode(node)) = value else { continue };
+            let json = node.to_json();
+            let fine = match &json {
+                serde_json::Value::Number(n) => n.as_f64().is_some_and(ok),
+                serde_json::Value::String(s) => is_template(s),
+                _ => false,
+            };
+            if !fine {
+                let want = if field == "confidence" {
+                    "a number between 0 and 1 (exclusive), e.g. 0.98"
+                } else {
+                    "a number of 0 or more, e.g. 0.1 for 10%"
+                };
+                ds.error(
+                    Code::InvalidNumber,
+                    node.span,
+                    format!("`{field}` is {json}; it must be {want}, or a template"),
+                );
+            }
+        }
+        let json_or = |v: &Option<RawNode>, default: f64| {
+            v.as_ref()
+                .map_or_else(|| serde_json::Value::from(default), |n| n.0.to_json())
+        };
+        return Judge::Compare(Compare {
+            baseline: Tpl::new(c.baseline.value.clone(), c.baseline.span),
+            canary: Tpl::new(c.canary.value.clone(), c.canary.span),
+            range: c
+                .range
+                .as_ref()
+                .map_or(Dur::Fixed(Duration::from_secs(30 * 60)), |d| dur(ds, d)),
+            step: c
+                .step
+                .as_ref()
+                .map_or(Dur::Fixed(Duration::from_secs(60)), |d| dur(ds, d)),
+            direction: c.direction.unwrap_or_default(),
+            confidence: json_or(&c.confidence, 0.98),
+            allowed_change: json_or(&c.allowed_change, 0.1),
+            nan: c.nan.unwrap_or_default(),
+        });
+    }
+    let query = match &m.query {
+        Some(q) => Tpl::new(q.value.clone(), q.span),
+        None => {
+            ds.error(
+                Code::MissingField,
+                at,
+                "a metric gate needs `query` (with `condition`) or `compare`",
+            );
+            Tpl::new(String::new(), at)
+        }
+    };
+    let condition = match &m.condition {
+        Some(c) => Tpl::new(c.value.clone(), c.span),
+        None => {
+            if m.query.is_some() {
+                ds.error(
+                    Code::MissingField,
+                    m.query.as_ref().map_or(at, |q| q.span),
+                    "a gate with `query` needs `condition`, an expression over `value` such as `value < 0.01`",
+                );
+            }
+            Tpl::new(String::new(), at)
+        }
+    };
+    Judge::Threshold {
+        query,
+        condition,
+        failure_condition: m
+            .failure_condition
+            .as_ref()
+            .map(|c| Tpl::new(c.value.clone(), c.span)),
     }
 }
 

@@ -242,13 +242,39 @@ fn common<'a>(
         }
     }
     if let Some(m) = metric {
-        f(&m.query.value, m.query.span, Expr::Template);
-        f(&m.condition.value, m.condition.span, Expr::Condition);
-        if let Some(i) = &m.interval {
-            f(&i.value, i.span, Expr::Template);
+        m.query
+            .iter()
+            .chain(m.interval.iter())
+            .chain(m.initial_delay.iter())
+            .chain(m.message.iter())
+            .chain(m.timeout.iter())
+            .for_each(|s| f(&s.value, s.span, Expr::Template));
+        m.condition
+            .iter()
+            .chain(m.failure_condition.iter())
+            .for_each(|s| f(&s.value, s.span, Expr::Condition));
+        if let Some(c) = m.compare.as_ref().and_then(|c| c.0.as_ref()) {
+            [&c.baseline, &c.canary]
+                .into_iter()
+                .chain(c.range.iter())
+                .chain(c.step.iter())
+                .for_each(|s| f(&s.value, s.span, Expr::Template));
+            for n in c.confidence.iter().chain(c.allowed_change.iter()) {
+                each_node_string(&n.0, &mut |s, sp| f(s, sp, Expr::Template));
+            }
         }
-        for n in m.samples.iter().chain(m.failure_limit.iter()) {
+        for n in m
+            .samples
+            .iter()
+            .chain(m.failure_limit.iter())
+            .chain(m.inconclusive_limit.iter())
+            .chain(m.error_limit.iter())
+            .chain(m.required.iter())
+        {
             num(n, f);
+        }
+        for who in m.approvers.iter().flat_map(|l| l.value.iter()) {
+            f(&who.value, who.span, Expr::Template);
         }
         if let Some(a) = &m.at {
             each_node_string(&a.0, &mut |s, sp| f(s, sp, Expr::Template));

@@ -46,7 +46,8 @@ pub(crate) fn read_repo_file(rel: &str) -> String {
 }
 
 pub(crate) struct Test {
-    dir: tempfile::TempDir,
+    /// Shared with a [`Running`] binary its [`Running::beside`] commands run beside.
+    dir: std::sync::Arc<tempfile::TempDir>,
     args: Vec<String>,
     env: Vec<(String, String)>,
     stdin: Option<String>,
@@ -66,10 +67,12 @@ impl Default for Test {
 impl Test {
     pub(crate) fn new() -> Test {
         Test {
-            dir: tempfile::Builder::new()
-                .prefix("runbook-test-")
-                .tempdir()
-                .expect("create a temporary directory"),
+            dir: std::sync::Arc::new(
+                tempfile::Builder::new()
+                    .prefix("runbook-test-")
+                    .tempdir()
+                    .expect("create a temporary directory"),
+            ),
             args: Vec::new(),
             env: Vec::new(),
             stdin: None,
@@ -194,7 +197,7 @@ pub(crate) struct Output {
     /// The signal that killed the binary, if one did (`libc::SIGKILL`, ...).
     pub signal: Option<i32>,
     /// Kept alive so the test can inspect files the run wrote.
-    pub dir: tempfile::TempDir,
+    pub dir: std::sync::Arc<tempfile::TempDir>,
 }
 
 impl Output {
@@ -402,7 +405,7 @@ pub(crate) struct Running {
     child: Option<std::process::Child>,
     stdout: Option<std::thread::JoinHandle<String>>,
     stderr: Option<std::thread::JoinHandle<String>>,
-    dir: Option<tempfile::TempDir>,
+    dir: Option<std::sync::Arc<tempfile::TempDir>>,
 }
 
 impl Running {
@@ -414,6 +417,14 @@ impl Running {
     /// The test's working directory.
     pub(crate) fn path(&self) -> &Path {
         self.dir.as_ref().expect("the test directory").path()
+    }
+
+    /// A second command in the same directory while this one runs
+    /// (`status`, `approve`, `cancel`), as [`Output::again`] is after it.
+    pub(crate) fn beside(&self) -> Test {
+        let mut t = Test::new();
+        t.dir = std::sync::Arc::clone(self.dir.as_ref().expect("the test directory"));
+        t
     }
 
     /// Sends `sig` (e.g. `libc::SIGINT`) to the binary (not to its steps,
