@@ -69,6 +69,48 @@ const LOOSENINGS: &[(&str, &str, &str, &str)] = &[
         "approval `approve` was dropped",
     ),
     (
+        "gate made a dry run",
+        "      failure_limit: 0\n",
+        "      failure_limit: 0\n      dry_run: true\n",
+        "gate `gate_errors` is now a dry run",
+    ),
+    (
+        "more provider errors tolerated",
+        "      failure_limit: 0\n",
+        "      failure_limit: 0\n      error_limit: 10\n",
+        "gate `gate_errors` tolerates more provider errors in a row: 4 -> 10",
+    ),
+    (
+        "inconclusive passes instead of pausing",
+        "      on_inconclusive: pause\n",
+        "      on_inconclusive: pass\n",
+        "gate `guard` on_inconclusive: pause -> pass",
+    ),
+    (
+        "background guard made a foreground gate",
+        "      background: { until: canary_latency }\n",
+        "",
+        "gate `guard` no longer runs in the background",
+    ),
+    (
+        "failure condition changed",
+        "failure_condition: value > 0.05",
+        "failure_condition: value > 0.5",
+        "gate `guard` failure_condition changed: `value > 0.05` -> `value > 0.5`",
+    ),
+    (
+        "comparison allows a larger change",
+        "allowed_change: 0.1,",
+        "allowed_change: 0.3,",
+        "gate `canary_latency` allows a larger change: 0.1 -> 0.3",
+    ),
+    (
+        "comparison needs more confidence",
+        "confidence: 0.98 }",
+        "confidence: 0.999 }",
+        "gate `canary_latency` needs more confidence to fail: 0.98 -> 0.999",
+    ),
+    (
         "step-down gate loosened",
         "condition: value <= 0.01, samples: 1",
         "condition: value <= 0.05, samples: 1",
