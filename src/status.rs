@@ -210,6 +210,7 @@ pub fn show(state_dir: &Path, run_id: Option<&str>, as_json: bool) -> Result {
                         );
                     }
                 }
+                print_evaluations(s);
                 if let Some(e) = s["rollback"]["error"].as_str() {
                     println!("{:24} rollback failed: {e}", "");
                 }
@@ -301,7 +302,43 @@ fn print_waiting(w: &Json, now: std::time::SystemTime) {
     if let Some(m) = w["message"].as_str() {
         println!("    {}", crate::view::printable(m));
     }
+    for line in w["evaluations"].as_array().into_iter().flatten() {
+        println!(
+            "    {}",
+            crate::view::printable(line.as_str().unwrap_or(""))
+        );
+    }
     for line in crate::view::answer_lines(w, now) {
         println!("    {line}");
+    }
+}
+
+/// How many of a gate's evaluations `status RUN_ID` lists (the JSON has all).
+const SHOWN_EVALUATIONS: usize = 5;
+
+/// A gate's last evaluations: when, what it read, the verdict and threshold.
+fn print_evaluations(s: &Json) {
+    let all = s["evaluations"].as_array().map_or(&[][..], Vec::as_slice);
+    let skip = all.len().saturating_sub(SHOWN_EVALUATIONS);
+    if skip > 0 {
+        println!(
+            "{:24} ({skip} earlier evaluations: `--format json` lists all)",
+            ""
+        );
+    }
+    for e in &all[skip..] {
+        let dry = if e["dry_run"] == true {
+            " (dry run)"
+        } else {
+            ""
+        };
+        let line = format!(
+            "evaluated {}: {} -> {}{dry} [{}]",
+            e["time"].as_str().unwrap_or(""),
+            e["text"].as_str().unwrap_or(""),
+            e["verdict"].as_str().unwrap_or(""),
+            e["threshold"].as_str().unwrap_or("")
+        );
+        println!("{:24} {}", "", crate::view::printable(&line));
     }
 }

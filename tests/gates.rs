@@ -104,6 +104,19 @@ fn three_values_pass_fail_and_inconclusive_against_prometheus() {
     let out = with_prom(&three_valued(T0 + 4817, "")).run().code(1);
     has(&out, "value 0.1 meets failure_condition `value > 0.08`");
     assert_eq!(verdicts(&report(&out), "gate"), ["fail"]);
+    // `status RUN_ID` lists the evaluation with its verdict and threshold.
+    let shown = out
+        .again()
+        .args(&["status", "g1", "--state-dir", "st"])
+        .run()
+        .success();
+    assert!(
+        shown.stdout.contains(
+            "evaluated 2023-11-14T23:33:37.000Z: value 0.1 -> fail [passes: value < 0.01; fails: value > 0.08]"
+        ),
+        "{}",
+        shown.stdout
+    );
 
     let fail = "      on_inconclusive: fail\n";
     let out = with_prom(&three_valued(T0 + 1237, fail)).run().code(1);
