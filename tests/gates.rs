@@ -502,6 +502,7 @@ fn gate_settings_that_do_not_fit_are_refused_at_their_line() {
         ("      query: echo 1\n      compare: { baseline: a, canary: b }\n", "E028", 8),
         ("      compare: { baseline: a, canary: b, confidence: 2 }\n", "E027", 8),
         ("      condition: value < 1\n", "E012", 6),
+        ("      query: echo 1\n      condition: value < 1\n      background: { until: work }\n    retry: { attempts: 3 }\n", "E026", 11),
     ];
     for (metric, code, line) in cases {
         let yaml = format!("version: 1\nname: bad\nproviders:\n  cmd: {{ kind: command }}\nsteps:\n  - id: guard\n    metric:\n{metric}  - id: work\n    shell: echo work\n");
@@ -517,4 +518,83 @@ fn gate_settings_that_do_not_fit_are_refused_at_their_line() {
             out.stderr
         );
     }
+}
+
+// Regressions found by review, each named after the bug.
+
+/// A background gate that never passed an evaluation never let its `until`
+/// step start: a dry run that breaches, or one that tolerates inconclusive
+/// evaluations, sampled forever.
+#[test]
+fn a_background_gate_that_goes_on_without_a_pass_lets_the_steps_after_it_start() {
+    for (name, settings) in [
+        ("dry run", "      dry_run: true\n"),
+        (
+            "tolerated inconclusive",
+            "      failure_condition: value > 10\n      on_inconclusive: pass\n",
+        ),
+    ] {
+        let out = with_command(&format!(
+            "  - id: guard\n    metric:\n      query: echo 5\n      condition: value < 1\n{settings}      interval: 50ms\n      background: {{ until: work }}\n  - id: work\n    shell: echo work >> log\n"
+        ))
+        .run();
+        assert_eq!(out.code, Some(0), "{name}:\n{}", all(&out));
+        assert_eq!(log(&out), ["work"], "{name}");
+    }
+}
+
+/// Resume opened a background gate again over steps that had finished
+/// before the crash, and ran them a second time.
+#[test]
+fn resume_of_a_background_gate_does_not_run_finished_steps_again() {
+    let wait_for_go = "echo $$ > slow.tmp; mv slow.tmp slow.pid; for i in $(seq 600); do [ -e go ] && break; sleep 0.05; done";
+    let steps = format!(
+        "  - id: guard\n    metric:\n      query: echo 0.1\n      condition: value < 1\n      interval: 50ms\n      background: {{ until: slow }}\n  - id: work\n    shell: echo work >> log\n  - id: slow\n    shell: '{wait_for_go}'\n"
+    );
+    let mut running = with_command(&steps).spawn();
+    running.wait_for_file("slow.pid", Duration::from_secs(30));
+    running.signal(libc::SIGKILL);
+    let out = running.wait();
+    std::fs::remove_file(out.path().join("slow.pid")).unwrap();
+    std::fs::write(out.path().join("go"), "").unwrap();
+    let out = out.again().args(RESUME).run().success();
+    assert_eq!(log(&out), ["work"], "work ran again");
+}
+
+/// A paused background gate waited for a person after its `until` step
+/// had finished.
+#[test]
+fn a_paused_background_gate_passes_when_its_until_step_finishes() {
+    let mut running = with_command(
+        "  - id: guard\n    metric:\n      query: cat value\n      condition: value < 1\n      failure_condition: value > 10\n      on_inconclusive: pause\n      interval: 50ms\n      background: { until: work }\n  - id: work\n    shell: 'touch started; for i in $(seq 600); do [ -e go ] && break; sleep 0.05; done; echo work >> log'\n",
+    )
+    .file("value", "0.5\n")
+    .spawn();
+    running.wait_for_file("started", Duration::from_secs(30));
+    // Inconclusive from now on: the guard pauses while `work` runs.
+    std::fs::write(running.path().join("value"), "5\n").unwrap();
+    wait_paused(&running);
+    std::fs::write(running.path().join("go"), "").unwrap();
+    let out = running.wait();
+    assert_eq!(out.code, Some(0), "{}", all(&out));
+    assert_eq!(log(&out), ["work"]);
+    assert_eq!(step(&report(&out), "guard")["status"], "succeeded");
+}
+
+/// A dry run killed mid-way counted every breach before the crash as one.
+#[test]
+fn a_resumed_dry_run_counts_every_breach() {
+    let running = scripted(&["5"], "      samples: 50\n      dry_run: true\n").spawn();
+    assert!(poll_until(Duration::from_secs(30), || {
+        std::fs::read_to_string(running.path().join("calls"))
+            .is_ok_and(|c| c.trim().parse::<u32>().is_ok_and(|n| n >= 3))
+    }));
+    running.signal(libc::SIGKILL);
+    let out = running.wait();
+    let out = out.again().args(RESUME).run().success();
+    let r = report(&out);
+    let o = &step(&r, "gate")["outputs"];
+    assert_eq!(o["breaches"], 50, "{o}");
+    assert_eq!(o["failures"], 50, "{o}");
+    assert_eq!(o["samples"], 50, "{o}");
 }

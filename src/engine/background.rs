@@ -92,6 +92,10 @@ impl Background {
     /// Takes in what gate `i` says; true when it opened just now (its
     /// dependents are released).
     pub(super) fn heard(&mut self, i: usize, news: GateNews) -> bool {
+        // News queued before the gate's end was handled: its end decided.
+        if !self.signals.contains_key(&i) {
+            return false;
+        }
         match news {
             GateNews::Opened => return self.opened.insert(i),
             GateNews::Paused => {

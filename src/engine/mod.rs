@@ -157,7 +157,7 @@ impl Engine {
                         self.finish_step(i, &records[i], 0);
                         self.ctx.set_step(&step.id, &records[i]);
                         background.ended(i);
-                        release(&rb, i, &mut waiting_on, &mut ready);
+                        release(&rb, i, &records, &mut waiting_on, &mut ready);
                         continue;
                     }
                     Err(e) => {
@@ -167,7 +167,7 @@ impl Engine {
                         self.ctx.set_step(&step.id, &records[i]);
                         background.ended(i);
                         if step.continue_on_failure {
-                            release(&rb, i, &mut waiting_on, &mut ready);
+                            release(&rb, i, &records, &mut waiting_on, &mut ready);
                         } else {
                             failed = Some(i);
                         }
@@ -231,7 +231,7 @@ impl Engine {
             match ev {
                 Wake::Gate(i, news) => {
                     if background.heard(i, news) {
-                        release(&rb, i, &mut waiting_on, &mut ready);
+                        release(&rb, i, &records, &mut waiting_on, &mut ready);
                     }
                 }
                 Wake::Signal => {
@@ -298,7 +298,7 @@ impl Engine {
                     if go_on && opened {
                         // A background gate released its dependents when it opened.
                     } else if go_on {
-                        release(&rb, i, &mut waiting_on, &mut ready);
+                        release(&rb, i, &records, &mut waiting_on, &mut ready);
                     } else if rec.status == StepStatus::Failed && failed.is_none() {
                         failed = Some(i);
                         let _ = cancel_tx.send(true);
@@ -835,15 +835,19 @@ mod fault {
     pub(super) fn maybe_panic(_step: &str) {}
 }
 
+/// Step `i` no longer holds its children back; those waiting on nothing
+/// more are ready, unless they ran already (a resumed run's background gate
+/// opens again over steps that finished before the crash).
 fn release(
     rb: &crate::runbook::Runbook,
     i: usize,
+    records: &[StepRecord],
     waiting_on: &mut [usize],
     ready: &mut BTreeSet<usize>,
 ) {
     for c in rb.graph.children(i) {
-        waiting_on[c] -= 1;
-        if waiting_on[c] == 0 {
+        waiting_on[c] = waiting_on[c].saturating_sub(1);
+        if waiting_on[c] == 0 && records[c].status == StepStatus::NotStarted {
             ready.insert(c);
         }
     }

@@ -30,6 +30,17 @@ pub(super) fn resolve(
         let Some(b) = background(spec.metric.as_ref().and_then(|m| m.0.as_ref())) else {
             continue;
         };
+        if let Some(r) = spec.retry.as_ref() {
+            let at =
+                r.0.as_ref()
+                    .and_then(|r| r.attempts.as_ref().map(|a| a.span))
+                    .unwrap_or(b.until.span);
+            ds.error(
+                Code::InvalidRetry,
+                at,
+                "a background gate is never retried: a breach unwinds the run at once, and a retry would leave the steps it guards unguarded while it waits",
+            );
+        }
         let until = &b.until;
         let target = match index.ids.get(&until.value) {
             Some((Phase::Main, j)) => *j,

@@ -137,6 +137,10 @@ struct Tally {
     passed: i64,
     failures: i64,
     inconclusive: i64,
+    /// What the limits count from: a dry run starts over after each breach
+    /// (the totals above are what it reports).
+    failures_base: i64,
+    inconclusive_base: i64,
     errors: i64,
     errors_in_row: i64,
     /// What a dry run would have failed or paused on.
@@ -257,26 +261,34 @@ async fn run(m: &Metric, action: &Action, cx: &Attempt<'_>) -> Result<Outputs, S
 
     let resumed = resumed_samples(cx);
     let mut tally = Tally::default();
-    for s in &resumed {
+    // The journaled verdicts are judged again one by one, as they were:
+    // breaches of a dry run count each, a pause that sampling went on
+    // after was answered, and the verdict that decided the gate before the
+    // engine died (and before the step's record) decides it now.
+    let mut decided = None;
+    let mut opened = m.dry_run;
+    tally.why = "(before the engine stopped)".into();
+    for (k, s) in resumed.iter().enumerate() {
         tally.add(
             s.verdict,
             s.value,
             format!("sample {}: {}", s.sample, s.verdict.as_str()),
         );
+        let next = judge_tally(m, &limits, &mut tally);
+        opened |= lets_dependents_start(s.verdict, &tally, &next);
+        let last = k + 1 == resumed.len();
+        match next {
+            Next::GoOn | Next::Breach(_) => {}
+            Next::Pause(_) if !last => tally.accepts_inconclusive = true,
+            other => decided = Some(other),
+        }
     }
     let first_at_ms = resumed.first().map_or_else(now_ms, |s| s.first_at_ms);
     let done = tally.counted + tally.errors;
-    if let Some(b) = background {
-        if tally.passed > 0 {
-            b.tell(GateNews::Opened);
-        }
+    if let (Some(b), true) = (background, opened) {
+        b.tell(GateNews::Opened);
     }
-    // The engine died after the verdict that decided the gate and before
-    // the step's record: it is decided now the same way.
-    let mut decided = None;
     if !resumed.is_empty() {
-        tally.why = "(before the engine stopped)".into();
-        let next = judge_tally(m, &limits, &mut tally);
         cx.bus.note(Event::Waiting {
             step: cx.label.to_string(),
             on: {
@@ -298,7 +310,6 @@ async fn run(m: &Metric, action: &Action, cx: &Attempt<'_>) -> Result<Outputs, S
             },
             detail: None,
         });
-        decided = Some(next);
     }
 
     // Live evaluations keep to a grid: evaluation `i` is due at
@@ -372,16 +383,27 @@ async fn run(m: &Metric, action: &Action, cx: &Attempt<'_>) -> Result<Outputs, S
                 }
                 let mut lines = vec![format!("the gate is paused: {why}")];
                 lines.extend(tally.recent.iter().cloned());
-                let answered = super::approval::wait_for_answers(&m.pause, cx, Some(lines)).await;
+                // A background gate's `until` ends it, paused or not.
+                let answered = tokio::select! {
+                    a = super::approval::wait_for_answers(&m.pause, cx, Some(lines)) => Some(a),
+                    () = until_done(background) => None,
+                };
                 if let Some(b) = background {
                     b.tell(GateNews::Resumed);
                 }
+                let Some(answered) = answered else {
+                    return Ok(outputs(&tally));
+                };
                 let approved = answered.inspect_err(|_| cx.keep(outputs(&tally)))?;
                 tally.approved_by = Some(approved);
                 if background.is_none() {
                     return Ok(outputs(&tally));
                 }
                 tally.accepts_inconclusive = true;
+                if let (Some(b), false) = (background, opened) {
+                    opened = true;
+                    b.tell(GateNews::Opened);
+                }
             }
         }
         if background.is_none() && limits.samples.is_some_and(|s| tally.counted >= s) {
@@ -486,12 +508,13 @@ async fn run(m: &Metric, action: &Action, cx: &Attempt<'_>) -> Result<Outputs, S
         if found.p_value.is_some() {
             tally.p_value = found.p_value;
         }
-        if verdict == Verdict::Pass && tally.passed == 1 {
-            if let Some(b) = background {
+        let next = judge_tally(m, &limits, &mut tally);
+        if let (Some(b), false) = (background, opened) {
+            if lets_dependents_start(verdict, &tally, &next) {
+                opened = true;
                 b.tell(GateNews::Opened);
             }
         }
-        let next = judge_tally(m, &limits, &mut tally);
         let mut progress = line;
         let more = background.is_some() || limits.samples.is_some_and(|s| tally.counted < s);
         let next_at = if more { Some(pause_before(i)?) } else { None };
@@ -540,8 +563,8 @@ fn judge_tally(m: &Metric, limits: &Limits, tally: &mut Tally) -> Next {
             "gate failed: {}; {count} error_limit {}",
             tally.why, limits.error_limit
         ))
-    } else if tally.failures > limits.failure_limit {
-        let count = match tally.failures {
+    } else if tally.failures - tally.failures_base > limits.failure_limit {
+        let count = match tally.failures - tally.failures_base {
             1 => "1 failed sample exceeds".to_string(),
             n => format!("{n} failed samples exceed"),
         };
@@ -549,8 +572,10 @@ fn judge_tally(m: &Metric, limits: &Limits, tally: &mut Tally) -> Next {
             "gate failed at {at}: {}; {count} failure_limit {}",
             tally.why, limits.failure_limit
         ))
-    } else if tally.inconclusive > limits.inconclusive_limit && !tally.accepts_inconclusive {
-        let count = match tally.inconclusive {
+    } else if tally.inconclusive - tally.inconclusive_base > limits.inconclusive_limit
+        && !tally.accepts_inconclusive
+    {
+        let count = match tally.inconclusive - tally.inconclusive_base {
             1 => "1 inconclusive sample exceeds".to_string(),
             n => format!("{n} inconclusive samples exceed"),
         };
@@ -582,11 +607,23 @@ fn judge_tally(m: &Metric, limits: &Limits, tally: &mut Tally) -> Next {
         // Counted once: the same limits are not breached again by the
         // evaluations that come after.
         tally.errors_in_row = 0;
-        tally.failures = 0;
-        tally.inconclusive = 0;
+        tally.failures_base = tally.failures;
+        tally.inconclusive_base = tally.inconclusive;
         return Next::Breach(format!("dry run: the gate would {would}"));
     }
     next
+}
+
+/// Whether a background gate's evaluation lets the steps after it start:
+/// a pass, or an evaluation the gate goes on after without one (tolerated
+/// inconclusive ones; a dry run never holds anything back).
+fn lets_dependents_start(verdict: Verdict, tally: &Tally, next: &Next) -> bool {
+    match (verdict, next) {
+        (_, Next::Fail(_) | Next::Pause(_)) | (Verdict::Error, _) => false,
+        (Verdict::Pass, _) | (_, Next::Breach(_)) => true,
+        (Verdict::Inconclusive, _) => tally.accepts_inconclusive,
+        (Verdict::Fail, _) => false,
+    }
 }
 
 fn outputs(t: &Tally) -> Outputs {
