@@ -22,6 +22,8 @@ install_services() {
   need_cmd npm || missing+=(npm)
   # groff renders the man page in tests/cli.rs.
   need_cmd groff || missing+=(groff-base)
+  # ssh-keygen and ssh-agent make and hold the keys of signed approvals.
+  { need_cmd ssh-keygen && need_cmd ssh-agent && need_cmd ssh-add; } || missing+=(openssh-client)
   [ ${#missing[@]} -eq 0 ] && return 0
 
   local sudo=()

@@ -147,6 +147,24 @@ pub enum Command {
         /// A note kept in the journal with the decision.
         #[arg(long, value_name = "TEXT")]
         comment: Option<String>,
+        /// Sign the decision with this SSH key (a private key, or a public
+        /// key whose private half is in ssh-agent): required where the
+        /// runbook has `allowed_signers`.
+        #[arg(long, value_name = "PATH")]
+        key: Option<PathBuf>,
+    },
+    /// Check every signed decision of a run again, offline.
+    #[command(after_help = "Examples:
+  runbook verify 20261201-093000-1a2b
+  runbook verify deploy-42 --allowed-signers team/allowed_signers")]
+    Verify {
+        /// The run whose decisions to check (a unique prefix of its id is enough).
+        #[arg(value_name = "RUN_ID")]
+        run_id: String,
+        /// Check against this allowed-signers file instead of the one the
+        /// run started with.
+        #[arg(long, value_name = "FILE")]
+        allowed_signers: Option<PathBuf>,
     },
     /// List runs, or show one run's steps.
     #[command(after_help = "Examples:
@@ -253,6 +271,11 @@ pub struct ViewArgs {
     /// Identity of the person running (default: $RUNBOOK_USER, else the login name).
     #[arg(long = "as", value_name = "NAME")]
     pub identity: Option<String>,
+    /// Prove `--as` with this SSH key (private key, or a public key held in
+    /// ssh-agent) against the runbook's `allowed_signers`; it also signs
+    /// `--approve` and the prompt's answers.
+    #[arg(long, value_name = "PATH")]
+    pub key: Option<PathBuf>,
     /// Write a JSON report of the run to this file.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -299,6 +322,7 @@ impl Command {
             | Command::Resume { .. }
             | Command::Rollback { .. }
             | Command::Approve { .. }
+            | Command::Verify { .. }
             | Command::Cancel { .. } => false,
         }
     }
@@ -337,7 +361,7 @@ pub fn main() -> i32 {
 pub fn exit_code(result: &crate::error::Result) -> i32 {
     match result {
         Ok(Done::Ok) => 0,
-        Ok(Done::RiskFound) => 1,
+        Ok(Done::RiskFound | Done::Unverified) => 1,
         Ok(Done::Run(status)) => match status {
             RunStatus::Succeeded => 0,
             RunStatus::RolledBack => 1,
@@ -400,6 +424,7 @@ fn output(view: &ViewArgs) -> Result<Output, Error> {
     Ok(Output {
         approve: view.approve.clone(),
         identity: checked_identity(view.identity.as_ref())?,
+        key: view.key.clone(),
         report: view.report.clone(),
         json_log: view.log_format == LogFormat::Json,
     })
@@ -473,14 +498,29 @@ fn dispatch(cli: Cli) -> crate::error::Result {
             identity,
             reject,
             comment,
-        } => crate::approvals::submit(
-            &state_dir,
-            &crate::run_id::resolve(&state_dir, &run_id)?,
-            &step,
-            checked_identity(identity.as_ref())?.as_deref(),
-            reject,
-            comment.as_deref(),
-        ),
+            key,
+        } => {
+            let run_id = crate::run_id::resolve(&state_dir, &run_id)?;
+            let identity = checked_identity(identity.as_ref())?;
+            crate::approvals::submit(
+                &state_dir,
+                &crate::approvals::Answer {
+                    run_id: &run_id,
+                    step: &step,
+                    identity: identity.as_deref(),
+                    reject,
+                    comment: comment.as_deref(),
+                    key: key.as_deref(),
+                },
+            )
+        }
+        Command::Verify {
+            run_id,
+            allowed_signers,
+        } => {
+            let run_id = crate::run_id::resolve(&state_dir, &run_id)?;
+            crate::approvals::verify(&state_dir, &run_id, allowed_signers.as_deref())
+        }
         Command::Status { run_id, format } => {
             let run_id = run_id
                 .map(|id| crate::run_id::resolve(&state_dir, &id))

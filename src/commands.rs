@@ -87,7 +87,26 @@ pub fn load(path: &Path) -> Result<Loaded> {
         }
         Err(Unread { diagnostic: d, .. }) => return Err(Error::Coded(vec![(d.code, d.message)])),
     };
-    load_text(name, text)
+    let loaded = load_text(name, text)?;
+    if let Err(items) = signers_of(&loaded.runbook, path, None) {
+        return Err(Error::Diagnostics {
+            file: loaded.name,
+            text: loaded.text,
+            items,
+        });
+    }
+    Ok(loaded)
+}
+
+/// The allowed-signers files of the runbook at `path`, read relative to
+/// it; templated paths are rendered with `render`, or skipped without.
+pub fn signers_of(
+    rb: &Runbook,
+    path: &Path,
+    render: Option<crate::approvals::RenderPath<'_>>,
+) -> std::result::Result<crate::approvals::RunSigners, Vec<Diagnostic>> {
+    let base = path.parent().unwrap_or(Path::new("."));
+    crate::approvals::RunSigners::load(rb, base, render)
 }
 
 /// The runbook a journal recorded, validated again (the one place that
@@ -256,7 +275,13 @@ pub fn validate(paths: &[std::path::PathBuf], format: DiagnosticsFormat, color: 
                 (None, vec![diagnostic])
             }
             Ok(text) => {
-                let v = crate::validate::validate(crate::spec::load(&text));
+                let mut v = crate::validate::validate(crate::spec::load(&text));
+                if let Some(rb) = &v.runbook {
+                    if let Err(items) = signers_of(rb, &f, None) {
+                        v.diagnostics.extend(items);
+                        v.runbook = None;
+                    }
+                }
                 if format == DiagnosticsFormat::Text {
                     let mut err = std::io::stderr().lock();
                     for d in &v.diagnostics {

@@ -66,6 +66,7 @@ codes! {
     ProviderConfig = "E043", "a provider's settings are incomplete";
     ApprovalQuorum = "E050", "an approval's quorum cannot be met";
     ApproverName = "E051", "an approver's name cannot be shown or typed as it is";
+    AllowedSigners = "E052", "an allowed-signers file cannot be read, does not parse, or has no key for an approver";
     TemplateSyntax = "E060", "a template does not parse";
     UndefinedName = "E061", "a template reads a name that is not defined";
     NotAncestor = "E062", "a template reads a step that does not run before it";

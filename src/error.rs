@@ -18,6 +18,8 @@ pub enum Done {
     Rollback(RunStatus),
     /// `plan --diff --fail-on-risk` found a risk.
     RiskFound,
+    /// `verify` found a decision whose signature does not hold.
+    Unverified,
 }
 
 /// A command that could not do its job.

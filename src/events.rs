@@ -103,6 +103,17 @@ pub enum Event {
         by: String,
         approved: bool,
         comment: Option<String>,
+        /// Who made it and where, as the deciding process saw it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proof: Option<Box<Proof>>,
+    },
+    /// A decision that did not count: unsigned where signatures are
+    /// required, or its signature did not verify.
+    ApprovalRefused {
+        step: String,
+        by: String,
+        approved: bool,
+        why: String,
     },
     /// A flag's value before this run writes it (`None`: it did not
     /// exist), recorded before the write; `value` is what is about to be
@@ -244,6 +255,7 @@ impl Event {
             Event::Approval {
                 comment: Some(c), ..
             } => m.mask_in_place(c),
+            Event::ApprovalRefused { why, .. } => m.mask_in_place(why),
             Event::RunStarted { params, .. } => m.mask_json(params),
             Event::FlagPrevious {
                 previous, value, ..
@@ -319,6 +331,22 @@ impl AnswerWanted {
             m.mask_in_place(line);
         }
     }
+}
+
+/// The audit of a decision: the OS user and host of the process that made
+/// it, and when signatures are required, the key and the signature.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Proof {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// `SHA256:...` of the key that signed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The SSH signature (armored) over the decision's statement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 /// What one evaluation of a gate found.

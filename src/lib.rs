@@ -32,6 +32,7 @@ pub mod runner;
 pub mod schema;
 pub mod secrets;
 pub mod shell_values;
+pub mod signing;
 pub mod simple_command;
 pub mod spec;
 pub mod state;

@@ -54,6 +54,9 @@ pub struct Runbook {
     pub env: Vec<(String, String)>,
     pub concurrency: usize,
     pub lock: Option<Tpl>,
+    /// The allowed-signers file approvals are checked against
+    /// ([`crate::signing`]); relative to the runbook.
+    pub allowed_signers: Option<Tpl>,
     pub providers: Vec<Provider>,
     pub steps: Vec<Step>,
     pub on_failure: Vec<Step>,
@@ -374,6 +377,8 @@ pub struct Approval {
     pub required: Num,
     pub timeout: Option<Dur>,
     pub allow_self_approval: bool,
+    /// This step's own allowed-signers file (else the runbook's).
+    pub allowed_signers: Option<Tpl>,
 }
 
 #[derive(Debug, Clone)]

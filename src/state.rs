@@ -181,6 +181,17 @@ pub struct Decision {
     pub approved: bool,
     pub comment: Option<String>,
     pub at: String,
+    pub proof: Option<crate::events::Proof>,
+}
+
+/// A decision the engine refused (it does not count).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub label: String,
+    pub by: String,
+    pub approved: bool,
+    pub why: String,
+    pub at: String,
 }
 
 /// One attempt of a step, with its times.
@@ -297,6 +308,8 @@ pub struct RunState {
     /// Every step of the runbook in file order (then any the events name).
     pub steps: IndexMap<String, StepState>,
     pub decisions: Vec<Decision>,
+    /// Decisions the engine refused, in order.
+    pub refusals: Vec<Refusal>,
     /// The run started unwinding; the failed step, if a step failed.
     pub unwinding: Option<Option<String>>,
     /// It unwinds because of a signal, not a failure.
@@ -492,11 +505,25 @@ impl RunState {
                 by,
                 approved,
                 comment,
+                proof,
             } => self.decisions.push(Decision {
                 label: step.clone(),
                 by: by.clone(),
                 approved: *approved,
                 comment: comment.clone(),
+                at: at.to_string(),
+                proof: proof.as_deref().cloned(),
+            }),
+            Event::ApprovalRefused {
+                step,
+                by,
+                approved,
+                why,
+            } => self.refusals.push(Refusal {
+                label: step.clone(),
+                by: by.clone(),
+                approved: *approved,
+                why: why.clone(),
                 at: at.to_string(),
             }),
             Event::FlagPrevious {
@@ -989,10 +1016,31 @@ impl RunState {
             .decisions
             .iter()
             .filter(|d| d.label == s.id || d.label.starts_with(&format!("{}.rollback.", s.id)))
-            .map(|d| json!({ "by": d.by, "approved": d.approved, "comment": d.comment, "at": d.at, "step": d.label }))
+            .map(|d| {
+                let mut v = json!({ "by": d.by, "approved": d.approved, "comment": d.comment, "at": d.at, "step": d.label });
+                if let (Some(p), Json::Object(o)) = (&d.proof, &mut v) {
+                    o.insert("os_user".into(), json!(p.os_user));
+                    o.insert("host".into(), json!(p.host));
+                    o.insert("verified".into(), json!(p.signature.is_some()));
+                    if p.signature.is_some() {
+                        o.insert("key".into(), json!(p.key));
+                        o.insert("signature".into(), json!(p.signature));
+                    }
+                }
+                v
+            })
             .collect();
         if !approvals.is_empty() {
             m.insert("approvals".into(), Json::Array(approvals));
+        }
+        let refused: Vec<Json> = self
+            .refusals
+            .iter()
+            .filter(|d| d.label == s.id || d.label.starts_with(&format!("{}.rollback.", s.id)))
+            .map(|d| json!({ "by": d.by, "approved": d.approved, "why": d.why, "at": d.at, "step": d.label }))
+            .collect();
+        if !refused.is_empty() {
+            m.insert("refused_approvals".into(), Json::Array(refused));
         }
         if s.rollback_running {
             m.insert(

@@ -71,6 +71,25 @@ impl Rollout {
             common::read_repo_file("runbooks/production-rollout.yaml"),
         )
         .unwrap();
+        // The team's keys: the runbook counts only approvals they sign.
+        let mut signers = String::new();
+        for who in ["engineering-manager", "devops-lead"] {
+            let key = dir.path().join(who);
+            let made = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", who, "-f"])
+                .arg(&key)
+                .output()
+                .expect("ssh-keygen runs (openssh-client)");
+            assert!(made.status.success(), "{made:?}");
+            let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+            let mut parts = public.split_whitespace();
+            signers.push_str(&format!(
+                "{who} {} {}\n",
+                parts.next().unwrap(),
+                parts.next().unwrap()
+            ));
+        }
+        std::fs::write(dir.path().join("runbooks/allowed_signers"), signers).unwrap();
         Rollout { dir }
     }
 
@@ -150,6 +169,8 @@ impl Rollout {
                     who,
                     "--comment",
                     "metrics look fine",
+                    "--key",
+                    who,
                 ])
                 .output()
                 .unwrap();
@@ -218,6 +239,13 @@ fn happy_path_reaches_full_rollout() {
         .find(|s| s["id"] == "approve_production")
         .unwrap();
     assert_eq!(approval["status"], "succeeded");
+    // Both decisions are proven by the keys the allowed signers name.
+    let decisions = approval["approvals"].as_array().unwrap();
+    assert_eq!(decisions.len(), 2, "{decisions:?}");
+    assert!(decisions
+        .iter()
+        .all(|d| d["verified"] == true
+            && d["key"].as_str().is_some_and(|k| k.starts_with("SHA256:"))));
     // The release channel got the outcome; nobody was paged.
     let hooks = svc.hooks();
     assert_eq!(hooks.len(), 1, "{hooks:?}");

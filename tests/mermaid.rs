@@ -128,7 +128,7 @@ fn plan(file: &str, format: &str) -> String {
         for p in &params {
             args.extend(["--param", p]);
         }
-        let out = Test::new().repo_file(file).args(&args).run();
+        let out = Test::new().shipped(file).args(&args).run();
         if out.code == Some(0) {
             return out.stdout;
         }

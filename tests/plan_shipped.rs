@@ -102,7 +102,7 @@ fn production_rollout_preview_without_params_shows_what_a_reviewer_needs() {
         assert!(md.contains(&shown), "gate {shown} missing");
     }
     for needle in [
-        "| `approve_production` | **2** | `engineering-manager`, `devops-lead` | 1d | no | claimed |",
+        "| `approve_production` | **2** | `engineering-manager`, `devops-lead` | 1d | no | signed |",
         "| Lock | `production-rollout-production` |",
         "### On failure",
         "| `escalate` | http |",

@@ -416,7 +416,7 @@ fn shipped_runbooks_plan_with_waves_and_unwind_order_that_agree_with_needs() {
     );
 
     for (file, params) in SHIPPED {
-        let plan = plan_json(Test::new().repo_file(file), file, params);
+        let plan = plan_json(Test::new().shipped(file), file, params);
         check_waves(&plan, file);
         let unwind = strings(&plan["unwind_order"]);
         for s in plan["steps"].as_array().expect("steps") {

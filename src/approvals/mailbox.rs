@@ -18,6 +18,15 @@ pub(crate) struct Decision {
     pub(crate) comment: Option<String>,
     #[serde(default)]
     pub(crate) at: Option<String>,
+    /// The armored SSH signature over the decision's statement
+    /// ([`crate::signing::Statement`]), where signatures are required.
+    #[serde(default)]
+    pub(crate) signature: Option<String>,
+    /// The deciding process's OS user and host.
+    #[serde(default)]
+    pub(crate) os_user: Option<String>,
+    #[serde(default)]
+    pub(crate) host: Option<String>,
 }
 
 /// `<run dir>/approvals/<step>`.

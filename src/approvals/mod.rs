@@ -9,11 +9,15 @@
 mod mailbox;
 mod prompt;
 mod rules;
+mod signers;
 mod submit;
+mod verify;
 
 pub(crate) use mailbox::{
     approvals_dir, consume, pending_files, write_atomic, Decision, WaitingFile,
 };
 pub(crate) use prompt::{discard_typed_input, next_line, offer, parse_answer, stdin_lines, Offer};
-pub(crate) use rules::Rules;
-pub use submit::submit;
+pub(crate) use rules::{Rules, SignedBy};
+pub use signers::{RenderPath, RunSigners, SignerFile};
+pub use submit::{submit, Answer};
+pub use verify::verify;

@@ -115,6 +115,7 @@ mod tests {
             started_by: "dave".into(),
             message: None,
             pid: 0,
+            signed: None,
         }
     }
 

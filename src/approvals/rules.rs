@@ -21,6 +21,18 @@ pub(crate) struct Rules {
     pub(crate) message: Option<String>,
     #[serde(default)]
     pub(crate) pid: u32,
+    /// Where decisions must be signed: what they are checked against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) signed: Option<SignedBy>,
+}
+
+/// What a signed decision of a waiting step is checked against: the
+/// allowed signers (public keys only), and what the statement names.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SignedBy {
+    pub(crate) allowed_signers: String,
+    pub(crate) run_id: String,
+    pub(crate) fingerprint: String,
 }
 
 impl Rules {
@@ -127,6 +139,7 @@ mod tests {
             started_by: "alice".into(),
             message: None,
             pid: 0,
+            signed: None,
         }
     }
 

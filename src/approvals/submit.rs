@@ -60,28 +60,34 @@ fn approval_label(rb: &crate::runbook::Runbook, label: &str) -> Result<(), Strin
     }
 }
 
+/// `runbook approve`, resolved.
+pub struct Answer<'a> {
+    pub run_id: &'a str,
+    pub step: &'a str,
+    pub identity: Option<&'a str>,
+    pub reject: bool,
+    pub comment: Option<&'a str>,
+    /// `--key`: the private key that signs it, or a public key whose
+    /// private half is in ssh-agent.
+    pub key: Option<&'a Path>,
+}
+
 /// `runbook approve`: records a decision for a waiting approval step.
-pub fn submit(
-    state_dir: &Path,
-    run_id: &str,
-    step: &str,
-    identity: Option<&str>,
-    reject: bool,
-    comment: Option<&str>,
-) -> crate::error::Result {
-    crate::broken_pipe::print_line(&decide(state_dir, run_id, step, identity, reject, comment)?);
+pub fn submit(state_dir: &Path, answer: &Answer<'_>) -> crate::error::Result {
+    crate::broken_pipe::print_line(&decide(state_dir, answer)?);
     Ok(Done::Ok)
 }
 
 /// Records the decision; what to tell the approver.
-fn decide(
-    state_dir: &Path,
-    run_id: &str,
-    step: &str,
-    identity: Option<&str>,
-    reject: bool,
-    comment: Option<&str>,
-) -> Result<String, Error> {
+fn decide(state_dir: &Path, answer: &Answer<'_>) -> Result<String, Error> {
+    let Answer {
+        run_id,
+        step,
+        identity,
+        reject,
+        comment,
+        key,
+    } = *answer;
     let invalid = Error::Invalid;
     if run_id.is_empty() || run_id.starts_with('.') || run_id.contains('/') {
         return Err(invalid(format!("`{run_id}` is not a run id")));
@@ -150,11 +156,47 @@ fn decide(
     let nanos = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
+    let signature = match (&rules.signed, key) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err(invalid(format!(
+                "--key given, but step `{step}` of run `{run_id}` takes no signatures (its runbook has no `allowed_signers`)"
+            )))
+        }
+        (Some(_), None) => {
+            return Err(invalid(format!(
+                "step `{step}` of run `{run_id}` counts only signed decisions: add --key PATH (your SSH private key, or a public key whose private half is in ssh-agent)"
+            )))
+        }
+        (Some(by), Some(key)) => {
+            let decision = if reject { "reject" } else { "approve" };
+            let statement = crate::signing::Statement {
+                run_id,
+                step,
+                decision,
+                comment,
+                fingerprint: &by.fingerprint,
+            };
+            let signed = crate::signing::sign(key, &statement.bytes()).map_err(invalid)?;
+            // Checked here as the engine will check it, so a wrong key is
+            // told now, not only in the run's log.
+            let signers = crate::signing::AllowedSigners::parse(&by.allowed_signers)
+                .map_err(|_| Error::CannotStart("the run's allowed signers do not parse".into()))?;
+            signers
+                .verify(&who, &statement.bytes(), &signed.signature, now)
+                .map_err(|why| invalid(format!("refused: {why}")))?;
+            Some(signed.signature)
+        }
+    };
+    let me = crate::runner::os_user_and_host();
     let decision = Decision {
         by: who.clone(),
         approved: !reject,
         comment: comment.map(str::to_string),
         at: Some(humantime::format_rfc3339_millis(now).to_string()),
+        signature,
+        os_user: me.os_user,
+        host: me.host,
     };
     let path = dir.join(format!(
         "{nanos:020}-{}-{}.json",

@@ -42,6 +42,13 @@ pub struct Header {
     /// The plan fingerprint the run was started with (empty in journals older than it).
     #[serde(default)]
     pub fingerprint: String,
+    /// The allowed-signers files the run's approvals are checked against,
+    /// by approval label (`""`: the runbook's own), as read at the start.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub allowed_signers: std::collections::BTreeMap<String, String>,
+    /// The fingerprint of the key that proved `identity` (`run --key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_key: Option<String>,
 }
 
 /// A journal as read back.

@@ -470,7 +470,11 @@ impl Plan {
                         .map(|l| l.iter().map(|who| show(who, &ctx)).collect()),
                     timeout: a.timeout.as_ref().map(|t| time_span(t, &ctx)),
                     allow_self_approval: a.allow_self_approval,
-                    identity: IDENTITY,
+                    identity: if a.allowed_signers.is_some() || rb.allowed_signers.is_some() {
+                        SIGNED
+                    } else {
+                        IDENTITY
+                    },
                 }),
                 ActionKind::Flag(f) => flags.push(PlannedFlag {
                     step: s.id.clone(),
@@ -536,7 +540,11 @@ impl Plan {
             description: rb.description.clone(),
             params: params_out,
             not_given,
-            identity: IDENTITY,
+            identity: if rb.allowed_signers.is_some() {
+                SIGNED
+            } else {
+                IDENTITY
+            },
             concurrency: rb.concurrency,
             lock: rb.lock.as_ref().map(|l| show(l, &ctx)),
             providers: rb
@@ -635,9 +643,10 @@ impl Plan {
     }
 }
 
-/// How approver identities are established: names as claimed until
-/// approvals are signed.
+/// How approver identities are established: names as claimed (`--as`),
+/// or proven by SSH signatures against `allowed_signers`.
 const IDENTITY: &str = "claimed";
+const SIGNED: &str = "signed";
 
 fn source_of(params: &ResolvedParams, name: &str) -> &'static str {
     match params.get(name) {

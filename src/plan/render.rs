@@ -148,11 +148,12 @@ fn text(plan: &Plan) -> String {
         }
     }
     if !plan.approvals.is_empty() {
-        let _ = writeln!(
-            o,
-            "\nApprovals (identities {}: names as given with --as):",
-            plan.identity
-        );
+        let how = if plan.identity == "signed" {
+            "proven by SSH signatures against allowed_signers"
+        } else {
+            "names as given with --as, not verified"
+        };
+        let _ = writeln!(o, "\nApprovals (identities {}: {how}):", plan.identity);
         for a in &plan.approvals {
             let within = a
                 .timeout
@@ -379,11 +380,12 @@ fn markdown(plan: &Plan) -> String {
         plan.concurrency
     );
     if !plan.approvals.is_empty() {
-        let _ = writeln!(
-            o,
-            "| Approver identity | **{}**: names as given with `--as`, not verified |",
-            plan.identity
-        );
+        let how = if plan.identity == "signed" {
+            "proven by SSH signatures against `allowed_signers`, bound to this plan's fingerprint"
+        } else {
+            "names as given with `--as`, not verified"
+        };
+        let _ = writeln!(o, "| Approver identity | **{}**: {how} |", plan.identity);
     }
     let _ = writeln!(
         o,

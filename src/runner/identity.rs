@@ -31,3 +31,19 @@ fn login_name() -> Option<String> {
         )
     }
 }
+
+/// Who this process is beyond the name it claims: the OS user (from the
+/// password database, not the environment) and the host, for the audit of
+/// a decision.
+pub(crate) fn os_user_and_host() -> crate::events::Proof {
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    crate::events::Proof {
+        os_user: login_name(),
+        host: Some(host).filter(|h| !h.is_empty()),
+        key: None,
+        signature: None,
+    }
+}

@@ -149,6 +149,10 @@ pub(super) fn from_journal(
             output,
             flag_ledger,
             cwd,
+            signers: Some(
+                crate::approvals::RunSigners::from_texts(&rec.header.allowed_signers)
+                    .map_err(Error::cannot_start)?,
+            ),
         },
     )
 }

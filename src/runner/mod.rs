@@ -31,7 +31,7 @@ mod prepare;
 mod signals;
 mod start;
 
-pub(crate) use identity::operator;
+pub(crate) use identity::{operator, os_user_and_host};
 use journaled::{from_journal, recorded};
 use prepare::{prepare, Prepare};
 use start::{start, Mode};
@@ -44,6 +44,8 @@ pub struct Output {
     pub approve: Vec<String>,
     /// `--as`: who runs this command.
     pub identity: Option<String>,
+    /// `--key`: proves `--as` and signs this process's decisions.
+    pub key: Option<PathBuf>,
     /// Where to write the JSON report.
     pub report: Option<PathBuf>,
     /// One JSON object per event line instead of the human view.
@@ -120,6 +122,7 @@ pub fn run(mut s: RunSettings) -> Result {
             output: s.output,
             flag_ledger: crate::state::FlagLedger::default(),
             cwd,
+            signers: None,
         },
     )?;
     start(launch, Mode::Fresh)

@@ -47,6 +47,11 @@ pub(super) struct Launch {
     pub(super) flags: FlagStores,
     pub(super) metrics: MetricSources,
     pub(super) lock_key: Option<String>,
+    /// The allowed signers of the run's approvals.
+    pub(super) signers: crate::approvals::RunSigners,
+    /// The operator's key: `--key`, proven against the runbook's allowed
+    /// signers; its fingerprint.
+    pub(super) key: Option<(PathBuf, String)>,
 }
 
 /// What [`prepare`] needs besides the runbook and its plan.
@@ -59,6 +64,9 @@ pub(super) struct Prepare {
     pub(super) output: Output,
     pub(super) flag_ledger: crate::state::FlagLedger,
     pub(super) cwd: PathBuf,
+    /// The allowed signers the run started with (resume); `None`: read the
+    /// runbook's files now.
+    pub(super) signers: Option<crate::approvals::RunSigners>,
 }
 
 /// Everything that can refuse a run, before anything is written: secrets,
@@ -148,6 +156,26 @@ pub(super) fn prepare(loaded: &Loaded, plan: Arc<Plan>, p: Prepare) -> Result<La
     ));
     let flags = flag_stores(rb, &p.state_dir, &ctx).map_err(|e| Error::invalid(masker.mask(&e)))?;
     let metrics = metric_sources(rb, &ctx).map_err(|e| Error::invalid(masker.mask(&e)))?;
+    let signers = match p.signers {
+        Some(s) => s,
+        None => commands::signers_of(
+            rb,
+            &p.file,
+            Some(&|t: &crate::runbook::Tpl| ctx.render(&t.text)),
+        )
+        .map_err(|items| Error::Diagnostics {
+            file: loaded.name.clone(),
+            text: loaded.text.clone(),
+            items,
+        })?,
+    };
+    let key = match &p.output.key {
+        None => None,
+        Some(path) => Some((
+            path.clone(),
+            prove(&signers, path, &p.operator, &p.run_id, &plan.fingerprint)?,
+        )),
+    };
     let lock_key = match &rb.lock {
         None => None,
         Some(key) => Some(
@@ -179,7 +207,41 @@ pub(super) fn prepare(loaded: &Loaded, plan: Arc<Plan>, p: Prepare) -> Result<La
         flags,
         metrics,
         lock_key,
+        signers,
+        key,
     })
+}
+
+/// `--key`: signs a statement that `who` runs this run and checks it
+/// against the runbook's allowed signers; the key's fingerprint.
+fn prove(
+    signers: &crate::approvals::RunSigners,
+    key: &Path,
+    who: &str,
+    run_id: &str,
+    fingerprint: &str,
+) -> Result<String> {
+    let Some(top) = signers.top() else {
+        return Err(Error::invalid(
+            "--key proves --as against the runbook's `allowed_signers`, and it has none",
+        ));
+    };
+    let statement = crate::signing::Statement {
+        run_id,
+        step: "",
+        decision: "run",
+        comment: None,
+        fingerprint,
+    };
+    let signed = crate::signing::sign(key, &statement.bytes()).map_err(Error::invalid)?;
+    top.signers
+        .verify(
+            who,
+            &statement.bytes(),
+            &signed.signature,
+            std::time::SystemTime::now(),
+        )
+        .map_err(|why| Error::invalid(format!("--key does not prove that you are {who}: {why}")))
 }
 
 fn flag_stores(

@@ -112,6 +112,8 @@ pub(super) fn start(l: Launch, mode: Mode) -> Result {
                     .to_string(),
                 cwd: l.cwd.display().to_string(),
                 fingerprint: l.plan.fingerprint.clone(),
+                allowed_signers: l.signers.texts(),
+                identity_key: l.key.as_ref().map(|(_, fp)| fp.clone()),
             };
             store.create(&header)
         }
@@ -161,6 +163,8 @@ pub(super) fn start(l: Launch, mode: Mode) -> Result {
         interactive: std::io::stdin().is_terminal() && std::io::stdout().is_terminal(),
         state: live,
         live_processes: std::sync::atomic::AtomicUsize::new(0),
+        signers: l.signers.clone(),
+        key: l.key.as_ref().map(|(path, _)| path.clone()),
     });
     // One thread serves: the engine waits on processes, sockets and timers,
     // and renders templates on a worker thread of their own.

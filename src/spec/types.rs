@@ -45,6 +45,9 @@ pub struct RunbookSpec {
     pub concurrency: Option<Spanned<u32>>,
     /// Runs holding the same lock key never overlap (templates allowed).
     pub lock: Option<Spanned<String>>,
+    /// An OpenSSH allowed-signers file (relative to the runbook): approvals
+    /// must be signed by a key it lists for the approver's name.
+    pub allowed_signers: Option<Spanned<String>>,
     /// Flag stores and metric sources, by name.
     #[serde(default)]
     pub providers: IndexMap<Spanned<String>, Checked<ProviderSpec>>,
@@ -441,6 +444,8 @@ pub struct ApprovalSpec {
     pub timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub allow_self_approval: bool,
+    /// This step's allowed-signers file, instead of the runbook's.
+    pub allowed_signers: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, JsonSchema, Debug, Clone)]

@@ -81,7 +81,9 @@ impl Tally<'_> {
     }
 
     /// Counts a decision when the rules allow it, journaling it first.
-    /// Returns whether it counted.
+    /// Where signatures are required, one that is missing or does not
+    /// verify is journaled as refused and does not count. Returns whether
+    /// it counted.
     fn decide(&mut self, d: Decision) -> bool {
         let allowed = if d.approved {
             self.rules.may_approve(&d.by)
@@ -92,11 +94,46 @@ impl Tally<'_> {
             self.note(format!("ignored a decision: {why}"));
             return false;
         }
+        let mut proof = crate::events::Proof {
+            os_user: d.os_user.clone(),
+            host: d.host.clone(),
+            key: None,
+            signature: None,
+        };
+        if let Some(file) = self.cx.env.signers.for_label(self.cx.label) {
+            let statement = statement(self.cx, d.approved, d.comment.as_deref());
+            let checked = match &d.signature {
+                None => Err("it is not signed, and this approval counts only signed decisions (`runbook approve ... --key PATH`)".to_string()),
+                Some(sig) => file.signers.verify(
+                    &d.by,
+                    &statement.bytes(),
+                    sig,
+                    std::time::SystemTime::now(),
+                ),
+            };
+            match checked {
+                Ok(key) => {
+                    proof.key = Some(key);
+                    proof.signature.clone_from(&d.signature);
+                }
+                Err(why) => {
+                    self.note(format!("refused a decision by {}: {why}", d.by));
+                    let _ = self.cx.bus.emit(Event::ApprovalRefused {
+                        step: self.cx.label.to_string(),
+                        by: d.by.clone(),
+                        approved: d.approved,
+                        why,
+                    });
+                    return false;
+                }
+            }
+        }
         let recorded = self.cx.bus.emit(Event::Approval {
             step: self.cx.label.to_string(),
             by: d.by.clone(),
             approved: d.approved,
             comment: d.comment.clone(),
+            proof: Some(Box::new(proof)),
         });
         if !recorded {
             // A decision the journal does not hold does not count.
@@ -114,6 +151,53 @@ impl Tally<'_> {
 
     fn done(&self) -> bool {
         self.rejected.is_some() || self.approved.len() >= self.rules.required
+    }
+}
+
+/// What a decision on this attempt's step signs.
+fn statement<'a>(
+    cx: &'a Attempt<'a>,
+    approved: bool,
+    comment: Option<&'a str>,
+) -> crate::signing::Statement<'a> {
+    crate::signing::Statement {
+        run_id: &cx.env.run_id,
+        step: cx.label,
+        decision: if approved { "approve" } else { "reject" },
+        comment,
+        fingerprint: &cx.env.plan.fingerprint,
+    }
+}
+
+/// A decision of the operator of this process (`--approve`, the prompt),
+/// signed with their `--key` where signatures are required.
+fn own_decision(cx: &Attempt<'_>, by: &str, approved: bool, comment: Option<String>) -> Decision {
+    let me = crate::runner::os_user_and_host();
+    let signature = match (&cx.env.key, cx.env.signers.for_label(cx.label)) {
+        (Some(key), Some(_)) => {
+            let statement = statement(cx, approved, comment.as_deref());
+            match crate::signing::sign(key, &statement.bytes()) {
+                Ok(s) => Some(s.signature),
+                Err(e) => {
+                    cx.bus.note(Event::Output {
+                        step: cx.label.to_string(),
+                        stream: Stream::Stderr,
+                        line: format!("cannot sign the answer: {e}"),
+                    });
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    Decision {
+        by: by.to_string(),
+        approved,
+        comment,
+        at: None,
+        signature,
+        os_user: me.os_user,
+        host: me.host,
     }
 }
 
@@ -160,6 +244,15 @@ fn rules_for(a: &Approval, cx: &Attempt<'_>) -> Result<Rules, StepError> {
         started_by: cx.env.identity.clone(),
         message,
         pid: std::process::id(),
+        signed: cx
+            .env
+            .signers
+            .for_label(cx.label)
+            .map(|f| crate::approvals::SignedBy {
+                allowed_signers: f.text.clone(),
+                run_id: cx.env.run_id.clone(),
+                fingerprint: cx.env.plan.fingerprint.clone(),
+            }),
     };
     if let Some(eligible) = rules.eligible() {
         if eligible.len() < required {
@@ -261,12 +354,7 @@ pub(super) async fn wait_for_answers(
         match tally.rules.may_approve(&operator) {
             Ok(()) if tally.approved.contains(&operator) => {}
             Ok(()) => {
-                tally.decide(Decision {
-                    by: operator.clone(),
-                    approved: true,
-                    comment: Some("--approve".into()),
-                    at: None,
-                });
+                tally.decide(own_decision(cx, &operator, true, Some("--approve".into())));
             }
             Err(why) => tally.note(format!("--approve {} does not count: {why}", cx.label)),
         }
@@ -313,6 +401,11 @@ pub(super) async fn wait_for_answers(
                     tally.note(line.clone());
                 }
                 tally.note(asks);
+                if tally.rules.signed.is_none() {
+                    tally.note(format!("identities are claimed, not verified: {operator} is who this process says it is (`allowed_signers` proves them)"));
+                } else if cx.env.key.is_none() {
+                    tally.note("this approval counts only signed answers: answer from another shell with `runbook approve ... --key PATH`, or start the run with --key".into());
+                }
                 tally.note(format!(
                     "approve as {operator}? type y (or n to reject, optionally followed by a comment) and Enter"
                 ));
@@ -415,7 +508,7 @@ pub(super) async fn wait_for_answers(
                 None => prompting = false,
                 Some(line) => match parse_answer(&line) {
                     Some((approved, comment)) => {
-                        tally.decide(Decision { by: operator.clone(), approved, comment, at: None });
+                        tally.decide(own_decision(cx, &operator, approved, comment));
                         prompting = false;
                     }
                     None if line.trim().is_empty() => {}

@@ -83,6 +83,10 @@ pub struct RunEnv {
     pub state: crate::state::Shared,
     /// Shell steps of this run whose process is alive now.
     pub live_processes: std::sync::atomic::AtomicUsize,
+    /// What approvals are checked against.
+    pub signers: crate::approvals::RunSigners,
+    /// The operator's proven key (`--key`): it signs their own decisions.
+    pub key: Option<PathBuf>,
 }
 
 impl RunEnv {

@@ -336,6 +336,10 @@ fn convert(spec: &RunbookSpec, root: Option<&Node>, ds: &mut Diagnostics) -> Opt
             .lock
             .as_ref()
             .map(|l| crate::runbook::Tpl::new(l.value.clone(), l.span)),
+        allowed_signers: spec
+            .allowed_signers
+            .as_ref()
+            .map(|l| crate::runbook::Tpl::new(l.value.clone(), l.span)),
         providers: providers.into_iter().collect::<Vec<Provider>>(),
         steps: steps_out,
         on_failure,

@@ -648,6 +648,7 @@ fn metric(ds: &mut Diagnostics, ctx: &StepCtx<'_>, m: &MetricSpec, at: Span) -> 
             required: m.required.clone(),
             timeout: m.timeout.clone(),
             allow_self_approval: m.allow_self_approval,
+            allowed_signers: None,
         },
     );
     Metric {
@@ -822,6 +823,10 @@ fn approval(ds: &mut Diagnostics, a: &ApprovalSpec) -> Approval {
         required,
         timeout: a.timeout.as_ref().map(|t| dur(ds, t)),
         allow_self_approval: a.allow_self_approval,
+        allowed_signers: a
+            .allowed_signers
+            .as_ref()
+            .map(|l| Tpl::new(l.value.clone(), l.span)),
     }
 }
 

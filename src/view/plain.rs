@@ -125,11 +125,21 @@ pub(crate) fn describe(event: &Event) -> Option<String> {
             status.as_str(),
             super::short(Duration::from_millis(*duration_ms))
         ),
+        Event::ApprovalRefused {
+            step,
+            by,
+            approved,
+            why,
+        } => format!(
+            "{step}: {} by {by} refused: {why}",
+            if *approved { "approval" } else { "rejection" }
+        ),
         Event::Approval {
             step,
             by,
             approved,
             comment,
+            ..
         } => format!(
             "{step}: {} by {by}{}",
             if *approved { "approved" } else { "rejected" },

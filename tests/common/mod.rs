@@ -105,6 +105,17 @@ impl Test {
         self
     }
 
+    /// A shipped runbook of the repository copied in, with the files it
+    /// reads beside it (`runbooks/allowed_signers`).
+    pub(crate) fn shipped(self, rel: &str) -> Test {
+        let t = self.repo_file(rel);
+        if rel.starts_with("runbooks/") {
+            t.repo_file("runbooks/allowed_signers")
+        } else {
+            t
+        }
+    }
+
     /// Copies a file of the repository (e.g. `examples/hello.yaml`) into the
     /// test directory under the same relative path.
     pub(crate) fn repo_file(self, rel: &str) -> Test {
@@ -585,7 +596,7 @@ pub(crate) fn plan_of(file: &str, format: &str, params: &[&str], env: &[(&str, &
     for p in params {
         args.extend(["--param", p]);
     }
-    let mut t = Test::new().repo_file(file);
+    let mut t = Test::new().shipped(file);
     for (k, v) in env {
         t = t.env(k, v);
     }

@@ -1,0 +1,120 @@
+//! `runbook verify RUN_ID`: every decision the journal holds, checked
+//! again, offline, against the allowed signers the run started with (kept in
+//! the journal's header) or a file given now. What `status` shows as
+//! verified can be proven again later, by anyone with the journal.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use crate::approvals::RunSigners;
+use crate::error::{Done, Error, Result};
+use crate::events::Event;
+use crate::journal::{FileStore, RunStore};
+use crate::signing::{AllowedSigners, Statement};
+
+pub fn verify(state_dir: &Path, run_id: &str, file: Option<&Path>) -> Result {
+    let rec = FileStore::new(state_dir)
+        .read(run_id)
+        .map_err(|e| Error::invalid(format!("cannot read run `{run_id}`: {e}")))?;
+    let header = &rec.header;
+    let given = match file {
+        None => None,
+        Some(f) => {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| Error::invalid(format!("cannot read {}: {e}", f.display())))?;
+            Some(AllowedSigners::parse(&text).map_err(|e| {
+                let lines: Vec<String> = e.iter().map(|(l, m)| format!("line {l}: {m}")).collect();
+                Error::invalid(format!(
+                    "{} is not an allowed-signers file: {}",
+                    f.display(),
+                    lines.join("; ")
+                ))
+            })?)
+        }
+    };
+    let journaled = RunSigners::from_texts(&header.allowed_signers).map_err(Error::invalid)?;
+    let mut out = Vec::new();
+    let mut failed = 0;
+    let mut checked = 0;
+    for (at, event) in &rec.events {
+        match event {
+            Event::Approval {
+                step,
+                by,
+                approved,
+                comment,
+                proof,
+            } => {
+                let verb = if *approved { "approved" } else { "rejected" };
+                let what = format!("{step} {verb} by {by} at {at}");
+                let signers = given
+                    .as_ref()
+                    .or_else(|| journaled.for_label(step).map(|f| &f.signers));
+                let signature = proof.as_ref().and_then(|p| p.signature.as_deref());
+                let whence = proof
+                    .as_ref()
+                    .map(|p| {
+                        format!(
+                            " (OS user {}, host {})",
+                            p.os_user.as_deref().unwrap_or("?"),
+                            p.host.as_deref().unwrap_or("?")
+                        )
+                    })
+                    .unwrap_or_default();
+                match (signers, signature) {
+                    (None, _) => out.push(format!(
+                        "claimed   {what}{whence}: the run takes identities as claimed (no allowed_signers)"
+                    )),
+                    (Some(_), None) => {
+                        failed += 1;
+                        out.push(format!("UNSIGNED  {what}{whence}"));
+                    }
+                    (Some(signers), Some(sig)) => {
+                        checked += 1;
+                        let statement = Statement {
+                            run_id: &header.run_id,
+                            step,
+                            decision: if *approved { "approve" } else { "reject" },
+                            comment: comment.as_deref(),
+                            fingerprint: &header.fingerprint,
+                        };
+                        // Checked at the decision's time: a key that has
+                        // expired since still proves what it signed then.
+                        let when = humantime::parse_rfc3339_weak(at).unwrap_or(SystemTime::now());
+                        match signers.verify(by, &statement.bytes(), sig, when) {
+                            Ok(key) => out.push(format!("verified  {what}{whence}: key {key}")),
+                            Err(why) => {
+                                failed += 1;
+                                out.push(format!("FAILED    {what}{whence}: {why}"));
+                            }
+                        }
+                    }
+                }
+            }
+            Event::ApprovalRefused {
+                step,
+                by,
+                approved,
+                why,
+            } => {
+                let verb = if *approved { "approval" } else { "rejection" };
+                out.push(format!(
+                    "refused   {step} {verb} by {by} at {at} (did not count): {why}"
+                ));
+            }
+            _ => {}
+        }
+    }
+    println!(
+        "run {run_id} (plan {}): {checked} signed decision(s) checked, {failed} failed",
+        header.fingerprint
+    );
+    for line in out {
+        println!("{}", crate::view::printable(&line));
+    }
+    Ok(if failed > 0 {
+        Done::Unverified
+    } else {
+        Done::Ok
+    })
+}
