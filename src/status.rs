@@ -223,12 +223,29 @@ pub fn show(state_dir: &Path, run_id: Option<&str>, as_json: bool) -> Result {
                     let comment = d["comment"]
                         .as_str()
                         .map_or(String::new(), |c| format!(": {c}"));
+                    let proof = match (d["key"].as_str(), d["os_user"].as_str()) {
+                        (Some(key), _) => format!(" (signed, key {key})"),
+                        (None, Some(user)) => format!(
+                            " (claimed; OS user {user} on {})",
+                            d["host"].as_str().unwrap_or("?")
+                        ),
+                        (None, None) => String::new(),
+                    };
                     println!(
-                        "{:24} {verb} by {} at {}{comment}",
+                        "{:24} {verb} by {} at {}{proof}{comment}",
                         "",
                         d["by"].as_str().unwrap_or(""),
                         d["at"].as_str().unwrap_or("")
                     );
+                }
+                for d in s["refused_approvals"].as_array().into_iter().flatten() {
+                    let line = format!(
+                        "refused a decision by {} at {}: {}",
+                        d["by"].as_str().unwrap_or(""),
+                        d["at"].as_str().unwrap_or(""),
+                        d["why"].as_str().unwrap_or("")
+                    );
+                    println!("{:24} {}", "", crate::view::printable(&line));
                 }
             }
             if let Some(next) = out["next"].as_str() {

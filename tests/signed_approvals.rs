@@ -123,7 +123,17 @@ fn two_signed_approvals_pass_and_verify_offline() {
         );
         assert!(a["host"].as_str().is_some_and(|h| !h.is_empty()), "{a:#}");
     }
-    let v = out
+    let shown = out
+        .again()
+        .args(&["status", "r1", "--state-dir", "st"])
+        .run()
+        .success();
+    assert!(
+        shown.stdout.contains("(signed, key SHA256:"),
+        "{}",
+        shown.stdout
+    );
+    let v = shown
         .again()
         .args(&["verify", "r1", "--state-dir", "st"])
         .run()
