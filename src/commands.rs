@@ -88,7 +88,7 @@ pub fn load(path: &Path) -> Result<Loaded> {
         Err(Unread { diagnostic: d, .. }) => return Err(Error::Coded(vec![(d.code, d.message)])),
     };
     let loaded = load_text(name, text)?;
-    if let Err(items) = signers_of(&loaded.runbook, path, None) {
+    if let Err(items) = signers_of(&loaded.runbook, path) {
         return Err(Error::Diagnostics {
             file: loaded.name,
             text: loaded.text,
@@ -98,15 +98,13 @@ pub fn load(path: &Path) -> Result<Loaded> {
     Ok(loaded)
 }
 
-/// The allowed-signers files of the runbook at `path`, read relative to
-/// it; templated paths are rendered with `render`, or skipped without.
+/// The allowed-signers files of the runbook at `path`, read relative to it.
 pub fn signers_of(
     rb: &Runbook,
     path: &Path,
-    render: Option<crate::approvals::RenderPath<'_>>,
 ) -> std::result::Result<crate::approvals::RunSigners, Vec<Diagnostic>> {
     let base = path.parent().unwrap_or(Path::new("."));
-    crate::approvals::RunSigners::load(rb, base, render)
+    crate::approvals::RunSigners::load(rb, base)
 }
 
 /// The runbook a journal recorded, validated again (the one place that
@@ -277,7 +275,7 @@ pub fn validate(paths: &[std::path::PathBuf], format: DiagnosticsFormat, color: 
             Ok(text) => {
                 let mut v = crate::validate::validate(crate::spec::load(&text));
                 if let Some(rb) = &v.runbook {
-                    if let Err(items) = signers_of(rb, &f, None) {
+                    if let Err(items) = signers_of(rb, &f) {
                         v.diagnostics.extend(items);
                         v.runbook = None;
                     }

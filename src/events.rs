@@ -306,6 +306,9 @@ pub struct AnswerWanted {
     /// approval step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused_gate: Option<Vec<String>>,
+    /// Only signed decisions count (`approve ... --key PATH`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub signed: bool,
 }
 
 impl AnswerWanted {

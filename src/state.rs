@@ -883,6 +883,7 @@ impl RunState {
                 let st = self.steps.get(&w.step);
                 let dir = state_dir.unwrap_or(&a.state_dir);
                 let pending = a.pending();
+                let key = if a.signed { " --key PATH" } else { "" };
                 let waited = humantime::parse_rfc3339_weak(&w.since)
                     .ok()
                     .and_then(|t| now.duration_since(t).ok())
@@ -906,8 +907,9 @@ impl RunState {
                     "waiting_since": w.since,
                     "waited_ms": waited,
                     "deadline": a.deadline,
-                    "approve_command": answer_command(dir, &self.run_id, &w.label, pending.as_deref(), false),
-                    "reject_command": answer_command(dir, &self.run_id, &w.label, pending.as_deref(), true),
+                    "signed": a.signed,
+                    "approve_command": answer_command(dir, &self.run_id, &w.label, pending.as_deref(), false) + key,
+                    "reject_command": answer_command(dir, &self.run_id, &w.label, pending.as_deref(), true) + key,
                 }))
             })
             .collect()

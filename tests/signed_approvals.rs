@@ -53,6 +53,7 @@ fn team(yaml: &str) -> Test {
     let dir = t.path().to_path_buf();
     let em = keygen(&dir, "em", "ed25519", "");
     let dl = keygen(&dir, "dl", "ecdsa", "");
+    let dave = keygen(&dir, "dave", "ed25519", "");
     keygen(&dir, "mallory", "ed25519", "");
     let line = |who: &str, key: &str| {
         let mut parts = key.split_whitespace();
@@ -64,7 +65,7 @@ fn team(yaml: &str) -> Test {
     };
     std::fs::write(
         dir.join("allowed_signers"),
-        line("engineering-manager", &em) + &line("devops-lead", &dl),
+        line("engineering-manager", &em) + &line("devops-lead", &dl) + &line("dave", &dave),
     )
     .unwrap();
     t
@@ -82,6 +83,8 @@ fn start(t: Test) -> Running {
             "--run-id",
             "r1",
             "--as",
+            "dave",
+            "--key",
             "dave",
         ])
         .spawn();
@@ -241,7 +244,7 @@ fn a_decision_replayed_from_another_run_is_refused() {
         signed.is_object()
     });
     assert!(consumed, "the decision was never consumed");
-    let files: Vec<(&str, String)> = ["allowed_signers", "em", "dl"]
+    let files: Vec<(&str, String)> = ["allowed_signers", "em", "dl", "dave"]
         .into_iter()
         .map(|f| (f, std::fs::read_to_string(dir.join(f)).unwrap()))
         .collect();
@@ -255,6 +258,8 @@ fn a_decision_replayed_from_another_run_is_refused() {
         "--run-id",
         "r2",
         "--as",
+        "dave",
+        "--key",
         "dave",
         "--report",
         "report.json",
@@ -302,6 +307,16 @@ fn a_decision_replayed_from_another_run_is_refused() {
     assert!(step(&r, "approve")["approvals"].is_null(), "{r:#}");
 }
 
+/// An `ssh-agent` killed when the test ends, passing or not.
+struct Agent(std::process::Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn a_key_held_by_ssh_agent_and_a_passphrase_from_askpass_sign() {
     let t = team(ROLLOUT);
@@ -311,12 +326,16 @@ fn a_key_held_by_ssh_agent_and_a_passphrase_from_askpass_sign() {
     std::fs::remove_file(dir.join("dl.pub")).unwrap();
     let dl = keygen(&dir, "dl", "ecdsa", "s3cret phrase");
     let mut parts = dl.split_whitespace();
-    let em = std::fs::read_to_string(dir.join("allowed_signers")).unwrap();
-    let em_line = em.lines().next().unwrap().to_string();
+    let others: String = std::fs::read_to_string(dir.join("allowed_signers"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("devops-lead "))
+        .map(|l| format!("{l}\n"))
+        .collect();
     std::fs::write(
         dir.join("allowed_signers"),
         format!(
-            "{em_line}\ndevops-lead {} {}\n",
+            "{others}devops-lead {} {}\n",
             parts.next().unwrap(),
             parts.next().unwrap()
         ),
@@ -330,13 +349,16 @@ fn a_key_held_by_ssh_agent_and_a_passphrase_from_askpass_sign() {
         .unwrap();
     // engineering-manager's key lives in an agent; `--key` names the public half.
     let sock = dir.join("agent.sock");
-    let mut agent = Command::new("ssh-agent")
-        .arg("-D")
-        .arg("-a")
-        .arg(&sock)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let _agent = Agent(
+        Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&sock)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     assert!(common::poll_until(Duration::from_secs(10), || sock.exists()));
     let added = Command::new("ssh-add")
         .arg(dir.join("em"))
@@ -385,8 +407,6 @@ fn a_key_held_by_ssh_agent_and_a_passphrase_from_askpass_sign() {
         .run()
         .success();
     let out = running.wait().success();
-    let _ = agent.kill();
-    let _ = agent.wait();
     assert_eq!(log(&out), ["after"]);
 }
 
@@ -466,5 +486,32 @@ fn validate_names_approvers_without_a_key_and_plan_says_identities_are_signed() 
         plan.stdout.contains("identities claimed"),
         "{}",
         plan.stdout
+    );
+}
+
+/// Found by review: without a proven starter, anyone could start a run as
+/// someone else and then approve it with their own key; and a templated
+/// path let the starter choose whose keys count.
+#[test]
+fn a_signed_runbook_needs_a_proven_starter_and_a_fixed_signers_path() {
+    let out = team(ROLLOUT)
+        .args(&["run", "rb.yaml", "--state-dir", "st", "--as", "dave"])
+        .run()
+        .code(2)
+        .stderr_contains("start it with --as NAME --key PATH");
+    assert!(log(&out).is_empty());
+    let templated = ROLLOUT.replace(
+        "allowed_signers: allowed_signers",
+        "params:\n  f: { type: string, default: allowed_signers }\nallowed_signers: \"{{ params.f }}\"",
+    );
+    let out = Test::new()
+        .file("rb.yaml", &templated)
+        .args(&["validate", "rb.yaml"])
+        .run()
+        .code(2);
+    assert!(
+        out.stderr.contains("must be a fixed path"),
+        "{}",
+        out.stderr
     );
 }

@@ -18,6 +18,6 @@ pub(crate) use mailbox::{
 };
 pub(crate) use prompt::{discard_typed_input, next_line, offer, parse_answer, stdin_lines, Offer};
 pub(crate) use rules::{Rules, SignedBy};
-pub use signers::{RenderPath, RunSigners, SignerFile};
+pub use signers::{RunSigners, SignerFile};
 pub use submit::{submit, Answer};
 pub use verify::verify;

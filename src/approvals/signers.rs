@@ -16,9 +16,6 @@ use crate::diagnostics::{Code, Diagnostic};
 use crate::runbook::{ActionKind, Approval, Rollback, Runbook, Tpl};
 use crate::signing::AllowedSigners;
 
-/// Renders a templated `allowed_signers` path once params are known.
-pub type RenderPath<'a> = &'a dyn Fn(&Tpl) -> Result<String, String>;
-
 /// The label of the runbook's own file in [`RunSigners::texts`].
 const TOP: &str = "";
 
@@ -108,29 +105,25 @@ impl RunSigners {
     }
 
     /// Reads every file the runbook names, relative to `base` (the
-    /// runbook's directory), rendering templated paths with `render`
-    /// (`None`: skip them, as `validate` does without params). Errors are
-    /// diagnostics at the `allowed_signers` field.
-    pub fn load(
-        rb: &Runbook,
-        base: &Path,
-        render: Option<RenderPath<'_>>,
-    ) -> Result<RunSigners, Vec<Diagnostic>> {
+    /// runbook's directory). Errors are diagnostics at the
+    /// `allowed_signers` field.
+    pub fn load(rb: &Runbook, base: &Path) -> Result<RunSigners, Vec<Diagnostic>> {
         let mut files = BTreeMap::new();
         let mut errors = Vec::new();
         let mut read = |label: &str, tpl: &Tpl, errors: &mut Vec<Diagnostic>| {
-            let path = if crate::template::is_template(&tpl.text) {
-                let Some(render) = render else { return };
-                match render(tpl) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        errors.push(Diagnostic::new(Code::AllowedSigners, tpl.span, e));
-                        return;
-                    }
-                }
-            } else {
-                tpl.text.clone()
-            };
+            // A fixed path: a template would let whoever starts the run
+            // (with a param) choose whose keys count.
+            if crate::template::is_template(&tpl.text) {
+                let mut d = Diagnostic::new(
+                    Code::AllowedSigners,
+                    tpl.span,
+                    "`allowed_signers` must be a fixed path: a template would let whoever starts the run choose whose keys count",
+                );
+                d.help = Some("name the file as written, relative to the runbook".into());
+                errors.push(d);
+                return;
+            }
+            let path = tpl.text.clone();
             let full: PathBuf = base.join(path.trim());
             let text = match std::fs::read_to_string(&full) {
                 Ok(t) => t,

@@ -1,7 +1,10 @@
 //! `runbook verify RUN_ID`: every decision the journal holds, checked
 //! again, offline, against the allowed signers the run started with (kept in
 //! the journal's header) or a file given now. What `status` shows as
-//! verified can be proven again later, by anyone with the journal.
+//! verified can be proven again later, by anyone with the journal. Against
+//! the header's copy it proves the journal is consistent; only
+//! `--allowed-signers TRUSTED_FILE` makes it independent of the journal (a
+//! person who can rewrite the journal can rewrite its header too).
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -35,6 +38,20 @@ pub fn verify(state_dir: &Path, run_id: &str, file: Option<&Path>) -> Result {
     let journaled = RunSigners::from_texts(&header.allowed_signers).map_err(Error::invalid)?;
     let mut out = Vec::new();
     let mut failed = 0;
+    // A header stripped of its signers must not turn signed approvals
+    // into claimed ones: the runbook it keeps says whether they were.
+    let declares = crate::commands::journaled_runbook(&rec).is_some_and(|rb| {
+        rb.allowed_signers.is_some()
+            || rb.steps.iter().chain(&rb.on_failure).chain(&rb.finally).any(|s| {
+                matches!(&s.action.kind, crate::runbook::ActionKind::Approval(a) if a.allowed_signers.is_some())
+            })
+    });
+    if declares && !journaled.any() && given.is_none() {
+        failed += 1;
+        out.push(
+            "FAILED    the runbook declares allowed_signers but the journal's header holds none: check against a trusted file with --allowed-signers".to_string(),
+        );
+    }
     let mut checked = 0;
     for (at, event) in &rec.events {
         match event {

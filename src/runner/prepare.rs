@@ -156,20 +156,24 @@ pub(super) fn prepare(loaded: &Loaded, plan: Arc<Plan>, p: Prepare) -> Result<La
     ));
     let flags = flag_stores(rb, &p.state_dir, &ctx).map_err(|e| Error::invalid(masker.mask(&e)))?;
     let metrics = metric_sources(rb, &ctx).map_err(|e| Error::invalid(masker.mask(&e)))?;
+    let fresh = p.signers.is_none();
     let signers = match p.signers {
         Some(s) => s,
-        None => commands::signers_of(
-            rb,
-            &p.file,
-            Some(&|t: &crate::runbook::Tpl| ctx.render(&t.text)),
-        )
-        .map_err(|items| Error::Diagnostics {
+        None => commands::signers_of(rb, &p.file).map_err(|items| Error::Diagnostics {
             file: loaded.name.clone(),
             text: loaded.text.clone(),
             items,
         })?,
     };
     let key = match &p.output.key {
+        // A fresh run: who started it decides the no-self-approval rule,
+        // so where approvals are proven, so is the starter.
+        None if signers.top().is_some() && fresh => {
+            return Err(Error::invalid(format!(
+                "this runbook proves identities (`allowed_signers`): start it with --as NAME --key PATH, so the rule that the starter cannot approve knows who {} is",
+                p.operator
+            )))
+        }
         None => None,
         Some(path) => Some((
             path.clone(),

@@ -77,11 +77,36 @@ pub(crate) struct Sources {
     pub(crate) tty: Option<PathBuf>,
 }
 
+/// The largest key file read: an OpenSSH private key is a few KiB.
+const MAX_KEY_FILE: u64 = 64 * 1024;
+
+/// A key file's bytes: a regular file (not a FIFO that would block, nor a
+/// device that never ends) of at most [`MAX_KEY_FILE`].
+fn read_key_file(key: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let shown = key.display();
+    let meta =
+        std::fs::metadata(key).map_err(|e| format!("cannot read the key file {shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{shown} is not a regular file, so not a key file"));
+    }
+    if meta.len() > MAX_KEY_FILE {
+        return Err(format!(
+            "{shown} is {} bytes, too large for an OpenSSH key file",
+            meta.len()
+        ));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(key)
+        .and_then(|f| f.take(MAX_KEY_FILE + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read the key file {shown}: {e}"))?;
+    Ok(bytes)
+}
+
 /// [`sign`] with the environment given.
 pub(crate) fn sign_with(key: &Path, message: &[u8], sources: &Sources) -> Result<Signed, String> {
     let shown = key.display();
-    let bytes =
-        Wiped(std::fs::read(key).map_err(|e| format!("cannot read the key file {shown}: {e}"))?);
+    let bytes = Wiped(read_key_file(key)?);
     let Ok(text) = std::str::from_utf8(&bytes.0) else {
         return Err(format!(
             "{shown} is not an OpenSSH key file (private key, or public key line)"

@@ -202,13 +202,36 @@ fn own_decision(cx: &Attempt<'_>, by: &str, approved: bool, comment: Option<Stri
 }
 
 /// Approvals of `label` the run already holds (earlier attempts, earlier
-/// processes), in order, without repeats.
+/// processes), in order, without repeats. Where signatures are required,
+/// each is checked again against the signers the run started with: a
+/// line added to the journal by hand does not count. The signature is
+/// checked at the decision's journaled time.
 fn journaled_approvals(cx: &Attempt<'_>) -> Vec<String> {
-    cx.env
-        .state
-        .lock()
-        .map(|s| s.approvers(cx.label))
-        .unwrap_or_default()
+    let Ok(state) = cx.env.state.lock() else {
+        return Vec::new();
+    };
+    let Some(file) = cx.env.signers.for_label(cx.label) else {
+        return state.approvers(cx.label);
+    };
+    let mut out: Vec<String> = Vec::new();
+    for d in state
+        .decisions
+        .iter()
+        .filter(|d| d.label == cx.label && d.approved)
+    {
+        let signature = d.proof.as_ref().and_then(|p| p.signature.as_deref());
+        let holds = signature.is_some_and(|sig| {
+            let statement = statement(cx, true, d.comment.as_deref());
+            let when = humantime::parse_rfc3339_weak(&d.at).unwrap_or(std::time::SystemTime::now());
+            file.signers
+                .verify(&d.by, &statement.bytes(), sig, when)
+                .is_ok()
+        });
+        if holds && !out.contains(&d.by) {
+            out.push(d.by.clone());
+        }
+    }
+    out
 }
 
 /// The rules of this attempt. Every error here is permanent: the settings
@@ -471,6 +494,7 @@ pub(super) async fn wait_for_answers(
                     deadline: deadline_at.clone(),
                     state_dir: state_dir.clone(),
                     paused_gate: paused_gate.clone(),
+                    signed: r.signed.is_some(),
                 })),
             });
             shown = Some(on);
