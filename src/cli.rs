@@ -153,6 +153,20 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         key: Option<PathBuf>,
     },
+    /// Serve the runs as web pages and JSON, with Approve/Reject for
+    /// waiting steps (identity from a trusted proxy's header).
+    #[command(after_help = "Examples:
+  runbook serve
+  runbook serve --listen 127.0.0.1:8080 --auth-header X-Forwarded-User")]
+    Serve {
+        /// Address to listen on; loopback unless you say otherwise.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// The request header in which the authenticating reverse proxy
+        /// names the user; without it the pages are read-only.
+        #[arg(long, value_name = "NAME")]
+        auth_header: Option<String>,
+    },
     /// Check every signed decision of a run again, offline.
     #[command(after_help = "Examples:
   runbook verify 20261201-093000-1a2b
@@ -323,6 +337,7 @@ impl Command {
             | Command::Rollback { .. }
             | Command::Approve { .. }
             | Command::Verify { .. }
+            | Command::Serve { .. }
             | Command::Cancel { .. } => false,
         }
     }
@@ -514,6 +529,14 @@ fn dispatch(cli: Cli) -> crate::error::Result {
                 },
             )
         }
+        Command::Serve {
+            listen,
+            auth_header,
+        } => crate::serve::serve(crate::serve::ServeSettings {
+            state_dir,
+            listen,
+            auth_header,
+        }),
         Command::Verify {
             run_id,
             allowed_signers,

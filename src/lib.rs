@@ -31,6 +31,7 @@ pub mod runbook_files;
 pub mod runner;
 pub mod schema;
 pub mod secrets;
+pub mod serve;
 pub mod shell_values;
 pub mod signing;
 pub mod simple_command;

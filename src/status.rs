@@ -60,6 +60,31 @@ fn summary(store: &FileStore, state_dir: &Path, rec: &Recorded, with_steps: bool
     out
 }
 
+/// Every run of the state dir, as `status --format json` lists them.
+pub fn runs_json(state_dir: &Path) -> std::result::Result<Vec<Json>, String> {
+    let store = FileStore::new(state_dir);
+    let ids = store
+        .list()
+        .map_err(|e| format!("cannot read {}: {e}", state_dir.display()))?;
+    Ok(ids
+        .iter()
+        .map(|id| match store.read(id) {
+            Ok(r) => summary(&store, state_dir, &r, false),
+            Err(e) => json!({ "run_id": id, "runbook": "?", "status": "unreadable", "error": e.to_string() }),
+        })
+        .collect())
+}
+
+/// One run as `status RUN_ID --format json` shows it; `None`: no such run.
+pub fn run_json(state_dir: &Path, run_id: &str) -> Option<Json> {
+    if !crate::journal::valid_run_id(run_id) {
+        return None;
+    }
+    let store = FileStore::new(state_dir);
+    let rec = store.read(run_id).ok()?;
+    Some(summary(&store, state_dir, &rec, true))
+}
+
 pub fn show(state_dir: &Path, run_id: Option<&str>, as_json: bool) -> Result {
     let store = FileStore::new(state_dir);
     match run_id {

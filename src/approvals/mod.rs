@@ -19,5 +19,6 @@ pub(crate) use mailbox::{
 pub(crate) use prompt::{discard_typed_input, next_line, offer, parse_answer, stdin_lines, Offer};
 pub(crate) use rules::{Rules, SignedBy};
 pub use signers::{RunSigners, SignerFile};
+pub(crate) use submit::decide;
 pub use submit::{submit, Answer};
 pub use verify::verify;

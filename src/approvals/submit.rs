@@ -79,7 +79,7 @@ pub fn submit(state_dir: &Path, answer: &Answer<'_>) -> crate::error::Result {
 }
 
 /// Records the decision; what to tell the approver.
-fn decide(state_dir: &Path, answer: &Answer<'_>) -> Result<String, Error> {
+pub(crate) fn decide(state_dir: &Path, answer: &Answer<'_>) -> Result<String, Error> {
     let Answer {
         run_id,
         step,

@@ -336,6 +336,17 @@ pub(crate) fn spawn_service(mut cmd: Command) -> Child {
 
 /// A bare HTTP/1.0 GET (no chunked bodies to decode): `(status, body)`.
 pub(crate) fn http_get(url: &str, headers: &[(&str, &str)]) -> Result<(u16, String), String> {
+    http_request("GET", url, headers, None).map(|(status, _, body)| (status, body))
+}
+
+/// One HTTP/1.0 request (the server closes after answering): status, head
+/// and body. Bounded: a read stalls for at most 30 s.
+pub(crate) fn http_request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Result<(u16, String, String), String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| format!("not an http:// url: {url}"))?;
@@ -345,13 +356,17 @@ pub(crate) fn http_get(url: &str, headers: &[(&str, &str)]) -> Result<(u16, Stri
     };
     let mut stream = TcpStream::connect(host).map_err(|e| format!("connect {host}: {e}"))?;
     stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
+        .set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(|e| e.to_string())?;
-    let mut request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n");
+    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {host}\r\n");
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }
-    request.push_str("\r\n");
+    if let Some(b) = body {
+        request.push_str(&format!("Content-Length: {}\r\n\r\n{b}", b.len()));
+    } else {
+        request.push_str("\r\n");
+    }
     stream
         .write_all(request.as_bytes())
         .map_err(|e| format!("send: {e}"))?;
@@ -366,7 +381,7 @@ pub(crate) fn http_get(url: &str, headers: &[(&str, &str)]) -> Result<(u16, Stri
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("not an HTTP response: {}", tail(head, 3)))?;
-    Ok((status, body.to_string()))
+    Ok((status, head.to_string(), body.to_string()))
 }
 
 /// Percent-encodes a query-string value.

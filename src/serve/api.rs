@@ -1,0 +1,250 @@
+//! The JSON API and the answer to a waiting step: the spec's table, with
+//! its status codes (200 counted, 403 no or wrong identity, 404 unknown run
+//! or step, 409 not waiting).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Form, Json};
+use serde_json::{json, Value};
+
+use super::Shared;
+
+/// How often a live run's journal is read for new records.
+const POLL: Duration = Duration::from_millis(200);
+
+pub(super) async fn runs(State(s): State<Arc<Shared>>) -> Response {
+    match crate::status::runs_json(&s.state_dir) {
+        Ok(runs) => {
+            let list: Vec<Value> = runs
+                .iter()
+                .map(|r| {
+                    json!({
+                        "run_id": r["run_id"],
+                        "name": r["runbook"],
+                        "status": r["status"],
+                        "started_at": r["started_at"],
+                        "started_by": r["started_by"],
+                        "waiting": r["waiting"],
+                    })
+                })
+                .collect();
+            Json(list).into_response()
+        }
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({ "error": e })),
+        )
+            .into_response(),
+    }
+}
+
+pub(super) async fn run(State(s): State<Arc<Shared>>, Path(run_id): Path<String>) -> Response {
+    match crate::status::run_json(&s.state_dir, &run_id) {
+        Some(r) => Json(r).into_response(),
+        None => not_found(&format!("no run `{run_id}`")),
+    }
+}
+
+fn not_found(why: &str) -> Response {
+    (StatusCode::NOT_FOUND, Json(json!({ "error": why }))).into_response()
+}
+
+/// Every record of the run's journal from its start, then new ones as they
+/// are written, until the run finishes (or its process is gone).
+pub(super) async fn events(State(s): State<Arc<Shared>>, Path(run_id): Path<String>) -> Response {
+    if !crate::journal::valid_run_id(&run_id) {
+        return not_found(&format!("no run `{run_id}`"));
+    }
+    let run_dir = s.state_dir.join("runs").join(&run_id);
+    let journal = run_dir.join("journal.jsonl");
+    if !journal.exists() {
+        return not_found(&format!("no run `{run_id}`"));
+    }
+    struct Reader {
+        journal: std::path::PathBuf,
+        lock: std::path::PathBuf,
+        offset: usize,
+        pending: std::collections::VecDeque<String>,
+        done: bool,
+    }
+    let reader = Reader {
+        journal,
+        lock: run_dir.join("run.lock"),
+        offset: 0,
+        pending: std::collections::VecDeque::new(),
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(reader, |mut r| async move {
+        loop {
+            if let Some(line) = r.pending.pop_front() {
+                if line.contains("\"event\":\"run_finished\"") {
+                    r.done = true;
+                    r.pending.clear();
+                }
+                let ev = SseEvent::default().data(line);
+                return Some((Ok::<_, Infallible>(ev), r));
+            }
+            if r.done {
+                return None;
+            }
+            let text = tokio::fs::read(&r.journal).await.unwrap_or_default();
+            // Only whole lines: the engine may be writing the last one.
+            let end = text
+                .get(r.offset..)
+                .and_then(|rest| rest.iter().rposition(|b| *b == b'\n'))
+                .map_or(r.offset, |i| r.offset + i + 1);
+            if let Some(chunk) = text.get(r.offset..end) {
+                for line in String::from_utf8_lossy(chunk).lines() {
+                    if !line.trim().is_empty() {
+                        r.pending.push_back(line.to_string());
+                    }
+                }
+            }
+            r.offset = end;
+            if r.pending.is_empty() {
+                if !crate::lock::is_held(&r.lock) {
+                    // Nobody runs it: nothing more will come until a resume.
+                    r.done = true;
+                    let ev = SseEvent::default()
+                        .event("end")
+                        .data(json!({ "status": "stopped" }).to_string());
+                    return Some((Ok(ev), r));
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+#[derive(serde::Deserialize, Default)]
+pub(super) struct AnswerBody {
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+/// Whether a POST comes from this server's own page (or from a client that
+/// is no browser, which sends neither header): a link or a form elsewhere
+/// cannot answer for the person whose browser follows it.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = get("sec-fetch-site") {
+        if !matches!(site, "same-origin" | "none") {
+            return false;
+        }
+    }
+    match (get("origin"), get("host")) {
+        (None, _) => true,
+        (Some(origin), Some(host)) => {
+            origin == format!("http://{host}") || origin == format!("https://{host}")
+        }
+        (Some(_), None) => false,
+    }
+}
+
+/// An answer, checked as the spec's table says; Ok: what happened.
+fn check_and_answer(
+    s: &Shared,
+    headers: &HeaderMap,
+    run_id: &str,
+    step: &str,
+    decision: &str,
+    comment: Option<&str>,
+) -> Result<String, (StatusCode, String)> {
+    let forbidden = |why: String| Err((StatusCode::FORBIDDEN, why));
+    let reject = match decision {
+        "approve" => false,
+        "reject" => true,
+        _ => return Err((StatusCode::NOT_FOUND, format!("no action `{decision}`"))),
+    };
+    if !same_origin(headers) {
+        return forbidden("a cross-site request cannot answer an approval".into());
+    }
+    let Some(header) = &s.auth_header else {
+        return forbidden("this server is read-only: it was started without --auth-header".into());
+    };
+    let Some(who) = headers
+        .get(header)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+    else {
+        return forbidden(format!("no identity: the request has no `{header}` header"));
+    };
+    let Some(run) = crate::status::run_json(&s.state_dir, run_id) else {
+        return Err((StatusCode::NOT_FOUND, format!("no run `{run_id}`")));
+    };
+    let id = step.split(".rollback.").next().unwrap_or(step);
+    let known = run["steps"]
+        .as_array()
+        .is_some_and(|l| l.iter().any(|st| st["id"] == id));
+    if !known {
+        return Err((
+            StatusCode::NOT_FOUND,
+            format!("run `{run_id}` has no step `{step}`"),
+        ));
+    }
+    let waiting = run["waiting"]
+        .as_array()
+        .and_then(|l| l.iter().find(|w| w["label"] == step).cloned());
+    let Some(waiting) = waiting else {
+        return Err((
+            StatusCode::CONFLICT,
+            format!("step `{step}` of run `{run_id}` is not waiting for an answer"),
+        ));
+    };
+    if waiting["signed"] == true {
+        return forbidden(format!(
+            "step `{step}` counts only signed decisions; the page holds no key: use `runbook approve {run_id} {step} --as NAME --key PATH`"
+        ));
+    }
+    let answer = crate::approvals::Answer {
+        run_id,
+        step,
+        identity: Some(who),
+        reject,
+        comment,
+        key: None,
+    };
+    crate::approvals::decide(&s.state_dir, &answer).map_err(|e| match e {
+        crate::error::Error::Invalid(why) => (StatusCode::FORBIDDEN, why),
+        other => (StatusCode::INTERNAL_SERVER_ERROR, format!("{other:?}")),
+    })
+}
+
+pub(super) async fn answer(
+    State(s): State<Arc<Shared>>,
+    Path((run_id, step, decision)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Option<Json<AnswerBody>>,
+) -> Response {
+    let comment = body.and_then(|Json(b)| b.comment);
+    match check_and_answer(&s, &headers, &run_id, &step, &decision, comment.as_deref()) {
+        Ok(msg) => Json(json!({ "ok": true, "message": msg })).into_response(),
+        Err((code, why)) => (code, Json(json!({ "error": why }))).into_response(),
+    }
+}
+
+/// The page's own form: the same checks, then back to the run's page.
+pub(super) async fn answer_form(
+    State(s): State<Arc<Shared>>,
+    Path((run_id, step, decision)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    Form(body): Form<AnswerBody>,
+) -> Response {
+    let comment = body.comment.filter(|c| !c.trim().is_empty());
+    match check_and_answer(&s, &headers, &run_id, &step, &decision, comment.as_deref()) {
+        Ok(_) => {
+            Redirect::to(&format!("/runs/{}", super::pages::path_segment(&run_id))).into_response()
+        }
+        Err((code, why)) => (code, super::pages::error_page(code, &why)).into_response(),
+    }
+}
