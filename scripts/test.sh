@@ -24,6 +24,9 @@ install_services() {
   need_cmd groff || missing+=(groff-base)
   # ssh-keygen and ssh-agent make and hold the keys of signed approvals.
   { need_cmd ssh-keygen && need_cmd ssh-agent && need_cmd ssh-add; } || missing+=(openssh-client)
+  # Headless Chromium and its WebDriver for the page of `runbook serve`.
+  need_cmd chromium || missing+=(chromium)
+  need_cmd chromedriver || missing+=(chromium-driver)
   [ ${#missing[@]} -eq 0 ] && return 0
 
   local sudo=()

@@ -136,10 +136,10 @@ pub(super) struct AnswerBody {
 /// cannot answer for the person whose browser follows it.
 fn same_origin(headers: &HeaderMap) -> bool {
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    // A browser that says where a request comes from is believed: it is the
+    // page's browser, and a forger cannot make it lie.
     if let Some(site) = get("sec-fetch-site") {
-        if !matches!(site, "same-origin" | "none") {
-            return false;
-        }
+        return matches!(site, "same-origin" | "none");
     }
     match (get("origin"), get("host")) {
         (None, _) => true,

@@ -339,8 +339,9 @@ pub(crate) fn http_get(url: &str, headers: &[(&str, &str)]) -> Result<(u16, Stri
     http_request("GET", url, headers, None).map(|(status, _, body)| (status, body))
 }
 
-/// One HTTP/1.0 request (the server closes after answering): status, head
-/// and body. Bounded: a read stalls for at most 30 s.
+/// One HTTP/1.1 request with `Connection: close` (the server closes after
+/// answering; chromedriver refuses HTTP/1.0): status, head and body, a
+/// chunked body decoded. Bounded: a read stalls for at most 30 s.
 pub(crate) fn http_request(
     method: &str,
     url: &str,
@@ -358,7 +359,7 @@ pub(crate) fn http_request(
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(|e| e.to_string())?;
-    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {host}\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -370,10 +371,21 @@ pub(crate) fn http_request(
     stream
         .write_all(request.as_bytes())
         .map_err(|e| format!("send: {e}"))?;
+    // Until the server closes, or (a server that keeps the connection
+    // open despite `Connection: close`, as chromedriver does) until the
+    // body its Content-Length announces, or the last chunk, has come.
     let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .map_err(|e| format!("read: {e}"))?;
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = stream.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if complete(&raw) {
+            break;
+        }
+    }
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
@@ -381,7 +393,48 @@ pub(crate) fn http_request(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("not an HTTP response: {}", tail(head, 3)))?;
-    Ok((status, head.to_string(), body.to_string()))
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok((status, head.to_string(), body))
+}
+
+/// Whether `raw` holds a whole response by its own framing.
+fn complete(raw: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(raw);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    let head = head.to_ascii_lowercase();
+    if head.contains("transfer-encoding: chunked") {
+        return body.ends_with("0\r\n\r\n");
+    }
+    head.lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .is_some_and(|n| body.len() >= n)
+}
+
+/// A chunked body's data (a torn last chunk kept as far as it came).
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16) else {
+            break;
+        };
+        if n == 0 {
+            break;
+        }
+        let take = after.get(..n).unwrap_or(after);
+        out.push_str(take);
+        rest = after.get(n..).unwrap_or("").trim_start_matches("\r\n");
+    }
+    out
 }
 
 /// Percent-encodes a query-string value.
