@@ -242,6 +242,9 @@ fn pages_escape_everything_set_a_strict_policy_and_are_read_only_without_a_heade
     let fp = run["fingerprint"].as_str().unwrap().to_string();
     assert!(page.contains(&fp), "{page}");
     assert!(page.contains("read-only"), "{page}");
+    // The step graph, drawn on the server: each step a box with its state.
+    assert!(page.contains("<svg class=\"graph\""), "{page}");
+    assert!(page.contains("<g data-step=\"gate\">"), "{page}");
     assert!(!page.contains("<form"), "{page}");
     assert_eq!(
         post(

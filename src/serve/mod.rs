@@ -18,6 +18,7 @@
 //! not approved here: a page holds no key.
 
 mod api;
+mod graph;
 mod pages;
 
 use std::net::SocketAddr;

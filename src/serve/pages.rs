@@ -233,6 +233,14 @@ pub(super) async fn run(State(st): State<Arc<Shared>>, Path(run_id): Path<String
         }
         b.push_str("</section>");
     }
+    // The graph of the runbook the run journaled.
+    let store = crate::journal::FileStore::new(&st.state_dir);
+    if let Some(rb) = crate::journal::RunStore::read(&store, &run_id)
+        .ok()
+        .and_then(|rec| crate::commands::journaled_runbook(&rec))
+    {
+        let _ = write!(b, "<h2>Graph</h2>{}", super::graph::svg(&rb, &r));
+    }
     let output = step_output(&st.state_dir, &run_id);
     b.push_str("<h2>Steps</h2><table><thead><tr><th>step</th><th>status</th><th>attempts</th><th>detail</th></tr></thead><tbody>");
     for step in r["steps"].as_array().into_iter().flatten() {
