@@ -161,25 +161,7 @@ fn an_approver_sees_the_step_wait_live_approves_on_the_page_and_sees_the_run_fin
             "report.json",
         ])
         .spawn();
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let server = run
-        .beside()
-        .args(&[
-            "serve",
-            "--state-dir",
-            "st",
-            "--listen",
-            &listen,
-            "--auth-header",
-            "X-Forwarded-User",
-        ])
-        .spawn();
-    let site = format!("http://{listen}");
-    assert!(poll_until(Duration::from_secs(30), || {
-        http_request("GET", &format!("{site}/api/runs/r1"), &[], None)
-            .is_ok_and(|(c, _, _)| c == 200)
-    }));
+    let (server, site) = run.serve_beside(Some("X-Forwarded-User"));
 
     let browser = Browser::start();
     browser.cdp("Network.enable", &json!({}));

@@ -8,9 +8,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::raw_tcp::free_port;
 use common::services::http_request;
-use common::{log, poll_until, Running, Test};
+use common::{log, Running, Test};
 use serde_json::Value as Json;
 
 const WAITING: &str = "st/runs/r1/approvals/gate/waiting.json";
@@ -53,24 +52,7 @@ fn served(auth: bool) -> Served {
         ])
         .spawn();
     run.wait_for_file(WAITING, Duration::from_secs(60));
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut args = vec!["serve", "--state-dir", "st", "--listen", &listen];
-    if auth {
-        args.extend(["--auth-header", "X-Forwarded-User"]);
-    }
-    let server = run.beside().args(&args).spawn();
-    let base = format!("http://{listen}");
-    assert!(
-        poll_until(Duration::from_secs(30), || http_request(
-            "GET",
-            &format!("{base}/api/runs"),
-            &[],
-            None
-        )
-        .is_ok()),
-        "the server never answered"
-    );
+    let (server, base) = run.serve_beside(auth.then_some("X-Forwarded-User"));
     Served { run, server, base }
 }
 

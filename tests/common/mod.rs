@@ -430,6 +430,24 @@ impl Running {
         self.dir.as_ref().expect("the test directory").path()
     }
 
+    /// `runbook serve` over this run's state dir (`st`) on a free loopback
+    /// port, with `--auth-header` when given, once it answers: the server
+    /// and its base URL.
+    pub(crate) fn serve_beside(&self, auth_header: Option<&str>) -> (Running, String) {
+        let listen = format!("127.0.0.1:{}", raw_tcp::free_port());
+        let mut args = vec!["serve", "--state-dir", "st", "--listen", &listen];
+        if let Some(h) = auth_header {
+            args.extend(["--auth-header", h]);
+        }
+        let server = self.beside().args(&args).spawn();
+        let base = format!("http://{listen}");
+        let up = poll_until(std::time::Duration::from_secs(30), || {
+            services::http_request("GET", &format!("{base}/api/runs"), &[], None).is_ok()
+        });
+        assert!(up, "runbook serve never answered at {base}");
+        (server, base)
+    }
+
     /// A second command in the same directory while this one runs
     /// (`status`, `approve`, `cancel`), as [`Output::again`] is after it.
     pub(crate) fn beside(&self) -> Test {
