@@ -598,3 +598,27 @@ fn a_resumed_dry_run_counts_every_breach() {
     assert_eq!(o["failures"], 50, "{o}");
     assert_eq!(o["samples"], 50, "{o}");
 }
+
+/// A background guard over real Prometheus, replayed across the moment the
+/// api's error ratio jumps (T0+3600): its first evaluation passes, a later
+/// one breaches while the long step runs, and the run unwinds at once.
+#[test]
+fn a_background_guard_on_prometheus_breaches_during_a_long_step() {
+    let steps = format!(
+        "  - id: guard\n    metric:\n      query: api_error_ratio\n      condition: value < 0.01\n      interval: 200ms\n      at: {}\n      background: {{ until: long }}\n  - id: long\n    shell: echo $$ > long.tmp; mv long.tmp long.pid; sleep 30; echo done >> log\n    rollback: {{ shell: echo undo-long >> log }}\n",
+        T0 + 3599
+    );
+    let started = std::time::Instant::now();
+    let out = with_prom(&steps).run().code(1);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the breach did not stop the long step"
+    );
+    assert_eq!(log(&out), ["undo-long"]);
+    let r = report(&out);
+    assert_eq!(step(&r, "long")["status"], "cancelled");
+    let v = verdicts(&r, "guard");
+    assert_eq!(v.first().map(String::as_str), Some("pass"), "{v:?}");
+    assert_eq!(v.last().map(String::as_str), Some("fail"), "{v:?}");
+    has(&out, "value 0.1 does not satisfy `value < 0.01`");
+}
