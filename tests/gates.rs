@@ -608,7 +608,7 @@ fn a_background_guard_on_prometheus_breaches_during_a_long_step() {
         "  - id: guard\n    metric:\n      query: api_error_ratio\n      condition: value < 0.01\n      interval: 200ms\n      at: {}\n      background: {{ until: long }}\n  - id: long\n    shell: echo $$ > long.tmp; mv long.tmp long.pid; sleep 30; echo done >> log\n    rollback: {{ shell: echo undo-long >> log }}\n",
         T0 + 3599
     );
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let out = with_prom(&steps).run().code(1);
     assert!(
         started.elapsed() < Duration::from_secs(20),
