@@ -69,7 +69,7 @@ pub(super) async fn events(State(s): State<Arc<Shared>>, Path(run_id): Path<Stri
     struct Reader {
         journal: std::path::PathBuf,
         lock: std::path::PathBuf,
-        offset: usize,
+        offset: u64,
         pending: std::collections::VecDeque<String>,
         done: bool,
     }
@@ -93,20 +93,19 @@ pub(super) async fn events(State(s): State<Arc<Shared>>, Path(run_id): Path<Stri
             if r.done {
                 return None;
             }
-            let text = tokio::fs::read(&r.journal).await.unwrap_or_default();
+            // What was appended since the last read, not the whole journal
+            // again: a days-long run's journal is polled every 200 ms.
+            let rest = read_from(&r.journal, r.offset).await;
             // Only whole lines: the engine may be writing the last one.
-            let end = text
-                .get(r.offset..)
-                .and_then(|rest| rest.iter().rposition(|b| *b == b'\n'))
-                .map_or(r.offset, |i| r.offset + i + 1);
-            if let Some(chunk) = text.get(r.offset..end) {
+            let whole = rest.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            if let Some(chunk) = rest.get(..whole) {
                 for line in String::from_utf8_lossy(chunk).lines() {
                     if !line.trim().is_empty() {
                         r.pending.push_back(line.to_string());
                     }
                 }
             }
-            r.offset = end;
+            r.offset += whole as u64;
             if r.pending.is_empty() {
                 if !crate::lock::is_held(&r.lock) {
                     // Nobody runs it: nothing more will come until a resume.
@@ -123,6 +122,18 @@ pub(super) async fn events(State(s): State<Arc<Shared>>, Path(run_id): Path<Stri
     Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+/// The bytes of `path` from `offset` on (none when it cannot be read).
+async fn read_from(path: &std::path::Path, offset: u64) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut out = Vec::new();
+    if let Ok(mut f) = tokio::fs::File::open(path).await {
+        if f.seek(std::io::SeekFrom::Start(offset)).await.is_ok() {
+            let _ = f.read_to_end(&mut out).await;
+        }
+    }
+    out
 }
 
 #[derive(serde::Deserialize, Default)]
