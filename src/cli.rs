@@ -39,10 +39,11 @@ pub const VERSION: &str = concat!(
   runbook status"
 )]
 pub struct Cli {
-    /// Where runs, locks, approvals and the default flag file live
-    /// (default: $RUNBOOK_STATE_DIR, else $XDG_STATE_HOME/runbook, else
-    /// ~/.local/state/runbook).
-    #[arg(long, global = true, env = "RUNBOOK_STATE_DIR", value_name = "DIR")]
+    /// Where runs, locks, approvals and the default flag file live: a
+    /// directory, or a PostgreSQL URL (postgres://user@host:port/db) shared
+    /// by a team (default: $RUNBOOK_STATE_DIR, else
+    /// $XDG_STATE_HOME/runbook, else ~/.local/state/runbook).
+    #[arg(long, global = true, env = "RUNBOOK_STATE_DIR", value_name = "DIR|URL")]
     pub state_dir: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
@@ -296,6 +297,19 @@ pub struct ViewArgs {
     /// `text` (live view or plain lines) or `json` (one JSON object per line).
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// With a database as the state dir: how long this engine's hold on
+    /// the run lasts unless renewed (it renews every third of it); after
+    /// its host dies, `resume` from anywhere takes over once it ends.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_lease)]
+    pub lease: std::time::Duration,
+}
+
+fn parse_lease(s: &str) -> Result<std::time::Duration, String> {
+    let d = crate::duration::parse(s)?;
+    if d < std::time::Duration::from_secs(1) {
+        return Err(format!("`{s}` is shorter than the shortest lease, 1s"));
+    }
+    Ok(d)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -441,6 +455,7 @@ fn output(view: &ViewArgs) -> Result<Output, Error> {
         identity: checked_identity(view.identity.as_ref())?,
         key: view.key.clone(),
         report: view.report.clone(),
+        lease: view.lease,
         json_log: view.log_format == LogFormat::Json,
     })
 }
@@ -455,11 +470,19 @@ fn dispatch(cli: Cli) -> crate::error::Result {
             | Command::Completions { .. }
             | Command::Man { .. }
     );
-    let state_dir = match cli.state_dir {
-        Some(dir) => dir,
-        None if stateless => PathBuf::new(),
-        None => crate::state_dir::from_env().map_err(Error::cannot_start)?,
+    let store = if stateless {
+        None
+    } else {
+        let given = match cli.state_dir {
+            Some(dir) => dir,
+            None => crate::state_dir::from_env().map_err(Error::cannot_start)?,
+        };
+        let cwd = std::env::current_dir()
+            .map_err(|e| Error::cannot_start(format!("cannot read the working directory: {e}")))?;
+        Some(crate::store::open(given.as_os_str(), &cwd)?)
     };
+    // Only the stateless commands above go without one.
+    let store = || store.clone().ok_or_else(|| Error::invalid("no state dir"));
     match cli.command {
         Command::Validate { files, format } => {
             let format = match format {
@@ -477,7 +500,7 @@ fn dispatch(cli: Cli) -> crate::error::Result {
             fail_on_risk,
         } => commands::plan(&file, &params, format, diff.as_deref(), fail_on_risk),
         Command::Run(args) => crate::runner::run(RunSettings {
-            state_dir,
+            store: store()?,
             file: args.file,
             params: args.params,
             run_id: args.run_id,
@@ -495,8 +518,9 @@ fn dispatch(cli: Cli) -> crate::error::Result {
             params,
             view,
         } => {
-            let run_id = crate::run_id::resolve(&state_dir, &run_id)?;
-            crate::runner::resume(&state_dir, &run_id, &params, output(&view)?)
+            let store = store()?;
+            let run_id = crate::run_id::resolve(store.as_ref(), &run_id)?;
+            crate::runner::resume(&store, &run_id, &params, output(&view)?)
         }
         Command::Rollback {
             run_id,
@@ -504,8 +528,9 @@ fn dispatch(cli: Cli) -> crate::error::Result {
             params,
             view,
         } => {
-            let run_id = crate::run_id::resolve(&state_dir, &run_id)?;
-            crate::runner::rollback(&state_dir, &run_id, &params, output(&view)?, yes)
+            let store = store()?;
+            let run_id = crate::run_id::resolve(store.as_ref(), &run_id)?;
+            crate::runner::rollback(&store, &run_id, &params, output(&view)?, yes)
         }
         Command::Approve {
             run_id,
@@ -515,10 +540,11 @@ fn dispatch(cli: Cli) -> crate::error::Result {
             comment,
             key,
         } => {
-            let run_id = crate::run_id::resolve(&state_dir, &run_id)?;
+            let store = store()?;
+            let run_id = crate::run_id::resolve(store.as_ref(), &run_id)?;
             let identity = checked_identity(identity.as_ref())?;
             crate::approvals::submit(
-                &state_dir,
+                store.as_ref(),
                 &crate::approvals::Answer {
                     run_id: &run_id,
                     step: &step,
@@ -533,7 +559,7 @@ fn dispatch(cli: Cli) -> crate::error::Result {
             listen,
             auth_header,
         } => crate::serve::serve(crate::serve::ServeSettings {
-            state_dir,
+            store: store()?,
             listen,
             auth_header,
         }),
@@ -541,22 +567,30 @@ fn dispatch(cli: Cli) -> crate::error::Result {
             run_id,
             allowed_signers,
         } => {
-            let run_id = crate::run_id::resolve(&state_dir, &run_id)?;
-            crate::approvals::verify(&state_dir, &run_id, allowed_signers.as_deref())
+            let store = store()?;
+            let run_id = crate::run_id::resolve(store.as_ref(), &run_id)?;
+            crate::approvals::verify(store.as_ref(), &run_id, allowed_signers.as_deref())
         }
         Command::Status { run_id, format } => {
+            let store = store()?;
             let run_id = run_id
-                .map(|id| crate::run_id::resolve(&state_dir, &id))
+                .map(|id| crate::run_id::resolve(store.as_ref(), &id))
                 .transpose()?;
-            crate::status::show(&state_dir, run_id.as_deref(), format == StatusFormat::Json)
+            crate::status::show(
+                store.as_ref(),
+                run_id.as_deref(),
+                format == StatusFormat::Json,
+            )
         }
         Command::Logs { run_id, follow } => {
-            let run_id = crate::run_id::resolve(&state_dir, &run_id)?;
-            crate::operate::logs(&state_dir, &run_id, follow)
+            let store = store()?;
+            let run_id = crate::run_id::resolve(store.as_ref(), &run_id)?;
+            crate::operate::logs(store.as_ref(), &run_id, follow)
         }
         Command::Cancel { run_id, force } => {
-            let run_id = crate::run_id::resolve(&state_dir, &run_id)?;
-            crate::operate::cancel(&state_dir, &run_id, force)
+            let store = store()?;
+            let run_id = crate::run_id::resolve(store.as_ref(), &run_id)?;
+            crate::operate::cancel(store.as_ref(), &run_id, force)
         }
         Command::Schema { plan } => {
             print!(

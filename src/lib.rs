@@ -40,6 +40,7 @@ pub mod state;
 pub mod state_dir;
 pub mod status;
 pub mod steps;
+pub mod store;
 pub mod template;
 pub mod validate;
 pub mod view;

@@ -9,26 +9,24 @@
 //! unchanged so the command reports an unknown or malformed id exactly as
 //! it did before prefixes existed.
 
-use std::path::Path;
-
 use crate::error::Error;
-use crate::journal::{self, FileStore, RunStore};
+use crate::journal;
+use crate::store::Store;
 
 /// How many candidates an ambiguity error names before it says "and N more".
 const SHOWN_CANDIDATES: usize = 10;
 
-/// The id of the run `given` names in `state_dir`: `given` itself when a run
+/// The id of the run `given` names in `store`: `given` itself when a run
 /// has exactly that id, else the one run whose id starts with it.
 ///
 /// # Errors
 ///
 /// [`Error::Invalid`] (exit 2) when several runs start with `given`.
-pub fn resolve(state_dir: &Path, given: &str) -> Result<String, Error> {
+pub fn resolve(store: &dyn Store, given: &str) -> Result<String, Error> {
     if !journal::valid_run_id(given) {
         return Ok(given.to_string());
     }
-    let store = FileStore::new(state_dir);
-    if store.run_dir(given).exists() {
+    if store.exists(given) {
         return Ok(given.to_string());
     }
     // An unreadable state dir is the command's to report, as before.
@@ -50,7 +48,7 @@ pub fn resolve(state_dir: &Path, given: &str) -> Result<String, Error> {
             }
             Err(Error::invalid(format!(
                 "run id `{given}` is ambiguous: {n} runs in {} start with it: {shown}; give more of the id",
-                state_dir.display()
+                store.describe()
             )))
         }
     }

@@ -53,7 +53,7 @@ pub struct Runbook {
     pub secrets: Vec<Secret>,
     pub env: Vec<(String, String)>,
     pub concurrency: usize,
-    pub lock: Option<Tpl>,
+    pub lock: Option<LockSpec>,
     /// The allowed-signers file approvals are checked against
     /// ([`crate::signing`]); relative to the runbook.
     pub allowed_signers: Option<Tpl>,
@@ -72,6 +72,15 @@ impl Runbook {
     pub fn provider(&self, name: &str) -> Option<&Provider> {
         self.providers.iter().find(|p| p.name == name)
     }
+}
+
+/// `lock:`: runs holding the same rendered key never overlap.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LockSpec {
+    pub key: Tpl,
+    /// How long a run waits in line (FIFO) for a held key; `None`: it is
+    /// refused at once (`lock: K`).
+    pub wait: Option<Dur>,
 }
 
 #[derive(Debug, Clone)]

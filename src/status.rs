@@ -9,43 +9,56 @@
 //! the command that answers them works only then (a stopped run says to
 //! resume it first).
 
-use std::path::Path;
-
 use serde_json::{json, Value as Json};
 
 use crate::error::{Done, Error, Result};
 use crate::events::RunStatus;
-use crate::journal::{FileStore, Recorded, RunStore};
+use crate::journal::Recorded;
 use crate::state::RunState;
+use crate::store::Store;
 
-fn run_status(store: &FileStore, rec: &Recorded, state: &RunState) -> String {
-    match state.status {
-        Some(s) => s.as_str().to_string(),
-        None if crate::lock::is_held(&store.run_dir(&rec.header.run_id).join("run.lock")) => {
-            "running".into()
+/// The run's status, and who holds it while it is live.
+fn run_status(
+    store: &dyn Store,
+    rec: &Recorded,
+    state: &RunState,
+) -> (String, Option<crate::store::Holder>) {
+    if let Some(s) = state.status {
+        return (s.as_str().to_string(), None);
+    }
+    match store.holder(&rec.header.run_id) {
+        Some(h) if rec.events.is_empty() && store.queue_position(&rec.header.run_id).is_some() => {
+            ("queued".into(), Some(h))
         }
-        None => "stopped".into(),
+        Some(h) => ("running".into(), Some(h)),
+        None => ("stopped".into(), None),
     }
 }
 
 /// The run's state in the shape the report has, with what only the journal
 /// and the run lock know: the file, who started it, whether it is live.
-fn summary(store: &FileStore, state_dir: &Path, rec: &Recorded, with_steps: bool) -> Json {
-    let rb = crate::commands::journaled_runbook(rec);
-    let state = rec.state(rb.as_deref());
+pub(crate) fn summary(
+    store: &dyn Store,
+    rec: &Recorded,
+    rb: Option<&crate::runbook::Runbook>,
+    with_steps: bool,
+) -> Json {
+    let state = rec.state(rb);
     // The commands name the state dir this reader reached the run through.
-    let dir = std::path::absolute(state_dir)
-        .unwrap_or_else(|_| state_dir.to_path_buf())
-        .display()
-        .to_string();
-    let mut out = state.to_json_in(Some(&dir));
-    let status = run_status(store, rec, &state);
+    let mut out = state.to_json_in(Some(&store.describe()));
+    let (status, holder) = run_status(store, rec, &state);
     if status != "running" {
         out["waiting"] = json!([]);
     }
+    if status == "queued" {
+        out["queue_position"] = json!(store.queue_position(&rec.header.run_id));
+    }
+    if let Some(h) = holder {
+        out["holder"] = json!({ "host": h.host, "pid": h.pid, "epoch": h.epoch });
+    }
     out["status"] = json!(status);
     if let (Some(rb), Some(RunStatus::RollbackFailed | RunStatus::UnwindIncomplete)) =
-        (rb.as_deref(), state.status)
+        (rb, state.status)
     {
         let unfinished = state.unfinished_rollbacks(rb);
         out["next"] = json!(crate::state::way_forward(&rec.header.run_id, &unfinished));
@@ -60,33 +73,39 @@ fn summary(store: &FileStore, state_dir: &Path, rec: &Recorded, with_steps: bool
     out
 }
 
+fn summary_of(store: &dyn Store, rec: &Recorded, with_steps: bool) -> Json {
+    summary(
+        store,
+        rec,
+        crate::commands::journaled_runbook(rec).as_deref(),
+        with_steps,
+    )
+}
+
 /// Every run of the state dir, as `status --format json` lists them.
-pub fn runs_json(state_dir: &Path) -> std::result::Result<Vec<Json>, String> {
-    let store = FileStore::new(state_dir);
+pub fn runs_json(store: &dyn Store) -> std::result::Result<Vec<Json>, String> {
     let ids = store
         .list()
-        .map_err(|e| format!("cannot read {}: {e}", state_dir.display()))?;
+        .map_err(|e| format!("cannot read {}: {e}", store.describe()))?;
     Ok(ids
         .iter()
         .map(|id| match store.read(id) {
-            Ok(r) => summary(&store, state_dir, &r, false),
+            Ok(r) => summary_of(store, &r, false),
             Err(e) => json!({ "run_id": id, "runbook": "?", "status": "unreadable", "error": e.to_string() }),
         })
         .collect())
 }
 
 /// One run as `status RUN_ID --format json` shows it; `None`: no such run.
-pub fn run_json(state_dir: &Path, run_id: &str) -> Option<Json> {
+pub fn run_json(store: &dyn Store, run_id: &str) -> Option<Json> {
     if !crate::journal::valid_run_id(run_id) {
         return None;
     }
-    let store = FileStore::new(state_dir);
     let rec = store.read(run_id).ok()?;
-    Some(summary(&store, state_dir, &rec, true))
+    Some(summary_of(store, &rec, true))
 }
 
-pub fn show(state_dir: &Path, run_id: Option<&str>, as_json: bool) -> Result {
-    let store = FileStore::new(state_dir);
+pub fn show(store: &dyn Store, run_id: Option<&str>, as_json: bool) -> Result {
     match run_id {
         None => {
             let ids = match store.list() {
@@ -94,7 +113,7 @@ pub fn show(state_dir: &Path, run_id: Option<&str>, as_json: bool) -> Result {
                 Err(e) => {
                     return Err(Error::cannot_start(format!(
                         "cannot read {}: {e}",
-                        state_dir.display()
+                        store.describe()
                     )))
                 }
             };
@@ -103,7 +122,7 @@ pub fn show(state_dir: &Path, run_id: Option<&str>, as_json: bool) -> Result {
             let runs: Vec<Json> = ids
                 .iter()
                 .map(|id| match store.read(id) {
-                    Ok(r) => summary(&store, state_dir, &r, false),
+                    Ok(r) => summary_of(store, &r, false),
                     Err(e) => json!({ "run_id": id, "runbook": "?", "status": "unreadable", "error": e.to_string() }),
                 })
                 .collect();
@@ -113,7 +132,7 @@ pub fn show(state_dir: &Path, run_id: Option<&str>, as_json: bool) -> Result {
                     serde_json::to_string_pretty(&runs).unwrap_or_default()
                 );
             } else if runs.is_empty() {
-                println!("no runs in {}", state_dir.display());
+                println!("no runs in {}", store.describe());
             } else {
                 println!(
                     "{:28} {:24} {:16} {:21} duration",
@@ -142,8 +161,8 @@ pub fn show(state_dir: &Path, run_id: Option<&str>, as_json: bool) -> Result {
             Ok(Done::Ok)
         }
         Some(id) => {
-            let rec = crate::journal::read_run(&store, state_dir, id)?;
-            let out = summary(&store, state_dir, &rec, true);
+            let rec = crate::journal::read_run(store, id)?;
+            let out = summary_of(store, &rec, true);
             if as_json {
                 println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
                 return Ok(Done::Ok);
@@ -161,6 +180,17 @@ pub fn show(state_dir: &Path, run_id: Option<&str>, as_json: bool) -> Result {
             );
             if let Some(f) = out["fingerprint"].as_str().filter(|f| !f.is_empty()) {
                 println!("plan {f}");
+            }
+            if let Some(h) = out["holder"].as_object().filter(|h| h["host"] != "") {
+                println!(
+                    "held by process {} on {} (epoch {})",
+                    h["pid"],
+                    h["host"].as_str().unwrap_or(""),
+                    h["epoch"]
+                );
+            }
+            if let Some(n) = out["queue_position"].as_u64() {
+                println!("queued for its lock: place {n} in line");
             }
             print_record(&out);
             let now = std::time::SystemTime::now();

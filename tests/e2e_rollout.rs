@@ -116,20 +116,7 @@ impl Rollout {
         svc: &Service,
         metrics_at: &str,
     ) -> (i32, String) {
-        let params = [
-            "environment=production".to_string(),
-            "revision=v2.4.0".into(),
-            "deploy_tool=echo".into(),
-            format!("service_url={}", svc.url),
-            format!("redis_url={}", redis.url()),
-            format!("prometheus_url={}", prom.url),
-            format!("webhook_url={}/hooks/rollout", svc.url),
-            "gate_interval=1m".into(),
-            "internal_samples=3".into(),
-            "canary_samples=3".into(),
-            "staged_samples=3".into(),
-            format!("metrics_at={metrics_at}"),
-        ];
+        let params = Self::params(redis, prom, svc, metrics_at);
         let mut args = vec![
             "run",
             "runbooks/production-rollout.yaml",
@@ -187,6 +174,39 @@ impl Rollout {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The params of a run against these services.
+    fn params(redis: &Redis, prom: &Prometheus, svc: &Service, metrics_at: &str) -> Vec<String> {
+        vec![
+            "environment=production".to_string(),
+            "revision=v2.4.0".into(),
+            "deploy_tool=echo".into(),
+            format!("service_url={}", svc.url),
+            format!("redis_url={}", redis.url()),
+            format!("prometheus_url={}", prom.url),
+            format!("webhook_url={}/hooks/rollout", svc.url),
+            "gate_interval=1m".into(),
+            "internal_samples=3".into(),
+            "canary_samples=3".into(),
+            "staged_samples=3".into(),
+            format!("metrics_at={metrics_at}"),
+        ]
+    }
+
+    /// `runbook ARGS` on machine `name` (a directory of its own holding
+    /// only that person's key), against the team's database.
+    fn on(&self, name: &str, url: &str, args: &[&str]) -> Command {
+        let dir = self.dir.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for key in ["engineering-manager", "devops-lead", "release-bot"] {
+            if name.starts_with(key) {
+                std::fs::copy(self.dir.path().join(key), dir.join(key)).unwrap();
+            }
+        }
+        let mut c = self.runbook(args);
+        c.current_dir(dir).env("RUNBOOK_STATE_DIR", url);
+        c
     }
 
     fn report(&self) -> serde_json::Value {
@@ -302,4 +322,208 @@ fn canary_breach_restores_every_flag() {
     assert_eq!(hooks[0]["severity"], "P1");
     assert_eq!(hooks[0]["failed_step"], "gate_canary_latency");
     assert_eq!(hooks[1]["status"], "rolled_back");
+}
+
+/// The spec's team mode, end to end: the seed rollout started detached on
+/// one machine against PostgreSQL, approved (signed) by two people from two
+/// others, its first machine's engine killed mid-rollout, resumed from a
+/// fourth; no step that had finished ran again.
+#[test]
+fn team_mode_rollout_survives_the_death_of_the_machine_that_started_it() {
+    let redis = Redis::start();
+    let prom = Prometheus::start(&fixture());
+    let svc = Service::start();
+    let pg = common::postgres::Postgres::start();
+    let url = pg.database("team");
+    let r = Rollout::new();
+    // The deploy tool logs what it is asked and holds the load test until
+    // told, so the run is killed at a known place: mid-rollout, the
+    // internal and canary stages done.
+    let log = r.dir.path().join("deploys.log");
+    let go = r.dir.path().join("go");
+    let tool = r.dir.path().join("deploy_tool.sh");
+    std::fs::write(
+        &tool,
+        format!(
+            "echo \"$@\" >> {log}\nif [ \"$1\" = load-test ]; then\n  for _ in $(seq 1 1200); do [ -e {go} ] && exit 0; sleep 0.05; done\n  exit 1\nfi\n",
+            log = log.display(),
+            go = go.display()
+        ),
+    )
+    .unwrap();
+    let mut params = Rollout::params(&redis, &prom, &svc, HEALTHY_AT);
+    params[2] = format!("deploy_tool=bash {}", tool.display());
+    let mut args = vec![
+        "run",
+        "../runbooks/production-rollout.yaml",
+        "--run-id",
+        "rollout1",
+        "--detach",
+        "--lease",
+        "2s",
+        "--key",
+        "release-bot",
+    ];
+    for p in &params {
+        args.push("--param");
+        args.push(p);
+    }
+    let started = r.on("release-bot-ci-runner", &url, &args).output().unwrap();
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&started.stdout).trim(), "rollout1");
+
+    // Two people approve, each from their own machine, each signing.
+    for who in ["engineering-manager", "devops-lead"] {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = r
+                .on(
+                    &format!("{who}-laptop"),
+                    &url,
+                    &[
+                        "approve",
+                        "rollout1",
+                        "approve_production",
+                        "--as",
+                        who,
+                        "--key",
+                        who,
+                    ],
+                )
+                .output()
+                .unwrap();
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{who}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    let status = |machine: &str| -> serde_json::Value {
+        let out = r
+            .on(machine, &url, &["status", "rollout1", "--format", "json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    };
+    let step_status = |s: &serde_json::Value, id: &str| -> String {
+        s["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|st| st["id"] == id)
+            .and_then(|st| st["status"].as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    // Watched from a third machine until the load test runs.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let holder = loop {
+        let s = status("devops-lead-laptop");
+        if step_status(&s, "load_test") == "running" {
+            break s["holder"]["pid"].as_i64().unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the load test never started: {s:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // The first machine dies.
+    unsafe {
+        libc::kill(i32::try_from(holder).unwrap(), libc::SIGKILL);
+    }
+    let finished_before = pg.psql(
+        "team",
+        "SELECT count(*) FROM runbook_events WHERE run_id = 'rollout1' AND record::json->>'event' = 'step_finished'",
+    );
+
+    // A fourth machine takes over once the lease has run out.
+    std::fs::write(&go, "").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let resumed = loop {
+        let out = r
+            .on(
+                "release-bot-spare-runner",
+                &url,
+                &[
+                    "resume",
+                    "rollout1",
+                    "--lease",
+                    "2s",
+                    "--key",
+                    "release-bot",
+                ],
+            )
+            .output()
+            .unwrap();
+        if out.status.code() != Some(4) {
+            break out;
+        }
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains("is being run by process"), "{said}");
+        assert!(Instant::now() < deadline, "never took over: {said}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let said = String::from_utf8_lossy(&resumed.stdout).into_owned()
+        + &String::from_utf8_lossy(&resumed.stderr);
+    assert_eq!(resumed.status.code(), Some(0), "{said}");
+    let s = status("engineering-manager-laptop");
+    assert_eq!(s["status"], "succeeded", "{s:#}");
+    assert!(
+        finished_before.parse::<i64>().unwrap() >= 10,
+        "{finished_before}"
+    );
+
+    // No step that finished under the first engine started under the second.
+    let rerun = pg.psql(
+        "team",
+        "SELECT string_agg(DISTINCT s.record::json->>'step', ',') FROM runbook_events f JOIN runbook_events s
+           ON s.run_id = f.run_id AND s.record::json->>'step' = f.record::json->>'step'
+          WHERE f.run_id = 'rollout1' AND f.epoch = 1 AND f.record::json->>'event' = 'step_finished'
+            AND s.epoch = 2 AND s.record::json->>'event' = 'step_started'",
+    );
+    assert_eq!(rerun, "", "finished steps ran again: {rerun}");
+    let deploys = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        deploys.matches("--service backend --revision").count(),
+        1,
+        "{deploys}"
+    );
+    assert_eq!(
+        deploys.matches("--service auth --revision").count(),
+        1,
+        "{deploys}"
+    );
+    assert_eq!(
+        deploys.matches("load-test").count(),
+        2,
+        "the load test ran again once: {deploys}"
+    );
+    let flag = redis.get_json("flags:request_isolation").unwrap();
+    assert_eq!(flag["stage"], "full");
+    // Both decisions were proven, and the channel heard the outcome once.
+    let approvals = s["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|st| st["id"] == "approve_production")
+        .unwrap()["approvals"]
+        .clone();
+    assert_eq!(approvals.as_array().map(Vec::len), Some(2), "{approvals:#}");
+    assert!(approvals
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d["verified"] == true));
+    assert_eq!(svc.hooks().len(), 1, "{:?}", svc.hooks());
 }

@@ -283,6 +283,12 @@ const SAFE: &[(&str, &str, &str, &str)] = &[
         "timeout: 12h",
         "- approve\n  - timeout: 1d -> 12h",
     ),
+    (
+        "lock waits in line instead of refusing",
+        "lock: \"rollout-{{ params.revision }}\"\n",
+        "lock: { key: \"rollout-{{ params.revision }}\", wait: 30m }\n",
+        "Settings changed:\n- lock wait: none (refused at once) -> 30m",
+    ),
 ];
 
 fn head(from: &str, to: &str) -> String {

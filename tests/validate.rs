@@ -35,6 +35,7 @@ const MALFORMED: &[(&str, &str, u32)] = &[
     ("unknown_field_param.yaml", "E010", 5),
     ("unknown_field_retry.yaml", "E010", 9),
     ("unknown_field_defaults.yaml", "E010", 6),
+    ("unknown_field_lock.yaml", "E010", 6),
     // wrong types
     ("root_not_mapping.yaml", "E011", 2),
     ("wrong_type_version.yaml", "E011", 2),
@@ -51,6 +52,7 @@ const MALFORMED: &[(&str, &str, u32)] = &[
     ("missing_steps.yaml", "E012", 2),
     ("missing_id.yaml", "E012", 7),
     ("missing_metric_condition.yaml", "E012", 9),
+    ("missing_lock_key.yaml", "E012", 5),
     // values outside what is allowed
     ("bad_backoff.yaml", "E013", 7),
     ("bad_on_no_data.yaml", "E013", 11),
@@ -85,6 +87,7 @@ const MALFORMED: &[(&str, &str, u32)] = &[
     ("bad_duration_retry.yaml", "E025", 7),
     ("bad_duration_interval.yaml", "E025", 11),
     ("defaults_unused_bad_timeout.yaml", "E025", 5),
+    ("bad_duration_lock_wait.yaml", "E025", 6),
     ("max_delay_lt_delay.yaml", "E026", 11),
     ("attempts_zero.yaml", "E027", 8),
     ("concurrency_zero.yaml", "E027", 4),

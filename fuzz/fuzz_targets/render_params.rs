@@ -127,7 +127,7 @@ fn run_side(
             let _ = ctx.render(v).map_err(|e| masker.mask(&e));
         }
         if let Some(lock) = &rb2.lock {
-            let _ = ctx.render(lock);
+            let _ = ctx.render(&lock.key);
         }
         for p in &rb2.providers {
             for t in p.url.iter().chain(&p.path) {

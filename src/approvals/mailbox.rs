@@ -11,22 +11,22 @@ use serde::{Deserialize, Serialize};
 
 /// One decision file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Decision {
-    pub(crate) by: String,
-    pub(crate) approved: bool,
+pub struct Decision {
+    pub by: String,
+    pub approved: bool,
     #[serde(default)]
-    pub(crate) comment: Option<String>,
+    pub comment: Option<String>,
     #[serde(default)]
-    pub(crate) at: Option<String>,
+    pub at: Option<String>,
     /// The armored SSH signature over the decision's statement
     /// ([`crate::signing::Statement`]), where signatures are required.
     #[serde(default)]
-    pub(crate) signature: Option<String>,
+    pub signature: Option<String>,
     /// The deciding process's OS user and host.
     #[serde(default)]
-    pub(crate) os_user: Option<String>,
+    pub os_user: Option<String>,
     #[serde(default)]
-    pub(crate) host: Option<String>,
+    pub host: Option<String>,
 }
 
 /// `<run dir>/approvals/<step>`.
@@ -35,7 +35,7 @@ pub(crate) fn approvals_dir(run_dir: &Path, step: &str) -> PathBuf {
 }
 
 /// A file name part made of safe characters only.
-pub(super) fn file_safe(name: &str) -> String {
+pub(crate) fn file_safe(name: &str) -> String {
     let s: String = name
         .chars()
         .map(|c| {
@@ -60,15 +60,6 @@ pub(super) fn file_safe(name: &str) -> String {
 pub(crate) fn write_atomic(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
     let text = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
     crate::fsutil::write_atomic(path, &text, crate::fsutil::PRIVATE)
-}
-
-/// Removes `waiting.json` when the attempt ends, however it ends.
-pub(crate) struct WaitingFile(pub(crate) PathBuf);
-
-impl Drop for WaitingFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 /// Decision files not consumed yet, oldest first.

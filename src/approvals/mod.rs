@@ -13,9 +13,8 @@ mod signers;
 mod submit;
 mod verify;
 
-pub(crate) use mailbox::{
-    approvals_dir, consume, pending_files, write_atomic, Decision, WaitingFile,
-};
+pub use mailbox::Decision;
+pub(crate) use mailbox::{approvals_dir, consume, file_safe, pending_files, write_atomic};
 pub(crate) use prompt::{discard_typed_input, next_line, offer, parse_answer, stdin_lines, Offer};
 pub(crate) use rules::{Rules, SignedBy};
 pub use signers::{RunSigners, SignerFile};

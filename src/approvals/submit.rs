@@ -1,16 +1,17 @@
 //! `runbook approve`: checks that the run is waiting on the step and that
-//! the caller may answer it, then leaves a decision file for the waiting
-//! executor. It runs in another process than the run, so it reads only the
-//! journal, the run lock and `waiting.json`.
+//! the caller may answer it, then posts a decision to the store's mailbox
+//! for the waiting executor. It runs in another process (or on another
+//! machine) than the run, so it reads only the journal, the run's claim
+//! and the rules the waiting step published.
 
 use std::path::Path;
 use std::time::SystemTime;
 
 use crate::error::{Done, Error};
-use crate::journal::{FileStore, RunStore};
 use crate::runbook::{ActionKind, Rollback};
+use crate::store::Store;
 
-use super::mailbox::{approvals_dir, file_safe, write_atomic, Decision};
+use super::mailbox::Decision;
 use super::rules::Rules;
 
 /// Whether `label` (`id` or `id.rollback.N`) names an approval in the runbook.
@@ -73,13 +74,13 @@ pub struct Answer<'a> {
 }
 
 /// `runbook approve`: records a decision for a waiting approval step.
-pub fn submit(state_dir: &Path, answer: &Answer<'_>) -> crate::error::Result {
-    crate::broken_pipe::print_line(&decide(state_dir, answer)?);
+pub fn submit(store: &dyn Store, answer: &Answer<'_>) -> crate::error::Result {
+    crate::broken_pipe::print_line(&decide(store, answer)?);
     Ok(Done::Ok)
 }
 
 /// Records the decision; what to tell the approver.
-pub(crate) fn decide(state_dir: &Path, answer: &Answer<'_>) -> Result<String, Error> {
+pub(crate) fn decide(store: &dyn Store, answer: &Answer<'_>) -> Result<String, Error> {
     let Answer {
         run_id,
         step,
@@ -96,13 +97,12 @@ pub(crate) fn decide(state_dir: &Path, answer: &Answer<'_>) -> Result<String, Er
         return Err(invalid(format!("`{step}` is not a step id")));
     }
     let who = crate::runner::operator(identity);
-    let store = FileStore::new(state_dir);
     let rec = match store.read(run_id) {
         Ok(r) => r,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(invalid(format!(
                 "no run `{run_id}` in {}",
-                state_dir.display()
+                store.describe()
             )))
         }
         Err(e) => {
@@ -122,21 +122,21 @@ pub(crate) fn decide(state_dir: &Path, answer: &Answer<'_>) -> Result<String, Er
             status.as_str()
         )));
     }
-    let run_dir = store.run_dir(run_id);
-    if !crate::lock::is_held(&run_dir.join("run.lock")) {
+    if !store.is_live(run_id) {
         return Err(invalid(format!(
             "run `{run_id}` is not running (its process stopped); `runbook resume {run_id}` continues it, then approve"
         )));
     }
-    let dir = approvals_dir(&run_dir, step);
-    let rules: Rules = match std::fs::read(dir.join("waiting.json")) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+    let waiting = store.waiting(run_id, step).map_err(|e| {
+        Error::CannotStart(format!("cannot read what step `{step}` waits for: {e}"))
+    })?;
+    let rules: Rules = match waiting {
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
             Error::CannotStart(format!(
-                "{} is damaged: {e}",
-                dir.join("waiting.json").display()
+                "the rules step `{step}` waits with are damaged: {e}"
             ))
         })?,
-        Err(_) => {
+        None => {
             return Err(invalid(format!(
                 "step `{step}` of run `{run_id}` is not waiting for approval (it is {})",
                 state
@@ -153,9 +153,6 @@ pub(crate) fn decide(state_dir: &Path, answer: &Answer<'_>) -> Result<String, Er
         rules.may_approve(&who).map_err(invalid)?;
     }
     let now = SystemTime::now();
-    let nanos = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
     let signature = match (&rules.signed, key) {
         (None, None) => None,
         (None, Some(_)) => {
@@ -198,13 +195,9 @@ pub(crate) fn decide(state_dir: &Path, answer: &Answer<'_>) -> Result<String, Er
         os_user: me.os_user,
         host: me.host,
     };
-    let path = dir.join(format!(
-        "{nanos:020}-{}-{}.json",
-        file_safe(&who),
-        std::process::id()
-    ));
-    write_atomic(&path, &decision)
-        .map_err(|e| Error::CannotStart(format!("cannot write {}: {e}", path.display())))?;
+    store
+        .post_decision(run_id, step, &decision)
+        .map_err(|e| Error::CannotStart(format!("cannot post the decision: {e}")))?;
     Ok(format!(
         "{who} {} step `{step}` of run `{run_id}`",
         if reject { "rejected" } else { "approved" }

@@ -12,11 +12,11 @@ use std::time::SystemTime;
 use crate::approvals::RunSigners;
 use crate::error::{Done, Error, Result};
 use crate::events::Event;
-use crate::journal::{FileStore, RunStore};
 use crate::signing::{AllowedSigners, Statement};
+use crate::store::Store;
 
-pub fn verify(state_dir: &Path, run_id: &str, file: Option<&Path>) -> Result {
-    let rec = FileStore::new(state_dir)
+pub fn verify(store: &dyn Store, run_id: &str, file: Option<&Path>) -> Result {
+    let rec = store
         .read(run_id)
         .map_err(|e| Error::invalid(format!("cannot read run `{run_id}`: {e}")))?;
     let header = &rec.header;

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use serde_json::Value as Json;
 
-use super::{Header, Recorded, RunStore, Tail};
+use super::{timed_event, Header, HeaderLine, Recorded, RunStore, Tail, Timed};
 use crate::events::{Event, Recorder};
 
 pub struct FileStore {
@@ -33,7 +33,7 @@ impl FileStore {
 struct Writer {
     file: File,
     path: PathBuf,
-    crash: crash::Point,
+    crash: super::crash::Point,
     written: usize,
     /// Whether records were written since the last sync.
     unsynced: bool,
@@ -41,91 +41,12 @@ struct Writer {
     new_in: Option<PathBuf>,
 }
 
-/// Fault injection for the crash tests, compiled only with the
-/// `fault-injection` feature (the test build): `RUNBOOK_CRASH_AT=before:N`
-/// kills the process with SIGKILL just before the N-th event of this process
-/// reaches the journal, `after:N` just after. `RUNBOOK_SYNC_LOG=FILE`
-/// appends a line per sync to FILE naming the records it made durable, so
-/// tests can see which records share one.
-#[cfg(feature = "fault-injection")]
-mod crash {
-    use std::io::Write as _;
-
-    pub(super) struct Point {
-        at: Option<(bool, usize)>,
-        sync_log: Option<std::path::PathBuf>,
-        unsynced: Vec<String>,
-    }
-
-    impl Point {
-        pub(super) fn from_env() -> Point {
-            Point {
-                at: (|| {
-                    let v = std::env::var("RUNBOOK_CRASH_AT").ok()?;
-                    let (when, n) = v.split_once(':')?;
-                    Some((when == "before", n.parse().ok()?))
-                })(),
-                sync_log: std::env::var_os("RUNBOOK_SYNC_LOG").map(Into::into),
-                unsynced: Vec::new(),
-            }
-        }
-
-        pub(super) fn check(&self, before: bool, written: usize) {
-            if self.at == Some((before, written)) {
-                let _ = rustix::process::kill_process(
-                    rustix::process::getpid(),
-                    rustix::process::Signal::KILL,
-                );
-            }
-        }
-
-        pub(super) fn written(&mut self, line: &[u8]) {
-            if self.sync_log.is_some() {
-                let record: serde_json::Value = serde_json::from_slice(line).unwrap_or_default();
-                let kind = record.get("event").or_else(|| record.get("record"));
-                self.unsynced
-                    .push(kind.and_then(|k| k.as_str()).unwrap_or("?").to_string());
-            }
-        }
-
-        pub(super) fn synced(&mut self) {
-            let Some(path) = &self.sync_log else { return };
-            let line = format!("{}\n", self.unsynced.join(" "));
-            self.unsynced.clear();
-            if let Ok(mut f) = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-            {
-                let _ = f.write_all(line.as_bytes());
-            }
-        }
-    }
-}
-
-#[cfg(not(feature = "fault-injection"))]
-mod crash {
-    pub(super) struct Point;
-
-    impl Point {
-        pub(super) fn from_env() -> Point {
-            Point
-        }
-
-        pub(super) fn check(&self, _before: bool, _written: usize) {}
-
-        pub(super) fn written(&mut self, _line: &[u8]) {}
-
-        pub(super) fn synced(&mut self) {}
-    }
-}
-
 impl Writer {
     fn new(file: File, path: PathBuf) -> Writer {
         Writer {
             file,
             path,
-            crash: crash::Point::from_env(),
+            crash: super::crash::Point::from_env(),
             written: 0,
             unsynced: false,
             new_in: None,
@@ -146,22 +67,6 @@ impl Writer {
     fn failed(&self, e: &std::io::Error) -> String {
         format!("cannot write the journal {}: {e}", self.path.display())
     }
-}
-
-/// An event as one journal line: its fields, then when it happened.
-#[derive(serde::Serialize)]
-struct Timed<'a> {
-    #[serde(flatten)]
-    event: &'a Event,
-    at: String,
-}
-
-/// The first line: the header's fields, then `"record": "header"`.
-#[derive(serde::Serialize)]
-struct HeaderLine<'a> {
-    #[serde(flatten)]
-    header: &'a Header,
-    record: &'static str,
 }
 
 impl Recorder for Writer {
@@ -201,16 +106,6 @@ impl Recorder for Writer {
         self.unsynced = false;
         Ok(())
     }
-}
-
-/// An event record as `(at, event)`.
-fn timed_event(value: Json) -> Result<(String, Event), serde_json::Error> {
-    let at = value
-        .get("at")
-        .and_then(Json::as_str)
-        .unwrap_or_default()
-        .to_string();
-    serde_json::from_value::<Event>(value).map(|e| (at, e))
 }
 
 /// Reads a journal as it grows: whole lines only, from where it stopped.
@@ -257,18 +152,6 @@ impl RunStore for FileStore {
             file: File::open(self.path(run_id))?,
             partial: Vec::new(),
         }))
-    }
-
-    fn is_live(&self, run_id: &str) -> bool {
-        crate::lock::is_held(&self.run_dir(run_id).join("run.lock"))
-    }
-
-    fn engine_pid(&self, run_id: &str) -> Option<u32> {
-        let path = self.run_dir(run_id).join("run.lock");
-        if !crate::lock::is_held(&path) {
-            return None;
-        }
-        std::fs::read_to_string(path).ok()?.trim().parse().ok()
     }
 
     fn create(&self, header: &Header) -> std::io::Result<Box<dyn Recorder>> {

@@ -9,10 +9,13 @@
 //! (never a secret one); every other line is one event. A torn last line
 //! (the engine died mid-write) is ignored.
 //!
-//! Storage sits behind [`RunStore`] so a shared backend (PostgreSQL, for
-//! teams on several machines) can replace the files later.
+//! The file journal is [`FileStore`]; [`crate::store`] puts it (or the
+//! PostgreSQL journal) behind the one store trait commands use.
 
+mod crash;
 mod file;
+
+pub(crate) use crash::Point as CrashPoint;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
@@ -20,6 +23,32 @@ use serde_json::{Map, Value as Json};
 pub use file::FileStore;
 
 use crate::events::{Event, Recorder};
+
+/// An event as one journal line: its fields, then when it happened.
+#[derive(serde::Serialize)]
+pub(crate) struct Timed<'a> {
+    #[serde(flatten)]
+    pub(crate) event: &'a Event,
+    pub(crate) at: String,
+}
+
+/// The first line: the header's fields, then `"record": "header"`.
+#[derive(serde::Serialize)]
+pub(crate) struct HeaderLine<'a> {
+    #[serde(flatten)]
+    pub(crate) header: &'a Header,
+    pub(crate) record: &'static str,
+}
+
+/// An event record as `(at, event)`.
+pub(crate) fn timed_event(value: Json) -> Result<(String, Event), serde_json::Error> {
+    let at = value
+        .get("at")
+        .and_then(Json::as_str)
+        .unwrap_or_default()
+        .to_string();
+    serde_json::from_value::<Event>(value).map(|e| (at, e))
+}
 
 /// The first record of a journal.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,14 +101,10 @@ pub trait RunStore: Send + Sync {
     fn list(&self) -> std::io::Result<Vec<String>>;
     /// Follows a run's events as they are recorded (`logs --follow`).
     fn tail(&self, run_id: &str) -> std::io::Result<Box<dyn Tail>>;
-    /// Whether a live engine holds the run now.
-    fn is_live(&self, run_id: &str) -> bool;
-    /// The process id of the live engine holding the run, if any.
-    fn engine_pid(&self, run_id: &str) -> Option<u32>;
 }
 
 /// A run's events from where the last call stopped.
-pub trait Tail {
+pub trait Tail: Send {
     /// Events recorded since the last call (all of them the first time).
     fn next_events(&mut self) -> std::io::Result<Vec<(String, Event)>>;
 }
@@ -87,8 +112,7 @@ pub trait Tail {
 /// A run's journal, with the errors a command reports: an unknown or
 /// malformed id is a usage error (exit 2), an unreadable journal exit 4.
 pub fn read_run(
-    store: &dyn RunStore,
-    state_dir: &std::path::Path,
+    store: &dyn crate::store::Store,
     run_id: &str,
 ) -> Result<Recorded, crate::error::Error> {
     use crate::error::Error;
@@ -96,7 +120,7 @@ pub fn read_run(
         Ok(r) => Ok(r),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::invalid(format!(
             "no run `{run_id}` in {}",
-            state_dir.display()
+            store.describe()
         ))),
         Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
             Err(Error::invalid(e.to_string()))

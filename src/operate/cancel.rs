@@ -4,16 +4,14 @@
 //! `interrupted`, exit 130). The engine does the unwinding; this command
 //! only delivers the request and says how to follow it.
 
-use std::path::Path;
-
 use crate::error::{Done, Error, Result};
-use crate::journal::{read_run, FileStore, RunStore};
+use crate::journal::read_run;
+use crate::store::Store;
 
 /// `force`: signal even when the run is already unwinding, which stops
 /// the unwind (as a second Ctrl-C would) and leaves it `unwind_incomplete`.
-pub fn cancel(state_dir: &Path, run_id: &str, force: bool) -> Result {
-    let store = FileStore::new(state_dir);
-    let rec = read_run(&store, state_dir, run_id)?;
+pub fn cancel(store: &dyn Store, run_id: &str, force: bool) -> Result {
+    let rec = read_run(store, run_id)?;
     if !force {
         let state = rec.state(None);
         let phase = rec.events.iter().rev().find_map(|(_, e)| match e {
@@ -33,30 +31,19 @@ pub fn cancel(state_dir: &Path, run_id: &str, force: bool) -> Result {
             )));
         }
     }
-    let Some(pid) = store.engine_pid(run_id) else {
+    let sent = store.request_cancel(run_id).map_err(|why| {
         let state = rec.state(None);
-        let why = match state.status {
-            Some(s) => format!("it ended {}", s.as_str()),
-            None => format!(
-                "no engine holds it (it died?); `runbook resume {run_id}` continues it, and `runbook cancel {run_id}` then unwinds it"
-            ),
-        };
-        return Err(Error::cannot_start(format!(
-            "run {run_id} is not running: {why}"
-        )));
-    };
-    let target = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-        .ok_or_else(|| Error::cannot_start(format!("run {run_id}: bad engine pid {pid}")))?;
-    rustix::process::kill_process(target, rustix::process::Signal::INT).map_err(|e| {
-        Error::cannot_start(format!(
-            "cannot signal the engine of run {run_id} (process {pid}): {e}"
-        ))
+        match state.status {
+            Some(s) => Error::cannot_start(format!("run {run_id} is not running: it ended {}", s.as_str())),
+            None if why == "no engine holds it" => Error::cannot_start(format!(
+                "run {run_id} is not running: no engine holds it (it died?); `runbook resume {run_id}` continues it, and `runbook cancel {run_id}` then unwinds it"
+            )),
+            None => Error::cannot_start(format!("cannot ask run {run_id} to stop: {why}")),
+        }
     })?;
     crate::broken_pipe::print_line(&format!(
-        "asked run {run_id} (process {pid}) to stop: it unwinds as on Ctrl-C. Follow it with `runbook logs {run_id} --follow{}`",
-        crate::state_dir::flag_for(state_dir)
+        "asked run {run_id} ({sent}) to stop: it unwinds as on Ctrl-C. Follow it with `runbook logs {run_id} --follow{}`",
+        store.flag()
     ));
     Ok(Done::Ok)
 }

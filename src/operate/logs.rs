@@ -6,20 +6,19 @@
 //! its budget) and every event, from whichever process ran them, so the
 //! same command serves a foreground run, a detached one and a resumed one.
 
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use crate::error::{Done, Error, Result};
 use crate::events::Listener;
-use crate::journal::{read_run, FileStore, RunStore};
+use crate::journal::read_run;
+use crate::store::Store;
 use crate::view::Plain;
 
 /// How often `--follow` looks for new records.
 const POLL: Duration = Duration::from_millis(100);
 
-pub fn logs(state_dir: &Path, run_id: &str, follow: bool) -> Result {
-    let store = FileStore::new(state_dir);
-    let rec = read_run(&store, state_dir, run_id)?;
+pub fn logs(store: &dyn Store, run_id: &str, follow: bool) -> Result {
+    let rec = read_run(store, run_id)?;
     // The view folds the events it is shown, from the run's start.
     let runbook = crate::commands::journaled_runbook(&rec);
     let seed = crate::state::RunState::new(run_id, runbook.as_deref());

@@ -28,6 +28,9 @@ pub struct PlanDiff {
     pub added: Vec<String>,
     pub removed: Vec<String>,
     pub changed: Vec<StepChange>,
+    /// Runbook-wide settings that changed without a risk (a lock added, a
+    /// lock's `wait`).
+    pub settings: Vec<FieldChange>,
     pub order_changed: bool,
     pub waves_before: Vec<Vec<String>>,
     pub waves_after: Vec<Vec<String>>,
@@ -72,6 +75,7 @@ impl PlanDiff {
             && self.added.is_empty()
             && self.removed.is_empty()
             && self.changed.is_empty()
+            && self.settings.is_empty()
             && !self.order_changed
     }
 }
@@ -414,6 +418,26 @@ fn step_changes(a: &PlannedStep, b: &PlannedStep) -> Vec<FieldChange> {
     out
 }
 
+/// Lock changes that are not risks: a lock added, and how long a second
+/// run waits for it (waiting or refused, it never overlaps with the first).
+/// A lock removed or its key changed is a risk ([`top_level_risks`]).
+fn setting_changes(base: &Plan, head: &Plan) -> Vec<FieldChange> {
+    let mut out = Vec::new();
+    match (&base.lock, &head.lock) {
+        (None, Some(key)) => field(&mut out, "lock", "none".into(), key.clone()),
+        (Some(_), Some(_)) => {
+            let wait = |p: &Plan| {
+                p.lock_wait
+                    .as_ref()
+                    .map_or_else(|| "none (refused at once)".to_string(), |w| w.text.clone())
+            };
+            field(&mut out, "lock wait", wait(base), wait(head));
+        }
+        _ => {}
+    }
+    out
+}
+
 fn param_changes(base: &Plan, head: &Plan) -> Vec<ParamChange> {
     let value = |p: &Plan, name: &str| {
         p.params
@@ -511,6 +535,7 @@ pub fn diff(base: &Plan, head: &Plan) -> PlanDiff {
     provider_risks(&mut r, base, head);
     approval_risks(&mut r, base, head);
     top_level_risks(&mut r, base, head);
+    d.settings = setting_changes(base, head);
     d.risks = r.out;
     d.params = params;
     let common_before: HashSet<&String> = base
@@ -926,6 +951,18 @@ pub fn render_diff(d: &PlanDiff, format: Format) -> String {
             }
         }
     }
+    if !d.settings.is_empty() {
+        h(&mut o, "Settings changed");
+        for f in &d.settings {
+            let _ = writeln!(
+                o,
+                "- {}: {} {arrow} {}",
+                f.field,
+                code(&f.before),
+                code(&f.after)
+            );
+        }
+    }
     if d.order_changed {
         h(&mut o, "Order");
         let show = |w: &Vec<Vec<String>>| {
@@ -952,6 +989,51 @@ pub fn render_diff(d: &PlanDiff, format: Format) -> String {
 mod tests {
     use super::*;
     use crate::plan::preview::threshold;
+
+    fn plan(lock: &str) -> Plan {
+        use std::sync::Arc;
+        let y = format!("version: 1\nname: t\n{lock}steps:\n  - id: a\n    shell: x\n");
+        let rb = Arc::new(crate::validate::validate_text(&y).runbook.expect("valid"));
+        Plan::build(&rb, &y, &crate::plan::resolve_params(&rb, &[]).unwrap())
+    }
+
+    /// Waiting or refused, a second run never overlaps the first: a wait
+    /// added, changed or dropped is a change to see, not a risk.
+    #[test]
+    fn lock_waits_are_changes_and_a_removed_lock_a_risk() {
+        let refuse = plan("lock: deploy\n");
+        let wait = plan("lock: { key: deploy, wait: 30m }\n");
+        let longer = plan("lock: { key: deploy, wait: 2h }\n");
+        let none = plan("");
+        let settings = |d: &PlanDiff| {
+            d.settings
+                .iter()
+                .map(|f| format!("{}: {} -> {}", f.field, f.before, f.after))
+                .collect::<Vec<_>>()
+        };
+        for (base, head, expected) in [
+            (&wait, &refuse, "lock wait: 30m -> none (refused at once)"),
+            (&refuse, &wait, "lock wait: none (refused at once) -> 30m"),
+            (&wait, &longer, "lock wait: 30m -> 2h"),
+            (&none, &wait, "lock: none -> deploy"),
+        ] {
+            let d = diff(base, head);
+            assert!(d.risks.is_empty(), "{expected}: {:?}", d.risks);
+            assert_eq!(settings(&d), [expected]);
+            let text = render_diff(&d, Format::Text);
+            assert!(text.contains("\nSettings changed:\n- lock"), "{text}");
+            assert!(!text.contains("No change"), "{text}");
+        }
+        let d = diff(&wait, &none);
+        assert_eq!(d.risks.len(), 1, "{:?}", d.risks);
+        assert!(d.risks[0].what.contains("was removed"), "{:?}", d.risks);
+        assert!(settings(&d).is_empty());
+        let d = diff(&wait, &plan("lock: { key: other, wait: 30m }\n"));
+        assert_eq!(d.risks.len(), 1, "{:?}", d.risks);
+        assert!(d.risks[0].what.starts_with("lock changed"), "{:?}", d.risks);
+        let same = diff(&wait, &plan("lock: { key: deploy, wait: 1800s }\n"));
+        assert!(same.is_empty());
+    }
 
     #[test]
     fn thresholds_normalise_direction() {

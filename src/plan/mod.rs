@@ -72,7 +72,11 @@ pub struct Plan {
     /// `claimed` (names as given with `--as`) until approvals are signed.
     pub identity: &'static str,
     pub concurrency: usize,
+    /// The lock key, rendered.
     pub lock: Option<String>,
+    /// The lock's `wait`: how long a second run waits in line for the key;
+    /// `null` when it is refused at once (or there is no lock).
+    pub lock_wait: Option<TimeSpan>,
     /// Where gates read metrics and flags are written.
     pub providers: Vec<PlannedProvider>,
     /// Step ids by wave: each wave may run in parallel once the one before it is done.
@@ -546,7 +550,12 @@ impl Plan {
                 IDENTITY
             },
             concurrency: rb.concurrency,
-            lock: rb.lock.as_ref().map(|l| show(l, &ctx)),
+            lock: rb.lock.as_ref().map(|l| show(&l.key, &ctx)),
+            lock_wait: rb
+                .lock
+                .as_ref()
+                .and_then(|l| l.wait.as_ref())
+                .map(|w| time_span(w, &ctx)),
             providers: rb
                 .providers
                 .iter()
@@ -625,6 +634,7 @@ impl Plan {
             identity: IDENTITY,
             concurrency: rb.concurrency,
             lock: None,
+            lock_wait: None,
             providers: Vec::new(),
             waves: Vec::new(),
             stages: Vec::new(),
@@ -761,6 +771,47 @@ mod tests {
                 ]
             )]
         );
+    }
+
+    /// `lock: { key, wait }` shows its key and how long a second run
+    /// waits; `lock: K` shows the key alone.
+    #[test]
+    fn a_queued_lock_shows_its_wait() {
+        let plan = |lock: &str| {
+            let y = format!("version: 1\nname: t\nparams:\n  env: {{ default: prod }}\n{lock}steps:\n  - id: a\n    shell: x\n");
+            let rb = Arc::new(validate_text(&y).runbook.expect("valid"));
+            Plan::build(&rb, &y, &resolve_params(&rb, &[]).unwrap())
+        };
+        let queued = plan("lock: { key: \"deploy-{{ params.env }}\", wait: 30m }\n");
+        assert_eq!(queued.lock.as_deref(), Some("deploy-prod"));
+        assert_eq!(
+            queued.lock_wait,
+            Some(TimeSpan::of(Duration::from_secs(1800)))
+        );
+        let text = render(&queued, Format::Text);
+        assert!(
+            text.contains("Lock: deploy-prod (waits up to 30m)\n"),
+            "{text}"
+        );
+        let md = render(&queued, Format::Markdown);
+        assert!(
+            md.contains("| Lock | `deploy-prod`; a second run waits up to 30m in line for it |"),
+            "{md}"
+        );
+        let json: Json = serde_json::from_str(&render(&queued, Format::Json)).unwrap();
+        assert_eq!(json["lock"], "deploy-prod");
+        assert_eq!(json["lock_wait"]["seconds"], 1800.0);
+        assert_eq!(json["lock_wait"]["text"], "30m");
+
+        for refuses in ["lock: deploy\n", "lock: { key: deploy }\n"] {
+            let p = plan(refuses);
+            assert_eq!(p.lock.as_deref(), Some("deploy"), "{refuses}");
+            assert_eq!(p.lock_wait, None, "{refuses}");
+            let text = render(&p, Format::Text);
+            assert!(text.contains("Lock: deploy\n"), "{text}");
+        }
+        let none = plan("");
+        assert_eq!((none.lock, none.lock_wait), (None, None));
     }
 
     /// Found by the validate_plan benchmark: every step listed every ancestor

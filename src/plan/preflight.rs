@@ -51,7 +51,10 @@ pub fn preflight(
         c.json(v, 1, &format!("var `{k}`"));
     }
     if let Some(lock) = &rb.lock {
-        c.text(lock, "lock", Kind::NonEmpty);
+        c.text(&lock.key, "lock", Kind::NonEmpty);
+        if let Some(wait) = &lock.wait {
+            c.dur(wait, "lock: wait");
+        }
     }
     for p in &rb.providers {
         let what = format!("provider `{}`", p.name);

@@ -117,6 +117,9 @@ fn text(plan: &Plan) -> String {
     match &plan.lock {
         Some(l) => {
             let _ = write!(o, "   Lock: {l}");
+            if let Some(w) = &plan.lock_wait {
+                let _ = write!(o, " (waits up to {})", w.text);
+            }
         }
         None => {
             let _ = write!(o, "   Lock: none");
@@ -371,7 +374,14 @@ fn markdown(plan: &Plan) -> String {
         "| Lock | {} |",
         plan.lock.as_deref().map_or_else(
             || "**none**: two runs of this runbook can act at once".to_string(),
-            md_code
+            |l| match &plan.lock_wait {
+                Some(w) => format!(
+                    "{}; a second run waits up to {} in line for it",
+                    md_code(l),
+                    md_text(&w.text)
+                ),
+                None => md_code(l),
+            }
         )
     );
     let _ = writeln!(

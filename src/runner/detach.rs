@@ -7,15 +7,16 @@
 //! journal (the run is claimed: print its id, exit 0) or exited (refused:
 //! show why, exit with its code). The child's own output (the plain view,
 //! and anything printed before its journal exists) goes to
-//! `<state dir>/detached/<run id>.log`; the run's story is its journal,
-//! which `runbook logs` reads from anywhere.
+//! `<state dir>/detached/<run id>.log` (with a database, a file in the
+//! temp dir of the machine that started it); the run's story is its
+//! journal, which `runbook logs` reads from anywhere. The state dir reaches
+//! the child through its environment, not its command line, where a
+//! database password would be readable by every local user.
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::error::{Done, Error, Result};
-use crate::journal::{FileStore, RunStore};
 
 use super::RunSettings;
 
@@ -23,20 +24,12 @@ use super::RunSettings;
 /// may wait on secrets commands and provider checks, each bounded.
 const CLAIM_WAIT: Duration = Duration::from_secs(120);
 
-/// Where a detached run's own output goes.
-pub(crate) fn log_path(state_dir: &Path, run_id: &str) -> PathBuf {
-    state_dir.join("detached").join(format!("{run_id}.log"))
-}
-
 /// Starts the run in the background and reports where it went.
-pub(super) fn spawn(s: &RunSettings, run_id: &str, state_dir: &Path) -> Result {
-    let log = log_path(state_dir, run_id);
-    let unusable = |e: std::io::Error| {
-        Error::cannot_start(format!(
-            "state dir {} is unusable: {e}",
-            state_dir.display()
-        ))
-    };
+pub(super) fn spawn(s: &RunSettings, run_id: &str) -> Result {
+    let store = s.store.as_ref();
+    let log = store.detached_log(run_id);
+    let unusable =
+        |e: std::io::Error| Error::cannot_start(format!("cannot write {}: {e}", log.display()));
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir).map_err(unusable)?;
     }
@@ -49,14 +42,17 @@ pub(super) fn spawn(s: &RunSettings, run_id: &str, state_dir: &Path) -> Result {
         .arg(&s.file)
         .arg("--run-id")
         .arg(run_id)
-        .arg("--state-dir")
-        .arg(state_dir)
+        .env("RUNBOOK_STATE_DIR", store.locator())
+        .args(["--lease", &crate::duration::format(s.output.lease)])
         .arg("--detached-child");
     for step in &s.output.approve {
         cmd.arg("--approve").arg(step);
     }
     if let Some(who) = &s.output.identity {
         cmd.arg("--as").arg(who);
+    }
+    if let Some(key) = &s.output.key {
+        cmd.arg("--key").arg(key);
     }
     if let Some(r) = &s.output.report {
         cmd.arg("--report").arg(r);
@@ -79,7 +75,6 @@ pub(super) fn spawn(s: &RunSettings, run_id: &str, state_dir: &Path) -> Result {
         let _ = stdin.write_all(params.as_bytes());
     }
 
-    let store = FileStore::new(state_dir);
     let started = Instant::now();
     loop {
         if store.read(run_id).is_ok() {
@@ -111,7 +106,7 @@ pub(super) fn spawn(s: &RunSettings, run_id: &str, state_dir: &Path) -> Result {
         std::thread::sleep(Duration::from_millis(20));
     }
     crate::broken_pipe::print_line(run_id);
-    let sd = crate::state_dir::flag_for(state_dir);
+    let sd = store.flag();
     crate::broken_pipe::eprint_line(&format!(
         "run {run_id} goes on in the background (process {}); it survives this terminal.\n  \
          follow it:   runbook logs {run_id} --follow{sd}\n  \

@@ -9,9 +9,10 @@ use serde_json::Value as Json;
 
 use crate::commands::{self, Loaded};
 use crate::error::{Error, Result};
-use crate::journal::{self, FileStore};
+use crate::journal;
 use crate::runbook::Runbook;
 use crate::state::RunState;
+use crate::store::Store;
 
 use super::identity::operator;
 use super::prepare::{prepare, Launch, Prepare};
@@ -19,10 +20,10 @@ use super::Output;
 
 /// Loads a run's journal and the runbook recorded in it.
 pub(super) fn recorded(
-    state_dir: &Path,
+    store: &dyn Store,
     run_id: &str,
 ) -> Result<(journal::Recorded, Loaded, RunState)> {
-    let rec = journal::read_run(&FileStore::new(state_dir), state_dir, run_id)?;
+    let rec = journal::read_run(store, run_id)?;
     if rec.torn {
         crate::broken_pipe::eprint_line("note: the journal's last record was torn (the engine died while writing it); it is ignored");
     }
@@ -120,7 +121,7 @@ fn journaled_params(
 
 /// Prepares a journaled run again, for resume or rollback.
 pub(super) fn from_journal(
-    state_dir: &Path,
+    store: &Arc<dyn Store>,
     rec: &journal::Recorded,
     state: &RunState,
     loaded: &Loaded,
@@ -141,7 +142,7 @@ pub(super) fn from_journal(
         loaded,
         plan,
         Prepare {
-            state_dir: here.join(state_dir),
+            store: store.clone(),
             file: PathBuf::from(&rec.header.file),
             run_id: rec.header.run_id.clone(),
             identity: rec.header.identity.clone(),

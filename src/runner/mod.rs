@@ -15,7 +15,7 @@
 //! entry points.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::commands;
@@ -23,6 +23,7 @@ use crate::error::{Done, Error, Result};
 use crate::events::RunStatus;
 use crate::journal;
 use crate::runbook::ActionKind;
+use crate::store::Store;
 
 mod detach;
 mod identity;
@@ -38,7 +39,7 @@ use start::{start, Mode};
 
 /// How a run shows itself and what the operator answered up front: the
 /// resolved form of the command line's view flags.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Output {
     /// Approval steps approved up front (`--approve STEP`).
     pub approve: Vec<String>,
@@ -50,12 +51,14 @@ pub struct Output {
     pub report: Option<PathBuf>,
     /// One JSON object per event line instead of the human view.
     pub json_log: bool,
+    /// `--lease`: how long a database claim lasts unless renewed.
+    pub lease: std::time::Duration,
 }
 
 /// `runbook run`, resolved.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunSettings {
-    pub state_dir: PathBuf,
+    pub store: Arc<dyn Store>,
     pub file: PathBuf,
     pub params: Vec<(String, String)>,
     pub run_id: Option<String>,
@@ -107,14 +110,14 @@ pub fn run(mut s: RunSettings) -> Result {
     let cwd = std::env::current_dir()
         .map_err(|e| Error::cannot_start(format!("cannot read the working directory: {e}")))?;
     match s.detach {
-        Detach::Parent => return detach::spawn(&s, &run_id, &cwd.join(&s.state_dir)),
+        Detach::Parent => return detach::spawn(&s, &run_id),
         Detach::Child | Detach::No => {}
     }
     let launch = prepare(
         &loaded,
         plan,
         Prepare {
-            state_dir: cwd.join(&s.state_dir),
+            store: s.store.clone(),
             file: s.file,
             run_id,
             operator: identity.clone(),
@@ -129,12 +132,12 @@ pub fn run(mut s: RunSettings) -> Result {
 }
 
 pub fn resume(
-    state_dir: &Path,
+    store: &Arc<dyn Store>,
     run_id: &str,
     given: &[(String, String)],
     output: Output,
 ) -> Result {
-    let (rec, loaded, state) = recorded(state_dir, run_id)?;
+    let (rec, loaded, state) = recorded(store.as_ref(), run_id)?;
     if let Some(status) = state.status {
         crate::broken_pipe::print_line(&format!(
             "run {run_id} already finished: {}",
@@ -147,7 +150,7 @@ pub fn resume(
             Done::Run(status)
         });
     }
-    let launch = from_journal(state_dir, &rec, &state, &loaded, given, output)?;
+    let launch = from_journal(store, &rec, &state, &loaded, given, output)?;
     let mode = if state.rollback_after_success {
         Mode::Rollback(state)
     } else {
@@ -158,13 +161,13 @@ pub fn resume(
 
 /// `runbook rollback RUN_ID`: brings an ended run to `rolled_back`.
 pub fn rollback(
-    state_dir: &Path,
+    store: &Arc<dyn Store>,
     run_id: &str,
     given: &[(String, String)],
     output: Output,
     yes: bool,
 ) -> Result {
-    let (rec, loaded, state) = recorded(state_dir, run_id)?;
+    let (rec, loaded, state) = recorded(store.as_ref(), run_id)?;
     let unfinished = state.unfinished_rollbacks(&loaded.runbook);
     match state.status {
         Some(RunStatus::RolledBack | RunStatus::Interrupted) if unfinished.is_empty() => {
@@ -175,7 +178,7 @@ pub fn rollback(
         }
         Some(_) => {}
         None if state.rollback_after_success => {}
-        None if running(state_dir, run_id) => {
+        None if store.is_live(run_id) => {
             return Err(Error::StillRunning(format!(
                 "run {run_id} is still running; `runbook cancel {run_id}` (or Ctrl-C in its terminal) unwinds it, or wait for it to end, then roll it back"
             )))
@@ -190,15 +193,10 @@ pub fn rollback(
         confirm(run_id, &state, &unfinished)?;
         // The journal again: someone else may have rolled it back while the
         // question waited.
-        return rollback(state_dir, run_id, given, output, true);
+        return rollback(store, run_id, given, output, true);
     }
-    let launch = from_journal(state_dir, &rec, &state, &loaded, given, output)?;
+    let launch = from_journal(store, &rec, &state, &loaded, given, output)?;
     start(launch, Mode::Rollback(state))
-}
-
-/// Whether a live process holds the run.
-fn running(state_dir: &Path, run_id: &str) -> bool {
-    journal::RunStore::is_live(&journal::FileStore::new(state_dir), run_id)
 }
 
 /// Shows what a rollback will undo and asks before doing it.

@@ -40,13 +40,15 @@ pub(super) struct Launch {
     pub(super) flag_ledger: crate::state::FlagLedger,
     /// Where steps run: the run's original working directory when resuming.
     pub(super) cwd: PathBuf,
-    pub(super) state_dir: PathBuf,
+    pub(super) store: Arc<dyn crate::store::Store>,
     pub(super) ctx: Context,
     pub(super) masker: Arc<Masker>,
     pub(super) base_env: Vec<(String, String)>,
     pub(super) flags: FlagStores,
     pub(super) metrics: MetricSources,
     pub(super) lock_key: Option<String>,
+    /// `lock: { wait }`: queue for the key this long instead of refusing.
+    pub(super) lock_wait: Option<std::time::Duration>,
     /// The allowed signers of the run's approvals.
     pub(super) signers: crate::approvals::RunSigners,
     /// The operator's key: `--key`, proven against the runbook's allowed
@@ -56,7 +58,7 @@ pub(super) struct Launch {
 
 /// What [`prepare`] needs besides the runbook and its plan.
 pub(super) struct Prepare {
-    pub(super) state_dir: PathBuf,
+    pub(super) store: Arc<dyn crate::store::Store>,
     pub(super) file: PathBuf,
     pub(super) run_id: String,
     pub(super) identity: String,
@@ -91,6 +93,7 @@ pub(super) fn prepare(loaded: &Loaded, plan: Arc<Plan>, p: Prepare) -> Result<La
             Some(other) => masked.push(other.to_string()),
         }
     }
+    masked.extend(p.store.secret());
     let masker = Arc::new(Masker::new(masked));
     // `std::env::vars` panics on a variable that is not UTF-8; such a
     // variable cannot be read by a template either, so it is left out (and
@@ -150,11 +153,11 @@ pub(super) fn prepare(loaded: &Loaded, plan: Arc<Plan>, p: Prepare) -> Result<La
     base_env.push(("RUNBOOK_RUN_ID".into(), p.run_id.clone()));
     // A step that calls `runbook status` or reads the default flag file
     // finds this run's state dir, wherever the default would point.
-    base_env.push((
-        "RUNBOOK_STATE_DIR".into(),
-        p.state_dir.display().to_string(),
-    ));
-    let flags = flag_stores(rb, &p.state_dir, &ctx).map_err(|e| Error::invalid(masker.mask(&e)))?;
+    // (A database is named without its password: a step that needs it
+    // has PGPASSWORD from the engine's environment.)
+    base_env.push(("RUNBOOK_STATE_DIR".into(), p.store.describe()));
+    let flags =
+        flag_stores(rb, p.store.as_ref(), &ctx).map_err(|e| Error::invalid(masker.mask(&e)))?;
     let metrics = metric_sources(rb, &ctx).map_err(|e| Error::invalid(masker.mask(&e)))?;
     let fresh = p.signers.is_none();
     let signers = match p.signers {
@@ -180,12 +183,23 @@ pub(super) fn prepare(loaded: &Loaded, plan: Arc<Plan>, p: Prepare) -> Result<La
             prove(&signers, path, &p.operator, &p.run_id, &plan.fingerprint)?,
         )),
     };
-    let lock_key = match &rb.lock {
-        None => None,
-        Some(key) => Some(
-            ctx.render(key)
-                .map_err(|e| Error::invalid(format!("lock: {}", masker.mask(&e))))?,
-        ),
+    let (lock_key, lock_wait) = match &rb.lock {
+        None => (None, None),
+        Some(lock) => {
+            let key = ctx
+                .render(&lock.key)
+                .map_err(|e| Error::invalid(format!("lock: {}", masker.mask(&e))))?;
+            let wait = match &lock.wait {
+                None => None,
+                Some(crate::runbook::Dur::Fixed(d)) => Some(*d),
+                Some(crate::runbook::Dur::Template(t)) => Some(
+                    ctx.render(t)
+                        .and_then(|text| crate::duration::parse(&text))
+                        .map_err(|e| Error::invalid(format!("lock.wait: {}", masker.mask(&e))))?,
+                ),
+            };
+            (Some(key), wait)
+        }
     };
     Ok(Launch {
         plan,
@@ -204,13 +218,14 @@ pub(super) fn prepare(loaded: &Loaded, plan: Arc<Plan>, p: Prepare) -> Result<La
             ledger
         },
         cwd: p.cwd,
-        state_dir: p.state_dir,
+        store: p.store,
         ctx,
         masker,
         base_env,
         flags,
         metrics,
         lock_key,
+        lock_wait,
         signers,
         key,
     })
@@ -250,11 +265,10 @@ fn prove(
 
 fn flag_stores(
     rb: &Runbook,
-    state_dir: &Path,
+    store: &dyn crate::store::Store,
     ctx: &Context,
 ) -> std::result::Result<FlagStores, String> {
     let mut stores: FlagStores = Vec::new();
-    let default_path = state_dir.join("flags.json");
     let uses_default = rb
         .steps
         .iter()
@@ -262,16 +276,16 @@ fn flag_stores(
         .chain(&rb.finally)
         .any(|s| matches!(&s.action.kind, ActionKind::Flag(f) if f.provider.is_none()));
     if uses_default {
-        stores.push((None, Arc::new(FileFlags::new(default_path.clone()))));
+        stores.push((None, store.default_flags()));
     }
     for p in &rb.providers {
         match p.kind {
             ProviderKind::File => {
-                let path = match &p.path {
-                    Some(path) => PathBuf::from(ctx.render(path)?),
-                    None => default_path.clone(),
+                let flags: Arc<dyn crate::providers::FlagStore> = match &p.path {
+                    Some(path) => Arc::new(FileFlags::new(PathBuf::from(ctx.render(path)?))),
+                    None => store.default_flags(),
                 };
-                stores.push((Some(p.name.clone()), Arc::new(FileFlags::new(path))));
+                stores.push((Some(p.name.clone()), flags));
             }
             ProviderKind::Redis => {
                 let url = provider_url(p, ctx)?;

@@ -1,10 +1,9 @@
-//! Claiming a prepared run and running it: the state dir, the run lock and
-//! the lock key, the journal, the views, the runtime, and the message when
+//! Claiming a prepared run and running it: the run's claim (a run lock, or
+//! a lease in the database) and the lock key, the journal, the views, the runtime, and the message when
 //! the journal fails. Everything after the first write lives here, so a
 //! refused run (see [`super::prepare()`]) never reaches this file.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::Value as Json;
@@ -12,10 +11,10 @@ use serde_json::Value as Json;
 use crate::engine::Engine;
 use crate::error::{Done, Error, Result};
 use crate::events::{Bus, Event};
-use crate::journal::{self, FileStore, Header, RunStore};
-use crate::lock::{Lock, LockError};
+use crate::journal::{self, Header};
 use crate::state::RunState;
 use crate::steps::RunEnv;
+use crate::store::{ClaimError, LockError};
 use crate::view;
 
 use super::prepare::Launch;
@@ -28,65 +27,102 @@ pub(super) enum Mode {
     Rollback(RunState),
 }
 
-/// Claims the run (its directory, run lock, lock key, journal) and runs the engine.
+/// Claims the run (its claim, lock key, journal) and runs the engine.
 pub(super) fn start(l: Launch, mode: Mode) -> Result {
     let rb = l.plan.source.clone();
-    let state_dir = l.state_dir.clone();
-    let store = FileStore::new(&state_dir);
-    let run_dir = store.run_dir(&l.run_id);
-    if matches!(mode, Mode::Fresh) && run_dir.exists() {
-        return Err(Error::invalid(format!(
-            "run `{}` already exists in {}; pick another --run-id",
-            l.run_id,
-            state_dir.display()
-        )));
-    }
-    let fresh_dirs = !state_dir.exists();
-    std::fs::create_dir_all(&run_dir).map_err(|e| {
-        Error::cannot_start(format!(
-            "state dir {} is unusable: {e}",
-            state_dir.display()
-        ))
-    })?;
-    // A fresh run refused before its journal exists (lock held, ...) must not
+    let store = l.store.clone();
+    let fresh = matches!(mode, Mode::Fresh);
+    let claim = match store.claim(&l.run_id, fresh, l.output.lease) {
+        Ok(c) => c,
+        Err(ClaimError::Exists) => {
+            return Err(Error::invalid(format!(
+                "run `{}` already exists in {}; pick another --run-id",
+                l.run_id,
+                store.describe()
+            )))
+        }
+        Err(ClaimError::Held(holder)) => {
+            return Err(Error::cannot_start(format!(
+                "run {} is being run by {}; wait for it to end, or for its lease to run out if its host died",
+                l.run_id,
+                holder.describe()
+            )))
+        }
+        Err(ClaimError::Unusable(e)) => return Err(Error::cannot_start(l.masker.mask(&e))),
+    };
+    // A fresh run refused before it started (lock held, ...) must not
     // keep its id: the same `--run-id` may run once fixed.
-    let mut unclaimed = Unclaimed(
-        matches!(mode, Mode::Fresh).then(|| run_dir.clone()),
-        fresh_dirs.then(|| state_dir.clone()),
-    );
-    // One process per run: a second `resume` of a live run must not race it.
-    let _run_lock =
-        match Lock::acquire_file(&run_dir.join("run.lock"), &std::process::id().to_string()) {
-            Ok(l) => l,
-            Err(LockError::Held { holder }) => {
-                return Err(Error::cannot_start(format!(
-                    "run {} is being run by process {holder}",
-                    l.run_id
-                )))
-            }
-            Err(LockError::Io(e)) => {
-                return Err(Error::cannot_start(format!(
-                    "state dir {} is unusable: {e}",
-                    state_dir.display()
-                )))
-            }
-        };
+    let mut unclaimed = Unclaimed {
+        store: store.as_ref(),
+        run_id: fresh.then(|| l.run_id.clone()),
+    };
+    let run_dir = claim.scratch_dir();
+
+    let header = || Header {
+        run_id: l.run_id.clone(),
+        runbook: rb.name.clone(),
+        file: l.file.display().to_string(),
+        hash: journal::hash(&l.text),
+        source: l.text.clone(),
+        params: crate::plan::public_params(&rb, &l.plan.resolved),
+        secret_params: crate::plan::given_secret_params(&rb, &l.plan.resolved),
+        identity: l.identity.clone(),
+        pid: std::process::id(),
+        started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        cwd: l.cwd.display().to_string(),
+        fingerprint: l.plan.fingerprint.clone(),
+        allowed_signers: l.signers.texts(),
+        identity_key: l.key.as_ref().map(|(_, fp)| fp.clone()),
+    };
+    let cannot_journal = |e: std::io::Error| {
+        Error::cannot_start(format!(
+            "cannot write the journal of run {} in {}: {}",
+            l.run_id,
+            store.describe(),
+            l.masker.mask(&e.to_string())
+        ))
+    };
+    // Secrets are never journaled, not even masked: resume reads them
+    // again from their sources, and secret params from --param.
+    let mut journal = None;
+    if fresh && l.lock_wait.is_some() {
+        // A run that queues is listed (`status` shows it queued) while it
+        // waits: its journal exists from the start.
+        let mut j = store
+            .create(&header(), claim.as_ref())
+            .map_err(cannot_journal)?;
+        j.sync()
+            .map_err(|e| Error::cannot_start(l.masker.mask(&e)))?;
+        journal = Some(j);
+    }
     let _lock = match &l.lock_key {
         None => None,
-        Some(key) => match Lock::acquire(&state_dir, key, &l.run_id) {
-            Ok(lock) => Some(lock),
-            Err(LockError::Held { holder }) => {
-                let key = l.masker.mask(key);
-                return Err(Error::cannot_start(format!("lock `{key}` is held by run {holder}; wait for it or check `runbook status {holder}`")));
+        Some(key) => {
+            let shown = l.masker.mask(key);
+            let mut queued = |place: usize| {
+                crate::broken_pipe::eprint_line(&format!(
+                    "queued for lock `{shown}`: place {place} in line"
+                ));
+            };
+            match store.lock(key, &l.run_id, l.lock_wait, &mut queued) {
+                Ok(lock) => Some(lock),
+                Err(LockError::Held { holder }) => {
+                    return Err(Error::cannot_start(format!("lock `{shown}` is held by run {holder}; wait for it or check `runbook status {holder}{}`", store.flag())));
+                }
+                Err(LockError::TimedOut { holder, waited }) => {
+                    return Err(Error::cannot_start(format!(
+                        "lock `{shown}` was still held by run {holder} after waiting {}; nothing ran",
+                        crate::duration::format(waited)
+                    )));
+                }
+                Err(LockError::Unusable(e)) => {
+                    return Err(Error::cannot_start(format!(
+                        "cannot take lock `{shown}`: {}",
+                        l.masker.mask(&e)
+                    )));
+                }
             }
-            Err(LockError::Io(e)) => {
-                let key = l.masker.mask(key);
-                return Err(Error::cannot_start(format!(
-                    "cannot take lock `{key}`: {}",
-                    l.masker.mask(&e.to_string())
-                )));
-            }
-        },
+        }
     };
 
     // Output files an engine that died left behind may hold secrets a
@@ -94,43 +130,17 @@ pub(super) fn start(l: Launch, mode: Mode) -> Result {
     let _ = std::fs::remove_dir_all(run_dir.join("outputs"));
     let bus = Bus::new(l.masker.clone());
     // The journal hears each event first: a listener sees an event only once it is durable.
-    let journal = match &mode {
-        Mode::Fresh => {
-            // Secrets are never journaled, not even masked: resume reads
-            // them again from their sources, and secret params from --param.
-            let header = Header {
-                run_id: l.run_id.clone(),
-                runbook: rb.name.clone(),
-                file: l.file.display().to_string(),
-                hash: journal::hash(&l.text),
-                source: l.text.clone(),
-                params: crate::plan::public_params(&rb, &l.plan.resolved),
-                secret_params: crate::plan::given_secret_params(&rb, &l.plan.resolved),
-                identity: l.identity.clone(),
-                pid: std::process::id(),
-                started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-                    .to_string(),
-                cwd: l.cwd.display().to_string(),
-                fingerprint: l.plan.fingerprint.clone(),
-                allowed_signers: l.signers.texts(),
-                identity_key: l.key.as_ref().map(|(_, fp)| fp.clone()),
-            };
-            store.create(&header)
-        }
-        _ => store.append(&l.run_id),
+    let journal = match journal {
+        Some(j) => Ok(j),
+        None if fresh => store.create(&header(), claim.as_ref()),
+        None => store.append(&l.run_id, claim.as_ref()),
     };
     match journal {
         Ok(j) => {
             bus.record_with(j);
-            unclaimed.0 = None;
-            unclaimed.1 = None;
+            unclaimed.run_id = None;
         }
-        Err(e) => {
-            return Err(Error::cannot_start(format!(
-                "cannot write the journal in {}: {e}",
-                run_dir.display()
-            )))
-        }
+        Err(e) => return Err(cannot_journal(e)),
     }
     let mut seed = match &mode {
         Mode::Fresh => RunState::new(&l.run_id, Some(&rb)),
@@ -146,7 +156,8 @@ pub(super) fn start(l: Launch, mode: Mode) -> Result {
     let env = Arc::new(RunEnv {
         plan: l.plan.clone(),
         run_id: l.run_id.clone(),
-        state_dir: state_dir.clone(),
+        store: store.clone(),
+        claim: claim.clone(),
         run_dir,
         cwd: l.cwd.clone(),
         base_env: l.base_env,
@@ -213,6 +224,10 @@ pub(super) fn start(l: Launch, mode: Mode) -> Result {
     });
     bus.finish();
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    if let Some(fenced) = claim.fenced() {
+        // Another engine holds the run: nothing this one says is its story.
+        return Err(Error::cannot_start(fenced));
+    }
     if let Some(error) = bus.journal_error() {
         return Err(journal_failed(&l.run_id, &error, &bus));
     }
@@ -254,14 +269,16 @@ fn journal_failed(run_id: &str, error: &str, bus: &Bus) -> Error {
     Error::NeedsPerson(msg)
 }
 
-/// Removes the directory of a fresh run that never got a journal, and the
-/// state dir too if this run created it.
-struct Unclaimed(Option<PathBuf>, Option<PathBuf>);
+/// Forgets a fresh run that was refused before it started.
+struct Unclaimed<'a> {
+    store: &'a dyn crate::store::Store,
+    run_id: Option<String>,
+}
 
-impl Drop for Unclaimed {
+impl Drop for Unclaimed<'_> {
     fn drop(&mut self) {
-        for dir in self.0.iter().chain(self.1.iter()) {
-            let _ = std::fs::remove_dir_all(dir);
+        if let Some(id) = &self.run_id {
+            self.store.forget(id);
         }
     }
 }

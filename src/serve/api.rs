@@ -19,7 +19,7 @@ use super::Shared;
 const POLL: Duration = Duration::from_millis(200);
 
 pub(super) async fn runs(State(s): State<Arc<Shared>>) -> Response {
-    match crate::status::runs_json(&s.state_dir) {
+    match crate::status::runs_json(s.store.as_ref()) {
         Ok(runs) => {
             let list: Vec<Value> = runs
                 .iter()
@@ -45,7 +45,7 @@ pub(super) async fn runs(State(s): State<Arc<Shared>>) -> Response {
 }
 
 pub(super) async fn run(State(s): State<Arc<Shared>>, Path(run_id): Path<String>) -> Response {
-    match crate::status::run_json(&s.state_dir, &run_id) {
+    match crate::status::run_json(s.store.as_ref(), &run_id) {
         Some(r) => Json(r).into_response(),
         None => not_found(&format!("no run `{run_id}`")),
     }
@@ -56,27 +56,30 @@ fn not_found(why: &str) -> Response {
 }
 
 /// Every record of the run's journal from its start, then new ones as they
-/// are written, until the run finishes (or its process is gone).
+/// are written, until the run finishes (or no engine holds it).
 pub(super) async fn events(State(s): State<Arc<Shared>>, Path(run_id): Path<String>) -> Response {
     if !crate::journal::valid_run_id(&run_id) {
         return not_found(&format!("no run `{run_id}`"));
     }
-    let run_dir = s.state_dir.join("runs").join(&run_id);
-    let journal = run_dir.join("journal.jsonl");
-    if !journal.exists() {
+    // The store's calls block (a file read, a database query): off the
+    // server's thread.
+    let store = s.store.clone();
+    let id = run_id.clone();
+    let tail = tokio::task::spawn_blocking(move || store.tail(&id)).await;
+    let Ok(Ok(tail)) = tail else {
         return not_found(&format!("no run `{run_id}`"));
-    }
+    };
     struct Reader {
-        journal: std::path::PathBuf,
-        lock: std::path::PathBuf,
-        offset: u64,
+        store: Arc<dyn crate::store::Store>,
+        run_id: String,
+        tail: Option<Box<dyn crate::journal::Tail>>,
         pending: std::collections::VecDeque<String>,
         done: bool,
     }
     let reader = Reader {
-        journal,
-        lock: run_dir.join("run.lock"),
-        offset: 0,
+        store: s.store.clone(),
+        run_id,
+        tail: Some(tail),
         pending: std::collections::VecDeque::new(),
         done: false,
     };
@@ -93,21 +96,27 @@ pub(super) async fn events(State(s): State<Arc<Shared>>, Path(run_id): Path<Stri
             if r.done {
                 return None;
             }
-            // What was appended since the last read, not the whole journal
+            // What was recorded since the last read, not the whole journal
             // again: a days-long run's journal is polled every 200 ms.
-            let rest = read_from(&r.journal, r.offset).await;
-            // Only whole lines: the engine may be writing the last one.
-            let whole = rest.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-            if let Some(chunk) = rest.get(..whole) {
-                for line in String::from_utf8_lossy(chunk).lines() {
-                    if !line.trim().is_empty() {
-                        r.pending.push_back(line.to_string());
-                    }
+            let (store, id, mut tail) = (r.store.clone(), r.run_id.clone(), r.tail.take()?);
+            let polled = tokio::task::spawn_blocking(move || {
+                let live = store.is_live(&id);
+                let events = tail.next_events();
+                (tail, live, events)
+            })
+            .await;
+            let Ok((tail, live, events)) = polled else {
+                return None;
+            };
+            r.tail = Some(tail);
+            for (at, event) in events.unwrap_or_default() {
+                let line = crate::journal::Timed { event: &event, at };
+                if let Ok(line) = serde_json::to_string(&line) {
+                    r.pending.push_back(line);
                 }
             }
-            r.offset += whole as u64;
             if r.pending.is_empty() {
-                if !crate::lock::is_held(&r.lock) {
+                if !live {
                     // Nobody runs it: nothing more will come until a resume.
                     r.done = true;
                     let ev = SseEvent::default()
@@ -122,18 +131,6 @@ pub(super) async fn events(State(s): State<Arc<Shared>>, Path(run_id): Path<Stri
     Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response()
-}
-
-/// The bytes of `path` from `offset` on (none when it cannot be read).
-async fn read_from(path: &std::path::Path, offset: u64) -> Vec<u8> {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let mut out = Vec::new();
-    if let Ok(mut f) = tokio::fs::File::open(path).await {
-        if f.seek(std::io::SeekFrom::Start(offset)).await.is_ok() {
-            let _ = f.read_to_end(&mut out).await;
-        }
-    }
-    out
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -190,7 +187,7 @@ fn check_and_answer(
     else {
         return forbidden(format!("no identity: the request has no `{header}` header"));
     };
-    let Some(run) = crate::status::run_json(&s.state_dir, run_id) else {
+    let Some(run) = crate::status::run_json(s.store.as_ref(), run_id) else {
         return Err((StatusCode::NOT_FOUND, format!("no run `{run_id}`")));
     };
     let id = step.split(".rollback.").next().unwrap_or(step);
@@ -225,7 +222,7 @@ fn check_and_answer(
         comment,
         key: None,
     };
-    crate::approvals::decide(&s.state_dir, &answer).map_err(|e| match e {
+    crate::approvals::decide(s.store.as_ref(), &answer).map_err(|e| match e {
         crate::error::Error::Invalid(why) => (StatusCode::FORBIDDEN, why),
         other => (StatusCode::INTERNAL_SERVER_ERROR, format!("{other:?}")),
     })

@@ -22,7 +22,6 @@ mod graph;
 mod pages;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::http::{header, HeaderValue};
@@ -32,16 +31,16 @@ use axum::Router;
 use crate::error::{Done, Error, Result};
 
 /// `runbook serve`, resolved.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServeSettings {
-    pub state_dir: PathBuf,
+    pub store: Arc<dyn crate::store::Store>,
     pub listen: SocketAddr,
     /// The header the authenticating proxy sets to the user's name.
     pub auth_header: Option<String>,
 }
 
 pub(crate) struct Shared {
-    pub(crate) state_dir: PathBuf,
+    pub(crate) store: Arc<dyn crate::store::Store>,
     pub(crate) auth_header: Option<header::HeaderName>,
 }
 
@@ -59,7 +58,7 @@ pub fn serve(s: ServeSettings) -> Result {
         ),
     };
     let shared = Arc::new(Shared {
-        state_dir: s.state_dir.clone(),
+        store: s.store.clone(),
         auth_header,
     });
     let app = router(shared);
@@ -79,7 +78,7 @@ pub fn serve(s: ServeSettings) -> Result {
         };
         crate::broken_pipe::eprint_line(&format!(
             "serving the runs of {} at http://{bound}/ ({mode})",
-            s.state_dir.display()
+            s.store.describe()
         ));
         axum::serve(listener, app)
             .await

@@ -95,7 +95,7 @@ pub(super) async fn style() -> Response {
 }
 
 pub(super) async fn runs(State(st): State<Arc<Shared>>) -> Response {
-    let runs = match crate::status::runs_json(&st.state_dir) {
+    let runs = match crate::status::runs_json(st.store.as_ref()) {
         Ok(r) => r,
         Err(e) => {
             return (
@@ -137,43 +137,45 @@ const SHOWN_LINES: usize = 200;
 /// Each step's output as the journal holds it (secrets already masked), by
 /// step id, rollback bodies' under their step's.
 fn step_output(
-    state_dir: &std::path::Path,
-    run_id: &str,
+    rec: &crate::journal::Recorded,
 ) -> std::collections::HashMap<String, std::collections::VecDeque<String>> {
     let mut out: std::collections::HashMap<String, std::collections::VecDeque<String>> =
         std::collections::HashMap::new();
-    let Ok(text) =
-        std::fs::read_to_string(state_dir.join("runs").join(run_id).join("journal.jsonl"))
-    else {
-        return out;
-    };
-    for line in text.lines().filter(|l| l.contains("\"event\":\"output\"")) {
-        let Ok(v) = serde_json::from_str::<Value>(line) else {
+    for (_, event) in &rec.events {
+        let crate::events::Event::Output {
+            step: label, line, ..
+        } = event
+        else {
             continue;
         };
-        let label = s(&v["step"]);
         let id = label
             .split(".rollback.")
             .next()
-            .unwrap_or(&label)
+            .unwrap_or(label)
             .to_string();
         let lines = out.entry(id).or_default();
         if lines.len() == SHOWN_LINES {
             lines.pop_front();
         }
-        lines.push_back(format!("[{label}] {}", s(&v["line"])));
+        lines.push_back(format!("[{label}] {line}"));
     }
     out
 }
 
 pub(super) async fn run(State(st): State<Arc<Shared>>, Path(run_id): Path<String>) -> Response {
-    let Some(r) = crate::status::run_json(&st.state_dir, &run_id) else {
+    // One read of the journal serves the whole page.
+    let rec = crate::journal::valid_run_id(&run_id)
+        .then(|| st.store.read(&run_id).ok())
+        .flatten();
+    let Some(rec) = rec else {
         return (
             StatusCode::NOT_FOUND,
             error_page(StatusCode::NOT_FOUND, &format!("no run `{run_id}`")),
         )
             .into_response();
     };
+    let rb = crate::commands::journaled_runbook(&rec);
+    let r = crate::status::summary(st.store.as_ref(), &rec, rb.as_deref(), true);
     let mut b = String::new();
     let _ = write!(
         b,
@@ -234,14 +236,10 @@ pub(super) async fn run(State(st): State<Arc<Shared>>, Path(run_id): Path<String
         b.push_str("</section>");
     }
     // The graph of the runbook the run journaled.
-    let store = crate::journal::FileStore::new(&st.state_dir);
-    if let Some(rb) = crate::journal::RunStore::read(&store, &run_id)
-        .ok()
-        .and_then(|rec| crate::commands::journaled_runbook(&rec))
-    {
-        let _ = write!(b, "<h2>Graph</h2>{}", super::graph::svg(&rb, &r));
+    if let Some(rb) = &rb {
+        let _ = write!(b, "<h2>Graph</h2>{}", super::graph::svg(rb, &r));
     }
-    let output = step_output(&st.state_dir, &run_id);
+    let output = step_output(&rec);
     b.push_str("<h2>Steps</h2><table><thead><tr><th>step</th><th>status</th><th>attempts</th><th>detail</th></tr></thead><tbody>");
     for step in r["steps"].as_array().into_iter().flatten() {
         let id = s(&step["id"]);
@@ -304,15 +302,8 @@ pub(super) async fn run(State(st): State<Arc<Shared>>, Path(run_id): Path<String
     }
     b.push_str("</tbody></table>");
     let live = r["status"] == "running";
-    let records = std::fs::read(
-        st.state_dir
-            .join("runs")
-            .join(&run_id)
-            .join("journal.jsonl"),
-    )
-    .map_or(0, |t| {
-        t.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count()
-    });
+    // The page shows these; the event stream's first ones are them again.
+    let records = rec.events.len();
     page(
         &format!("runbook: {run_id}"),
         &b,

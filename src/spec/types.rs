@@ -43,8 +43,9 @@ pub struct RunbookSpec {
     pub defaults: Option<Checked<DefaultsSpec>>,
     /// The most steps running at once (default 4).
     pub concurrency: Option<Spanned<u32>>,
-    /// Runs holding the same lock key never overlap (templates allowed).
-    pub lock: Option<Spanned<String>>,
+    /// Runs holding the same lock key never overlap (templates allowed):
+    /// a key refuses a second run at once; `{ key, wait }` queues it.
+    pub lock: Option<Checked<LockField>>,
     /// An OpenSSH allowed-signers file (relative to the runbook): approvals
     /// must be signed by a key it lists for the approver's name.
     pub allowed_signers: Option<Spanned<String>>,
@@ -303,6 +304,69 @@ impl JsonSchema for RollbackSpec {
                 { "const": false },
                 body,
                 { "type": "array", "items": body, "minItems": 1 }
+            ]
+        })
+    }
+}
+
+/// `lock:` as written: a key (a second run is refused at once while it is
+/// held), or a mapping whose `wait` queues the second run instead.
+#[derive(Debug, Clone)]
+pub enum LockField {
+    Key(Spanned<String>),
+    /// `None` when the mapping was broken (already reported).
+    Mapping(Checked<LockMapping>),
+}
+
+/// `lock: { key, wait }`.
+#[derive(Deserialize, JsonSchema, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct LockMapping {
+    /// The lock key (templates allowed).
+    pub key: Spanned<String>,
+    /// How long a run waits in line (first come, first served) for the key
+    /// before it gives up (exit 4). Absent: refused at once, as a plain key.
+    pub wait: Option<Spanned<String>>,
+}
+
+impl<'de> Deserialize<'de> for LockField {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let RawNode(node) = RawNode::deserialize(d)?;
+        match &node.value {
+            // A scalar is its text, as for any other string field.
+            Value::Str(_) | Value::Int(_) | Value::Float(_) | Value::Bool(_) => {
+                Ok(LockField::Key(Spanned::new(node.scalar_text(), node.span)))
+            }
+            // Its errors keep their own code and span (a missing `key`, an
+            // unknown field, a `wait` of the wrong type).
+            Value::Map(_) => Ok(LockField::Mapping(Checked(
+                match from_node::<LockMapping>(&node) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        record(e.into_diagnostic());
+                        None
+                    }
+                },
+            ))),
+            _ => Err(de::Error::invalid_type(
+                de::Unexpected::Other(node.kind_name()),
+                &"a lock key or `{ key, wait }`",
+            )),
+        }
+    }
+}
+
+impl JsonSchema for LockField {
+    fn schema_name() -> Cow<'static, str> {
+        "Lock".into()
+    }
+    fn json_schema(g: &mut SchemaGenerator) -> Schema {
+        let mapping = g.subschema_for::<LockMapping>();
+        json_schema!({
+            "description": "A key: a second run is refused at once while it is held. `{ key, wait }`: it waits in line for up to `wait` instead.",
+            "oneOf": [
+                { "type": "string" },
+                mapping
             ]
         })
     }

@@ -8,10 +8,11 @@
 //! - `runbook run --approve STEP` (or `resume --approve STEP --as NAME`): an
 //!   approval by the operator, counted when the rules allow it.
 //! - `runbook approve RUN STEP --as NAME [--reject] [--comment TEXT]` from
-//!   another process: [`crate::approvals::submit`] checks the run is waiting on that step and
-//!   that NAME may answer it, then writes a decision file atomically (temp
-//!   file + rename) into `<run dir>/approvals/<step>/`. The waiting executor
-//!   polls that directory every 200 ms.
+//!   another process or machine: [`crate::approvals::submit`] checks the run
+//!   is waiting on that step and that NAME may answer it, then posts the
+//!   decision to the store's mailbox ([`crate::store::Store::post_decision`]:
+//!   a file in the run's directory, or a row in the database). The waiting
+//!   executor takes new ones every 200 ms.
 //! - a prompt on the terminal, when the run has one and the operator's
 //!   approval would count ([`crate::approvals::offer`]); anyone else is told
 //!   who may answer and the command, and nothing typed is read.
@@ -20,15 +21,15 @@
 //! many, approvals so far, the deadline), so `status` and the views show
 //! them from the run's state, never from `waiting.json`.
 //!
-//! While it waits, the executor keeps `<run dir>/approvals/<step>/waiting.json`
+//! While it waits, the executor publishes the step's rules in the store
 //! (who may approve, how many are needed, who started the run), which is what
-//! `submit` validates against; the run lock says whether the waiter is alive.
+//! `submit` validates against; the run's claim says whether the waiter is alive.
 //!
 //! # Durability
 //!
 //! Every counted decision is emitted as [`Event::Approval`], so it is in the
 //! journal (fsync'd) before the executor acts on it; only then is its file
-//! moved to `approvals/<step>/done/`. The journal is the record of what was
+//! taken from the mailbox for good. The journal is the record of what was
 //! decided: an attempt (a retry, or the re-run of the step after `resume`)
 //! starts from the approvals journaled for the step so far, and picks up
 //! decision files nobody consumed yet. A crash between journaling and moving
@@ -43,17 +44,12 @@
 //! shares with it (rules, decision files, the prompt) is in
 //! [`crate::approvals`].
 
-use std::collections::HashSet;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value as Json;
 
 use super::{render, Attempt, Executor, Outputs, StepError};
-use crate::approvals::{
-    approvals_dir, consume, next_line, offer, parse_answer, pending_files, stdin_lines,
-    write_atomic, Decision, Offer, Rules, WaitingFile,
-};
+use crate::approvals::{next_line, offer, parse_answer, stdin_lines, Decision, Offer, Rules};
 use crate::events::{AnswerWanted, Event, Stream, WaitingDetail};
 use crate::providers::BoxFuture;
 use crate::runbook::{Action, Approval};
@@ -332,6 +328,19 @@ impl Executor for ApprovalExec {
     }
 }
 
+/// Withdraws the step's published rules when the attempt ends, however it ends.
+struct Waiting<'a> {
+    store: &'a dyn crate::store::Store,
+    run_id: &'a str,
+    step: &'a str,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.store.close_waiting(self.run_id, self.step);
+    }
+}
+
 /// Waits until enough people approve (their names, in order), one rejects
 /// or the timeout passes (a permanent error either way). An approval step
 /// waits here, and so does a paused gate, with `paused_gate` the
@@ -352,13 +361,8 @@ pub(super) async fn wait_for_answers(
     let deadline_at = timeout
         .and_then(|t| std::time::SystemTime::now().checked_add(t))
         .map(|t| humantime::format_rfc3339_seconds(t).to_string());
-    let state_dir = std::path::absolute(&cx.env.state_dir)
-        .unwrap_or_else(|_| cx.env.state_dir.clone())
-        .display()
-        .to_string();
-    let dir = approvals_dir(&cx.env.run_dir, cx.label);
-    std::fs::create_dir_all(dir.join("done"))
-        .map_err(|e| StepError::transient(format!("cannot create {}: {e}", dir.display())))?;
+    let state_dir = cx.env.store.describe();
+    let store = &cx.env.store;
 
     let mut tally = Tally {
         cx,
@@ -383,11 +387,19 @@ pub(super) async fn wait_for_answers(
         }
     }
 
-    let waiting = WaitingFile(dir.join("waiting.json"));
+    let _waiting = Waiting {
+        store: store.as_ref(),
+        run_id: &cx.env.run_id,
+        step: cx.label,
+    };
     if !tally.done() {
-        write_atomic(&waiting.0, &tally.rules).map_err(|e| {
-            StepError::transient(format!("cannot write {}: {e}", waiting.0.display()))
-        })?;
+        let rules = serde_json::to_vec_pretty(&tally.rules)
+            .map_err(|e| StepError::permanent(e.to_string()))?;
+        store
+            .open_waiting(&cx.env.run_id, cx.label, &rules)
+            .map_err(|e| {
+                StepError::transient(format!("cannot publish the waiting approval: {e}"))
+            })?;
     }
 
     // The terminal prompt: only for an operator whose answer counts;
@@ -446,27 +458,32 @@ pub(super) async fn wait_for_answers(
     }
 
     let mut shown = None;
-    let mut seen_files: HashSet<PathBuf> = HashSet::new();
     loop {
-        for file in pending_files(&dir) {
+        let pending = if tally.done() {
+            Vec::new()
+        } else {
+            store
+                .pending_decisions(&cx.env.run_id, cx.label, cx.env.claim.as_ref())
+                .unwrap_or_else(|e| {
+                    tally.note(format!("cannot read answers: {e}"));
+                    Vec::new()
+                })
+        };
+        let mut handled = Vec::new();
+        for (token, decision) in pending {
             if tally.done() {
                 break;
             }
-            if !seen_files.insert(file.clone()) {
-                continue;
-            }
-            match std::fs::read(&file)
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice::<Decision>(&b).map_err(|e| e.to_string()))
-            {
+            match decision {
                 Ok(d) => {
                     tally.decide(d);
                 }
-                Err(e) => {
-                    tally.note(format!("ignored {}: not a decision ({e})", file.display()));
-                }
+                Err(e) => tally.note(format!("ignored {e}")),
             }
-            consume(&dir, &file);
+            handled.push(token);
+        }
+        if !handled.is_empty() {
+            store.consume_decisions(&cx.env.run_id, cx.label, cx.env.claim.as_ref(), &handled);
         }
         if let Some((by, comment)) = &tally.rejected {
             return Err(StepError::permanent(match comment {

@@ -54,7 +54,11 @@ pub struct RunEnv {
     /// The plan the run executes.
     pub plan: Arc<crate::plan::Plan>,
     pub run_id: String,
-    pub state_dir: PathBuf,
+    /// Where the run lives (journal, approvals mailbox, locks).
+    pub store: Arc<dyn crate::store::Store>,
+    /// This engine's claim on the run.
+    pub claim: Arc<dyn crate::store::Claim>,
+    /// Files of the run that stay on this machine (`$RUNBOOK_OUTPUT`).
     pub run_dir: PathBuf,
     pub cwd: PathBuf,
     /// Environment of shell steps before the step's own `env`: the engine's

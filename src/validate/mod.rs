@@ -131,6 +131,7 @@ fn convert(spec: &RunbookSpec, root: Option<&Node>, ds: &mut Diagnostics) -> Opt
         Some(c) => c.value as usize,
         None => 4,
     };
+    let lock = spec.lock.as_ref().and_then(|l| steps::lock(ds, l));
 
     // Ids first, across all lists: `needs` and templates refer to them.
     let lists: [(Phase, &Vec<crate::spec::Checked<StepSpec>>); 3] = [
@@ -332,10 +333,7 @@ fn convert(spec: &RunbookSpec, root: Option<&Node>, ds: &mut Diagnostics) -> Opt
             .map(|(k, v)| (k.value.clone(), v.value.clone()))
             .collect(),
         concurrency,
-        lock: spec
-            .lock
-            .as_ref()
-            .map(|l| crate::runbook::Tpl::new(l.value.clone(), l.span)),
+        lock,
         allowed_signers: spec
             .allowed_signers
             .as_ref()
@@ -429,6 +427,76 @@ mod tests {
                 (5, 13, "3. `a` needs `c`"),
             ]
         );
+    }
+
+    #[test]
+    fn lock_is_a_key_or_a_key_with_a_wait() {
+        use crate::runbook::{Dur, LockSpec, Tpl};
+        use std::time::Duration;
+        let lock = |l: &str| {
+            let text = format!("version: 1\nname: l\nparams:\n  w: {{ default: 5m }}\nlock: {l}\nsteps:\n  - id: a\n    shell: echo\n");
+            let v = validate_text(&text);
+            (v.runbook.and_then(|r| r.lock), v.diagnostics)
+        };
+        let key = |text: &str, col| {
+            let end = col + u32::try_from(text.len()).unwrap();
+            Tpl::new(text, Span::range(5, col, 5, end))
+        };
+        assert_eq!(
+            lock("deploy").0,
+            Some(LockSpec {
+                key: key("deploy", 7),
+                wait: None
+            })
+        );
+        assert_eq!(
+            lock("{ key: deploy, wait: 30m }").0,
+            Some(LockSpec {
+                key: key("deploy", 14),
+                wait: Some(Dur::Fixed(Duration::from_secs(1800)))
+            })
+        );
+        assert_eq!(
+            lock("{ key: deploy }").0.map(|l| l.wait),
+            Some(None),
+            "without `wait` it refuses at once"
+        );
+        assert!(matches!(
+            lock("{ key: deploy, wait: \"{{ params.w }}\" }").0.and_then(|l| l.wait),
+            Some(Dur::Template(t)) if t.text == "{{ params.w }}"
+        ));
+        // (the fragment, its error, line, column)
+        for (l, code, line, col) in [
+            ("{ key: deploy, wait: soon }", Code::InvalidDuration, 5, 28),
+            ("{ key: deploy, wiat: 30m }", Code::UnknownField, 5, 22),
+            ("{ wait: 30m }", Code::MissingField, 5, 7),
+            ("{ key: deploy, wait: [30m] }", Code::WrongType, 5, 28),
+            ("[deploy]", Code::WrongType, 5, 7),
+            (
+                "{ key: \"{{ params.nope }}\", wait: 1m }",
+                Code::UndefinedName,
+                5,
+                14,
+            ),
+            (
+                "{ key: deploy, wait: \"{{ params.nope }}\" }",
+                Code::UndefinedName,
+                5,
+                28,
+            ),
+        ] {
+            let (got, ds) = lock(l);
+            assert!(got.is_none(), "{l}");
+            let found: Vec<_> = ds
+                .iter()
+                .map(|d| (d.code, d.span.start.line, d.span.start.col))
+                .collect();
+            assert_eq!(found, [(code, line, col)], "{l}: {ds:?}");
+        }
+        let (_, ds) = lock("{ key: deploy, wiat: 30m }");
+        assert_eq!(ds[0].help.as_deref(), Some("expected one of `key`, `wait`"));
+        let (_, ds) = lock("{ key: deploy, waitt: 30m }");
+        assert_eq!(ds[0].help.as_deref(), Some("did you mean `wait`?"));
     }
 
     #[test]

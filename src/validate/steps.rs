@@ -7,13 +7,13 @@ use std::time::Duration;
 use crate::diagnostics::{did_you_mean, Code, Diagnostics};
 use crate::duration;
 use crate::runbook::{
-    Action, ActionKind, Approval, Compare, Dur, Expect, Flag, Http, Judge, Metric, Num,
+    Action, ActionKind, Approval, Compare, Dur, Expect, Flag, Http, Judge, LockSpec, Metric, Num,
     OnInconclusive, Provider, Retry, Rollback, StatusMatch, Step, Tpl,
 };
 use crate::spec::{
-    ApprovalSpec, BodySpec, Checked, DefaultsSpec, FlagSpec, HttpSpec, IntOrTemplate, MetricSpec,
-    Node, ProviderKind, ProviderSpec, RawNode, RetrySpec, RollbackSpec, Span, Spanned, StepSpec,
-    Value,
+    ApprovalSpec, BodySpec, Checked, DefaultsSpec, FlagSpec, HttpSpec, IntOrTemplate, LockField,
+    MetricSpec, Node, ProviderKind, ProviderSpec, RawNode, RetrySpec, RollbackSpec, Span, Spanned,
+    StepSpec, Value,
 };
 use crate::template::is_template;
 
@@ -56,6 +56,22 @@ pub(super) fn default_interpreter(d: &DefaultsSpec) -> Arc<[String]> {
             .map(ToString::to_string)
             .collect(),
     }
+}
+
+/// `lock:` lowered: its key, and its `wait` read like every other duration
+/// (a template waits for the params). `None` when it was broken (reported).
+pub(super) fn lock(ds: &mut Diagnostics, l: &Checked<LockField>) -> Option<LockSpec> {
+    let (key, wait) = match l.0.as_ref()? {
+        LockField::Key(key) => (key, None),
+        LockField::Mapping(Checked(m)) => {
+            let m = m.as_ref()?;
+            (&m.key, m.wait.as_ref())
+        }
+    };
+    Some(LockSpec {
+        key: Tpl::new(key.value.clone(), key.span),
+        wait: wait.map(|w| dur(ds, w)),
+    })
 }
 
 pub(super) fn provider(

@@ -8,8 +8,8 @@ use crate::diagnostics::{did_you_mean, Code, Diagnostics};
 use crate::graph::{Ancestors, StepGraph};
 use crate::runbook::Phase;
 use crate::spec::{
-    BodySpec, Checked, IntOrTemplate, Node, RollbackSpec, RunbookSpec, Span, Spanned, StepSpec,
-    Value,
+    BodySpec, Checked, IntOrTemplate, LockField, Node, RollbackSpec, RunbookSpec, Span, Spanned,
+    StepSpec, Value,
 };
 use crate::template::{self, is_template, GLOBAL_FUNCTIONS, ROOTS, RUN_KEYS};
 
@@ -90,8 +90,17 @@ pub(super) fn check(
     for v in spec.env.values() {
         one(ds, &names, &v.value, v.span, Expr::Template, Scope::Top);
     }
-    if let Some(l) = &spec.lock {
-        one(ds, &names, &l.value, l.span, Expr::Template, Scope::Top);
+    if let Some(l) = spec.lock.as_ref().and_then(|l| l.0.as_ref()) {
+        let (key, wait) = match l {
+            LockField::Key(key) => (Some(key), None),
+            LockField::Mapping(Checked(m)) => (
+                m.as_ref().map(|m| &m.key),
+                m.as_ref().and_then(|m| m.wait.as_ref()),
+            ),
+        };
+        for t in key.into_iter().chain(wait) {
+            one(ds, &names, &t.value, t.span, Expr::Template, Scope::Top);
+        }
     }
     if let Some(d) = spec.defaults.as_ref().and_then(|d| d.0.as_ref()) {
         // Defaults apply to every step, so they read what any step could.

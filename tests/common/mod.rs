@@ -491,6 +491,14 @@ impl Running {
         }
     }
 
+    /// Whether the binary has exited (without reaping its output).
+    pub(crate) fn exited(&mut self) -> bool {
+        matches!(
+            self.child.as_mut().map(std::process::Child::try_wait),
+            Some(Ok(Some(_)))
+        )
+    }
+
     /// Waits for the binary to exit (at most two minutes: a hung run fails
     /// the test instead of hanging the suite).
     pub(crate) fn wait(mut self) -> Output {

@@ -17,6 +17,34 @@ pub(crate) struct Postgres {
     child: Child,
 }
 
+fn server(bin: &Path, data: &Path, sockets: &Path, port: u16) -> Child {
+    as_postgres(&bin.join("postgres"))
+        .arg("-D")
+        .arg(data)
+        .args(["-p", &port.to_string(), "-k"])
+        .arg(sockets)
+        .args([
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+            "-c",
+            "max_connections=60",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start postgres")
+}
+
+fn ready(bin: &Path, port: u16) -> bool {
+    Command::new(bin.join("pg_isready"))
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 fn bin_dir() -> PathBuf {
     for v in ["17", "16", "15", "14", "13"] {
         let p = PathBuf::from(format!("/usr/lib/postgresql/{v}/bin"));
@@ -82,35 +110,14 @@ impl Postgres {
         );
         for attempt in 0..5 {
             let port = free_port();
-            let child = as_postgres(&bin.join("postgres"))
-                .arg("-D")
-                .arg(&data)
-                .args(["-p", &port.to_string(), "-k"])
-                .arg(dir.path())
-                .args([
-                    "-c",
-                    "listen_addresses=127.0.0.1",
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "max_connections=20",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start postgres");
+            let child = server(&bin, &data, dir.path(), port);
             let mut pg = Postgres { port, dir, child };
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = pg.child.try_wait() {
                     break;
                 }
-                let ready = Command::new(bin.join("pg_isready"))
-                    .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
-                    .stdout(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success());
-                if ready {
+                if ready(&bin, port) {
                     return pg;
                 }
                 std::thread::sleep(Duration::from_millis(50));
@@ -121,6 +128,33 @@ impl Postgres {
             dir = std::mem::replace(&mut pg.dir, tempfile::tempdir().expect("temp dir"));
         }
         unreachable!("the loop returns or panics")
+    }
+
+    /// Stops the server (fast shutdown: clients are disconnected).
+    pub(crate) fn stop(&mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGINT);
+        }
+        let _ = self.child.wait();
+    }
+
+    /// Starts the stopped server again on the same port and data.
+    pub(crate) fn start_again(&mut self) {
+        let bin = bin_dir();
+        self.child = server(
+            &bin,
+            &self.dir.path().join("data"),
+            self.dir.path(),
+            self.port,
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if ready(&bin, self.port) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("PostgreSQL did not come back");
     }
 
     /// A fresh database; returns its URL.

@@ -1,0 +1,211 @@
+//! A run's lease: a row in `runbook_runs` with the holder, an epoch and an
+//! expiry, renewed by a thread of its own (on a connection of its own, so
+//! a journal write waiting for the database does not starve it) every
+//! third of the lease.
+//!
+//! Every renewal is conditional on the epoch: when another engine took the
+//! run over, the renewal finds a newer epoch and this engine is fenced. A
+//! fenced engine (or one that hears `runbook cancel`) is stopped the way
+//! Ctrl-C stops it, by SIGINT to itself: the engine's own unwinding then
+//! tries to record, the database refuses, and the run stops acting with
+//! nothing more written (the fenced case exits 4, see `runner::start`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use super::db::{Db, DbError};
+
+pub(crate) struct Lease {
+    db: Arc<Db>,
+    run_id: String,
+    epoch: i64,
+    duration: Duration,
+    /// Why this engine may not write any more.
+    fenced: Mutex<Option<String>>,
+    released: AtomicBool,
+    wake: (Mutex<bool>, Condvar),
+    scratch: std::path::PathBuf,
+}
+
+impl Lease {
+    pub(super) fn new(
+        db: Arc<Db>,
+        run_id: &str,
+        epoch: i64,
+        duration: Duration,
+        scratch: std::path::PathBuf,
+    ) -> Arc<Lease> {
+        Arc::new(Lease {
+            db,
+            run_id: run_id.to_string(),
+            epoch,
+            duration,
+            fenced: Mutex::new(None),
+            released: AtomicBool::new(false),
+            wake: (Mutex::new(false), Condvar::new()),
+            scratch,
+        })
+    }
+
+    pub(crate) fn epoch(&self) -> i64 {
+        self.epoch
+    }
+
+    pub(crate) fn duration(&self) -> Duration {
+        self.duration
+    }
+
+    /// `Err` once the engine is fenced.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        match self.fenced.lock().ok().and_then(|f| f.clone()) {
+            Some(why) => Err(why),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn fenced(&self) -> Option<String> {
+        self.fenced.lock().ok().and_then(|f| f.clone())
+    }
+
+    pub(crate) fn fence(&self, why: String) {
+        if let Ok(mut f) = self.fenced.lock() {
+            if f.is_none() {
+                *f = Some(why);
+            }
+        }
+    }
+
+    /// Renews now; the cancel requests counted so far.
+    pub(crate) fn renew_now(&self) -> Result<i32, String> {
+        let (run_id, epoch) = (self.run_id.clone(), self.epoch);
+        let ms = i64::try_from(self.duration.as_millis()).unwrap_or(i64::MAX);
+        let renewed = self.db.call(move |c| {
+            let row = c.query_opt(
+                "UPDATE runbook_runs SET lease_until = clock_timestamp() + $3 * interval '1 millisecond'
+                 WHERE run_id = $1 AND epoch = $2 RETURNING cancel_requests",
+                &[&run_id, &epoch, &(ms as f64)],
+            )?;
+            match row {
+                Some(r) => Ok(Some(r.try_get::<_, i32>(0)?)),
+                None => {
+                    let holder = c.query_opt(
+                        "SELECT holder_pid, holder_host, epoch FROM runbook_runs WHERE run_id = $1",
+                        &[&run_id],
+                    )?;
+                    Err(DbError::Fenced(match holder {
+                        Some(h) => format!(
+                            "run {run_id} was taken over by process {} on {} (epoch {}); this engine (epoch {epoch}) stopped without acting again",
+                            h.try_get::<_, i32>(0)?,
+                            h.try_get::<_, String>(1)?,
+                            h.try_get::<_, i64>(2)?
+                        ),
+                        None => format!("run {run_id} is gone from the database; this engine stopped"),
+                    }))
+                }
+            }
+        });
+        match renewed {
+            Ok(Some(n)) => Ok(n),
+            Ok(None) => Ok(0),
+            Err(DbError::Fenced(why)) => {
+                self.fence(why.clone());
+                Err(why)
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Renews every third of the lease until released; stops the engine
+    /// (SIGINT to itself) when fenced or asked to cancel.
+    pub(super) fn keep(self: &Arc<Lease>, mut cancels_seen: i32) {
+        let lease = self.clone();
+        let every = (self.duration / 3).max(Duration::from_millis(100));
+        let spawned = std::thread::Builder::new()
+            .name("runbook-lease".into())
+            .spawn(move || loop {
+                {
+                    let (lock, cvar) = &lease.wake;
+                    let Ok(woken) = lock.lock() else { return };
+                    let Ok((woken, _)) = cvar.wait_timeout_while(woken, every, |w| !*w) else {
+                        return;
+                    };
+                    if *woken {
+                        return;
+                    }
+                }
+                if lease.released.load(Ordering::SeqCst) {
+                    return;
+                }
+                match lease.renew_now() {
+                    Ok(n) => {
+                        while cancels_seen < n {
+                            cancels_seen += 1;
+                            interrupt_self();
+                        }
+                    }
+                    Err(_) if lease.fenced().is_some() => {
+                        crate::broken_pipe::eprint_line(&lease.fenced().unwrap_or_default());
+                        interrupt_self();
+                        return;
+                    }
+                    // Unreachable: tried again next round; the journal
+                    // waits for the database on its own.
+                    Err(_) => {}
+                }
+            });
+        drop(spawned);
+    }
+
+    /// Gives the lease up: the run is free for `resume` at once.
+    pub(crate) fn release(&self) {
+        if self.released.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if let Ok(mut w) = self.wake.0.lock() {
+            *w = true;
+            self.wake.1.notify_all();
+        }
+        let (run_id, epoch) = (self.run_id.clone(), self.epoch);
+        let _ = self.db.call(move |c| {
+            c.execute(
+                "UPDATE runbook_runs SET lease_until = NULL WHERE run_id = $1 AND epoch = $2",
+                &[&run_id, &epoch],
+            )?;
+            Ok(())
+        });
+        let _ = std::fs::remove_dir_all(&self.scratch);
+    }
+}
+
+/// What a Ctrl-C at the engine's terminal would do.
+fn interrupt_self() {
+    let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::INT);
+}
+
+/// The claim a [`super::PgStore`] hands out.
+pub(super) struct PgClaim(pub(super) Arc<Lease>);
+
+impl crate::store::Claim for PgClaim {
+    fn epoch(&self) -> i64 {
+        self.0.epoch
+    }
+
+    fn scratch_dir(&self) -> std::path::PathBuf {
+        self.0.scratch.clone()
+    }
+
+    fn release(&self) {
+        self.0.release();
+    }
+
+    fn fenced(&self) -> Option<String> {
+        self.0.fenced()
+    }
+}
+
+impl Drop for PgClaim {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}

@@ -1,0 +1,535 @@
+//! Team mode: runs, journals, leases, locks, approvals and the default
+//! flag store in a PostgreSQL database (`--state-dir postgres://...`).
+//!
+//! One file per concern: the connection thread (`db`), the tables and
+//! their migrations with the fencing trigger (`schema`), the journal
+//! (`journal`), the lease and its renewal (`lease`), `lock:` queues
+//! (`locks`), the flag store (`flags`); this file holds the store itself
+//! and the small mailbox and cancel queries.
+//!
+//! The URL's password is a secret: messages and printed commands name the
+//! database by [`PgStore::describe`], which leaves it out (give it again
+//! with the URL or `PGPASSWORD`).
+
+mod db;
+mod flags;
+mod journal;
+mod lease;
+mod locks;
+mod schema;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use db::{Db, DbError};
+use lease::{Lease, PgClaim};
+
+use super::{Claim, ClaimError, HeldLock, Holder, LockError, Store};
+use crate::approvals::Decision;
+use crate::error::Error;
+use crate::events::Recorder;
+use crate::journal::{Header, HeaderLine, Recorded, Tail};
+use crate::providers::FlagStore;
+
+pub struct PgStore {
+    db: Arc<Db>,
+    /// As given (password included): only for a child's environment.
+    url: String,
+    config: postgres::Config,
+    shown: String,
+    /// Leases this process holds, by run id (the journal writer checks them).
+    leases: Mutex<HashMap<String, Arc<Lease>>>,
+}
+
+#[allow(clippy::needless_pass_by_value)] // the shape `map_err` takes
+fn io(e: DbError) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+/// The URL without its password.
+fn shown_url(url: &str, config: &postgres::Config) -> String {
+    let scheme = if url.starts_with("postgresql://") {
+        "postgresql"
+    } else {
+        "postgres"
+    };
+    let user = config
+        .get_user()
+        .map(|u| format!("{u}@"))
+        .unwrap_or_default();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
+        .map(|(h, p)| match h {
+            postgres::config::Host::Tcp(h) => format!("{h}:{p}"),
+            postgres::config::Host::Unix(path) => {
+                format!("{}:{p}", path.display().to_string().replace('/', "%2F"))
+            }
+        })
+        .collect();
+    let db = config.get_dbname().unwrap_or_default();
+    let query: Vec<&str> = url
+        .split_once('?')
+        .map(|(_, q)| {
+            q.split('&')
+                .filter(|kv| !kv.starts_with("password="))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = format!("{scheme}://{user}{}/{db}", hosts.join(","));
+    if !query.is_empty() {
+        out.push('?');
+        out.push_str(&query.join("&"));
+    }
+    out
+}
+
+impl PgStore {
+    /// Connects and creates or migrates the tables; exit 4 when it cannot.
+    pub fn connect(url: &str) -> Result<PgStore, Error> {
+        let mut config: postgres::Config = url.parse().map_err(|e| {
+            // The parser's message never holds the URL, only what is wrong.
+            Error::invalid(format!("--state-dir: not a PostgreSQL URL: {e}"))
+        })?;
+        if config.get_password().is_none() {
+            if let Some(pw) = std::env::var_os("PGPASSWORD") {
+                config.password(pw.as_encoded_bytes());
+            }
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("runbook");
+        }
+        let shown = shown_url(url, &config);
+        let store = PgStore {
+            db: Arc::new(Db::new(config.clone())),
+            url: url.to_string(),
+            config,
+            shown,
+            leases: Mutex::new(HashMap::new()),
+        };
+        store.db.call(schema::migrate).map_err(|e| {
+            Error::cannot_start(format!("cannot use the database {}: {e}", store.shown))
+        })?;
+        Ok(store)
+    }
+
+    fn lease_of(&self, run_id: &str) -> Option<Arc<Lease>> {
+        self.leases.lock().ok()?.get(run_id).cloned()
+    }
+
+    fn recorder(&self, run_id: &str, header: Option<String>) -> std::io::Result<Box<dyn Recorder>> {
+        let lease = self.lease_of(run_id).ok_or_else(|| {
+            std::io::Error::other(format!("run {run_id} is not claimed by this process"))
+        })?;
+        let id = run_id.to_string();
+        let next_seq = self
+            .db
+            .call(move |c| {
+                Ok(c.query_one(
+                    "SELECT COALESCE(max(seq), 0) + 1 FROM runbook_events WHERE run_id = $1",
+                    &[&id],
+                )?
+                .try_get::<_, i64>(0)?)
+            })
+            .map_err(io)?;
+        Ok(Box::new(journal::PgRecorder::new(journal::Journal {
+            db: self.db.clone(),
+            run_id: run_id.to_string(),
+            lease,
+            pending: Mutex::new(journal::Pending {
+                header,
+                next_seq,
+                records: Vec::new(),
+            }),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        })))
+    }
+
+    fn scratch(run_id: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("runbook-{run_id}-{}", std::process::id()))
+    }
+}
+
+fn not_found(run_id: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::NotFound, format!("no run `{run_id}`"))
+}
+
+impl Store for PgStore {
+    fn describe(&self) -> String {
+        self.shown.clone()
+    }
+
+    fn flag(&self) -> String {
+        format!(" --state-dir {}", crate::template::shell_quote(&self.shown))
+    }
+
+    fn locator(&self) -> std::ffi::OsString {
+        self.url.clone().into()
+    }
+
+    fn secret(&self) -> Option<String> {
+        self.config
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+    }
+
+    fn create(&self, header: &Header, _claim: &dyn Claim) -> std::io::Result<Box<dyn Recorder>> {
+        let text = serde_json::to_string(&HeaderLine {
+            header,
+            record: "header",
+        })
+        .map_err(std::io::Error::other)?;
+        // Written with the first records the engine acts on, in their commit.
+        self.recorder(&header.run_id, Some(text))
+    }
+
+    fn append(&self, run_id: &str, _claim: &dyn Claim) -> std::io::Result<Box<dyn Recorder>> {
+        self.recorder(run_id, None)
+    }
+
+    fn read(&self, run_id: &str) -> std::io::Result<Recorded> {
+        if !crate::journal::valid_run_id(run_id) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("`{run_id}` is not a run id"),
+            ));
+        }
+        let id = run_id.to_string();
+        let (header, records) = self
+            .db
+            .call(move |c| {
+                let mut tx = c.build_transaction().read_only(true).start()?;
+                let header = tx
+                    .query_opt("SELECT header FROM runbook_runs WHERE run_id = $1", &[&id])?
+                    .map(|r| r.try_get::<_, Option<String>>(0))
+                    .transpose()?
+                    .flatten();
+                let records = tx
+                    .query(
+                        "SELECT record FROM runbook_events WHERE run_id = $1 ORDER BY seq",
+                        &[&id],
+                    )?
+                    .into_iter()
+                    .map(|r| r.try_get::<_, String>(0))
+                    .collect::<Result<Vec<_>, _>>()?;
+                tx.commit()?;
+                Ok((header, records))
+            })
+            .map_err(io)?;
+        let header = header.ok_or_else(|| not_found(run_id))?;
+        let header: Header = serde_json::from_str(&header).map_err(std::io::Error::other)?;
+        let mut events = Vec::with_capacity(records.len());
+        for (i, record) in records.iter().enumerate() {
+            let value = serde_json::from_str(record).map_err(|e| {
+                std::io::Error::other(format!("journal record {} is damaged: {e}", i + 1))
+            })?;
+            events.push(crate::journal::timed_event(value).map_err(|e| {
+                std::io::Error::other(format!("journal record {} is not an event: {e}", i + 1))
+            })?);
+        }
+        Ok(Recorded {
+            header,
+            events,
+            torn: false,
+        })
+    }
+
+    fn exists(&self, run_id: &str) -> bool {
+        let id = run_id.to_string();
+        self.db
+            .call(move |c| {
+                Ok(
+                    c.query_opt("SELECT 1 FROM runbook_runs WHERE run_id = $1", &[&id])?
+                        .is_some(),
+                )
+            })
+            .unwrap_or(false)
+    }
+
+    fn list(&self) -> std::io::Result<Vec<String>> {
+        self.db
+            .call(|c| {
+                c.query(
+                    "SELECT run_id FROM runbook_runs WHERE header IS NOT NULL ORDER BY created_at, run_id",
+                    &[],
+                )?
+                .into_iter()
+                .map(|r| r.try_get::<_, String>(0).map_err(DbError::from))
+                .collect()
+            })
+            .map_err(io)
+    }
+
+    fn tail(&self, run_id: &str) -> std::io::Result<Box<dyn Tail>> {
+        if !self.exists(run_id) {
+            return Err(not_found(run_id));
+        }
+        Ok(Box::new(journal::PgTail {
+            db: self.db.clone(),
+            run_id: run_id.to_string(),
+            after: 0,
+        }))
+    }
+
+    fn claim(
+        &self,
+        run_id: &str,
+        fresh: bool,
+        lease: Duration,
+    ) -> Result<Arc<dyn Claim>, ClaimError> {
+        let me = crate::runner::os_user_and_host();
+        let host = me.host.unwrap_or_else(|| "unknown".into());
+        let pid = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
+        let ms = lease.as_millis() as f64;
+        let id = run_id.to_string();
+        let claimed = self.db.call(move |c| {
+            let row = if fresh {
+                c.query_opt(
+                    "INSERT INTO runbook_runs (run_id, holder_host, holder_pid, lease_until)
+                     VALUES ($1, $2, $3, clock_timestamp() + $4 * interval '1 millisecond')
+                     ON CONFLICT (run_id) DO NOTHING RETURNING epoch, cancel_requests",
+                    &[&id, &host, &pid, &ms],
+                )?
+            } else {
+                c.query_opt(
+                    "UPDATE runbook_runs SET epoch = epoch + 1, holder_host = $2, holder_pid = $3,
+                         lease_until = clock_timestamp() + $4 * interval '1 millisecond'
+                     WHERE run_id = $1 AND (lease_until IS NULL OR lease_until < clock_timestamp())
+                     RETURNING epoch, cancel_requests",
+                    &[&id, &host, &pid, &ms],
+                )?
+            };
+            match row {
+                Some(r) => Ok(Ok((r.try_get::<_, i64>(0)?, r.try_get::<_, i32>(1)?))),
+                None => Ok(Err(c
+                    .query_opt(
+                        "SELECT holder_host, holder_pid, epoch FROM runbook_runs WHERE run_id = $1",
+                        &[&id],
+                    )?
+                    .map(|r| -> Result<Holder, DbError> {
+                        Ok(Holder {
+                            host: r.try_get(0)?,
+                            pid: u32::try_from(r.try_get::<_, i32>(1)?).unwrap_or(0),
+                            epoch: r.try_get(2)?,
+                        })
+                    })
+                    .transpose()?)),
+            }
+        });
+        let (epoch, cancels) = match claimed {
+            Ok(Ok(x)) => x,
+            Ok(Err(_)) if fresh => return Err(ClaimError::Exists),
+            Ok(Err(Some(holder))) => return Err(ClaimError::Held(holder)),
+            Ok(Err(None)) => {
+                return Err(ClaimError::Unusable(format!(
+                    "no run `{run_id}` in {}",
+                    self.shown
+                )))
+            }
+            Err(e) => {
+                return Err(ClaimError::Unusable(format!(
+                    "cannot use the database {}: {e}",
+                    self.shown
+                )))
+            }
+        };
+        let scratch = PgStore::scratch(run_id);
+        // Its own connection: renewals never wait behind a journal write.
+        let renewals = Arc::new(Db::new(self.config.clone()));
+        let lease = Lease::new(renewals, run_id, epoch, lease, scratch);
+        lease.keep(cancels);
+        if let Ok(mut l) = self.leases.lock() {
+            l.insert(run_id.to_string(), lease.clone());
+        }
+        Ok(Arc::new(PgClaim(lease)))
+    }
+
+    fn forget(&self, run_id: &str) {
+        let id = run_id.to_string();
+        let _ = self.db.call(move |c| {
+            c.execute("DELETE FROM runbook_runs WHERE run_id = $1", &[&id])?;
+            Ok(())
+        });
+    }
+
+    fn holder(&self, run_id: &str) -> Option<Holder> {
+        let id = run_id.to_string();
+        self.db
+            .call(move |c| {
+                c.query_opt(
+                    "SELECT holder_host, holder_pid, epoch FROM runbook_runs
+                     WHERE run_id = $1 AND lease_until >= clock_timestamp()",
+                    &[&id],
+                )?
+                .map(|r| -> Result<Holder, DbError> {
+                    Ok(Holder {
+                        host: r.try_get(0)?,
+                        pid: u32::try_from(r.try_get::<_, i32>(1)?).unwrap_or(0),
+                        epoch: r.try_get(2)?,
+                    })
+                })
+                .transpose()
+            })
+            .ok()
+            .flatten()
+    }
+
+    fn lock(
+        &self,
+        key: &str,
+        run_id: &str,
+        wait: Option<Duration>,
+        queued: &mut dyn FnMut(usize),
+    ) -> Result<Box<dyn HeldLock>, LockError> {
+        locks::acquire(&self.db, key, run_id, wait, queued)
+    }
+
+    fn queue_position(&self, run_id: &str) -> Option<usize> {
+        locks::position(&self.db, run_id)
+    }
+
+    fn open_waiting(&self, run_id: &str, step: &str, rules: &[u8]) -> std::io::Result<()> {
+        let epoch = self.lease_of(run_id).map_or(0, |l| l.epoch());
+        let (id, step, rules) = (
+            run_id.to_string(),
+            step.to_string(),
+            String::from_utf8_lossy(rules).into_owned(),
+        );
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "INSERT INTO runbook_waiting (run_id, step, epoch, rules) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (run_id, step) DO UPDATE SET epoch = $3, rules = $4",
+                    &[&id, &step, &epoch, &rules],
+                )?;
+                Ok(())
+            })
+            .map_err(io)
+    }
+
+    fn close_waiting(&self, run_id: &str, step: &str) {
+        let (id, step) = (run_id.to_string(), step.to_string());
+        let _ = self.db.call(move |c| {
+            c.execute(
+                "DELETE FROM runbook_waiting WHERE run_id = $1 AND step = $2",
+                &[&id, &step],
+            )?;
+            Ok(())
+        });
+    }
+
+    fn waiting(&self, run_id: &str, step: &str) -> std::io::Result<Option<Vec<u8>>> {
+        let (id, step) = (run_id.to_string(), step.to_string());
+        self.db
+            .call(move |c| {
+                c.query_opt(
+                    "SELECT rules FROM runbook_waiting WHERE run_id = $1 AND step = $2",
+                    &[&id, &step],
+                )?
+                .map(|r| r.try_get::<_, String>(0).map(String::into_bytes))
+                .transpose()
+                .map_err(DbError::from)
+            })
+            .map_err(io)
+    }
+
+    fn post_decision(&self, run_id: &str, step: &str, decision: &Decision) -> std::io::Result<()> {
+        let text = serde_json::to_string(decision).map_err(std::io::Error::other)?;
+        let (id, step) = (run_id.to_string(), step.to_string());
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "INSERT INTO runbook_decisions (run_id, step, decision) VALUES ($1, $2, $3)",
+                    &[&id, &step, &text],
+                )?;
+                Ok(())
+            })
+            .map_err(io)
+    }
+
+    fn pending_decisions(
+        &self,
+        run_id: &str,
+        step: &str,
+        claim: &dyn Claim,
+    ) -> std::io::Result<Vec<(String, Result<Decision, String>)>> {
+        let epoch = claim.epoch();
+        let (id, step) = (run_id.to_string(), step.to_string());
+        let rows = self
+            .db
+            .call(move |c| {
+                let mut tx = c.transaction()?;
+                // A fenced engine gets nothing: the decisions are the new holder's.
+                tx.execute("SELECT runbook_fence($1, $2)", &[&id, &epoch])?;
+                // Taken by an older epoch that died before journaling them: again.
+                let rows = tx.query(
+                    "SELECT id, decision FROM runbook_decisions
+                     WHERE run_id = $1 AND step = $2 AND (taken_by_epoch IS NULL OR taken_by_epoch < $3)
+                     ORDER BY id",
+                    &[&id, &step, &epoch],
+                )?;
+                tx.commit()?;
+                rows.into_iter()
+                    .map(|r| Ok((r.try_get::<_, i64>(0)?, r.try_get::<_, String>(1)?)))
+                    .collect::<Result<Vec<_>, DbError>>()
+            })
+            .map_err(io)?;
+        Ok(rows
+            .into_iter()
+            .map(|(n, text)| {
+                let d = serde_json::from_str::<Decision>(&text)
+                    .map_err(|e| format!("decision {n}: not a decision ({e})"));
+                (n.to_string(), d)
+            })
+            .collect())
+    }
+
+    fn consume_decisions(&self, run_id: &str, step: &str, claim: &dyn Claim, tokens: &[String]) {
+        let ids: Vec<i64> = tokens.iter().filter_map(|t| t.parse().ok()).collect();
+        let (id, step, epoch) = (run_id.to_string(), step.to_string(), claim.epoch());
+        let _ = self.db.call(move |c| {
+            c.execute(
+                "UPDATE runbook_decisions SET taken_by_epoch = $3
+                 WHERE run_id = $1 AND step = $2 AND id = ANY($4)",
+                &[&id, &step, &epoch, &ids],
+            )?;
+            Ok(())
+        });
+    }
+
+    fn request_cancel(&self, run_id: &str) -> Result<String, String> {
+        let id = run_id.to_string();
+        let holder = self
+            .db
+            .call(move |c| {
+                c.query_opt(
+                    "UPDATE runbook_runs SET cancel_requests = cancel_requests + 1
+                     WHERE run_id = $1 AND lease_until >= clock_timestamp()
+                     RETURNING holder_pid, holder_host",
+                    &[&id],
+                )?
+                .map(|r| Ok((r.try_get::<_, i32>(0)?, r.try_get::<_, String>(1)?)))
+                .transpose()
+            })
+            .map_err(|e| e.to_string())?;
+        match holder {
+            Some((pid, host)) => Ok(format!(
+                "process {pid} on {host}, which hears it within a third of its lease"
+            )),
+            None => Err("no engine holds it".into()),
+        }
+    }
+
+    fn default_flags(&self) -> Arc<dyn FlagStore> {
+        Arc::new(flags::PgFlags {
+            db: self.db.clone(),
+        })
+    }
+
+    fn detached_log(&self, run_id: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("runbook-detached-{run_id}.log"))
+    }
+}

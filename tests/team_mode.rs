@@ -1,0 +1,467 @@
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used, unsafe_code)] // a test fails loudly
+//! Team mode against a real PostgreSQL: `--state-dir postgres://...`.
+//!
+//! Each "machine" is a working directory of its own (a `Test` with its own
+//! temp dir) that shares nothing with the others but the database URL, so
+//! whatever passes between them went through the database. Leases are
+//! short (1-2 s) so that takeovers happen inside a test; nothing waits a
+//! fixed time where it can poll for a state instead.
+
+mod common;
+
+use std::time::Duration;
+
+use common::postgres::Postgres;
+use common::{poll_until, Running, Test, WAIT_FOR};
+
+/// A machine: a working directory of its own, on the database.
+fn machine(url: &str) -> Test {
+    Test::new()
+        .env("RUNBOOK_STATE_DIR", url)
+        .file("wait_for.sh", WAIT_FOR)
+}
+
+fn status_json(url: &str, run: &str) -> serde_json::Value {
+    let out = machine(url)
+        .args(&["status", run, "--format", "json"])
+        .run()
+        .success();
+    serde_json::from_str(&out.stdout).unwrap()
+}
+
+fn wait_for_status(url: &str, run: &str, want: &str) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    let ok = poll_until(Duration::from_secs(60), || {
+        let out = machine(url)
+            .args(&["status", run, "--format", "json"])
+            .run();
+        if out.code != Some(0) {
+            return false;
+        }
+        last = serde_json::from_str(&out.stdout).unwrap_or_default();
+        last["status"] == want
+    });
+    assert!(ok, "run {run} never became {want}: {last:#}");
+    last
+}
+
+fn step_status(s: &serde_json::Value, id: &str) -> String {
+    s["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|st| st["id"] == id)
+        .map(|st| st["status"].as_str().unwrap_or("").to_string())
+        .unwrap_or_default()
+}
+
+/// Steps that append `STEP-MACHINE` to `log`; `b` then waits for
+/// `go-MACHINE`. A resumed run keeps the directory it started in when that
+/// exists (here: one host plays every machine), so each engine says which
+/// machine it is through `$MACHINE`.
+const LONG: &str = r#"
+version: 1
+name: long
+steps:
+  - id: a
+    shell: echo a-$MACHINE >> log
+  - id: b
+    needs: [a]
+    shell: |
+      echo b-$MACHINE >> log
+      bash ./wait_for.sh go-$MACHINE
+  - id: c
+    needs: [b]
+    shell: echo c-$MACHINE >> log
+"#;
+
+fn lines(t: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(t.join("log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_run_is_watched_approved_and_followed_from_other_machines() {
+    let pg = Postgres::start();
+    let url = pg.database("watched");
+    let rb = r#"
+version: 1
+name: approved-elsewhere
+steps:
+  - id: build
+    shell: echo built
+  - id: sign_off
+    needs: [build]
+    approval: { approvers: [alice, bob], required: 2 }
+  - id: ship
+    needs: [sign_off]
+    shell: echo shipped
+"#;
+    let run = machine(&url)
+        .file("rb.yaml", rb)
+        .args(&["run", "rb.yaml", "--run-id", "w1", "--as", "carol"])
+        .spawn();
+    let s = wait_for_status(&url, "w1", "running");
+    assert_eq!(s["holder"]["pid"], run.pid(), "{s:#}");
+    poll_until(Duration::from_secs(30), || {
+        status_json(&url, "w1")["waiting"]
+            .as_array()
+            .is_some_and(|w| !w.is_empty())
+    });
+    // The printed command names the database without its password.
+    let waiting = &status_json(&url, "w1")["waiting"][0];
+    assert!(
+        waiting["approve_command"].as_str().unwrap().contains(&url),
+        "{waiting:#}"
+    );
+    machine(&url)
+        .args(&["approve", "w1", "sign_off", "--as", "alice"])
+        .run()
+        .success();
+    // A wrong person is refused by the rules the waiting engine published.
+    machine(&url)
+        .args(&["approve", "w1", "sign_off", "--as", "mallory"])
+        .run()
+        .code(2);
+    machine(&url)
+        .args(&["approve", "w1", "sign_off", "--as", "bob"])
+        .run()
+        .success();
+    let out = run.wait().success();
+    assert!(out.stdout.contains("shipped") || out.stderr.contains("ship: succeeded"));
+    // A third machine follows the whole story from the events table.
+    let logs = machine(&url).args(&["logs", "w1"]).run().success();
+    assert!(logs.stdout.contains("[ship] shipped"), "{}", logs.stdout);
+    assert!(logs.stdout.contains("approved by alice"), "{}", logs.stdout);
+    let s = status_json(&url, "w1");
+    assert_eq!(s["status"], "succeeded");
+    let by: Vec<&str> = s["steps"][1]["approvals"]
+        .as_array()
+        .map(|d| d.iter().filter_map(|x| x["by"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(by, ["alice", "bob"], "{s:#}");
+}
+
+/// Starts LONG on a machine of its own with a short lease; returns once
+/// step `b` runs there.
+fn start_long(url: &str, run_id: &str, lease: &str) -> Running {
+    let mut run = machine(url)
+        .env("MACHINE", "m1")
+        .file("rb.yaml", LONG)
+        .args(&["run", "rb.yaml", "--run-id", run_id, "--lease", lease])
+        .spawn();
+    let ok = poll_until(Duration::from_secs(30), || {
+        lines(run.path()).len() == 2 || run.exited()
+    });
+    assert!(ok && !run.exited(), "step b never started");
+    run
+}
+
+fn psql_count(pg: &Postgres, db: &str, sql: &str) -> i64 {
+    pg.psql(db, sql).parse().unwrap()
+}
+
+/// `resume` as machine `name`, again until it takes the run over (each
+/// try before the lease ends exits 4 at once); returns it running, with
+/// step b started again.
+fn take_over(url: &str, run_id: &str, name: &str) -> Running {
+    for _ in 0..100 {
+        let mut r = machine(url)
+            .env("MACHINE", name)
+            .args(&["resume", run_id, "--lease", "2s"])
+            .spawn();
+        let settled = poll_until(Duration::from_secs(20), || {
+            r.exited() || {
+                let s = status_json(url, run_id);
+                s["holder"]["pid"] == r.pid() && step_status(&s, "b") == "running"
+            }
+        });
+        assert!(settled, "resume neither took over nor exited");
+        if !r.exited() {
+            return r;
+        }
+        let out = r.wait().code(4);
+        assert!(
+            out.stderr.contains("is being run by process"),
+            "{}",
+            out.stderr
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("resume never took the run over");
+}
+
+#[test]
+fn kill_9_of_the_holder_then_resume_elsewhere_takes_over_once_the_lease_ends() {
+    let pg = Postgres::start();
+    let url = pg.database("takeover");
+    let first = start_long(&url, "k1", "2s");
+    let first_pid = first.pid();
+    first.signal(libc::SIGKILL);
+    // Its directory stays: the run's steps go on running there.
+    let first_dir = first.wait();
+
+    // At once: the lease is still held, and the refusal names the holder.
+    let refused = machine(&url)
+        .args(&["resume", "k1", "--lease", "2s"])
+        .run()
+        .code(4);
+    assert!(
+        refused.stderr.contains(&format!("process {first_pid} on ")),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stderr.contains("lease"), "{}", refused.stderr);
+
+    // Once it ran out, another machine takes the run over.
+    let site = first_dir;
+    let second = take_over(&url, "k1", "m2");
+    std::fs::write(site.path().join("go-m2"), "").unwrap();
+    let out = second.wait().success();
+    // a finished on the dead machine and never ran again; b ran again.
+    assert_eq!(lines(site.path()), ["a-m1", "b-m1", "b-m2", "c-m2"]);
+    assert!(!out.stdout.contains("a: started"), "{}", out.stdout);
+    let s = status_json(&url, "k1");
+    assert_eq!(s["status"], "succeeded");
+    assert_eq!(s["holder"], serde_json::Value::Null);
+    assert_eq!(
+        psql_count(
+            &pg,
+            "takeover",
+            "SELECT max(epoch) FROM runbook_events WHERE run_id = 'k1'"
+        ),
+        2
+    );
+}
+
+#[test]
+fn an_engine_stopped_past_its_lease_is_fenced_when_it_wakes_and_writes_nothing() {
+    let pg = Postgres::start();
+    let url = pg.database("fenced");
+    let old = start_long(&url, "f1", "1s");
+    old.signal(libc::SIGSTOP);
+    // Past the lease, another machine takes over and runs b again.
+    let new = take_over(&url, "f1", "m2");
+    let epoch_one = "SELECT count(*) FROM runbook_events WHERE run_id = 'f1' AND epoch = 1";
+    let before = psql_count(&pg, "fenced", epoch_one);
+    // The old engine wakes with b's wait over: it must stop without
+    // writing or starting anything.
+    std::fs::write(old.path().join("go-m1"), "").unwrap();
+    old.signal(libc::SIGCONT);
+    let out = old.wait().code(4);
+    assert!(
+        out.stderr.contains("taken over by process"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        psql_count(&pg, "fenced", epoch_one),
+        before,
+        "the fenced engine wrote"
+    );
+    assert_eq!(lines(out.path()), ["a-m1", "b-m1", "b-m2"]);
+    std::fs::write(out.path().join("go-m2"), "").unwrap();
+    new.wait().success();
+    assert_eq!(lines(out.path()), ["a-m1", "b-m1", "b-m2", "c-m2"]);
+    assert_eq!(status_json(&url, "f1")["status"], "succeeded");
+}
+
+#[test]
+fn a_cancel_from_another_machine_unwinds_the_run() {
+    let pg = Postgres::start();
+    let url = pg.database("cancelled");
+    let run = start_long(&url, "c1", "2s");
+    machine(&url)
+        .args(&["cancel", "c1"])
+        .run()
+        .success()
+        .stdout_contains("asked run c1");
+    let out = run.wait().code(130);
+    assert!(out.stdout.contains("run interrupted"), "{}", out.stdout);
+    assert_eq!(status_json(&url, "c1")["status"], "interrupted");
+}
+
+#[test]
+fn the_database_restarted_mid_run_the_engine_waits_then_goes_on() {
+    let mut pg = Postgres::start();
+    let url = pg.database("restarted");
+    let run = start_long(&url, "d1", "30s");
+    pg.stop();
+    // b ends while the database is down: its result cannot be journaled,
+    // so c must not start until the database is back.
+    std::fs::write(run.path().join("go-m1"), "").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        lines(run.path()),
+        ["a-m1", "b-m1"],
+        "c ran without a journal"
+    );
+    pg.start_again();
+    let out = run.wait().success();
+    assert!(
+        out.stderr.contains("the database is unreachable"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("the database is back"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(lines(out.path()), ["a-m1", "b-m1", "c-m1"]);
+    assert_eq!(status_json(&url, "d1")["status"], "succeeded");
+}
+
+#[test]
+fn an_unreachable_database_at_start_exits_4_naming_it_without_the_password() {
+    let port = common::raw_tcp::free_port();
+    let url = format!("postgres://deployer:hunter2-secret@127.0.0.1:{port}/runs");
+    let out = machine(&url)
+        .file("rb.yaml", LONG)
+        .args(&["run", "rb.yaml"])
+        .run()
+        .code(4);
+    assert!(
+        out.stderr
+            .contains(&format!("postgres://deployer@127.0.0.1:{port}/runs")),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("hunter2"), "{}", out.stderr);
+    assert!(lines(out.path()).is_empty(), "a step ran");
+    let out = machine(&url).args(&["status"]).run().code(4);
+    assert!(!out.stderr.contains("hunter2"), "{}", out.stderr);
+}
+
+/// Each run appends `start ID` and `end ID` to `$ORDER` around a short
+/// sleep, holding one queued lock.
+const QUEUED: &str = r#"
+version: 1
+name: queued
+lock: { key: "shared-{{ params.env }}", wait: 5m }
+params:
+  env: { type: string, default: prod }
+steps:
+  - id: work
+    shell: |
+      echo "start $RUNBOOK_RUN_ID" >> "$ORDER"
+      sleep 0.05
+      echo "end $RUNBOOK_RUN_ID" >> "$ORDER"
+"#;
+
+/// `runs` runs from `at_once` processes at a time, each started once the
+/// one before it is in the queue: they must start in that order and never
+/// overlap. `state` is the database URL or a state dir.
+fn runs_take_a_queued_lock_in_order(state: &str, runs: usize, at_once: usize) {
+    let order = tempfile::NamedTempFile::new().unwrap();
+    let order_path = order.path().display().to_string();
+    let mut live: std::collections::VecDeque<Running> = std::collections::VecDeque::new();
+    let mut saw_queued = false;
+    for k in 0..runs {
+        if live.len() == at_once {
+            live.pop_front().unwrap().wait().success();
+        }
+        let id = format!("q{k:02}");
+        let run = machine(state)
+            .env("ORDER", &order_path)
+            .file("rb.yaml", QUEUED)
+            .args(&["run", "rb.yaml", "--run-id", &id, "--lease", "5s"])
+            .spawn();
+        // In the queue (or past it) before the next one asks.
+        let ok = poll_until(Duration::from_secs(60), || {
+            let out = machine(state)
+                .args(&["status", &id, "--format", "json"])
+                .run();
+            let s: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+            if s["status"] == "queued" {
+                saw_queued = true;
+                assert!(
+                    s["queue_position"].as_u64().is_some_and(|p| p >= 1),
+                    "{s:#}"
+                );
+            }
+            matches!(
+                s["status"].as_str(),
+                Some("queued" | "running" | "succeeded")
+            )
+        });
+        assert!(ok, "run {id} never reached the queue");
+        live.push_back(run);
+    }
+    for run in live {
+        run.wait().success();
+    }
+    assert!(saw_queued, "no run was ever seen queued");
+    let text = std::fs::read_to_string(order.path()).unwrap();
+    let got: Vec<&str> = text.lines().collect();
+    let want: Vec<String> = (0..runs)
+        .flat_map(|k| [format!("start q{k:02}"), format!("end q{k:02}")])
+        .collect();
+    assert_eq!(got, want, "runs overlapped or left their order");
+}
+
+#[test]
+fn fifty_runs_from_five_processes_take_one_queued_lock_in_order_never_overlapping() {
+    let pg = Postgres::start();
+    let url = pg.database("queue");
+    runs_take_a_queued_lock_in_order(&url, 50, 5);
+}
+
+#[test]
+fn a_state_dir_queues_runs_for_a_lock_in_order_too() {
+    let state = tempfile::tempdir().unwrap();
+    runs_take_a_queued_lock_in_order(&state.path().display().to_string(), 12, 4);
+}
+
+#[test]
+fn a_queued_run_that_waits_past_its_wait_exits_4_and_leaves_nothing() {
+    let pg = Postgres::start();
+    let url = pg.database("waited");
+    let rb = |wait: &str| {
+        format!(
+            "version: 1\nname: w\nlock: {{ key: k, wait: {wait} }}\nsteps:\n  - id: hold\n    shell: bash ./wait_for.sh go\n"
+        )
+    };
+    let holder = machine(&url)
+        .file("rb.yaml", &rb("1m"))
+        .args(&["run", "rb.yaml", "--run-id", "holder"])
+        .spawn();
+    wait_for_status(&url, "holder", "running");
+    let out = machine(&url)
+        .file("rb.yaml", &rb("1s"))
+        .args(&["run", "rb.yaml", "--run-id", "late"])
+        .run()
+        .code(4);
+    assert!(
+        out.stderr.contains("queued for lock `k`: place 1"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("was still held by run holder after waiting 1s"),
+        "{}",
+        out.stderr
+    );
+    // Refused before it started: the id is free again, nothing is listed.
+    let list = machine(&url)
+        .args(&["status", "--format", "json"])
+        .run()
+        .success();
+    assert!(!list.stdout.contains("late"), "{}", list.stdout);
+    // A plain `lock: k` is refused at once, naming the holder.
+    machine(&url)
+        .file(
+            "rb.yaml",
+            "version: 1\nname: w\nlock: k\nsteps:\n  - id: x\n    shell: 'true'\n",
+        )
+        .args(&["run", "rb.yaml"])
+        .run()
+        .code(4)
+        .stderr_contains("is held by run holder");
+    std::fs::write(holder.path().join("go"), "").unwrap();
+    holder.wait().success();
+}
