@@ -117,6 +117,19 @@ steps:
         waiting["approve_command"].as_str().unwrap().contains(&url),
         "{waiting:#}"
     );
+    // Followed live from one machine, served as a web page from another.
+    let follow = machine(&url).args(&["logs", "w1", "--follow"]).spawn();
+    let listen = format!("127.0.0.1:{}", common::raw_tcp::free_port());
+    let _server = machine(&url).args(&["serve", "--listen", &listen]).spawn();
+    let mut page = String::new();
+    let served = poll_until(Duration::from_secs(30), || {
+        page =
+            common::services::http_request("GET", &format!("http://{listen}/api/runs"), &[], None)
+                .map(|(_, _, body)| body)
+                .unwrap_or_default();
+        page.contains("\"w1\"")
+    });
+    assert!(served, "serve never listed the run: {page}");
     machine(&url)
         .args(&["approve", "w1", "sign_off", "--as", "alice"])
         .run()
@@ -132,6 +145,12 @@ steps:
         .success();
     let out = run.wait().success();
     assert!(out.stdout.contains("shipped") || out.stderr.contains("ship: succeeded"));
+    let followed = follow.wait().success();
+    assert!(
+        followed.stdout.contains("[ship] shipped"),
+        "{}",
+        followed.stdout
+    );
     // A third machine follows the whole story from the events table.
     let logs = machine(&url).args(&["logs", "w1"]).run().success();
     assert!(logs.stdout.contains("[ship] shipped"), "{}", logs.stdout);
@@ -464,4 +483,146 @@ fn a_queued_run_that_waits_past_its_wait_exits_4_and_leaves_nothing() {
         .stderr_contains("is held by run holder");
     std::fs::write(holder.path().join("go"), "").unwrap();
     holder.wait().success();
+}
+
+/// Three steps with rollbacks, each appending `NAME-MACHINE` to `log`.
+const CHAIN: &str = r#"
+version: 1
+name: chain
+steps:
+  - id: a
+    shell: echo a-$MACHINE >> log
+    rollback: { shell: echo undo-a-$MACHINE >> log }
+  - id: b
+    shell: echo b-$MACHINE >> log
+    rollback: { shell: echo undo-b-$MACHINE >> log }
+  - id: c
+    shell: echo c-$MACHINE >> log
+    rollback: { shell: echo undo-c-$MACHINE >> log }
+"#;
+
+fn finished_steps(pg: &Postgres, db: &str) -> Vec<String> {
+    let out = pg.psql(
+        db,
+        "SELECT string_agg(record::json->>'step', ' ' ORDER BY seq) FROM runbook_events
+          WHERE record::json->>'event' = 'step_finished'",
+    );
+    out.split_whitespace().map(str::to_string).collect()
+}
+
+/// The durable tests' crash-point sweep against the database: the engine
+/// killed (SIGKILL) before and after each record it writes, then resumed
+/// from another machine once its lease ran out. A step whose end was
+/// committed before the crash never runs again; one that was running runs
+/// again once at most; the run ends succeeded.
+#[test]
+fn crash_anywhere_in_a_chain_on_postgres_then_resume_elsewhere_runs_each_step_once() {
+    let pg = Postgres::start();
+    let clean = pg.database("clean");
+    machine(&clean)
+        .env("MACHINE", "m1")
+        .file("rb.yaml", CHAIN)
+        .args(&["run", "rb.yaml", "--run-id", "r1"])
+        .run()
+        .success();
+    let events: usize = pg
+        .psql(
+            "clean",
+            "SELECT count(*) FROM runbook_events WHERE record::json->>'event' <> 'spawned'",
+        )
+        .parse()
+        .unwrap();
+    assert!(events >= 8, "{events} events");
+    let points: Vec<(&str, usize)> = (1..=events)
+        .flat_map(|n| [("before", n), ("after", n)])
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&(when, n)) = points.get(i) else {
+                    break;
+                };
+                let db = format!("p_{when}_{n}");
+                let url = pg.database(&db);
+                let label = format!("{when}:{n}");
+                let crashed = machine(&url)
+                    .env("MACHINE", "m1")
+                    .env("RUNBOOK_CRASH_AT", &label)
+                    .file("rb.yaml", CHAIN)
+                    .args(&["run", "rb.yaml", "--run-id", "r1", "--lease", "1s"])
+                    .run();
+                assert!(crashed.killed(), "{label}: not killed: {}", crashed.stderr);
+                let site = crashed.path().to_path_buf();
+                let done_at_crash = finished_steps(&pg, &db);
+                let log_at_crash = lines(&site);
+                // Resumed from another machine; a run that never committed
+                // its journal is started again under the same id.
+                let mut out = None;
+                for _ in 0..100 {
+                    let o = machine(&url)
+                        .env("MACHINE", "m2")
+                        .args(&["resume", "r1", "--lease", "1s"])
+                        .run();
+                    if o.code != Some(4) {
+                        out = Some(o);
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(150));
+                }
+                let out = out.unwrap_or_else(|| panic!("{label}: never taken over"));
+                if out.code == Some(2) && out.stderr.contains("no run `r1`") {
+                    assert!(log_at_crash.is_empty(), "{label}: {log_at_crash:?}");
+                    let mut ran_again = false;
+                    for _ in 0..100 {
+                        let again = machine(&url)
+                            .env("MACHINE", "m2")
+                            .file("rb.yaml", CHAIN)
+                            .args(&["run", "rb.yaml", "--run-id", "r1", "--lease", "1s"])
+                            .run();
+                        if again.code == Some(0) {
+                            assert_eq!(lines(again.path()), ["a-m2", "b-m2", "c-m2"], "{label}");
+                            ran_again = true;
+                            break;
+                        }
+                        assert!(
+                            again.stderr.contains("already exists"),
+                            "{label}: {}",
+                            again.stderr
+                        );
+                        std::thread::sleep(Duration::from_millis(150));
+                    }
+                    assert!(ran_again, "{label}: the id never became free again");
+                    continue;
+                }
+                assert_eq!(out.code, Some(0), "{label}: {}\n{}", out.stdout, out.stderr);
+                let log = lines(&site);
+                for step in ["a", "b", "c"] {
+                    let ran = log
+                        .iter()
+                        .filter(|l| l.starts_with(&format!("{step}-")))
+                        .count();
+                    if done_at_crash.iter().any(|d| d == step) {
+                        let before = log_at_crash
+                            .iter()
+                            .filter(|l| l.starts_with(&format!("{step}-")))
+                            .count();
+                        assert_eq!(ran, before, "{label}: {step} ran again: {log:?}");
+                        assert_eq!(ran, 1, "{label}: {step}: {log:?}");
+                    } else {
+                        assert!(
+                            (1..=2).contains(&ran),
+                            "{label}: {step} ran {ran} times: {log:?}"
+                        );
+                    }
+                }
+                assert!(
+                    !log.iter().any(|l| l.starts_with("undo")),
+                    "{label}: {log:?}"
+                );
+                assert_eq!(status_json(&url, "r1")["status"], "succeeded", "{label}");
+            });
+        }
+    });
 }

@@ -225,8 +225,13 @@ pub(super) fn start(l: Launch, mode: Mode) -> Result {
     bus.finish();
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     if let Some(fenced) = claim.fenced() {
-        // Another engine holds the run: nothing this one says is its story.
-        return Err(Error::cannot_start(fenced));
+        // Another engine holds the run: what this one showed after that is
+        // its own view, not the run's story.
+        return Err(Error::cannot_start(format!(
+            "{fenced}\nthe lines above after that were never recorded; `runbook status {}{}` shows the run as it is",
+            l.run_id,
+            store.flag()
+        )));
     }
     if let Some(error) = bus.journal_error() {
         return Err(journal_failed(&l.run_id, &error, &bus));

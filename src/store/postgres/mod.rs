@@ -288,9 +288,18 @@ impl Store for PgStore {
         let claimed = self.db.call(move |c| {
             let row = if fresh {
                 c.query_opt(
+                    // A run whose engine died before its journal's first
+                    // commit left a row with no header: once its lease ran
+                    // out the id is free again, as a state dir's would be.
                     "INSERT INTO runbook_runs (run_id, holder_host, holder_pid, lease_until)
                      VALUES ($1, $2, $3, clock_timestamp() + $4 * interval '1 millisecond')
-                     ON CONFLICT (run_id) DO NOTHING RETURNING epoch, cancel_requests",
+                     ON CONFLICT (run_id) DO UPDATE SET epoch = runbook_runs.epoch + 1,
+                         holder_host = $2, holder_pid = $3,
+                         lease_until = clock_timestamp() + $4 * interval '1 millisecond',
+                         created_at = clock_timestamp()
+                     WHERE runbook_runs.header IS NULL
+                       AND (runbook_runs.lease_until IS NULL OR runbook_runs.lease_until < clock_timestamp())
+                     RETURNING epoch, cancel_requests",
                     &[&id, &host, &pid, &ms],
                 )?
             } else {
