@@ -626,3 +626,69 @@ fn crash_anywhere_in_a_chain_on_postgres_then_resume_elsewhere_runs_each_step_on
         }
     });
 }
+
+#[test]
+fn a_queued_run_whose_engine_dies_gives_up_its_place_when_its_lease_ends() {
+    let pg = Postgres::start();
+    let url = pg.database("deadqueue");
+    let rb = "version: 1\nname: q\nlock: { key: k, wait: 2m }\nsteps:\n  - id: hold\n    shell: bash ./wait_for.sh go\n";
+    let holder = machine(&url)
+        .file("rb.yaml", rb)
+        .args(&["run", "rb.yaml", "--run-id", "holder"])
+        .spawn();
+    wait_for_status(&url, "holder", "running");
+    let doomed = machine(&url)
+        .file("rb.yaml", rb)
+        .args(&["run", "rb.yaml", "--run-id", "doomed", "--lease", "1s"])
+        .spawn();
+    let s = wait_for_status(&url, "doomed", "queued");
+    assert_eq!(s["queue_position"], 1, "{s:#}");
+    let next = machine(&url)
+        .file("rb.yaml", rb)
+        .file("go", "")
+        .args(&["run", "rb.yaml", "--run-id", "next"])
+        .spawn();
+    let s = wait_for_status(&url, "next", "queued");
+    assert_eq!(s["queue_position"], 2, "{s:#}");
+    doomed.signal(libc::SIGKILL);
+    let _ = doomed.wait();
+    // Its place goes with its lease: `next` moves up, then gets the key
+    // when the holder ends.
+    let moved = poll_until(Duration::from_secs(30), || {
+        status_json(&url, "next")["queue_position"] == 1
+    });
+    assert!(moved, "{:#}", status_json(&url, "next"));
+    std::fs::write(holder.path().join("go"), "").unwrap();
+    holder.wait().success();
+    next.wait().success();
+    assert_eq!(status_json(&url, "doomed")["status"], "stopped");
+}
+
+#[test]
+fn a_run_finished_on_one_machine_is_rolled_back_from_another() {
+    let pg = Postgres::start();
+    let url = pg.database("rollback");
+    let first = machine(&url)
+        .env("MACHINE", "m1")
+        .file("rb.yaml", CHAIN)
+        .args(&["run", "rb.yaml", "--run-id", "r1"])
+        .run()
+        .success();
+    machine(&url)
+        .env("MACHINE", "m2")
+        .args(&["rollback", "r1", "--yes"])
+        .run()
+        .success();
+    assert_eq!(
+        lines(first.path()),
+        [
+            "a-m1",
+            "b-m1",
+            "c-m1",
+            "undo-c-m2",
+            "undo-b-m2",
+            "undo-a-m2"
+        ]
+    );
+    assert_eq!(status_json(&url, "r1")["status"], "rolled_back");
+}
