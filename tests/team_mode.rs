@@ -692,3 +692,25 @@ fn a_run_finished_on_one_machine_is_rolled_back_from_another() {
     );
     assert_eq!(status_json(&url, "r1")["status"], "rolled_back");
 }
+
+#[test]
+fn a_database_that_accepts_but_never_answers_is_exit_4_in_bounded_time() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accepts and holds every connection, saying nothing.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    let url = format!("postgres://runbook@127.0.0.1:{port}/runs");
+    let started = std::time::Instant::now();
+    let out = machine(&url).args(&["status"]).run().code(4);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(out.stderr.contains("no answer within"), "{}", out.stderr);
+}

@@ -16,6 +16,9 @@ use postgres::{Client, Config, NoTls};
 
 /// How long connecting may take before the job fails as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long any one job may take, connecting included: a server that
+/// accepts connections but never answers must not hang a command.
+const JOB_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a job failed.
 #[derive(Debug, Clone)]
@@ -88,25 +91,37 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 type Job = Box<dyn FnOnce(&mut Option<Client>, &Config) + Send>;
 
 pub(crate) struct Db {
+    config: Config,
     jobs: Mutex<mpsc::Sender<Job>>,
 }
 
+/// A connection thread; it ends when its sender is dropped.
+fn worker(config: Config) -> mpsc::Sender<Job> {
+    let (tx, rx) = mpsc::channel::<Job>();
+    let spawned = std::thread::Builder::new()
+        .name("runbook-db".into())
+        .spawn(move || {
+            let mut client: Option<Client> = None;
+            while let Ok(job) = rx.recv() {
+                job(&mut client, &config);
+            }
+        });
+    // Without the thread every call fails as unreachable (its sender's
+    // receiver is gone), which the callers report.
+    drop(spawned);
+    tx
+}
+
 impl Db {
-    pub(crate) fn new(config: Config) -> Db {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let spawned = std::thread::Builder::new()
-            .name("runbook-db".into())
-            .spawn(move || {
-                let mut client: Option<Client> = None;
-                while let Ok(job) = rx.recv() {
-                    job(&mut client, &config);
-                }
-            });
-        // Without the thread every call fails as unreachable (its sender's
-        // receiver is gone), which the callers report.
-        drop(spawned);
+    pub(crate) fn new(mut config: Config) -> Db {
+        config
+            .connect_timeout(CONNECT_TIMEOUT)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(5))
+            .tcp_user_timeout(JOB_TIMEOUT);
         Db {
-            jobs: Mutex::new(tx),
+            jobs: Mutex::new(worker(config.clone())),
+            config,
         }
     }
 
@@ -121,8 +136,6 @@ impl Db {
                 if client.as_ref().is_none_or(Client::is_closed) {
                     *client = Some(
                         config
-                            .clone()
-                            .connect_timeout(CONNECT_TIMEOUT)
                             .connect(NoTls)
                             .map_err(|e| DbError::Unreachable(error_chain(&e)))?,
                     );
@@ -145,8 +158,22 @@ impl Db {
         if !sent {
             return Err(DbError::Unreachable("the database thread is gone".into()));
         }
-        reply_rx
-            .recv()
-            .unwrap_or_else(|_| Err(DbError::Unreachable("the database thread is gone".into())))
+        match reply_rx.recv_timeout(JOB_TIMEOUT) {
+            Ok(result) => result,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // The thread is stuck on a server that does not answer: the
+                // next job gets a thread and a connection of its own.
+                if let Ok(mut tx) = self.jobs.lock() {
+                    *tx = worker(self.config.clone());
+                }
+                Err(DbError::Unreachable(format!(
+                    "no answer within {}s",
+                    JOB_TIMEOUT.as_secs()
+                )))
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                Err(DbError::Unreachable("the database thread is gone".into()))
+            }
+        }
     }
 }
