@@ -205,6 +205,9 @@ pub enum Event {
         /// Absent in journals older than it: `started` exactly.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         started_until: Option<u64>,
+        /// The machine's boot id, hex (absent in older journals).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        boot: Option<String>,
     },
     /// Another process took the run up again (`resume`): the record counts
     /// processes and spans them. (`runbook rollback` is counted by the

@@ -49,6 +49,21 @@ pub struct Leader {
     pub sid: u32,
     pub started: u64,
     pub started_until: u64,
+    /// The boot of the machine it ran on (`/proc/sys/kernel/random/boot_id`
+    /// as a number; 0: not recorded): a group of another machine, or of
+    /// this one before a reboot, is never this machine's to kill.
+    pub boot: u128,
+}
+
+/// This boot of this machine, read once (0 when the kernel does not say).
+pub fn boot_id() -> u128 {
+    static BOOT: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+    *BOOT.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .ok()
+            .and_then(|t| u128::from_str_radix(&t.trim().replace('-', ""), 16).ok())
+            .unwrap_or(0)
+    })
 }
 
 impl Leader {
@@ -63,11 +78,13 @@ impl Leader {
                 sid: own_session()?,
                 started,
                 started_until,
+                boot: boot_id(),
             }),
             _ => stat(pid).map(|s| Leader {
                 sid: s.sid,
                 started: s.started,
                 started_until: s.started,
+                boot: boot_id(),
             }),
         }
     }
@@ -105,6 +122,9 @@ pub fn kill_leftover(pgid: u32, recorded: Leader) -> bool {
     let Some(group) = i32::try_from(pgid).ok().and_then(Pid::from_raw) else {
         return false;
     };
+    if recorded.boot != 0 && recorded.boot != boot_id() {
+        return false;
+    }
     let ours = match stat(pgid) {
         Some(leader) => (recorded.started..=recorded.started_until).contains(&leader.started),
         None => members(pgid).iter().any(|m| m.sid == recorded.sid),

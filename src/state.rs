@@ -479,11 +479,16 @@ impl RunState {
                 sid,
                 started,
                 started_until,
+                boot,
             } => {
                 let leader = crate::process_group::Leader {
                     sid: *sid,
                     started: *started,
                     started_until: started_until.unwrap_or(*started),
+                    boot: boot
+                        .as_deref()
+                        .and_then(|b| u128::from_str_radix(b, 16).ok())
+                        .unwrap_or(0),
                 };
                 self.spawned.insert(step.clone(), (*pgid, leader));
             }

@@ -29,6 +29,14 @@ fn status_json(url: &str, run: &str) -> serde_json::Value {
     serde_json::from_str(&out.stdout).unwrap()
 }
 
+/// The run's status JSON, or null while it does not exist (yet).
+fn status_or_null(url: &str, run: &str) -> serde_json::Value {
+    let out = machine(url)
+        .args(&["status", run, "--format", "json"])
+        .run();
+    serde_json::from_str(&out.stdout).unwrap_or_default()
+}
+
 fn wait_for_status(url: &str, run: &str, want: &str) -> serde_json::Value {
     let mut last = serde_json::Value::Null;
     let ok = poll_until(Duration::from_secs(60), || {
@@ -713,4 +721,197 @@ fn a_database_that_accepts_but_never_answers_is_exit_4_in_bounded_time() {
         started.elapsed()
     );
     assert!(out.stderr.contains("no answer within"), "{}", out.stderr);
+}
+
+// ---------------------------------------------------------------------------
+// Regressions found by an adversarial review of team mode
+
+#[test]
+fn regression_a_lapsed_lease_is_not_revived_so_a_lock_is_never_held_twice() {
+    let pg = Postgres::start();
+    let url = pg.database("lapsed");
+    let rb = "version: 1\nname: l\nlock: prod-db\nsteps:\n  - id: hold\n    shell: bash ./wait_for.sh go-$MACHINE\n  - id: after\n    needs: [hold]\n    shell: echo after-$MACHINE >> log\n";
+    let mut x = machine(&url)
+        .env("MACHINE", "x")
+        .file("rb.yaml", rb)
+        .args(&["run", "rb.yaml", "--run-id", "x", "--lease", "1s"])
+        .spawn();
+    wait_for_status(&url, "x", "running");
+    x.signal(libc::SIGSTOP);
+    // Once x's lease ran out its lock is free: y takes it.
+    let mut y = None;
+    for _ in 0..100 {
+        let mut r = machine(&url)
+            .env("MACHINE", "y")
+            .file("rb.yaml", rb)
+            .args(&["run", "rb.yaml", "--run-id", "y"])
+            .spawn();
+        let settled = poll_until(Duration::from_secs(20), || {
+            r.exited() || status_or_null(&url, "y")["status"] == "running"
+        });
+        assert!(settled);
+        if !r.exited() {
+            y = Some(r);
+            break;
+        }
+        r.wait().code(4);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let y = y.expect("y never took the lock");
+    // x wakes with its step done: it must not go on without its lock.
+    std::fs::write(x.path().join("go-x"), "").unwrap();
+    x.signal(libc::SIGCONT);
+    let _ = &mut x;
+    let out = x.wait().code(4);
+    assert!(out.stderr.contains("ran out"), "{}", out.stderr);
+    assert!(
+        !lines(out.path()).contains(&"after-x".to_string()),
+        "x acted without its lock"
+    );
+    std::fs::write(y.path().join("go-y"), "").unwrap();
+    let done = y.wait().success();
+    assert_eq!(lines(done.path()), ["after-y"]);
+}
+
+#[test]
+fn regression_resume_reads_the_journal_again_once_it_holds_the_run() {
+    let pg = Postgres::start();
+    let url = pg.database("toctou");
+    let rb = "version: 1\nname: t\nsecrets:\n  token: { file: token }\nsteps:\n  - id: deploy\n    shell: |\n      echo deploy >> log\n      bash ./wait_for.sh go\n";
+    let run = machine(&url)
+        .file("rb.yaml", rb)
+        .file("token", "s3cr3t-token")
+        .args(&["run", "rb.yaml", "--run-id", "t1", "--lease", "2s"])
+        .spawn();
+    wait_for_status(&url, "t1", "running");
+    // A resume that has read the journal, then waits on the secret (a
+    // FIFO), while the run finishes and lets its lease go.
+    let token = run.path().join("token");
+    std::fs::remove_file(&token).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&token)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let resume = machine(&url).args(&["resume", "t1"]).spawn();
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(run.path().join("go"), "").unwrap();
+    let first = run.wait().success();
+    std::fs::write(&token, "s3cr3t-token").unwrap();
+    let out = resume.wait();
+    // Either it saw the run finished, or it refused: never a second deploy.
+    assert!(
+        out.code == Some(0) && out.stdout.contains("already finished")
+            || out.code == Some(4) && out.stderr.contains("moved on"),
+        "{:?}\n{}\n{}",
+        out.code,
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(lines(first.path()), ["deploy"]);
+}
+
+#[test]
+fn regression_a_fenced_engine_leaves_the_new_holders_waiting_approval_alone() {
+    let pg = Postgres::start();
+    let url = pg.database("mailbox");
+    let rb = "version: 1\nname: m\nsteps:\n  - id: ok\n    approval: { approvers: [alice] }\n  - id: after\n    needs: [ok]\n    shell: echo after-$MACHINE >> log\n";
+    let old = machine(&url)
+        .env("MACHINE", "m1")
+        .file("rb.yaml", rb)
+        .args(&[
+            "run", "rb.yaml", "--run-id", "m1", "--lease", "1s", "--as", "carol",
+        ])
+        .spawn();
+    poll_until(Duration::from_secs(30), || {
+        status_or_null(&url, "m1")["waiting"]
+            .as_array()
+            .is_some_and(|w| !w.is_empty())
+    });
+    old.signal(libc::SIGSTOP);
+    let mut new = None;
+    for _ in 0..100 {
+        let mut r = machine(&url)
+            .env("MACHINE", "m2")
+            .args(&["resume", "m1", "--lease", "2s"])
+            .spawn();
+        let settled = poll_until(Duration::from_secs(20), || {
+            r.exited() || status_or_null(&url, "m1")["holder"]["pid"] == r.pid()
+        });
+        assert!(settled);
+        if !r.exited() {
+            new = Some(r);
+            break;
+        }
+        r.wait().code(4);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let new = new.expect("no takeover");
+    poll_until(Duration::from_secs(30), || {
+        status_or_null(&url, "m1")["waiting"]
+            .as_array()
+            .is_some_and(|w| !w.is_empty())
+    });
+    old.signal(libc::SIGCONT);
+    // (Its directory stays: the run's steps run there.)
+    let site = old.wait().code(4);
+    // The new holder's mailbox still answers.
+    machine(&url)
+        .args(&["approve", "m1", "ok", "--as", "alice"])
+        .run()
+        .success();
+    new.wait().success();
+    assert_eq!(lines(site.path()), ["after-m2"]);
+    assert_eq!(status_json(&url, "m1")["status"], "succeeded");
+}
+
+#[test]
+fn regression_cancel_of_a_queued_run_ends_it_without_running_anything() {
+    let pg = Postgres::start();
+    let url = pg.database("qcancel");
+    let rb = "version: 1\nname: q\nlock: { key: k, wait: 2m }\nsteps:\n  - id: hold\n    shell: echo ran-$RUNBOOK_RUN_ID >> log; bash ./wait_for.sh go\n";
+    let holder = machine(&url)
+        .file("rb.yaml", rb)
+        .args(&["run", "rb.yaml", "--run-id", "holder"])
+        .spawn();
+    wait_for_status(&url, "holder", "running");
+    let queued = machine(&url)
+        .file("rb.yaml", rb)
+        .args(&["run", "rb.yaml", "--run-id", "waiter", "--lease", "1s"])
+        .spawn();
+    wait_for_status(&url, "waiter", "queued");
+    machine(&url).args(&["cancel", "waiter"]).run().success();
+    let out = queued.wait().code(130);
+    assert!(
+        out.stderr.contains("cancelled while it waited"),
+        "{}",
+        out.stderr
+    );
+    assert!(lines(out.path()).is_empty());
+    let list = machine(&url)
+        .args(&["status", "--format", "json"])
+        .run()
+        .success();
+    assert!(!list.stdout.contains("waiter"), "{}", list.stdout);
+    std::fs::write(holder.path().join("go"), "").unwrap();
+    holder.wait().success();
+}
+
+#[test]
+fn regression_a_password_in_the_query_under_any_spelling_is_never_shown() {
+    let port = common::raw_tcp::free_port();
+    for url in [
+        format!("postgres://deployer@127.0.0.1:{port}/runs?pass%77ord=hunter3-secret"),
+        format!("postgres://deployer@127.0.0.1:{port}/runs?password=hunter3-secret"),
+        format!("postgres://deployer:hunter3%2dsecret@127.0.0.1:{port}/runs"),
+    ] {
+        let out = machine(&url).args(&["status"]).run().code(4);
+        assert!(!out.stderr.contains("hunter3"), "{url}: {}", out.stderr);
+        assert!(
+            out.stderr
+                .contains(&format!("postgres://deployer@127.0.0.1:{port}/runs")),
+            "{}",
+            out.stderr
+        );
+    }
 }

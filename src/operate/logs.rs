@@ -16,6 +16,9 @@ use crate::view::Plain;
 
 /// How often `--follow` looks for new records.
 const POLL: Duration = Duration::from_millis(100);
+/// Failed reads in a row `--follow` waits through (at POLL apart, each
+/// bounded by the store) before it gives up.
+const FOLLOW_RETRIES: u32 = 100;
 
 pub fn logs(store: &dyn Store, run_id: &str, follow: bool) -> Result {
     let rec = read_run(store, run_id)?;
@@ -32,23 +35,39 @@ pub fn logs(store: &dyn Store, run_id: &str, follow: bool) -> Result {
         crate::view::RunView::Own(Box::new(seed)),
         std::io::IsTerminal::is_terminal(&std::io::stdout()),
     );
-    let mut show = |view: &mut Plain| -> Result<()> {
-        let events = tail
-            .next_events()
-            .map_err(|e| Error::cannot_start(format!("cannot read run `{run_id}`: {e}")))?;
+    // A follower rides out a short outage (a database restarting) rather
+    // than giving up on one failed read.
+    let mut failures = 0u32;
+    let mut show = |view: &mut Plain| -> Result<bool> {
+        let events = match tail.next_events() {
+            Ok(e) => {
+                failures = 0;
+                e
+            }
+            Err(_) if follow && failures < FOLLOW_RETRIES => {
+                failures += 1;
+                return Ok(false);
+            }
+            Err(e) => {
+                return Err(Error::cannot_start(format!(
+                    "cannot read run `{run_id}`: {e}"
+                )))
+            }
+        };
         for (at, event) in &events {
             state.apply(at, event);
             let at = humantime::parse_rfc3339_weak(at).unwrap_or_else(|_| SystemTime::now());
             view.on(at, event);
         }
-        Ok(())
+        Ok(true)
     };
     loop {
         // Whether the engine held the run before this read: if it did not,
         // everything it wrote is already in the file.
         let live = store.is_live(run_id);
-        show(&mut view)?;
-        if !follow || !live {
+        // (A read that failed says nothing about liveness either: again.)
+        let read = show(&mut view)?;
+        if !follow || (!live && read) {
             break;
         }
         std::thread::sleep(POLL);

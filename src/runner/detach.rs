@@ -33,7 +33,18 @@ pub(super) fn spawn(s: &RunSettings, run_id: &str) -> Result {
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir).map_err(unusable)?;
     }
-    let out = std::fs::File::create(&log).map_err(unusable)?;
+    // Private, and never through a symlink someone planted.
+    let out = {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&log)
+            .map_err(unusable)?
+    };
     let err = out.try_clone().map_err(unusable)?;
     let exe = std::env::current_exe()
         .map_err(|e| Error::cannot_start(format!("cannot find the runbook binary: {e}")))?;

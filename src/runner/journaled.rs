@@ -138,7 +138,7 @@ pub(super) fn from_journal(
     let cwd = Some(PathBuf::from(&rec.header.cwd))
         .filter(|d| d.is_dir())
         .unwrap_or_else(|| here.clone());
-    prepare(
+    let mut launch = prepare(
         loaded,
         plan,
         Prepare {
@@ -155,5 +155,7 @@ pub(super) fn from_journal(
                     .map_err(Error::cannot_start)?,
             ),
         },
-    )
+    )?;
+    launch.events_seen = Some(rec.events.len());
+    Ok(launch)
 }

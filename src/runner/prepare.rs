@@ -54,6 +54,9 @@ pub(super) struct Launch {
     /// The operator's key: `--key`, proven against the runbook's allowed
     /// signers; its fingerprint.
     pub(super) key: Option<(PathBuf, String)>,
+    /// Resume and rollback: how many events the journal held when the run
+    /// was read, checked again once the run is claimed.
+    pub(super) events_seen: Option<usize>,
 }
 
 /// What [`prepare`] needs besides the runbook and its plan.
@@ -93,7 +96,7 @@ pub(super) fn prepare(loaded: &Loaded, plan: Arc<Plan>, p: Prepare) -> Result<La
             Some(other) => masked.push(other.to_string()),
         }
     }
-    masked.extend(p.store.secret());
+    masked.extend(p.store.secrets());
     let masker = Arc::new(Masker::new(masked));
     // `std::env::vars` panics on a variable that is not UTF-8; such a
     // variable cannot be read by a template either, so it is left out (and
@@ -156,8 +159,8 @@ pub(super) fn prepare(loaded: &Loaded, plan: Arc<Plan>, p: Prepare) -> Result<La
     // (A database is named without its password: a step that needs it
     // has PGPASSWORD from the engine's environment.)
     base_env.push(("RUNBOOK_STATE_DIR".into(), p.store.describe()));
-    let flags =
-        flag_stores(rb, p.store.as_ref(), &ctx).map_err(|e| Error::invalid(masker.mask(&e)))?;
+    let flags = flag_stores(rb, p.store.as_ref(), &p.run_id, &ctx)
+        .map_err(|e| Error::invalid(masker.mask(&e)))?;
     let metrics = metric_sources(rb, &ctx).map_err(|e| Error::invalid(masker.mask(&e)))?;
     let fresh = p.signers.is_none();
     let signers = match p.signers {
@@ -228,6 +231,7 @@ pub(super) fn prepare(loaded: &Loaded, plan: Arc<Plan>, p: Prepare) -> Result<La
         lock_wait,
         signers,
         key,
+        events_seen: None,
     })
 }
 
@@ -266,6 +270,7 @@ fn prove(
 fn flag_stores(
     rb: &Runbook,
     store: &dyn crate::store::Store,
+    run_id: &str,
     ctx: &Context,
 ) -> std::result::Result<FlagStores, String> {
     let mut stores: FlagStores = Vec::new();
@@ -276,14 +281,14 @@ fn flag_stores(
         .chain(&rb.finally)
         .any(|s| matches!(&s.action.kind, ActionKind::Flag(f) if f.provider.is_none()));
     if uses_default {
-        stores.push((None, store.default_flags()));
+        stores.push((None, store.default_flags(run_id)));
     }
     for p in &rb.providers {
         match p.kind {
             ProviderKind::File => {
                 let flags: Arc<dyn crate::providers::FlagStore> = match &p.path {
                     Some(path) => Arc::new(FileFlags::new(PathBuf::from(ctx.render(path)?))),
-                    None => store.default_flags(),
+                    None => store.default_flags(run_id),
                 };
                 stores.push((Some(p.name.clone()), flags));
             }

@@ -57,6 +57,24 @@ pub(super) fn start(l: Launch, mode: Mode) -> Result {
         run_id: fresh.then(|| l.run_id.clone()),
     };
     let run_dir = claim.scratch_dir();
+    // Resume and rollback read the run before they could claim it: another
+    // engine may have moved it on (or ended it) in between.
+    if let Some(seen) = l.events_seen {
+        let now = store.read(&l.run_id).map_err(|e| {
+            Error::cannot_start(format!(
+                "cannot read run {} again: {}",
+                l.run_id,
+                l.masker.mask(&e.to_string())
+            ))
+        })?;
+        if now.events.len() != seen {
+            return Err(Error::cannot_start(format!(
+                "run {id} moved on while this command was starting (another engine ran it meanwhile); nothing was done: `runbook status {id}{flag}` shows where it is, then ask again",
+                id = l.run_id,
+                flag = store.flag()
+            )));
+        }
+    }
 
     let header = || Header {
         run_id: l.run_id.clone(),
@@ -120,6 +138,14 @@ pub(super) fn start(l: Launch, mode: Mode) -> Result {
                         "cannot take lock `{shown}`: {}",
                         l.masker.mask(&e)
                     )));
+                }
+                Err(LockError::Fenced(why)) => return Err(Error::cannot_start(why)),
+                Err(LockError::Cancelled) => {
+                    crate::broken_pipe::eprint_line(&format!(
+                        "run {} was cancelled while it waited for lock `{shown}`; nothing ran",
+                        l.run_id
+                    ));
+                    return Ok(Done::Run(crate::events::RunStatus::Interrupted));
                 }
             }
         }
@@ -186,6 +212,8 @@ pub(super) fn start(l: Launch, mode: Mode) -> Result {
     let ctx = l.ctx;
     let outcome = runtime.block_on(async {
         let signals = signals();
+        // Ctrl-C is handled from here on: a remote cancel may interrupt too.
+        claim.arm();
         if matches!(mode, Mode::Fresh) {
             crate::broken_pipe::eprint_line(&format!("plan {}", l.plan.fingerprint));
             // Its record is checked by the engine before the first step.
@@ -269,7 +297,7 @@ fn journal_failed(run_id: &str, error: &str, bus: &Bus) -> Error {
         msg.push_str(&format!("\n  ... and {dropped} more"));
     }
     msg.push_str(&format!(
-        "\ncheck what those steps did, free the disk, then `runbook resume {run_id}` continues from what the journal holds"
+        "\ncheck what those steps did, fix what stopped the journal (a full disk, an unreachable database), then `runbook resume {run_id}` continues from what the journal holds"
     ));
     Error::NeedsPerson(msg)
 }

@@ -211,6 +211,7 @@ async fn run(script: &str, action: &Action, cx: &Attempt<'_>) -> Result<Outputs,
                 sid: leader.sid,
                 started: leader.started,
                 started_until: Some(leader.started_until),
+                boot: (leader.boot != 0).then(|| format!("{:032x}", leader.boot)),
             });
         }
     }

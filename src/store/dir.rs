@@ -260,7 +260,7 @@ impl Store for DirStore {
         Ok(format!("process {pid}"))
     }
 
-    fn default_flags(&self) -> Arc<dyn FlagStore> {
+    fn default_flags(&self, _run_id: &str) -> Arc<dyn FlagStore> {
         Arc::new(FileFlags::new(self.dir.join("flags.json")))
     }
 

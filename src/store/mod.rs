@@ -76,6 +76,9 @@ pub trait Claim: Send + Sync {
     fn fenced(&self) -> Option<String> {
         None
     }
+    /// The engine's interrupt handler is in place: a remote cancel may now
+    /// interrupt it (before, it only stops a wait in a lock queue).
+    fn arm(&self) {}
 }
 
 /// Why a `lock:` key was not taken.
@@ -90,6 +93,10 @@ pub enum LockError {
         holder: String,
         waited: Duration,
     },
+    /// `runbook cancel` while the run waited in the queue.
+    Cancelled,
+    /// The claim was lost while waiting.
+    Fenced(String),
     Unusable(String),
 }
 
@@ -107,8 +114,8 @@ pub trait Store: Send + Sync {
     /// included: for a child process's environment, never for printing.
     fn locator(&self) -> std::ffi::OsString;
     /// What the store's own address holds that no output may show.
-    fn secret(&self) -> Option<String> {
-        None
+    fn secrets(&self) -> Vec<String> {
+        Vec::new()
     }
 
     // The journal.
@@ -178,8 +185,8 @@ pub trait Store: Send + Sync {
     /// Asks the engine holding the run to stop as on Ctrl-C; what was done.
     fn request_cancel(&self, run_id: &str) -> Result<String, String>;
 
-    /// The flag store `flag:` steps use without a `provider:`.
-    fn default_flags(&self) -> Arc<dyn FlagStore>;
+    /// The flag store `flag:` steps of `run_id` use without a `provider:`.
+    fn default_flags(&self, run_id: &str) -> Arc<dyn FlagStore>;
     /// Where a detached run's own output goes (on the machine that started it).
     fn detached_log(&self, run_id: &str) -> PathBuf;
 }

@@ -18,6 +18,11 @@ const CAS_TRIES: usize = 20;
 
 pub(super) struct PgFlags {
     pub(super) db: Arc<Db>,
+    /// The run whose steps write through this store: each write is fenced
+    /// by its epoch, so an engine that lost the run cannot write a stale
+    /// value after the new holder restored one.
+    pub(super) run_id: String,
+    pub(super) leases: super::Leases,
 }
 
 impl PgFlags {
@@ -36,8 +41,12 @@ impl PgFlags {
     /// Writes `new` (`None`: deletes) if the row still holds `old`.
     fn swap(&self, name: &str, old: Option<String>, new: Option<String>) -> Result<bool, String> {
         let name = name.to_string();
+        let run_id = self.run_id.clone();
+        let epoch = super::lease_in(&self.leases, &self.run_id).map_or(0, |l| l.epoch());
         self.db
             .call(move |c| {
+                let mut c = c.transaction()?;
+                c.execute("SELECT runbook_fence($1, $2)", &[&run_id, &epoch])?;
                 let n = match (&old, &new) {
                     (None, Some(v)) => c.execute(
                         "INSERT INTO runbook_flags (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -51,12 +60,12 @@ impl PgFlags {
                         "DELETE FROM runbook_flags WHERE name = $1 AND value = $2",
                         &[&name, o],
                     )?,
-                    (None, None) => {
-                        return Ok(c
-                            .query_opt("SELECT 1 FROM runbook_flags WHERE name = $1", &[&name])?
-                            .is_none())
-                    }
+                    (None, None) => u64::from(
+                        c.query_opt("SELECT 1 FROM runbook_flags WHERE name = $1", &[&name])?
+                            .is_none(),
+                    ),
                 };
+                c.commit()?;
                 Ok(n == 1)
             })
             .map_err(|e| format!("flag store: {e}"))

@@ -166,8 +166,14 @@ impl Recorder for PgRecorder {
             match self.journal.flush() {
                 Ok(()) => break,
                 Err(DbError::LeaseExpired) => {
-                    // Nobody took it over (that would be Fenced): renew, write.
-                    lease.renew_now()?;
+                    // Nobody took it over (that would be Fenced), but what
+                    // the lease held may be another run's now: stop.
+                    let why = match lease.renew_now() {
+                        Err(why) => why,
+                        Ok(_) => "the lease of this engine ran out while it wrote".into(),
+                    };
+                    lease.fence(why.clone());
+                    return Err(why);
                 }
                 Err(DbError::Unreachable(e)) if started.elapsed() < limit => {
                     if !said {
@@ -216,13 +222,13 @@ impl crate::journal::Tail for PgTail {
         let rows = self
             .db
             .call(move |c| {
-                Ok(c.query(
+                c.query(
                     "SELECT seq, record FROM runbook_events WHERE run_id = $1 AND seq > $2 ORDER BY seq",
                     &[&run_id, &after],
                 )?
                 .into_iter()
-                .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1)))
-                .collect::<Vec<_>>())
+                .map(|r| Ok((r.try_get::<_, i64>(0)?, r.try_get::<_, String>(1)?)))
+                .collect::<Result<Vec<_>, DbError>>()
             })
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let mut out = Vec::new();

@@ -24,6 +24,10 @@ pub(crate) struct Lease {
     /// Why this engine may not write any more.
     fenced: Mutex<Option<String>>,
     released: AtomicBool,
+    /// Whether the engine's interrupt handler is in place.
+    armed: AtomicBool,
+    /// A cancel came while not armed.
+    cancels_waiting: AtomicBool,
     wake: (Mutex<bool>, Condvar),
     scratch: std::path::PathBuf,
 }
@@ -43,6 +47,8 @@ impl Lease {
             duration,
             fenced: Mutex::new(None),
             released: AtomicBool::new(false),
+            armed: AtomicBool::new(false),
+            cancels_waiting: AtomicBool::new(false),
             wake: (Mutex::new(false), Condvar::new()),
             scratch,
         })
@@ -76,14 +82,31 @@ impl Lease {
         }
     }
 
+    /// Cancels asked for before the engine could hear them (while queued).
+    pub(crate) fn cancel_pending(&self) -> bool {
+        self.cancels_waiting.load(Ordering::SeqCst)
+    }
+
+    /// From now on a cancel request interrupts the engine (its handler is in place).
+    pub(crate) fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+        if self.cancels_waiting.load(Ordering::SeqCst) {
+            interrupt_self();
+        }
+    }
+
     /// Renews now; the cancel requests counted so far.
     pub(crate) fn renew_now(&self) -> Result<i32, String> {
         let (run_id, epoch) = (self.run_id.clone(), self.epoch);
         let ms = i64::try_from(self.duration.as_millis()).unwrap_or(i64::MAX);
         let renewed = self.db.call(move |c| {
+            // Only a live lease is extended: once it ran out, what it
+            // held (a `lock:` key, a place in a queue) may be another
+            // run's, so this engine must not go on, taken over or not.
             let row = c.query_opt(
                 "UPDATE runbook_runs SET lease_until = clock_timestamp() + $3 * interval '1 millisecond'
-                 WHERE run_id = $1 AND epoch = $2 RETURNING cancel_requests",
+                 WHERE run_id = $1 AND epoch = $2 AND lease_until >= clock_timestamp()
+                 RETURNING cancel_requests",
                 &[&run_id, &epoch, &(ms as f64)],
             )?;
             match row {
@@ -94,11 +117,14 @@ impl Lease {
                         &[&run_id],
                     )?;
                     Err(DbError::Fenced(match holder {
-                        Some(h) => format!(
+                        Some(h) if h.try_get::<_, i64>(2)? != epoch => format!(
                             "run {run_id} was taken over by process {} on {} (epoch {}); this engine (epoch {epoch}) stopped without acting again",
                             h.try_get::<_, i32>(0)?,
                             h.try_get::<_, String>(1)?,
                             h.try_get::<_, i64>(2)?
+                        ),
+                        Some(_) => format!(
+                            "the lease of this engine on run {run_id} ran out before it could renew it (the database was unreachable or this process was paused); what it held may be another run's now, so it stopped without acting again: `runbook resume {run_id}` continues the run"
                         ),
                         None => format!("run {run_id} is gone from the database; this engine stopped"),
                     }))
@@ -141,12 +167,18 @@ impl Lease {
                     Ok(n) => {
                         while cancels_seen < n {
                             cancels_seen += 1;
-                            interrupt_self();
+                            if lease.armed.load(Ordering::SeqCst) {
+                                interrupt_self();
+                            } else {
+                                lease.cancels_waiting.store(true, Ordering::SeqCst);
+                            }
                         }
                     }
                     Err(_) if lease.fenced().is_some() => {
                         crate::broken_pipe::eprint_line(&lease.fenced().unwrap_or_default());
-                        interrupt_self();
+                        if lease.armed.load(Ordering::SeqCst) {
+                            interrupt_self();
+                        }
                         return;
                     }
                     // Unreachable: tried again next round; the journal
@@ -201,6 +233,10 @@ impl crate::store::Claim for PgClaim {
 
     fn fenced(&self) -> Option<String> {
         self.0.fenced()
+    }
+
+    fn arm(&self) {
+        self.0.arm();
     }
 }
 

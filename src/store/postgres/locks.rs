@@ -55,6 +55,7 @@ fn holder(c: &mut postgres::Client, key: &str) -> Result<Option<String>, DbError
 
 pub(super) fn acquire(
     db: &Arc<Db>,
+    lease: &super::Lease,
     key: &str,
     run_id: &str,
     wait: Option<Duration>,
@@ -78,6 +79,20 @@ pub(super) fn acquire(
         let taken = db
             .call(move |c| {
                 clean(c, &k)?;
+                // Runs waiting in line come first: a run that does not wait
+                // takes a free key only when nobody queues for it.
+                let waiter = c
+                    .query_opt(
+                        "SELECT run_id FROM runbook_lock_queue WHERE key_hash = $1 AND NOT holding
+                         ORDER BY ticket LIMIT 1",
+                        &[&k],
+                    )?
+                    .map(|r| r.try_get::<_, String>(0))
+                    .transpose()?;
+                if let Some(w) = waiter {
+                    let held = holder(c, &k)?.unwrap_or(w);
+                    return Ok(Err(held));
+                }
                 let row = c.query_opt(
                     "INSERT INTO runbook_lock_queue (key_hash, run_id, holding) VALUES ($1, $2, true)
                      ON CONFLICT (key_hash) WHERE holding DO NOTHING RETURNING ticket",
@@ -148,6 +163,12 @@ pub(super) fn acquire(
             }
             Err(e) => return Err(unusable(e)),
         };
+        if let Some(why) = lease.fenced() {
+            return Err(LockError::Fenced(why));
+        }
+        if lease.cancel_pending() {
+            return Err(LockError::Cancelled);
+        }
         let place = usize::try_from(ahead).unwrap_or(0) + 1;
         if shown != Some(place) {
             queued(place);

@@ -39,8 +39,38 @@ pub struct PgStore {
     url: String,
     config: postgres::Config,
     shown: String,
-    /// Leases this process holds, by run id (the journal writer checks them).
-    leases: Mutex<HashMap<String, Arc<Lease>>>,
+    /// Leases this process holds, by run id (the journal writer, the
+    /// mailbox, the lock queue and the flag store fence their writes by them).
+    leases: Leases,
+}
+
+/// `%XX` escapes decoded (others kept as they are).
+fn percent_decoded(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+type Leases = Arc<Mutex<HashMap<String, Arc<Lease>>>>;
+
+fn lease_in(leases: &Leases, run_id: &str) -> Option<Arc<Lease>> {
+    leases.lock().ok()?.get(run_id).cloned()
 }
 
 #[allow(clippy::needless_pass_by_value)] // the shape `map_err` takes
@@ -71,20 +101,9 @@ fn shown_url(url: &str, config: &postgres::Config) -> String {
         })
         .collect();
     let db = config.get_dbname().unwrap_or_default();
-    let query: Vec<&str> = url
-        .split_once('?')
-        .map(|(_, q)| {
-            q.split('&')
-                .filter(|kv| !kv.starts_with("password="))
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut out = format!("{scheme}://{user}{}/{db}", hosts.join(","));
-    if !query.is_empty() {
-        out.push('?');
-        out.push_str(&query.join("&"));
-    }
-    out
+    // Built from the parsed parts only: the query may hold the password
+    // under any spelling the parser decodes (`pass%77ord=`).
+    format!("{scheme}://{user}{}/{db}", hosts.join(","))
 }
 
 impl PgStore {
@@ -102,13 +121,21 @@ impl PgStore {
         if config.get_application_name().is_none() {
             config.application_name("runbook");
         }
+        // No transaction of ours idles: a session that does (its engine
+        // paused mid-write) is ended, so its row locks never hold up a
+        // takeover; nothing waits on a lock or a statement unbounded.
+        let options = format!(
+            "{} -c idle_in_transaction_session_timeout=1000 -c lock_timeout=5000 -c statement_timeout=8000",
+            config.get_options().unwrap_or_default()
+        );
+        config.options(options.trim_start());
         let shown = shown_url(url, &config);
         let store = PgStore {
             db: Arc::new(Db::new(config.clone())),
             url: url.to_string(),
             config,
             shown,
-            leases: Mutex::new(HashMap::new()),
+            leases: Arc::new(Mutex::new(HashMap::new())),
         };
         store.db.call(schema::migrate).map_err(|e| {
             Error::cannot_start(format!("cannot use the database {}: {e}", store.shown))
@@ -117,7 +144,13 @@ impl PgStore {
     }
 
     fn lease_of(&self, run_id: &str) -> Option<Arc<Lease>> {
-        self.leases.lock().ok()?.get(run_id).cloned()
+        lease_in(&self.leases, run_id)
+    }
+
+    /// This process's epoch on the run (0: it holds none, so every fenced
+    /// write of it is refused).
+    fn epoch_of(&self, run_id: &str) -> i64 {
+        self.lease_of(run_id).map_or(0, |l| l.epoch())
     }
 
     fn recorder(&self, run_id: &str, header: Option<String>) -> std::io::Result<Box<dyn Recorder>> {
@@ -148,8 +181,13 @@ impl PgStore {
         })))
     }
 
-    fn scratch(run_id: &str) -> PathBuf {
-        std::env::temp_dir().join(format!("runbook-{run_id}-{}", std::process::id()))
+    /// A private directory (mode 0700, an unpredictable name) for the
+    /// run's local files; removed when the lease is given up.
+    fn scratch(run_id: &str) -> std::io::Result<PathBuf> {
+        Ok(tempfile::Builder::new()
+            .prefix(&format!("runbook-{run_id}-"))
+            .tempdir()?
+            .keep())
     }
 }
 
@@ -170,10 +208,32 @@ impl Store for PgStore {
         self.url.clone().into()
     }
 
-    fn secret(&self) -> Option<String> {
-        self.config
-            .get_password()
-            .map(|p| String::from_utf8_lossy(p).into_owned())
+    fn secrets(&self) -> Vec<String> {
+        let Some(pw) = self.config.get_password() else {
+            return Vec::new();
+        };
+        let mut out = vec![String::from_utf8_lossy(pw).into_owned()];
+        // As the URL spells it too (percent-encoded some way of its own).
+        if let Some((userinfo, _)) = self
+            .url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.rsplit_once('@'))
+        {
+            if let Some((_, raw)) = userinfo.split_once(':') {
+                out.push(raw.to_string());
+            }
+        }
+        if let Some((_, query)) = self.url.split_once('?') {
+            for kv in query.split('&') {
+                if let Some((_, v)) = kv.split_once('=') {
+                    if percent_decoded(v) == out[0] {
+                        out.push(v.to_string());
+                    }
+                }
+            }
+        }
+        out.retain(|s| !s.is_empty());
+        out
     }
 
     fn create(&self, header: &Header, _claim: &dyn Claim) -> std::io::Result<Box<dyn Recorder>> {
@@ -345,7 +405,9 @@ impl Store for PgStore {
                 )))
             }
         };
-        let scratch = PgStore::scratch(run_id);
+        let scratch = PgStore::scratch(run_id).map_err(|e| {
+            ClaimError::Unusable(format!("cannot make a directory for the run's files: {e}"))
+        })?;
         // Its own connection: renewals never wait behind a journal write.
         let renewals = Arc::new(Db::new(self.config.clone()));
         let lease = Lease::new(renewals, run_id, epoch, lease, scratch);
@@ -357,9 +419,13 @@ impl Store for PgStore {
     }
 
     fn forget(&self, run_id: &str) {
-        let id = run_id.to_string();
+        // Only this engine's own: a run another engine took over is its.
+        let (id, epoch) = (run_id.to_string(), self.epoch_of(run_id));
         let _ = self.db.call(move |c| {
-            c.execute("DELETE FROM runbook_runs WHERE run_id = $1", &[&id])?;
+            c.execute(
+                "DELETE FROM runbook_runs WHERE run_id = $1 AND epoch = $2",
+                &[&id, &epoch],
+            )?;
             Ok(())
         });
     }
@@ -393,7 +459,12 @@ impl Store for PgStore {
         wait: Option<Duration>,
         queued: &mut dyn FnMut(usize),
     ) -> Result<Box<dyn HeldLock>, LockError> {
-        locks::acquire(&self.db, key, run_id, wait, queued)
+        let Some(lease) = self.lease_of(run_id) else {
+            return Err(LockError::Unusable(format!(
+                "run {run_id} is not claimed by this process"
+            )));
+        };
+        locks::acquire(&self.db, &lease, key, run_id, wait, queued)
     }
 
     fn queue_position(&self, run_id: &str) -> Option<usize> {
@@ -401,7 +472,7 @@ impl Store for PgStore {
     }
 
     fn open_waiting(&self, run_id: &str, step: &str, rules: &[u8]) -> std::io::Result<()> {
-        let epoch = self.lease_of(run_id).map_or(0, |l| l.epoch());
+        let epoch = self.epoch_of(run_id);
         let (id, step, rules) = (
             run_id.to_string(),
             step.to_string(),
@@ -420,11 +491,13 @@ impl Store for PgStore {
     }
 
     fn close_waiting(&self, run_id: &str, step: &str) {
-        let (id, step) = (run_id.to_string(), step.to_string());
+        // Only what this engine published: after a takeover the row is the
+        // new holder's.
+        let (id, step, epoch) = (run_id.to_string(), step.to_string(), self.epoch_of(run_id));
         let _ = self.db.call(move |c| {
             c.execute(
-                "DELETE FROM runbook_waiting WHERE run_id = $1 AND step = $2",
-                &[&id, &step],
+                "DELETE FROM runbook_waiting WHERE run_id = $1 AND step = $2 AND epoch = $3",
+                &[&id, &step, &epoch],
             )?;
             Ok(())
         });
@@ -500,11 +573,14 @@ impl Store for PgStore {
         let ids: Vec<i64> = tokens.iter().filter_map(|t| t.parse().ok()).collect();
         let (id, step, epoch) = (run_id.to_string(), step.to_string(), claim.epoch());
         let _ = self.db.call(move |c| {
-            c.execute(
+            let mut tx = c.transaction()?;
+            tx.execute("SELECT runbook_fence($1, $2)", &[&id, &epoch])?;
+            tx.execute(
                 "UPDATE runbook_decisions SET taken_by_epoch = $3
                  WHERE run_id = $1 AND step = $2 AND id = ANY($4)",
                 &[&id, &step, &epoch, &ids],
             )?;
+            tx.commit()?;
             Ok(())
         });
     }
@@ -532,13 +608,19 @@ impl Store for PgStore {
         }
     }
 
-    fn default_flags(&self) -> Arc<dyn FlagStore> {
+    fn default_flags(&self, run_id: &str) -> Arc<dyn FlagStore> {
         Arc::new(flags::PgFlags {
             db: self.db.clone(),
+            run_id: run_id.to_string(),
+            leases: self.leases.clone(),
         })
     }
 
     fn detached_log(&self, run_id: &str) -> PathBuf {
-        std::env::temp_dir().join(format!("runbook-detached-{run_id}.log"))
+        // On the machine that started it, in its user's own state dir.
+        crate::state_dir::from_env()
+            .unwrap_or_else(|_| std::env::temp_dir())
+            .join("detached")
+            .join(format!("{run_id}.log"))
     }
 }
