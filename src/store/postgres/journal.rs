@@ -20,9 +20,6 @@ use super::lease::Lease;
 use crate::events::{Event, Recorder};
 use crate::journal::{CrashPoint, Timed};
 
-/// How long a sync waits for an unreachable database, at most, in leases.
-const OUTAGE_LEASES: u32 = 10;
-
 /// How soon a record nobody waits for reaches the database, so the other
 /// machines see output and progress as they happen.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
@@ -158,7 +155,9 @@ impl Recorder for PgRecorder {
     fn sync(&mut self) -> Result<(), String> {
         let started = Instant::now();
         let lease = &self.journal.lease;
-        let limit = lease.duration() * OUTAGE_LEASES;
+        // Past its lease the engine could not write anyway (it would be
+        // fenced): waiting longer would only hide that.
+        let limit = lease.duration();
         let mut said = false;
         let mut pause = Duration::from_millis(100);
         loop {
@@ -178,7 +177,7 @@ impl Recorder for PgRecorder {
                 Err(DbError::Unreachable(e)) if started.elapsed() < limit => {
                     if !said {
                         crate::broken_pipe::eprint_line(&format!(
-                            "the database is unreachable ({e}): the run waits for it (up to {}) and starts nothing until its journal is written",
+                            "the database is unreachable ({e}): the run waits for it (up to its lease, {}) and starts nothing until its journal is written",
                             crate::duration::format(limit)
                         ));
                         said = true;
