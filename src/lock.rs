@@ -3,9 +3,9 @@
 //! A lock is an exclusive `flock` on `<state dir>/locks/<hash>.lock`, held for
 //! the life of the process: the kernel releases it when the holder exits or
 //! dies, so a crashed run never leaves a stale lock. The holder writes its run
-//! id into the file so a second run can say who holds it. A shared backend
-//! (PostgreSQL advisory locks, for teams on several machines) implements the
-//! same acquire/release shape.
+//! id into the file so a second run can say who holds it. Team mode keeps
+//! locks as rows in PostgreSQL instead (`store/postgres/locks.rs`), behind
+//! the same [`crate::store::Store::lock`].
 //!
 //! `lock: { key, wait }` queues instead of refusing, first come first
 //! served, and the queue is made of the same kernel-held locks so that it

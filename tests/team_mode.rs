@@ -915,3 +915,27 @@ fn regression_a_password_in_the_query_under_any_spelling_is_never_shown() {
         );
     }
 }
+
+#[test]
+fn regression_an_engine_cut_off_past_its_lease_stops_by_its_own_clock() {
+    let mut pg = Postgres::start();
+    let url = pg.database("cutoff");
+    let run = start_long(&url, "x1", "2s");
+    pg.stop();
+    // It cannot reach the database to learn anything: its own clock says
+    // the lease is gone, so its steps stop and nothing more starts.
+    let started = std::time::Instant::now();
+    let out = run.wait().code(4);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(out.stderr.contains("ran out"), "{}", out.stderr);
+    assert_eq!(lines(out.path()), ["a-m1", "b-m1"]);
+    pg.start_again();
+    let second = take_over(&url, "x1", "m2");
+    std::fs::write(out.path().join("go-m2"), "").unwrap();
+    second.wait().success();
+    assert_eq!(lines(out.path()), ["a-m1", "b-m1", "b-m2", "c-m2"]);
+}

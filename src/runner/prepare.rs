@@ -157,7 +157,7 @@ pub(super) fn prepare(loaded: &Loaded, plan: Arc<Plan>, p: Prepare) -> Result<La
     // A step that calls `runbook status` or reads the default flag file
     // finds this run's state dir, wherever the default would point.
     // (A database is named without its password: a step that needs it
-    // has PGPASSWORD from the engine's environment.)
+    // must be given it, e.g. as PGPASSWORD in the engine's environment.)
     base_env.push(("RUNBOOK_STATE_DIR".into(), p.store.describe()));
     let flags = flag_stores(rb, p.store.as_ref(), &p.run_id, &ctx)
         .map_err(|e| Error::invalid(masker.mask(&e)))?;

@@ -62,7 +62,10 @@ pub fn serve(s: ServeSettings) -> Result {
         auth_header,
     });
     let app = router(shared);
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // Several threads: a handler's store read blocks its thread (a file
+    // read, a database query), never the whole server.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
         .enable_all()
         .build()
         .map_err(|e| Error::cannot_start(format!("cannot start the runtime: {e}")))?;

@@ -458,6 +458,9 @@ pub(super) async fn wait_for_answers(
     }
 
     let mut shown = None;
+    // Decisions this attempt handled: if marking them consumed fails, they
+    // come back, and must not be counted (or journaled) again.
+    let mut handled_before: std::collections::HashSet<String> = std::collections::HashSet::new();
     loop {
         let pending = if tally.done() {
             Vec::new()
@@ -473,6 +476,9 @@ pub(super) async fn wait_for_answers(
         for (token, decision) in pending {
             if tally.done() {
                 break;
+            }
+            if !handled_before.insert(token.clone()) {
+                continue;
             }
             match decision {
                 Ok(d) => {

@@ -137,8 +137,16 @@ impl Store for DirStore {
         if crate::journal::valid_run_id(run_id) {
             let _ = std::fs::remove_dir_all(self.run_dir(run_id));
         }
+        // Only what is empty: another run may have started in a state dir
+        // this process made (its journal and lock files are not ours).
         if self.made_dir.load(std::sync::atomic::Ordering::SeqCst) {
-            let _ = std::fs::remove_dir_all(&self.dir);
+            for dir in [
+                self.dir.join("runs"),
+                self.dir.join("locks"),
+                self.dir.clone(),
+            ] {
+                let _ = std::fs::remove_dir(dir);
+            }
         }
     }
 

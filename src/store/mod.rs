@@ -69,8 +69,8 @@ pub trait Claim: Send + Sync {
     /// The local directory for the run's files that never leave this
     /// machine (`$RUNBOOK_OUTPUT` files).
     fn scratch_dir(&self) -> PathBuf;
-    /// Called by the journal's writer when the run ends for good: the
-    /// claim is given up (a lease ends at once instead of expiring).
+    /// Gives the claim up now (a lease ends at once instead of expiring);
+    /// dropping the last handle does the same.
     fn release(&self) {}
     /// Why this engine may no longer write, once another took the run over.
     fn fenced(&self) -> Option<String> {

@@ -57,8 +57,17 @@ impl From<postgres::Error> for DbError {
                 FENCED => DbError::Fenced(db.message().to_string()),
                 EXPIRED => DbError::LeaseExpired,
                 // The server going away (shut down, restarting, crashed,
-                // out of connections): the same as not reaching it.
-                _ if code.starts_with("08") || code.starts_with("57P") || code == "53300" => {
+                // out of connections), a wait we bounded running out (a
+                // statement, a lock, an idle transaction), or the server
+                // choosing a victim: the same as not reaching it, worth
+                // trying again.
+                _ if code.starts_with("08")
+                    || code.starts_with("57P")
+                    || matches!(
+                        code,
+                        "53300" | "57014" | "55P03" | "40001" | "40P01" | "25P03"
+                    ) =>
+                {
                     DbError::Unreachable(db.message().to_string())
                 }
                 _ => DbError::Refused(db.message().to_string()),

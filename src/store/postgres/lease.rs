@@ -12,9 +12,15 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::db::{Db, DbError};
+
+#[derive(Default)]
+struct Interrupts {
+    armed: bool,
+    pending: bool,
+}
 
 pub(crate) struct Lease {
     db: Arc<Db>,
@@ -24,10 +30,12 @@ pub(crate) struct Lease {
     /// Why this engine may not write any more.
     fenced: Mutex<Option<String>>,
     released: AtomicBool,
-    /// Whether the engine's interrupt handler is in place.
-    armed: AtomicBool,
-    /// A cancel came while not armed.
-    cancels_waiting: AtomicBool,
+    /// Whether the engine's interrupt handler is in place, and whether a
+    /// cancel came before it was (one lock: neither is lost between them).
+    interrupts: Mutex<Interrupts>,
+    /// When the last successful renewal was sent: the lease is held until
+    /// then plus its duration, as far as this process can know.
+    renewed_at: Mutex<Instant>,
     wake: (Mutex<bool>, Condvar),
     scratch: std::path::PathBuf,
 }
@@ -47,8 +55,8 @@ impl Lease {
             duration,
             fenced: Mutex::new(None),
             released: AtomicBool::new(false),
-            armed: AtomicBool::new(false),
-            cancels_waiting: AtomicBool::new(false),
+            interrupts: Mutex::new(Interrupts::default()),
+            renewed_at: Mutex::new(Instant::now()),
             wake: (Mutex::new(false), Condvar::new()),
             scratch,
         })
@@ -62,12 +70,22 @@ impl Lease {
         self.duration
     }
 
-    /// `Err` once the engine is fenced.
+    /// `Err` once the engine is fenced, or once its lease ran out by this
+    /// process's own clock (it could not renew: paused, or cut off).
     pub(crate) fn check(&self) -> Result<(), String> {
-        match self.fenced.lock().ok().and_then(|f| f.clone()) {
-            Some(why) => Err(why),
-            None => Ok(()),
+        if let Some(why) = self.fenced() {
+            return Err(why);
         }
+        // A tenth short: the claim's own round trip, and clocks that drift.
+        let held_until = self.renewed_at.lock().map(|t| *t + self.duration * 9 / 10);
+        if held_until.is_ok_and(|t| Instant::now() >= t) {
+            self.fence(format!(
+                "the lease of this engine on run {} ran out before it could renew it (the database was unreachable or this process was paused); what it held may be another run's now, so it stopped without acting again: `runbook resume {}` continues the run",
+                self.run_id, self.run_id
+            ));
+            return Err(self.fenced().unwrap_or_default());
+        }
+        Ok(())
     }
 
     pub(crate) fn fenced(&self) -> Option<String> {
@@ -84,19 +102,33 @@ impl Lease {
 
     /// Cancels asked for before the engine could hear them (while queued).
     pub(crate) fn cancel_pending(&self) -> bool {
-        self.cancels_waiting.load(Ordering::SeqCst)
+        self.interrupts.lock().is_ok_and(|i| i.pending)
     }
 
     /// From now on a cancel request interrupts the engine (its handler is in place).
     pub(crate) fn arm(&self) {
-        self.armed.store(true, Ordering::SeqCst);
-        if self.cancels_waiting.load(Ordering::SeqCst) {
-            interrupt_self();
+        if let Ok(mut i) = self.interrupts.lock() {
+            i.armed = true;
+            if std::mem::take(&mut i.pending) {
+                interrupt_self();
+            }
+        }
+    }
+
+    /// A cancel (or a fence) stops the engine as Ctrl-C would, once it can.
+    fn interrupt(&self) {
+        if let Ok(mut i) = self.interrupts.lock() {
+            if i.armed {
+                interrupt_self();
+            } else {
+                i.pending = true;
+            }
         }
     }
 
     /// Renews now; the cancel requests counted so far.
     pub(crate) fn renew_now(&self) -> Result<i32, String> {
+        let sent = Instant::now();
         let (run_id, epoch) = (self.run_id.clone(), self.epoch);
         let ms = i64::try_from(self.duration.as_millis()).unwrap_or(i64::MAX);
         let renewed = self.db.call(move |c| {
@@ -131,6 +163,11 @@ impl Lease {
                 }
             }
         });
+        if renewed.is_ok() {
+            if let Ok(mut t) = self.renewed_at.lock() {
+                *t = sent;
+            }
+        }
         match renewed {
             Ok(Some(n)) => Ok(n),
             Ok(None) => Ok(0),
@@ -147,43 +184,45 @@ impl Lease {
     pub(super) fn keep(self: &Arc<Lease>, mut cancels_seen: i32) {
         let lease = self.clone();
         let every = (self.duration / 3).max(Duration::from_millis(100));
+        // After a failed renewal, again soon: the lease is running out.
+        let again = every.min(Duration::from_millis(500));
         let spawned = std::thread::Builder::new()
             .name("runbook-lease".into())
-            .spawn(move || loop {
-                {
-                    let (lock, cvar) = &lease.wake;
-                    let Ok(woken) = lock.lock() else { return };
-                    let Ok((woken, _)) = cvar.wait_timeout_while(woken, every, |w| !*w) else {
-                        return;
-                    };
-                    if *woken {
+            .spawn(move || {
+                let mut wait = every;
+                loop {
+                    {
+                        let (lock, cvar) = &lease.wake;
+                        let Ok(woken) = lock.lock() else { return };
+                        let Ok((woken, _)) = cvar.wait_timeout_while(woken, wait, |w| !*w) else {
+                            return;
+                        };
+                        if *woken {
+                            return;
+                        }
+                    }
+                    if lease.released.load(Ordering::SeqCst) {
                         return;
                     }
-                }
-                if lease.released.load(Ordering::SeqCst) {
-                    return;
-                }
-                match lease.renew_now() {
-                    Ok(n) => {
-                        while cancels_seen < n {
-                            cancels_seen += 1;
-                            if lease.armed.load(Ordering::SeqCst) {
-                                interrupt_self();
-                            } else {
-                                lease.cancels_waiting.store(true, Ordering::SeqCst);
+                    let renewed = lease.renew_now();
+                    wait = if renewed.is_ok() { every } else { again };
+                    match renewed {
+                        Ok(n) => {
+                            while cancels_seen < n {
+                                cancels_seen += 1;
+                                lease.interrupt();
                             }
                         }
-                    }
-                    Err(_) if lease.fenced().is_some() => {
-                        crate::broken_pipe::eprint_line(&lease.fenced().unwrap_or_default());
-                        if lease.armed.load(Ordering::SeqCst) {
-                            interrupt_self();
+                        // Fenced by the database, or out of lease by our clock.
+                        Err(_) if lease.fenced().is_some() || lease.check().is_err() => {
+                            crate::broken_pipe::eprint_line(&lease.fenced().unwrap_or_default());
+                            lease.interrupt();
+                            return;
                         }
-                        return;
+                        // Unreachable: again soon; the journal waits for the
+                        // database on its own.
+                        Err(_) => {}
                     }
-                    // Unreachable: tried again next round; the journal
-                    // waits for the database on its own.
-                    Err(_) => {}
                 }
             });
         drop(spawned);

@@ -63,13 +63,15 @@ pub(super) fn acquire(
 ) -> Result<Box<dyn HeldLock>, LockError> {
     let key = crate::lock::key_file_name(key);
     let unusable = |e: DbError| LockError::Unusable(e.to_string());
+    let epoch = lease.epoch();
     let (k, id) = (key.clone(), run_id.to_string());
-    // Rows of this run are an earlier epoch's (the engine before a
-    // takeover): this engine holds the run now, so they are stale.
+    // Rows of this run from an earlier epoch (the engine before a
+    // takeover) are stale: this engine holds the run now. A newer epoch's
+    // rows are not ours to touch.
     db.call(move |c| {
         c.execute(
-            "DELETE FROM runbook_lock_queue WHERE key_hash = $1 AND run_id = $2",
-            &[&k, &id],
+            "DELETE FROM runbook_lock_queue WHERE key_hash = $1 AND run_id = $2 AND epoch < $3",
+            &[&k, &id, &epoch],
         )?;
         Ok(())
     })
@@ -94,9 +96,9 @@ pub(super) fn acquire(
                     return Ok(Err(held));
                 }
                 let row = c.query_opt(
-                    "INSERT INTO runbook_lock_queue (key_hash, run_id, holding) VALUES ($1, $2, true)
+                    "INSERT INTO runbook_lock_queue (key_hash, run_id, holding, epoch) VALUES ($1, $2, true, $3)
                      ON CONFLICT (key_hash) WHERE holding DO NOTHING RETURNING ticket",
-                    &[&k, &id],
+                    &[&k, &id, &epoch],
                 )?;
                 match row {
                     Some(r) => Ok(Ok(r.try_get::<_, i64>(0)?)),
@@ -115,8 +117,8 @@ pub(super) fn acquire(
     let ticket: i64 = db
         .call(move |c| {
             Ok(c.query_one(
-                "INSERT INTO runbook_lock_queue (key_hash, run_id) VALUES ($1, $2) RETURNING ticket",
-                &[&k, &id],
+                "INSERT INTO runbook_lock_queue (key_hash, run_id, epoch) VALUES ($1, $2, $3) RETURNING ticket",
+                &[&k, &id, &epoch],
             )?
             .try_get(0)?)
         })
@@ -129,6 +131,14 @@ pub(super) fn acquire(
     let deadline = Instant::now() + wait;
     let mut shown = None;
     loop {
+        // Checked before every look, so a fenced or cancelled waiter never
+        // takes the key (the trigger refuses a fenced one's update too).
+        if let Err(why) = lease.check() {
+            return Err(LockError::Fenced(why));
+        }
+        if lease.cancel_pending() {
+            return Err(LockError::Cancelled);
+        }
         let k = key.clone();
         let state = db.call(move |c| {
             clean(c, &k)?;
@@ -161,14 +171,9 @@ pub(super) fn acquire(
                 std::thread::sleep(POLL);
                 continue;
             }
+            Err(DbError::Fenced(why)) => return Err(LockError::Fenced(why)),
             Err(e) => return Err(unusable(e)),
         };
-        if let Some(why) = lease.fenced() {
-            return Err(LockError::Fenced(why));
-        }
-        if lease.cancel_pending() {
-            return Err(LockError::Cancelled);
-        }
         let place = usize::try_from(ahead).unwrap_or(0) + 1;
         if shown != Some(place) {
             queued(place);

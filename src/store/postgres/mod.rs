@@ -181,14 +181,49 @@ impl PgStore {
         })))
     }
 
-    /// A private directory (mode 0700, an unpredictable name) for the
-    /// run's local files; removed when the lease is given up.
-    fn scratch(run_id: &str) -> std::io::Result<PathBuf> {
-        Ok(tempfile::Builder::new()
-            .prefix(&format!("runbook-{run_id}-"))
-            .tempdir()?
-            .keep())
+    /// A private directory (0700) for the run's local files, in this
+    /// user's own state dir, one per epoch: what a killed engine of an
+    /// earlier epoch left (`$RUNBOOK_OUTPUT` files) is cleared by the next
+    /// claim on this machine, and a fenced engine's cleanup never touches
+    /// the new holder's; removed when the lease is given up. Without a
+    /// home, an unpredictable temp dir.
+    fn scratch(run_id: &str, epoch: i64) -> std::io::Result<PathBuf> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        match crate::state_dir::from_env() {
+            Ok(home) => {
+                let base = home.join("team-runs");
+                for entry in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    let earlier = name
+                        .strip_prefix(&format!("{run_id}."))
+                        .and_then(|n| n.parse::<i64>().ok())
+                        .is_some_and(|n| n < epoch);
+                    if earlier {
+                        let _ = std::fs::remove_dir_all(entry.path());
+                    }
+                }
+                let dir = base.join(format!("{run_id}.{epoch}"));
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&dir)?;
+                Ok(dir)
+            }
+            Err(_) => Ok(tempfile::Builder::new()
+                .prefix(&format!("runbook-{run_id}-"))
+                .tempdir()?
+                .keep()),
+        }
     }
+}
+
+/// A `holder_host, holder_pid, epoch` row.
+fn holder_of(r: &postgres::Row) -> Result<Holder, DbError> {
+    Ok(Holder {
+        host: r.try_get(0)?,
+        pid: u32::try_from(r.try_get::<_, i32>(1)?).unwrap_or(0),
+        epoch: r.try_get(2)?,
+    })
 }
 
 fn not_found(run_id: &str) -> std::io::Error {
@@ -378,13 +413,7 @@ impl Store for PgStore {
                         "SELECT holder_host, holder_pid, epoch FROM runbook_runs WHERE run_id = $1",
                         &[&id],
                     )?
-                    .map(|r| -> Result<Holder, DbError> {
-                        Ok(Holder {
-                            host: r.try_get(0)?,
-                            pid: u32::try_from(r.try_get::<_, i32>(1)?).unwrap_or(0),
-                            epoch: r.try_get(2)?,
-                        })
-                    })
+                    .map(|r| holder_of(&r))
                     .transpose()?)),
             }
         });
@@ -405,7 +434,7 @@ impl Store for PgStore {
                 )))
             }
         };
-        let scratch = PgStore::scratch(run_id).map_err(|e| {
+        let scratch = PgStore::scratch(run_id, epoch).map_err(|e| {
             ClaimError::Unusable(format!("cannot make a directory for the run's files: {e}"))
         })?;
         // Its own connection: renewals never wait behind a journal write.
@@ -439,13 +468,7 @@ impl Store for PgStore {
                      WHERE run_id = $1 AND lease_until >= clock_timestamp()",
                     &[&id],
                 )?
-                .map(|r| -> Result<Holder, DbError> {
-                    Ok(Holder {
-                        host: r.try_get(0)?,
-                        pid: u32::try_from(r.try_get::<_, i32>(1)?).unwrap_or(0),
-                        epoch: r.try_get(2)?,
-                    })
-                })
+                .map(|r| holder_of(&r))
                 .transpose()
             })
             .ok()
@@ -617,10 +640,17 @@ impl Store for PgStore {
     }
 
     fn detached_log(&self, run_id: &str) -> PathBuf {
-        // On the machine that started it, in its user's own state dir.
-        crate::state_dir::from_env()
-            .unwrap_or_else(|_| std::env::temp_dir())
-            .join("detached")
+        // On the machine that started it, in its user's own state dir
+        // (without a home, a private temp dir of its own).
+        let dir = crate::state_dir::from_env()
+            .map(|d| d.join("detached"))
+            .or_else(|_| {
+                tempfile::Builder::new()
+                    .prefix("runbook-detached-")
+                    .tempdir()
+                    .map(tempfile::TempDir::keep)
+            });
+        dir.unwrap_or_else(|_| std::env::temp_dir())
             .join(format!("{run_id}.log"))
     }
 }

@@ -7,20 +7,23 @@
 //! A database migrated by a newer runbook than this one is refused rather
 //! than written in a shape this version does not know.
 //!
-//! Fencing lives here, inside the database: a trigger on every table an
-//! engine writes while it runs checks the writer's epoch against the run's
-//! and its lease against the clock, so an engine that was paused or cut
-//! off cannot write once another has taken over, whatever it believes.
+//! Fencing lives here, inside the database: `runbook_fence` checks the
+//! writer's epoch against the run's and its lease against the clock, as a
+//! trigger on the journal, the waiting approvals and the lock queue, and
+//! called first by every other write (header, decisions, flags), so an
+//! engine that was paused or cut off cannot write once another has taken
+//! over, whatever it believes.
 
 use postgres::Client;
 
 use super::db::DbError;
 
 /// (version, what it does, SQL).
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "runs, events, leases and fencing, lock queue, approvals, flags",
-    r"
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "runs, events, leases and fencing, lock queue, approvals, flags",
+        r"
 CREATE TABLE runbook_runs (
     run_id text PRIMARY KEY,
     created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
@@ -113,7 +116,17 @@ CREATE TABLE runbook_flags (
     value text NOT NULL
 );
 ",
-)];
+    ),
+    (
+        2,
+        "the lock queue fenced by epoch",
+        r"
+ALTER TABLE runbook_lock_queue ADD COLUMN epoch bigint NOT NULL DEFAULT 0;
+CREATE TRIGGER runbook_lock_queue_fenced BEFORE INSERT OR UPDATE ON runbook_lock_queue
+    FOR EACH ROW EXECUTE FUNCTION runbook_fenced_insert();
+",
+    ),
+];
 
 /// Creates or migrates the tables.
 pub(super) fn migrate(c: &mut Client) -> Result<(), DbError> {
