@@ -17,21 +17,26 @@ use crate::journal::Recorded;
 use crate::state::RunState;
 use crate::store::Store;
 
-/// The run's status, and who holds it while it is live.
+/// The run's status, who holds it while it is live, and its place in a
+/// lock queue while it waits there (read once: the three agree).
 fn run_status(
     store: &dyn Store,
     rec: &Recorded,
     state: &RunState,
-) -> (String, Option<crate::store::Holder>) {
+) -> (String, Option<crate::store::Holder>, Option<usize>) {
     if let Some(s) = state.status {
-        return (s.as_str().to_string(), None);
+        return (s.as_str().to_string(), None, None);
     }
-    match store.holder(&rec.header.run_id) {
-        Some(h) if rec.events.is_empty() && store.queue_position(&rec.header.run_id).is_some() => {
-            ("queued".into(), Some(h))
-        }
-        Some(h) => ("running".into(), Some(h)),
-        None => ("stopped".into(), None),
+    // The journal was just read: a store that cannot say now is taken as
+    // nobody (a stopped run), which `resume` then checks for itself.
+    let id = &rec.header.run_id;
+    match store.holder(id).ok().flatten() {
+        Some(h) if rec.events.is_empty() => match store.queue_position(id) {
+            Some(place) => ("queued".into(), Some(h), Some(place)),
+            None => ("running".into(), Some(h), None),
+        },
+        Some(h) => ("running".into(), Some(h), None),
+        None => ("stopped".into(), None, None),
     }
 }
 
@@ -46,12 +51,12 @@ pub(crate) fn summary(
     let state = rec.state(rb);
     // The commands name the state dir this reader reached the run through.
     let mut out = state.to_json_in(Some(&store.describe()));
-    let (status, holder) = run_status(store, rec, &state);
+    let (status, holder, place) = run_status(store, rec, &state);
     if status != "running" {
         out["waiting"] = json!([]);
     }
-    if status == "queued" {
-        out["queue_position"] = json!(store.queue_position(&rec.header.run_id));
+    if let Some(place) = place {
+        out["queue_position"] = json!(place);
     }
     if let Some(h) = holder {
         out["holder"] = json!({ "host": h.host, "pid": h.pid, "epoch": h.epoch });

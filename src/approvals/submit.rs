@@ -122,7 +122,12 @@ pub(crate) fn decide(store: &dyn Store, answer: &Answer<'_>) -> Result<String, E
             status.as_str()
         )));
     }
-    if !store.is_live(run_id) {
+    let live = store.is_live(run_id).map_err(|e| {
+        Error::CannotStart(format!(
+            "cannot tell whether run `{run_id}` is running: {e}"
+        ))
+    })?;
+    if !live {
         return Err(invalid(format!(
             "run `{run_id}` is not running (its process stopped); `runbook resume {run_id}` continues it, then approve"
         )));

@@ -25,7 +25,7 @@ pub fn cancel(store: &dyn Store, run_id: &str, force: bool) -> Result {
         } else {
             None
         };
-        if let (Some(why), true) = (busy, store.is_live(run_id)) {
+        if let (Some(why), Ok(true)) = (busy, store.is_live(run_id)) {
             return Err(Error::cannot_start(format!(
                 "run {run_id} is not cancelled: {why}. `runbook cancel {run_id} --force` stops it at once, leaving the unwind incomplete (then `runbook rollback {run_id}` finishes it); `runbook logs {run_id} --follow` follows it"
             )));

@@ -64,7 +64,8 @@ pub fn logs(store: &dyn Store, run_id: &str, follow: bool) -> Result {
     loop {
         // Whether the engine held the run before this read: if it did not,
         // everything it wrote is already in the file.
-        let live = store.is_live(run_id);
+        // (A store that cannot say is asked again, as a failed read is.)
+        let live = store.is_live(run_id).unwrap_or(follow);
         // (A read that failed says nothing about liveness either: again.)
         let read = show(&mut view)?;
         if !follow || (!live && read) {
@@ -74,7 +75,12 @@ pub fn logs(store: &dyn Store, run_id: &str, follow: bool) -> Result {
     }
     match state.status {
         Some(status) => Ok(Done::Run(status)),
-        None if store.is_live(run_id) => Ok(Done::Ok),
+        None if store.is_live(run_id).map_err(|e| {
+            Error::cannot_start(format!("cannot tell whether run {run_id} is running: {e}"))
+        })? =>
+        {
+            Ok(Done::Ok)
+        }
         None => Err(Error::NeedsPerson(format!(
             "run {run_id} has not ended and no engine holds it (the engine died?); `runbook resume {run_id}` continues it"
         ))),

@@ -178,7 +178,10 @@ pub fn rollback(
         }
         Some(_) => {}
         None if state.rollback_after_success => {}
-        None if store.is_live(run_id) => {
+        None if store.is_live(run_id).map_err(|e| {
+            Error::cannot_start(format!("cannot tell whether run {run_id} is running: {e}"))
+        })? =>
+        {
             return Err(Error::StillRunning(format!(
                 "run {run_id} is still running; `runbook cancel {run_id}` (or Ctrl-C in its terminal) unwinds it, or wait for it to end, then roll it back"
             )))

@@ -100,7 +100,7 @@ pub(super) async fn events(State(s): State<Arc<Shared>>, Path(run_id): Path<Stri
             // again: a days-long run's journal is polled every 200 ms.
             let (store, id, mut tail) = (r.store.clone(), r.run_id.clone(), r.tail.take()?);
             let polled = tokio::task::spawn_blocking(move || {
-                let live = store.is_live(&id);
+                let live = store.is_live(&id).unwrap_or(true);
                 let events = tail.next_events();
                 (tail, live, events)
             })

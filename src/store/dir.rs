@@ -150,24 +150,23 @@ impl Store for DirStore {
         }
     }
 
-    fn holder(&self, run_id: &str) -> Option<Holder> {
+    fn holder(&self, run_id: &str) -> std::io::Result<Option<Holder>> {
         if !crate::journal::valid_run_id(run_id) {
-            return None;
+            return Ok(None);
         }
         let path = self.run_dir(run_id).join("run.lock");
         if !crate::lock::is_held(&path) {
-            return None;
+            return Ok(None);
         }
         let pid = std::fs::read_to_string(path)
-            .ok()?
-            .trim()
-            .parse()
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
             .unwrap_or(0);
-        Some(Holder {
+        Ok(Some(Holder {
             host: String::new(),
             pid,
             epoch: 1,
-        })
+        }))
     }
 
     fn lock(
@@ -255,7 +254,7 @@ impl Store for DirStore {
     }
 
     fn request_cancel(&self, run_id: &str) -> Result<String, String> {
-        let Some(holder) = self.holder(run_id) else {
+        let Ok(Some(holder)) = self.holder(run_id) else {
             return Err("no engine holds it".into());
         };
         let pid = holder.pid;

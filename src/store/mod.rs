@@ -142,10 +142,11 @@ pub trait Store: Send + Sync {
     ) -> Result<Arc<dyn Claim>, ClaimError>;
     /// Removes a fresh run that never got a journal.
     fn forget(&self, run_id: &str);
-    /// The live engine holding the run, if any.
-    fn holder(&self, run_id: &str) -> Option<Holder>;
-    fn is_live(&self, run_id: &str) -> bool {
-        self.holder(run_id).is_some()
+    /// The live engine holding the run, if any (`Err`: the store cannot
+    /// say, which is not the same as nobody).
+    fn holder(&self, run_id: &str) -> std::io::Result<Option<Holder>>;
+    fn is_live(&self, run_id: &str) -> std::io::Result<bool> {
+        self.holder(run_id).map(|h| h.is_some())
     }
 
     // `lock:` keys.

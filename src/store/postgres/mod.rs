@@ -459,7 +459,7 @@ impl Store for PgStore {
         });
     }
 
-    fn holder(&self, run_id: &str) -> Option<Holder> {
+    fn holder(&self, run_id: &str) -> std::io::Result<Option<Holder>> {
         let id = run_id.to_string();
         self.db
             .call(move |c| {
@@ -471,8 +471,7 @@ impl Store for PgStore {
                 .map(|r| holder_of(&r))
                 .transpose()
             })
-            .ok()
-            .flatten()
+            .map_err(io)
     }
 
     fn lock(
