@@ -79,6 +79,14 @@ impl Lease {
         // A tenth short: the claim's own round trip, and clocks that drift.
         let held_until = self.renewed_at.lock().map(|t| *t + self.duration * 9 / 10);
         if held_until.is_ok_and(|t| Instant::now() >= t) {
+            // One try to renew says what happened: still ours (go on), taken
+            // over (by whom), or out of reach.
+            if self.renew_now().is_ok() {
+                return Ok(());
+            }
+            if let Some(why) = self.fenced() {
+                return Err(why);
+            }
             self.fence(format!(
                 "the lease of this engine on run {} ran out before it could renew it (the database was unreachable or this process was paused); what it held may be another run's now, so it stopped without acting again: `runbook resume {}` continues the run",
                 self.run_id, self.run_id

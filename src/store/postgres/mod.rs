@@ -4,8 +4,9 @@
 //! One file per concern: the connection thread (`db`), the tables and
 //! their migrations with the fencing trigger (`schema`), the journal
 //! (`journal`), the lease and its renewal (`lease`), `lock:` queues
-//! (`locks`), the flag store (`flags`); this file holds the store itself
-//! and the small mailbox and cancel queries.
+//! (`locks`), the approvals mailbox (`mailbox`), the flag store (`flags`),
+//! the URL as shown (`url`); this file holds the store itself: the claim,
+//! reading runs, cancel.
 //!
 //! The URL's password is a secret: messages and printed commands name the
 //! database by [`PgStore::describe`], which leaves it out (give it again
@@ -16,7 +17,9 @@ mod flags;
 mod journal;
 mod lease;
 mod locks;
+mod mailbox;
 mod schema;
+mod url;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -44,29 +47,6 @@ pub struct PgStore {
     leases: Leases,
 }
 
-/// `%XX` escapes decoded (others kept as they are).
-fn percent_decoded(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = b
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(v)) => {
-                out.push(v);
-                i += 3;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 type Leases = Arc<Mutex<HashMap<String, Arc<Lease>>>>;
 
 fn lease_in(leases: &Leases, run_id: &str) -> Option<Arc<Lease>> {
@@ -74,36 +54,8 @@ fn lease_in(leases: &Leases, run_id: &str) -> Option<Arc<Lease>> {
 }
 
 #[allow(clippy::needless_pass_by_value)] // the shape `map_err` takes
-fn io(e: DbError) -> std::io::Error {
+pub(super) fn io(e: DbError) -> std::io::Error {
     std::io::Error::other(e.to_string())
-}
-
-/// The URL without its password.
-fn shown_url(url: &str, config: &postgres::Config) -> String {
-    let scheme = if url.starts_with("postgresql://") {
-        "postgresql"
-    } else {
-        "postgres"
-    };
-    let user = config
-        .get_user()
-        .map(|u| format!("{u}@"))
-        .unwrap_or_default();
-    let hosts: Vec<String> = config
-        .get_hosts()
-        .iter()
-        .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
-        .map(|(h, p)| match h {
-            postgres::config::Host::Tcp(h) => format!("{h}:{p}"),
-            postgres::config::Host::Unix(path) => {
-                format!("{}:{p}", path.display().to_string().replace('/', "%2F"))
-            }
-        })
-        .collect();
-    let db = config.get_dbname().unwrap_or_default();
-    // Built from the parsed parts only: the query may hold the password
-    // under any spelling the parser decodes (`pass%77ord=`).
-    format!("{scheme}://{user}{}/{db}", hosts.join(","))
 }
 
 impl PgStore {
@@ -129,7 +81,7 @@ impl PgStore {
             config.get_options().unwrap_or_default()
         );
         config.options(options.trim_start());
-        let shown = shown_url(url, &config);
+        let shown = url::shown_url(url, &config);
         let store = PgStore {
             db: Arc::new(Db::new(config.clone())),
             url: url.to_string(),
@@ -244,31 +196,7 @@ impl Store for PgStore {
     }
 
     fn secrets(&self) -> Vec<String> {
-        let Some(pw) = self.config.get_password() else {
-            return Vec::new();
-        };
-        let mut out = vec![String::from_utf8_lossy(pw).into_owned()];
-        // As the URL spells it too (percent-encoded some way of its own).
-        if let Some((userinfo, _)) = self
-            .url
-            .split_once("://")
-            .and_then(|(_, rest)| rest.rsplit_once('@'))
-        {
-            if let Some((_, raw)) = userinfo.split_once(':') {
-                out.push(raw.to_string());
-            }
-        }
-        if let Some((_, query)) = self.url.split_once('?') {
-            for kv in query.split('&') {
-                if let Some((_, v)) = kv.split_once('=') {
-                    if percent_decoded(v) == out[0] {
-                        out.push(v.to_string());
-                    }
-                }
-            }
-        }
-        out.retain(|s| !s.is_empty());
-        out
+        url::secrets(&self.url, &self.config)
     }
 
     fn create(&self, header: &Header, _claim: &dyn Claim) -> std::io::Result<Box<dyn Recorder>> {
@@ -494,64 +422,19 @@ impl Store for PgStore {
     }
 
     fn open_waiting(&self, run_id: &str, step: &str, rules: &[u8]) -> std::io::Result<()> {
-        let epoch = self.epoch_of(run_id);
-        let (id, step, rules) = (
-            run_id.to_string(),
-            step.to_string(),
-            String::from_utf8_lossy(rules).into_owned(),
-        );
-        self.db
-            .call(move |c| {
-                c.execute(
-                    "INSERT INTO runbook_waiting (run_id, step, epoch, rules) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (run_id, step) DO UPDATE SET epoch = $3, rules = $4",
-                    &[&id, &step, &epoch, &rules],
-                )?;
-                Ok(())
-            })
-            .map_err(io)
+        mailbox::open_waiting(&self.db, run_id, step, self.epoch_of(run_id), rules)
     }
 
     fn close_waiting(&self, run_id: &str, step: &str) {
-        // Only what this engine published: after a takeover the row is the
-        // new holder's.
-        let (id, step, epoch) = (run_id.to_string(), step.to_string(), self.epoch_of(run_id));
-        let _ = self.db.call(move |c| {
-            c.execute(
-                "DELETE FROM runbook_waiting WHERE run_id = $1 AND step = $2 AND epoch = $3",
-                &[&id, &step, &epoch],
-            )?;
-            Ok(())
-        });
+        mailbox::close_waiting(&self.db, run_id, step, self.epoch_of(run_id));
     }
 
     fn waiting(&self, run_id: &str, step: &str) -> std::io::Result<Option<Vec<u8>>> {
-        let (id, step) = (run_id.to_string(), step.to_string());
-        self.db
-            .call(move |c| {
-                c.query_opt(
-                    "SELECT rules FROM runbook_waiting WHERE run_id = $1 AND step = $2",
-                    &[&id, &step],
-                )?
-                .map(|r| r.try_get::<_, String>(0).map(String::into_bytes))
-                .transpose()
-                .map_err(DbError::from)
-            })
-            .map_err(io)
+        mailbox::waiting(&self.db, run_id, step)
     }
 
     fn post_decision(&self, run_id: &str, step: &str, decision: &Decision) -> std::io::Result<()> {
-        let text = serde_json::to_string(decision).map_err(std::io::Error::other)?;
-        let (id, step) = (run_id.to_string(), step.to_string());
-        self.db
-            .call(move |c| {
-                c.execute(
-                    "INSERT INTO runbook_decisions (run_id, step, decision) VALUES ($1, $2, $3)",
-                    &[&id, &step, &text],
-                )?;
-                Ok(())
-            })
-            .map_err(io)
+        mailbox::post_decision(&self.db, run_id, step, decision)
     }
 
     fn pending_decisions(
@@ -560,51 +443,11 @@ impl Store for PgStore {
         step: &str,
         claim: &dyn Claim,
     ) -> std::io::Result<Vec<(String, Result<Decision, String>)>> {
-        let epoch = claim.epoch();
-        let (id, step) = (run_id.to_string(), step.to_string());
-        let rows = self
-            .db
-            .call(move |c| {
-                let mut tx = c.transaction()?;
-                // A fenced engine gets nothing: the decisions are the new holder's.
-                tx.execute("SELECT runbook_fence($1, $2)", &[&id, &epoch])?;
-                // Taken by an older epoch that died before journaling them: again.
-                let rows = tx.query(
-                    "SELECT id, decision FROM runbook_decisions
-                     WHERE run_id = $1 AND step = $2 AND (taken_by_epoch IS NULL OR taken_by_epoch < $3)
-                     ORDER BY id",
-                    &[&id, &step, &epoch],
-                )?;
-                tx.commit()?;
-                rows.into_iter()
-                    .map(|r| Ok((r.try_get::<_, i64>(0)?, r.try_get::<_, String>(1)?)))
-                    .collect::<Result<Vec<_>, DbError>>()
-            })
-            .map_err(io)?;
-        Ok(rows
-            .into_iter()
-            .map(|(n, text)| {
-                let d = serde_json::from_str::<Decision>(&text)
-                    .map_err(|e| format!("decision {n}: not a decision ({e})"));
-                (n.to_string(), d)
-            })
-            .collect())
+        mailbox::pending_decisions(&self.db, run_id, step, claim.epoch())
     }
 
     fn consume_decisions(&self, run_id: &str, step: &str, claim: &dyn Claim, tokens: &[String]) {
-        let ids: Vec<i64> = tokens.iter().filter_map(|t| t.parse().ok()).collect();
-        let (id, step, epoch) = (run_id.to_string(), step.to_string(), claim.epoch());
-        let _ = self.db.call(move |c| {
-            let mut tx = c.transaction()?;
-            tx.execute("SELECT runbook_fence($1, $2)", &[&id, &epoch])?;
-            tx.execute(
-                "UPDATE runbook_decisions SET taken_by_epoch = $3
-                 WHERE run_id = $1 AND step = $2 AND id = ANY($4)",
-                &[&id, &step, &epoch, &ids],
-            )?;
-            tx.commit()?;
-            Ok(())
-        });
+        mailbox::consume_decisions(&self.db, run_id, step, claim.epoch(), tokens);
     }
 
     fn request_cancel(&self, run_id: &str) -> Result<String, String> {
