@@ -42,11 +42,17 @@ pub(super) fn start(l: Launch, mode: Mode) -> Result {
             )))
         }
         Err(ClaimError::Held(holder)) => {
+            // (A state dir's claim dies with its process: no lease to wait for.)
+            let lease = if holder.host.is_empty() {
+                ""
+            } else {
+                "; wait for it to end, or for its lease to run out if its host died"
+            };
             return Err(Error::cannot_start(format!(
-                "run {} is being run by {}; wait for it to end, or for its lease to run out if its host died",
+                "run {} is being run by {}{lease}",
                 l.run_id,
                 holder.describe()
-            )))
+            )));
         }
         Err(ClaimError::Unusable(e)) => return Err(Error::cannot_start(l.masker.mask(&e))),
     };
