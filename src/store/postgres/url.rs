@@ -2,29 +2,6 @@
 //! so no password survives in any spelling, and the password's own
 //! spellings, for the masker.
 
-/// `%XX` escapes decoded (others kept as they are).
-fn percent_decoded(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = b
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(v)) => {
-                out.push(v);
-                i += 3;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The URL without its password.
 pub(super) fn shown_url(url: &str, config: &postgres::Config) -> String {
     let scheme = if url.starts_with("postgresql://") {
@@ -72,7 +49,7 @@ pub(super) fn secrets(url: &str, config: &postgres::Config) -> Vec<String> {
     if let Some((_, query)) = url.split_once('?') {
         for kv in query.split('&') {
             if let Some((_, v)) = kv.split_once('=') {
-                if percent_decoded(v) == out[0] {
+                if percent_encoding::percent_decode_str(v).decode_utf8_lossy() == out[0] {
                     out.push(v.to_string());
                 }
             }
