@@ -152,16 +152,17 @@ impl Lease {
             match row {
                 Some(r) => Ok(Some(r.try_get::<_, i32>(0)?)),
                 None => {
-                    let holder = c.query_opt(
-                        "SELECT holder_pid, holder_host, epoch FROM runbook_runs WHERE run_id = $1",
-                        &[&run_id],
-                    )?;
+                    let holder = c
+                        .query_opt(
+                            "SELECT holder_host, holder_pid, epoch FROM runbook_runs WHERE run_id = $1",
+                            &[&run_id],
+                        )?
+                        .map(|r| super::holder_of(&r))
+                        .transpose()?;
                     Err(DbError::Fenced(match holder {
-                        Some(h) if h.try_get::<_, i64>(2)? != epoch => format!(
-                            "run {run_id} was taken over by process {} on {} (epoch {}); this engine (epoch {epoch}) stopped without acting again",
-                            h.try_get::<_, i32>(0)?,
-                            h.try_get::<_, String>(1)?,
-                            h.try_get::<_, i64>(2)?
+                        Some(h) if h.epoch != epoch => format!(
+                            "run {run_id} was taken over by {}; this engine (epoch {epoch}) stopped without acting again",
+                            h.describe()
                         ),
                         Some(_) => format!(
                             "the lease of this engine on run {run_id} ran out before it could renew it (the database was unreachable or this process was paused); what it held may be another run's now, so it stopped without acting again: `runbook resume {run_id}` continues the run"
