@@ -20,7 +20,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{lines_at, poll_until, step, Output, Test, WAIT_FOR};
+use common::{kill_points, lines_at, on_two_workers, poll_until, step, Output, Test, WAIT_FOR};
 use serde_json::{json, Value as Json};
 
 const RB: &str = "rb.yaml";
@@ -215,23 +215,8 @@ fn events_of_clean_run(fx: &Fixture) -> usize {
 fn crash_everywhere(fx: &Fixture) -> usize {
     let events = events_of_clean_run(fx);
     assert!(events >= 4, "{}: only {events} events", fx.name);
-    let points: Vec<(&str, usize)> = (1..=events)
-        .flat_map(|n| [("before", n), ("after", n)])
-        .collect();
-    // Two workers: each kill point is a few short processes, mostly waiting
-    // on fsync and process start-up, so this overlaps well even on 2 cores.
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        for _ in 0..2 {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(&(when, n)) = points.get(i) else {
-                    break;
-                };
-                kill_point(fx, when, n);
-            });
-        }
-    });
+    let points = kill_points(events);
+    on_two_workers(&points, |&(when, n)| kill_point(fx, when, n));
     eprintln!("{}: {} kill points", fx.name, points.len());
     points.len()
 }

@@ -12,7 +12,7 @@ mod common;
 use std::time::Duration;
 
 use common::postgres::Postgres;
-use common::{poll_until, Running, Test, WAIT_FOR};
+use common::{kill_points, on_two_workers, poll_until, Running, Test, WAIT_FOR};
 
 /// A machine: a working directory of its own, on the database.
 fn machine(url: &str) -> Test {
@@ -191,34 +191,43 @@ fn psql_count(pg: &Postgres, db: &str, sql: &str) -> i64 {
     pg.psql(db, sql).parse().unwrap()
 }
 
-/// `resume` as machine `name`, again until it takes the run over (each
-/// try before the lease ends exits 4 at once); returns it running, with
-/// step b started again.
-fn take_over(url: &str, run_id: &str, name: &str) -> Running {
+/// Starts `command` again and again until it gets in (`got_in`), each try
+/// before then refused at once (exit 4, saying `refused`): a `resume`
+/// waiting for a lease to run out, a run for a lock. Returns it running.
+fn again_until_in(
+    command: impl Fn() -> Test,
+    refused: &str,
+    mut got_in: impl FnMut(&Running) -> bool,
+) -> Running {
     for _ in 0..100 {
-        let mut r = machine(url)
-            .env("MACHINE", name)
-            .args(&["resume", run_id, "--lease", "2s"])
-            .spawn();
-        let settled = poll_until(Duration::from_secs(20), || {
-            r.exited() || {
-                let s = status_json(url, run_id);
-                s["holder"]["pid"] == r.pid() && step_status(&s, "b") == "running"
-            }
-        });
-        assert!(settled, "resume neither took over nor exited");
+        let mut r = command().spawn();
+        let settled = poll_until(Duration::from_secs(20), || r.exited() || got_in(&r));
+        assert!(settled, "it neither got in nor exited");
         if !r.exited() {
             return r;
         }
         let out = r.wait().code(4);
-        assert!(
-            out.stderr.contains("is being run by process"),
-            "{}",
-            out.stderr
-        );
+        assert!(out.stderr.contains(refused), "{}", out.stderr);
         std::thread::sleep(Duration::from_millis(200));
     }
-    panic!("resume never took the run over");
+    panic!("it never got in");
+}
+
+/// `resume` as machine `name` until it takes the run over; returns it
+/// running, with step b started again.
+fn take_over(url: &str, run_id: &str, name: &str) -> Running {
+    again_until_in(
+        || {
+            machine(url)
+                .env("MACHINE", name)
+                .args(&["resume", run_id, "--lease", "2s"])
+        },
+        "is being run by process",
+        |r| {
+            let s = status_json(url, run_id);
+            s["holder"]["pid"] == r.pid() && step_status(&s, "b") == "running"
+        },
+    )
 }
 
 #[test]
@@ -541,97 +550,85 @@ fn crash_anywhere_in_a_chain_on_postgres_then_resume_elsewhere_runs_each_step_on
         .parse()
         .unwrap();
     assert!(events >= 8, "{events} events");
-    let points: Vec<(&str, usize)> = (1..=events)
-        .flat_map(|n| [("before", n), ("after", n)])
-        .collect();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        for _ in 0..2 {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(&(when, n)) = points.get(i) else {
-                    break;
-                };
-                let db = format!("p_{when}_{n}");
-                let url = pg.database(&db);
-                let label = format!("{when}:{n}");
-                let crashed = machine(&url)
-                    .env("MACHINE", "m1")
-                    .env("RUNBOOK_CRASH_AT", &label)
+    on_two_workers(&kill_points(events), |&(when, n)| {
+        let db = format!("p_{when}_{n}");
+        let url = pg.database(&db);
+        let label = format!("{when}:{n}");
+        let crashed = machine(&url)
+            .env("MACHINE", "m1")
+            .env("RUNBOOK_CRASH_AT", &label)
+            .file("rb.yaml", CHAIN)
+            .args(&["run", "rb.yaml", "--run-id", "r1", "--lease", "1s"])
+            .run();
+        assert!(crashed.killed(), "{label}: not killed: {}", crashed.stderr);
+        let site = crashed.path().to_path_buf();
+        let done_at_crash = finished_steps(&pg, &db);
+        let log_at_crash = lines(&site);
+        // Resumed from another machine; a run that never committed
+        // its journal is started again under the same id.
+        let mut out = None;
+        for _ in 0..100 {
+            let o = machine(&url)
+                .env("MACHINE", "m2")
+                .args(&["resume", "r1", "--lease", "1s"])
+                .run();
+            if o.code != Some(4) {
+                out = Some(o);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        let out = out.unwrap_or_else(|| panic!("{label}: never taken over"));
+        if out.code == Some(2) && out.stderr.contains("no run `r1`") {
+            assert!(log_at_crash.is_empty(), "{label}: {log_at_crash:?}");
+            let mut ran_again = false;
+            for _ in 0..100 {
+                let again = machine(&url)
+                    .env("MACHINE", "m2")
                     .file("rb.yaml", CHAIN)
                     .args(&["run", "rb.yaml", "--run-id", "r1", "--lease", "1s"])
                     .run();
-                assert!(crashed.killed(), "{label}: not killed: {}", crashed.stderr);
-                let site = crashed.path().to_path_buf();
-                let done_at_crash = finished_steps(&pg, &db);
-                let log_at_crash = lines(&site);
-                // Resumed from another machine; a run that never committed
-                // its journal is started again under the same id.
-                let mut out = None;
-                for _ in 0..100 {
-                    let o = machine(&url)
-                        .env("MACHINE", "m2")
-                        .args(&["resume", "r1", "--lease", "1s"])
-                        .run();
-                    if o.code != Some(4) {
-                        out = Some(o);
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(150));
-                }
-                let out = out.unwrap_or_else(|| panic!("{label}: never taken over"));
-                if out.code == Some(2) && out.stderr.contains("no run `r1`") {
-                    assert!(log_at_crash.is_empty(), "{label}: {log_at_crash:?}");
-                    let mut ran_again = false;
-                    for _ in 0..100 {
-                        let again = machine(&url)
-                            .env("MACHINE", "m2")
-                            .file("rb.yaml", CHAIN)
-                            .args(&["run", "rb.yaml", "--run-id", "r1", "--lease", "1s"])
-                            .run();
-                        if again.code == Some(0) {
-                            assert_eq!(lines(again.path()), ["a-m2", "b-m2", "c-m2"], "{label}");
-                            ran_again = true;
-                            break;
-                        }
-                        assert!(
-                            again.stderr.contains("already exists"),
-                            "{label}: {}",
-                            again.stderr
-                        );
-                        std::thread::sleep(Duration::from_millis(150));
-                    }
-                    assert!(ran_again, "{label}: the id never became free again");
-                    continue;
-                }
-                assert_eq!(out.code, Some(0), "{label}: {}\n{}", out.stdout, out.stderr);
-                let log = lines(&site);
-                for step in ["a", "b", "c"] {
-                    let ran = log
-                        .iter()
-                        .filter(|l| l.starts_with(&format!("{step}-")))
-                        .count();
-                    if done_at_crash.iter().any(|d| d == step) {
-                        let before = log_at_crash
-                            .iter()
-                            .filter(|l| l.starts_with(&format!("{step}-")))
-                            .count();
-                        assert_eq!(ran, before, "{label}: {step} ran again: {log:?}");
-                        assert_eq!(ran, 1, "{label}: {step}: {log:?}");
-                    } else {
-                        assert!(
-                            (1..=2).contains(&ran),
-                            "{label}: {step} ran {ran} times: {log:?}"
-                        );
-                    }
+                if again.code == Some(0) {
+                    assert_eq!(lines(again.path()), ["a-m2", "b-m2", "c-m2"], "{label}");
+                    ran_again = true;
+                    break;
                 }
                 assert!(
-                    !log.iter().any(|l| l.starts_with("undo")),
-                    "{label}: {log:?}"
+                    again.stderr.contains("already exists"),
+                    "{label}: {}",
+                    again.stderr
                 );
-                assert_eq!(status_json(&url, "r1")["status"], "succeeded", "{label}");
-            });
+                std::thread::sleep(Duration::from_millis(150));
+            }
+            assert!(ran_again, "{label}: the id never became free again");
+            return;
         }
+        assert_eq!(out.code, Some(0), "{label}: {}\n{}", out.stdout, out.stderr);
+        let log = lines(&site);
+        for step in ["a", "b", "c"] {
+            let ran = log
+                .iter()
+                .filter(|l| l.starts_with(&format!("{step}-")))
+                .count();
+            if done_at_crash.iter().any(|d| d == step) {
+                let before = log_at_crash
+                    .iter()
+                    .filter(|l| l.starts_with(&format!("{step}-")))
+                    .count();
+                assert_eq!(ran, before, "{label}: {step} ran again: {log:?}");
+                assert_eq!(ran, 1, "{label}: {step}: {log:?}");
+            } else {
+                assert!(
+                    (1..=2).contains(&ran),
+                    "{label}: {step} ran {ran} times: {log:?}"
+                );
+            }
+        }
+        assert!(
+            !log.iter().any(|l| l.starts_with("undo")),
+            "{label}: {log:?}"
+        );
+        assert_eq!(status_json(&url, "r1")["status"], "succeeded", "{label}");
     });
 }
 
@@ -739,25 +736,16 @@ fn regression_a_lapsed_lease_is_not_revived_so_a_lock_is_never_held_twice() {
     wait_for_status(&url, "x", "running");
     x.signal(libc::SIGSTOP);
     // Once x's lease ran out its lock is free: y takes it.
-    let mut y = None;
-    for _ in 0..100 {
-        let mut r = machine(&url)
-            .env("MACHINE", "y")
-            .file("rb.yaml", rb)
-            .args(&["run", "rb.yaml", "--run-id", "y"])
-            .spawn();
-        let settled = poll_until(Duration::from_secs(20), || {
-            r.exited() || status_or_null(&url, "y")["status"] == "running"
-        });
-        assert!(settled);
-        if !r.exited() {
-            y = Some(r);
-            break;
-        }
-        r.wait().code(4);
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let y = y.expect("y never took the lock");
+    let y = again_until_in(
+        || {
+            machine(&url)
+                .env("MACHINE", "y")
+                .file("rb.yaml", rb)
+                .args(&["run", "rb.yaml", "--run-id", "y"])
+        },
+        "is held by run x",
+        |_| status_or_null(&url, "y")["status"] == "running",
+    );
     // x wakes with its step done: it must not go on without its lock.
     std::fs::write(x.path().join("go-x"), "").unwrap();
     x.signal(libc::SIGCONT);
@@ -829,24 +817,15 @@ fn regression_a_fenced_engine_leaves_the_new_holders_waiting_approval_alone() {
             .is_some_and(|w| !w.is_empty())
     });
     old.signal(libc::SIGSTOP);
-    let mut new = None;
-    for _ in 0..100 {
-        let mut r = machine(&url)
-            .env("MACHINE", "m2")
-            .args(&["resume", "m1", "--lease", "2s"])
-            .spawn();
-        let settled = poll_until(Duration::from_secs(20), || {
-            r.exited() || status_or_null(&url, "m1")["holder"]["pid"] == r.pid()
-        });
-        assert!(settled);
-        if !r.exited() {
-            new = Some(r);
-            break;
-        }
-        r.wait().code(4);
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let new = new.expect("no takeover");
+    let new = again_until_in(
+        || {
+            machine(&url)
+                .env("MACHINE", "m2")
+                .args(&["resume", "m1", "--lease", "2s"])
+        },
+        "is being run by process",
+        |r| status_or_null(&url, "m1")["holder"]["pid"] == r.pid(),
+    );
     poll_until(Duration::from_secs(30), || {
         status_or_null(&url, "m1")["waiting"]
             .as_array()

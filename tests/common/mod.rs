@@ -335,6 +335,34 @@ fn diagnostics(stderr: &str, label: &str) -> Vec<(String, u32)> {
 // Spawning: for tests that signal the binary while it runs, or start a second
 // run while the first holds something.
 
+/// The kill points of a crash sweep over a run that writes `events`
+/// records: `before:N` and `after:N` for every N.
+#[allow(dead_code)] // not every test binary sweeps
+pub(crate) fn kill_points(events: usize) -> Vec<(&'static str, usize)> {
+    (1..=events)
+        .flat_map(|n| [("before", n), ("after", n)])
+        .collect()
+}
+
+/// Calls `each` on every item from two threads: a sweep's points are a few
+/// short processes each, mostly waiting on fsync and start-up, so two
+/// overlap well even on 2 cores.
+#[allow(dead_code)] // not every test binary sweeps
+pub(crate) fn on_two_workers<T: Sync>(items: &[T], each: impl Fn(&T) + Sync) {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                while let Some(item) =
+                    items.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                {
+                    each(item);
+                }
+            });
+        }
+    });
+}
+
 /// Polls `done` every 20 ms until it returns true or `timeout` passes; returns
 /// whether it became true. For waiting on files a step writes, instead of
 /// sleeping a fixed time.
