@@ -148,22 +148,27 @@ impl Rollout {
 
     /// Approves once the run waits on the approval (bounded polling).
     fn approve(&self, who: &str) {
+        self.approve_with(who, |args| self.runbook(args));
+    }
+
+    /// Approves as `who` through `command` (where and how it runs), once
+    /// the run waits on the approval (bounded polling).
+    fn approve_with(&self, who: &str, command: impl Fn(&[&str]) -> Command) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let out = self
-                .runbook(&[
-                    "approve",
-                    "rollout1",
-                    "approve_production",
-                    "--as",
-                    who,
-                    "--comment",
-                    "metrics look fine",
-                    "--key",
-                    who,
-                ])
-                .output()
-                .unwrap();
+            let out = command(&[
+                "approve",
+                "rollout1",
+                "approve_production",
+                "--as",
+                who,
+                "--comment",
+                "metrics look fine",
+                "--key",
+                who,
+            ])
+            .output()
+            .unwrap();
             if out.status.success() {
                 return;
             }
@@ -378,34 +383,7 @@ fn team_mode_rollout_survives_the_death_of_the_machine_that_started_it() {
 
     // Two people approve, each from their own machine, each signing.
     for who in ["engineering-manager", "devops-lead"] {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let out = r
-                .on(
-                    &format!("{who}-laptop"),
-                    &url,
-                    &[
-                        "approve",
-                        "rollout1",
-                        "approve_production",
-                        "--as",
-                        who,
-                        "--key",
-                        who,
-                    ],
-                )
-                .output()
-                .unwrap();
-            if out.status.success() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{who}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        r.approve_with(who, |args| r.on(&format!("{who}-laptop"), &url, args));
     }
 
     let status = |machine: &str| -> serde_json::Value {
