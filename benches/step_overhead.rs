@@ -17,7 +17,11 @@
 //!
 //! It prints ms/step over the floor and peak RSS, runs `make` and `just` on
 //! the same chains when they are installed and says so when they are not,
-//! and measures the disk's fsync latency in the same run.
+//! and measures the disk's fsync latency in the same run: back to back, and
+//! as a step meets it, after a process ran. Beside the fork+exec floor it
+//! measures a durable floor (the same spawns, each after one append +
+//! fdatasync), so what the engine adds beyond the one cost a durable engine
+//! cannot avoid shows on its own (`over dur.`).
 //! `BENCH_ITERS` (default 10) sets the pairs per workload; `BENCH_DIR` where
 //! state dirs go (default: under `target/`); `BENCH_ONLY=TEXT` runs only the
 //! workloads whose name contains TEXT.
@@ -127,8 +131,12 @@ fn workloads() -> Vec<Workload> {
 }
 
 /// Spawns each command (fork+exec, no shell), `at_once` at a time, reading
-/// their piped output as the engine does.
-fn floor(cmds: &[&str], at_once: usize) -> Duration {
+/// their piped output as the engine does. With `journal`, it is the durable
+/// floor: before each spawn, and once at the end, every thread appends a
+/// record's worth of bytes to a new file there and fdatasyncs it, as
+/// "journal before acting" asks at the least (the engine's own records,
+/// schedule and views are what it costs beyond that).
+fn floor(cmds: &[&str], at_once: usize, journal: Option<&Path>) -> Duration {
     let run = |cmd: &str| {
         let mut words = cmd.split(' ');
         let out = Command::new(words.next().unwrap())
@@ -141,13 +149,36 @@ fn floor(cmds: &[&str], at_once: usize) -> Duration {
         assert!(out.status.success());
     };
     let started = Instant::now();
+    let file = journal.map(|p| std::fs::File::create(p).expect("create the floor's journal"));
+    let record = |f: &std::fs::File| {
+        let mut f = f;
+        f.write_all(&[b'x'; RECORD_BYTES]).expect("append");
+        f.sync_data().expect("fdatasync");
+    };
     std::thread::scope(|s| {
         for part in cmds.chunks(cmds.len().div_ceil(at_once)) {
-            s.spawn(move || part.iter().for_each(|c| run(c)));
+            let file = file.as_ref();
+            s.spawn(move || {
+                for c in part {
+                    file.inspect(|f| record(f));
+                    run(c);
+                }
+            });
         }
     });
-    started.elapsed()
+    if let Some(f) = &file {
+        record(f);
+    }
+    let took = started.elapsed();
+    if let Some(p) = journal {
+        let _ = std::fs::remove_file(p);
+    }
+    took
 }
+
+/// About what the engine journals between two steps of a chain (a
+/// `step_finished` and the next `step_started`).
+const RECORD_BYTES: usize = 280;
 
 fn tool(name: &str, args: &[&str], dir: &Path) -> Option<Duration> {
     let started = Instant::now();
@@ -171,14 +202,16 @@ fn installed(name: &str) -> bool {
         .is_ok()
 }
 
-/// Median latency of appending a small record and `fdatasync`ing it, in `dir`.
-fn fsync_latency(dir: &Path) -> Duration {
+/// Median latency of appending a small record and `fdatasync`ing it, in
+/// `dir`, after `before` (nothing: back to back, the disk at its best).
+fn fsync_latency(dir: &Path, before: impl Fn()) -> Duration {
     let path = dir.join("fsync-probe");
     let mut f = std::fs::File::create(&path).expect("create the probe");
     let mut times = Vec::new();
-    for _ in 0..200 {
+    for _ in 0..100 {
+        before();
         let t = Instant::now();
-        f.write_all(&[b'x'; 120]).expect("write");
+        f.write_all(&[b'x'; RECORD_BYTES]).expect("write");
         f.sync_data().expect("fdatasync");
         times.push(t.elapsed());
     }
@@ -199,9 +232,18 @@ fn main() {
         "binary: {BIN}; state dirs on disk under {}",
         dir.path().display()
     );
+    // A step's sync comes after its process ran (or slept): on a virtual
+    // disk that costs more than syncs back to back.
+    let spawn = |cmd: &str| {
+        let mut words = cmd.split(' ');
+        let _ = Command::new(words.next().unwrap()).args(words).status();
+    };
     println!(
-        "fsync (120-byte append + fdatasync) on that disk: {:.3}ms median",
-        ms(fsync_latency(dir.path()))
+        "fsync ({RECORD_BYTES}-byte append + fdatasync) on that disk, medians: {:.3}ms back to back, \
+         {:.3}ms after a `/bin/true`, {:.3}ms after a `sleep 0.01`",
+        ms(fsync_latency(dir.path(), || {})),
+        ms(fsync_latency(dir.path(), || spawn("/bin/true"))),
+        ms(fsync_latency(dir.path(), || spawn("sleep 0.01"))),
     );
     println!(
         "make: {}; just: {}",
@@ -217,8 +259,17 @@ fn main() {
         }
     );
     println!(
-        "\n{:<44} {:>6} {:>10} {:>10} {:>12} {:>9} {:>12} {:>12}",
-        "workload", "steps", "floor", "runbook", "over/step", "RSS", "make/step", "just/step"
+        "\n{:<44} {:>6} {:>10} {:>10} {:>10} {:>11} {:>11} {:>9} {:>11} {:>11}",
+        "workload",
+        "steps",
+        "floor",
+        "durable",
+        "runbook",
+        "over/step",
+        "over dur.",
+        "RSS",
+        "make/step",
+        "just/step"
     );
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     for (k, w) in workloads().iter().enumerate() {
@@ -239,12 +290,15 @@ fn main() {
         });
         // Warm up the page cache and the binary.
         let _ = run_engine(&file, &dir.path().join("warm"));
-        let (mut eng, mut flo, mut mk, mut jt, mut rss) = (vec![], vec![], vec![], vec![], 0);
+        let (mut eng, mut flo, mut dur, mut mk, mut jt, mut rss) =
+            (vec![], vec![], vec![], vec![], vec![], 0);
+        let journal = dir.path().join("floor-journal");
         for i in 0..iters {
             let r = run_engine(&file, &dir.path().join(format!("st-{k}-{i}")));
             eng.push(r.time);
             rss = rss.max(r.rss_kib);
-            flo.push(floor(&w.floor.0, w.floor.1));
+            flo.push(floor(&w.floor.0, w.floor.1, None));
+            dur.push(floor(&w.floor.0, w.floor.1, Some(&journal)));
             if let (true, Some(m)) = (make, &makefile) {
                 let last = format!("t{}", w.steps - 1);
                 if let Some(t) = tool(
@@ -263,8 +317,9 @@ fn main() {
                 }
             }
         }
-        let (e, f) = (median(eng), median(flo));
+        let (e, f, d) = (median(eng), median(flo), median(dur));
         let over = (ms(e) - ms(f)) / w.steps as f64;
+        let over_durable = (ms(e) - ms(d)) / w.steps as f64;
         let per_step = |times: Vec<Duration>| {
             if times.is_empty() {
                 "-".to_string()
@@ -274,18 +329,24 @@ fn main() {
         };
         let (make_col, just_col) = (per_step(mk), per_step(jt));
         println!(
-            "{:<44} {:>6} {:>8.1}ms {:>8.1}ms {:>+10.3}ms {:>7.1}Mi {:>12} {:>12}",
+            "{:<44} {:>6} {:>8.1}ms {:>8.1}ms {:>8.1}ms {:>+9.3}ms {:>+9.3}ms {:>7.1}Mi {:>11} {:>11}",
             w.name,
             w.steps,
             ms(f),
+            ms(d),
             ms(e),
             over,
+            over_durable,
             rss as f64 / 1024.0,
             make_col,
             just_col
         );
     }
-    println!("\nover/step: (runbook - floor) / steps, medians of paired runs; make/step and just/step likewise");
+    println!("\nover/step: (runbook - floor) / steps, medians of paired runs; over dur.: (runbook - durable) / steps,");
+    println!(
+        "where durable is the floor plus one append + fdatasync before each spawn and at the end;"
+    );
+    println!("make/step and just/step: (tool - floor) / steps");
     if only.is_empty() || only.contains("10,000") {
         for cmd in ["true", "/bin/true"] {
             let file = dir.path().join("long.yaml");

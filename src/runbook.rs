@@ -62,6 +62,10 @@ pub struct Runbook {
     pub on_failure: Vec<Step>,
     pub finally: Vec<Step>,
     pub graph: StepGraph,
+    /// Whether any of its strings is a template or an expression (validation
+    /// saw every one): rendering for a runbook without one needs no template
+    /// worker ([`crate::template::budget::batch`]).
+    pub renders: bool,
 }
 
 impl Runbook {

@@ -235,3 +235,27 @@ fn include_import_extends_pass_validate() {
             .stderr_contains("rb.yaml:5:");
     }
 }
+
+/// The render worker is started only for a runbook that renders: each
+/// step prints the names of its parent's (the engine's) threads.
+#[test]
+fn the_template_worker_starts_only_for_a_runbook_with_templates() {
+    let threads = "cat /proc/$PPID/task/*/comm";
+    let plain = format!("version: 1\nname: t\nsteps:\n  - id: a\n    shell: '{threads}'\n");
+    let templated = format!(
+        "version: 1\nname: t\nvars:\n  who: '{{{{ run.id }}}}'\nsteps:\n  - id: a\n    shell: '{threads} # {{{{ vars.who }}}}'\n"
+    );
+    Test::new()
+        .file(RB, &plain)
+        .args(&["run", RB, "--state-dir", "st"])
+        .run()
+        .success()
+        .stdout_contains("runbook")
+        .stdout_not_contains("runbook-templat");
+    Test::new()
+        .file(RB, &templated)
+        .args(&["run", RB, "--state-dir", "st"])
+        .run()
+        .success()
+        .stdout_contains("runbook-templat");
+}

@@ -332,7 +332,7 @@ pub fn check_and_build(
     params: &ResolvedParams,
 ) -> Result<(Vec<crate::diagnostics::Diagnostic>, Plan), String> {
     let (rb, text, params) = (rb.clone(), text.to_string(), params.clone());
-    crate::template::budget::batch(move || {
+    crate::template::budget::batch(rb.renders, move || {
         let problems = check(&rb, &params);
         let plan = Plan::build(&rb, &text, &params);
         Ok((problems, plan))
@@ -347,7 +347,7 @@ pub fn build_batched(
     params: &ResolvedParams,
 ) -> Result<Plan, String> {
     let (rb, text, params) = (rb.clone(), text.to_string(), params.clone());
-    crate::template::budget::batch(move || Ok(Plan::build(&rb, &text, &params)))
+    crate::template::budget::batch(rb.renders, move || Ok(Plan::build(&rb, &text, &params)))
         .map_err(|e| crate::steps::template_message(&e))
 }
 
@@ -609,7 +609,7 @@ impl Plan {
     /// as building the whole preview would.
     pub fn for_run(rb: &Arc<Runbook>, text: &str, params: &ResolvedParams) -> Result<Plan, String> {
         let (checked, with) = (rb.clone(), params.clone());
-        crate::template::budget::batch(move || {
+        crate::template::budget::batch(rb.renders, move || {
             let ctx = preview_context(&checked, &with);
             for s in checked
                 .steps

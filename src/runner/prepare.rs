@@ -125,7 +125,7 @@ pub(super) fn prepare(loaded: &Loaded, plan: Arc<Plan>, p: Prepare) -> Result<La
             secret_values.clone(),
             process_env.clone(),
         );
-        crate::template::budget::batch(move || {
+        crate::template::budget::batch(plan.source.renders, move || {
             Ok(
                 Context::new(&rb, &run_id, &params, &secrets, &env).map(|ctx| {
                     let problems = crate::plan::preflight(

@@ -146,11 +146,16 @@ pub(super) fn on_worker<T: Send + 'static>(
 
 /// Runs `f`, which renders many templates (a plan, pre-flight), on one
 /// worker: each render inside keeps its own budgets, and the work pays one
-/// thread hop instead of one per template.
+/// thread hop instead of one per template. `renders` false (a runbook
+/// without a template or an expression) runs `f` here: it has nothing to
+/// render, and starting the worker and two hops were a tenth of a one-step
+/// run. Should it render after all, each render goes to the worker as a
+/// render outside a batch does.
 pub fn batch<T: Send + 'static>(
+    renders: bool,
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
-    if IN_WORKER.get() {
+    if IN_WORKER.get() || !renders {
         return f();
     }
     run_on_worker(f, usize::MAX)

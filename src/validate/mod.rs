@@ -295,7 +295,7 @@ fn convert(spec: &RunbookSpec, root: Option<&Node>, ds: &mut Diagnostics) -> Opt
         }
     }
 
-    templates::check(ds, spec, &index, graph.as_ref());
+    let renders = templates::check(ds, spec, &index, graph.as_ref());
 
     let mut main_steps = main_steps;
     gates::resolve(ds, &main_specs, &mut main_steps, &index, graph.as_ref());
@@ -343,6 +343,7 @@ fn convert(spec: &RunbookSpec, root: Option<&Node>, ds: &mut Diagnostics) -> Opt
         on_failure,
         finally,
         graph,
+        renders,
     })
 }
 

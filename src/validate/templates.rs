@@ -2,6 +2,7 @@
 //! step only reads `steps.X` where X surely ran before it (X is an ancestor in
 //! the graph). `when` and `condition` must compile as expressions.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 
 use crate::diagnostics::{did_you_mean, Code, Diagnostics};
@@ -39,14 +40,17 @@ struct Names<'a> {
     var_index: HashMap<&'a str, usize>,
     index: &'a StepIndex,
     ancestors: Option<Ancestors>,
+    /// Whether any string was a template or an expression.
+    any: Cell<bool>,
 }
 
+/// Checks every template and expression; true when there was one at all.
 pub(super) fn check(
     ds: &mut Diagnostics,
     spec: &RunbookSpec,
     index: &StepIndex,
     graph: Option<&StepGraph>,
-) {
+) -> bool {
     let mut names = Names {
         // Declared names, including params that failed to load (already reported).
         params: spec.params.keys().map(|k| k.value.as_str()).collect(),
@@ -62,6 +66,7 @@ pub(super) fn check(
             .collect(),
         index,
         ancestors: None,
+        any: Cell::new(false),
     };
     let reads_steps = |s: &StepSpec| {
         let mut found = false;
@@ -156,6 +161,7 @@ pub(super) fn check(
             }
         }
     }
+    names.any.get()
 }
 
 /// Which strings are templates: (text, span, is_expression). `condition` may read `value`.
@@ -321,6 +327,7 @@ fn one(ds: &mut Diagnostics, names: &Names<'_>, text: &str, span: Span, kind: Ex
     if !expression && !is_template(text) {
         return;
     }
+    names.any.set(true);
     // Before anything parses it: a parser recursing on a 50,000-long chain
     // overflows the stack.
     if let Err(e) = template::check_limits(text, expression) {
