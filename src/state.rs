@@ -1129,8 +1129,14 @@ pub fn answer_command(
 }
 
 /// What an unwind that did not finish leaves, and the command that finishes
-/// it: the lines `run`, `rollback` and `status` print.
-pub fn way_forward(run_id: &str, unfinished: &[(String, Option<String>)]) -> String {
+/// it: the lines `run`, `rollback` and `status` print. `state_dir` is the
+/// store's [`flag`](crate::store::Store::flag): the command must reach the
+/// run where it is, not in the default state dir.
+pub fn way_forward(
+    run_id: &str,
+    state_dir: &str,
+    unfinished: &[(String, Option<String>)],
+) -> String {
     let mut out = String::new();
     for (id, error) in unfinished {
         match error {
@@ -1139,7 +1145,7 @@ pub fn way_forward(run_id: &str, unfinished: &[(String, Option<String>)]) -> Str
         }
     }
     out.push_str(&format!(
-        "a person must act: check what these steps left, fix the cause, then `runbook rollback {run_id}` runs the rollbacks that failed or did not run (never one that succeeded)"
+        "a person must act: check what these steps left, fix the cause, then `runbook rollback {run_id}{state_dir}` runs the rollbacks that failed or did not run (never one that succeeded)"
     ));
     out
 }

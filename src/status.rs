@@ -66,7 +66,11 @@ pub(crate) fn summary(
         (rb, state.status)
     {
         let unfinished = state.unfinished_rollbacks(rb);
-        out["next"] = json!(crate::state::way_forward(&rec.header.run_id, &unfinished));
+        out["next"] = json!(crate::state::way_forward(
+            &rec.header.run_id,
+            &store.flag(),
+            &unfinished,
+        ));
     }
     out["file"] = json!(rec.header.file);
     out["started_by"] = json!(rec.header.identity);

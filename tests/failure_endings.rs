@@ -59,7 +59,7 @@ fn second_signal_during_unwinding_left_no_way_to_finish_it() {
         .code(3)
         .stdout_contains("a second signal stops at once and leaves the unwind incomplete")
         .stderr_contains("rollback of `a` failed: stopped by a second signal")
-        .stderr_contains("`runbook rollback r1`");
+        .stderr_contains("`runbook rollback r1 --state-dir ");
     assert!(
         sent.elapsed() < Duration::from_secs(20),
         "the second signal did not stop at once"
@@ -196,7 +196,7 @@ steps:
         .run()
         .code(3)
         .stderr_contains("rollback of `b` failed: exit code 7")
-        .stderr_contains("`runbook rollback f`");
+        .stderr_contains("`runbook rollback f --state-dir ");
     assert_eq!(log(&out), ["a", "b", "undo-a"]);
     let out = out
         .again()
@@ -204,7 +204,7 @@ steps:
         .run()
         .success()
         .stdout_contains("rollback failed: exit code 7")
-        .stdout_contains("`runbook rollback f`");
+        .stdout_contains("`runbook rollback f --state-dir ");
     std::fs::write(out.path().join("fixed"), "").unwrap();
     let out = out
         .again()
@@ -246,7 +246,7 @@ steps:
         .run()
         .code(3)
         .stderr_contains("rollback of `a` failed: exit code 9")
-        .stderr_contains("`runbook rollback x`");
+        .stderr_contains("`runbook rollback x --state-dir ");
     // And again: still 3, the run still rollback_failed.
     let out = out
         .again()
@@ -910,4 +910,53 @@ steps:
         .run()
         .code(0);
     assert_eq!(log(&out), ["a", "c", "undo-a", "undo-c"]);
+}
+
+/// The way forward after a failed rollback said `runbook rollback ID` with
+/// no state dir: run anywhere but beside the default one, it did not find
+/// the run. Now it names the state dir, and works from another directory.
+#[test]
+fn regression_the_way_forward_named_no_state_dir() {
+    let rb = r#"version: 1
+name: broken
+steps:
+  - id: a
+    shell: echo a >> log
+    rollback:
+      shell: |
+        test -e fixed || exit 9
+        echo undo-a >> log
+  - id: c
+    shell: exit 1
+"#;
+    let out = Test::new()
+        .file(RB, rb)
+        .args(&["run", RB, "--state-dir", ST, "--run-id", "w"])
+        .run()
+        .code(3);
+    let (_, rest) = out
+        .stderr
+        .split_once("then `runbook ")
+        .expect("a way forward");
+    let (command, _) = rest.split_once('`').expect("a closed command");
+    let args: Vec<String> = shell_words(command);
+    assert_eq!(args[..2], ["rollback", "w"], "{command}");
+    std::fs::write(out.path().join("fixed"), "").unwrap();
+    std::fs::create_dir_all(out.path().join("elsewhere")).unwrap();
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.push("--yes");
+    let out = out.again().in_dir("elsewhere").args(&args).run().success();
+    assert_eq!(log(&out), ["a", "undo-a"]);
+}
+
+/// Splits what `template::shell_quote` wrote back into words.
+fn shell_words(command: &str) -> Vec<String> {
+    let out = std::process::Command::new("sh")
+        .args(["-c", &format!("printf '%s\\n' {command}")])
+        .output()
+        .expect("sh");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
 }

@@ -455,7 +455,7 @@ fn a_write_without_an_answer_says_it_may_have_been_applied() {
         .stdout_contains("did not answer within 2s (set t:paused)")
         .stdout_contains("the write may or may not have been applied: check t:paused (it was 1)")
         .stderr_contains("rollback of `set` failed: flag paused was not restored")
-        .stderr_contains("`runbook rollback paused`");
+        .stderr_contains("`runbook rollback paused --state-dir ");
     // Redis answers again: the rollback finishes the restore.
     out.again()
         .args(&["rollback", "paused", "--yes", "--state-dir", "st"])
@@ -491,7 +491,7 @@ fn a_kill_switch_flipped_mid_run_was_overwritten_by_the_restore() {
     .stderr_contains(
         r#"flag checkout was changed outside this run: it is "killed", this run last wrote {"enabled":true}; not overwriting it with {"enabled":false}"#,
     )
-    .stderr_contains("`runbook rollback ks`");
+    .stderr_contains("`runbook rollback ks --state-dir ");
     assert_eq!(redis.get("t:checkout").as_deref(), Some(r#""killed""#));
     assert_eq!(report(&out)["status"], "rollback_failed");
     // The operator puts back the value by hand, as the message says: the

@@ -278,7 +278,11 @@ pub(super) fn start(l: Launch, mode: Mode) -> Result {
             .lock()
             .map(|s| s.unfinished_rollbacks(&rb))
             .unwrap_or_default();
-        crate::broken_pipe::eprint_line(&crate::state::way_forward(&l.run_id, &unfinished));
+        crate::broken_pipe::eprint_line(&crate::state::way_forward(
+            &l.run_id,
+            &store.flag(),
+            &unfinished,
+        ));
     }
     Ok(if rolling_back {
         Done::Rollback(outcome.status)
