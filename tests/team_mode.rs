@@ -918,3 +918,27 @@ fn regression_an_engine_cut_off_past_its_lease_stops_by_its_own_clock() {
     second.wait().success();
     assert_eq!(lines(out.path()), ["a-m1", "b-m1", "b-m2", "c-m2"]);
 }
+
+/// The tables are migrated once: a later command finds them current and
+/// leaves them alone, and tables a newer runbook migrated are refused, not
+/// written in a shape this one does not know.
+#[test]
+fn a_current_schema_is_left_alone_and_a_newer_one_is_refused() {
+    let pg = Postgres::start();
+    let url = pg.database("schema");
+    let migrations = "SELECT count(*) FROM runbook_migrations";
+    machine(&url).args(&["status"]).run().success();
+    let applied = psql_count(&pg, "schema", migrations);
+    assert!(applied >= 1, "no migration recorded");
+    machine(&url).args(&["status"]).run().success();
+    assert_eq!(psql_count(&pg, "schema", migrations), applied);
+    pg.psql(
+        "schema",
+        "INSERT INTO runbook_migrations (version, description) VALUES (999, 'from a newer runbook')",
+    );
+    machine(&url)
+        .args(&["status"])
+        .run()
+        .code(4)
+        .stderr_contains("newer than this runbook knows");
+}
