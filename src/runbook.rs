@@ -241,7 +241,8 @@ pub struct Action {
     pub name: Option<String>,
     pub kind: ActionKind,
     pub timeout: Option<Dur>,
-    pub retry: Retry,
+    /// Shared by every action without a retry policy.
+    pub retry: Arc<Retry>,
     pub env: Vec<(String, String)>,
     pub cwd: Option<String>,
     /// Shared by every action that falls back on the same default.

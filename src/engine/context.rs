@@ -3,6 +3,9 @@
 //!
 //! `steps` is a live view rather than a copy: a step starting late in a long
 //! run does not pay to clone every earlier step's outputs.
+//! A finished step whose value is the one the step before it got (most
+//! steps: succeeded at the first attempt, exit code 0, no outputs) shares
+//! that value rather than holding a copy of its own.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -49,6 +52,8 @@ pub struct Context {
     secrets: Value,
     steps: Arc<StepsView>,
     run: Mutex<Json>,
+    /// The last value [`Context::set_step`] built, and what it was built from.
+    last_step: Mutex<Option<(Json, Value)>>,
 }
 
 impl Context {
@@ -94,6 +99,7 @@ impl Context {
             secrets,
             steps,
             run: Mutex::new(run),
+            last_step: Mutex::new(None),
         };
         // Each var sees those above it through a live view, so rendering n
         // vars costs n renders, not n copies of a growing map.
@@ -140,8 +146,20 @@ impl Context {
     }
 
     pub fn set_step(&self, id: &str, rec: &StepRecord) {
+        let json = rec.template_value();
+        let value = match self.last_step.lock() {
+            Ok(mut last) => match &*last {
+                Some((seen, value)) if *seen == json => value.clone(),
+                _ => {
+                    let value = Value::from_serialize(&json);
+                    *last = Some((json, value.clone()));
+                    value
+                }
+            },
+            Err(_) => Value::from_serialize(&json),
+        };
         if let Ok(mut m) = self.steps.steps.lock() {
-            m.insert(id.to_string(), Value::from_serialize(rec.template_value()));
+            m.insert(id.to_string(), value);
         }
     }
 

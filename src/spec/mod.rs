@@ -2,6 +2,10 @@
 //!
 //! Loading never fails outright: it returns whatever it could read plus every
 //! diagnostic, so `validate` can report all problems of a file in one pass.
+//!
+//! The tree is dropped once the spec is read: it is the size of the spec
+//! again, and validation needs only the ids of the steps that failed to
+//! load, which are taken from it first.
 
 mod de;
 mod node;
@@ -17,7 +21,9 @@ use crate::diagnostics::{Code, Diagnostic};
 #[derive(Debug)]
 pub struct Loaded {
     pub spec: Option<RunbookSpec>,
-    pub root: Option<Node>,
+    /// The `id` written in each step that failed to load, in `steps`,
+    /// `on_failure` and `finally`.
+    pub broken_ids: Vec<String>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -32,7 +38,7 @@ pub fn load_with(text: &str, budget: Budget) -> Loaded {
         Err(d) => {
             return Loaded {
                 spec: None,
-                root: None,
+                broken_ids: Vec::new(),
                 diagnostics: vec![*d],
             }
         }
@@ -48,21 +54,54 @@ pub fn load_with(text: &str, budget: Budget) -> Loaded {
         );
         return Loaded {
             spec: None,
-            root: Some(root),
+            broken_ids: Vec::new(),
             diagnostics: vec![d],
         };
     }
     let (result, mut diagnostics) = de::collect(|| from_node::<RunbookSpec>(&root));
     let spec = match result {
-        Ok(spec) => Some(spec),
+        Ok(mut spec) => {
+            for list in [&mut spec.steps, &mut spec.on_failure, &mut spec.finally] {
+                list.shrink_to_fit();
+            }
+            Some(spec)
+        }
         Err(e) => {
             diagnostics.push(e.into_diagnostic());
             None
         }
     };
+    let broken_ids = spec
+        .as_ref()
+        .map_or_else(Vec::new, |s| broken_ids(s, &root));
+    drop(root);
     Loaded {
         spec,
-        root: Some(root),
+        broken_ids,
         diagnostics,
     }
+}
+
+/// The ids of the steps that failed to load, as written in `root`.
+fn broken_ids(spec: &RunbookSpec, root: &Node) -> Vec<String> {
+    let lists = [
+        ("steps", &spec.steps),
+        ("on_failure", &spec.on_failure),
+        ("finally", &spec.finally),
+    ];
+    let mut ids = Vec::new();
+    for (key, list) in lists {
+        let written = match root.get(key).map(|l| &l.value) {
+            Some(Value::Seq(items)) => items.as_slice(),
+            _ => &[],
+        };
+        for (s, n) in list.iter().zip(written) {
+            if s.0.is_none() {
+                if let Some(id) = n.get("id").and_then(Node::as_str) {
+                    ids.push(id.to_string());
+                }
+            }
+        }
+    }
+    ids
 }

@@ -6,6 +6,10 @@
 //! depth, alias expansion) are enforced here, in one place, while the tree is
 //! built, and the serde layer in `de.rs` can keep going after one bad field so
 //! that a single pass reports every error. See docs/decisions.md.
+//!
+//! Lists and mappings are trimmed to their length once read: grown by
+//! pushing, a step's mapping of three keys held room for four, its `needs`
+//! of one for four, and the tree lives as long as the spec is read from it.
 
 use std::fmt;
 
@@ -420,6 +424,7 @@ impl<'a> Builder<'a> {
                     }
                     items.push(self.node(ev, isp, depth + 1)?);
                 };
+                items.shrink_to_fit();
                 let span = Span {
                     start: sp.start,
                     end: end.end.max(sp.end),
@@ -483,6 +488,7 @@ impl<'a> Builder<'a> {
                         entries.push((k, v));
                     }
                 }
+                entries.shrink_to_fit();
                 let span = Span {
                     start: sp.start,
                     end: end.end.max(sp.end),

@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 use crate::diagnostics::{did_you_mean, Code, Diagnostic, Diagnostics};
 use crate::graph::StepGraph;
 use crate::runbook::{Phase, Provider, Runbook, Secret, SecretSource};
-use crate::spec::{Loaded, Node, RunbookSpec, Span, StepSpec};
+use crate::spec::{Loaded, RunbookSpec, Span, StepSpec};
 
 /// The outcome of validating one file.
 pub struct Validated {
@@ -32,9 +32,9 @@ pub fn validate(loaded: Loaded) -> Validated {
     for d in loaded.diagnostics {
         ds.push(d);
     }
-    let root = loaded.root.as_ref();
+    let broken = loaded.broken_ids;
     let runbook = loaded.spec.and_then(|spec| {
-        let rb = convert(&spec, root, &mut ds);
+        let rb = convert(&spec, broken, &mut ds);
         (!ds.has_errors()).then_some(rb).flatten()
     });
     Validated {
@@ -63,7 +63,7 @@ pub(crate) struct StepIndex {
     pub broken: HashSet<String>,
 }
 
-fn convert(spec: &RunbookSpec, root: Option<&Node>, ds: &mut Diagnostics) -> Option<Runbook> {
+fn convert(spec: &RunbookSpec, broken: Vec<String>, ds: &mut Diagnostics) -> Option<Runbook> {
     if *spec.version != 1 {
         ds.error(
             Code::UnsupportedVersion,
@@ -141,25 +141,12 @@ fn convert(spec: &RunbookSpec, root: Option<&Node>, ds: &mut Diagnostics) -> Opt
     ];
     let mut index = StepIndex {
         ids: HashMap::new(),
-        broken: HashSet::new(),
+        broken: broken.into_iter().collect(),
     };
     let mut first_span: HashMap<String, Span> = HashMap::new();
     for (phase, list) in &lists {
         for (i, s) in list.iter().enumerate() {
-            let Some(s) = &s.0 else {
-                let raw = root
-                    .and_then(|r| r.get(phase_key(*phase)))
-                    .and_then(|l| match &l.value {
-                        crate::spec::Value::Seq(items) => items.get(i),
-                        _ => None,
-                    })
-                    .and_then(|n| n.get("id"))
-                    .and_then(Node::as_str);
-                if let Some(id) = raw {
-                    index.broken.insert(id.to_string());
-                }
-                continue;
-            };
+            let Some(s) = &s.0 else { continue };
             let id = &s.id;
             if !is_valid_id(id) {
                 ds.error(Code::InvalidId, id.span, format!("step id `{}` is not valid", id.value))
@@ -194,6 +181,7 @@ fn convert(spec: &RunbookSpec, root: Option<&Node>, ds: &mut Diagnostics) -> Opt
         providers: &providers,
         broken_providers: &broken_providers,
         interpreter: steps::default_interpreter(&defaults),
+        no_retry: std::sync::Arc::default(),
     };
 
     let main_specs: Vec<Option<&StepSpec>> = spec.steps.iter().map(|s| s.0.as_ref()).collect();

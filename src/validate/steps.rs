@@ -24,6 +24,8 @@ pub(super) struct StepCtx<'a> {
     pub broken_providers: &'a [&'a str],
     /// What an action that names no interpreter runs under: [`default_interpreter`].
     pub interpreter: Arc<[String]>,
+    /// One attempt, the policy of every action that names none.
+    pub no_retry: Arc<Retry>,
 }
 
 /// Checks `defaults` on their own, so a broken default is reported even when
@@ -283,7 +285,7 @@ fn action(ds: &mut Diagnostics, ctx: &StepCtx<'_>, b: &Body<'_>, what: &str) -> 
         }
         _ => None,
     });
-    let retry = retry_spec.map(|r| retry(ds, r)).unwrap_or_default();
+    let retry = retry_spec.map_or_else(|| ctx.no_retry.clone(), |r| Arc::new(retry(ds, r)));
     let interpreter = match b.interpreter {
         Some(i) => {
             if i.value.is_empty() {
