@@ -60,12 +60,7 @@ pub fn load_with(text: &str, budget: Budget) -> Loaded {
     }
     let (result, mut diagnostics) = de::collect(|| from_node::<RunbookSpec>(&root));
     let spec = match result {
-        Ok(mut spec) => {
-            for list in [&mut spec.steps, &mut spec.on_failure, &mut spec.finally] {
-                list.shrink_to_fit();
-            }
-            Some(spec)
-        }
+        Ok(spec) => Some(spec),
         Err(e) => {
             diagnostics.push(e.into_diagnostic());
             None

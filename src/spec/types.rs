@@ -15,7 +15,7 @@ use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use super::de::{from_node, record, Checked, RawNode, Spanned};
+use super::de::{exact_list, from_node, record, Checked, RawNode, Spanned};
 use super::node::Value;
 
 /// A runbook: a DAG of steps with parameters, providers and failure handling.
@@ -53,12 +53,13 @@ pub struct RunbookSpec {
     #[serde(default)]
     pub providers: IndexMap<Spanned<String>, Checked<ProviderSpec>>,
     /// The steps, in reading order. A step without `needs` waits for the one before it.
+    #[serde(deserialize_with = "exact_list")]
     pub steps: Vec<Checked<StepSpec>>,
     /// Steps run after unwinding, when the run failed.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "exact_list")]
     pub on_failure: Vec<Checked<StepSpec>>,
     /// Steps run last, whatever happened.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "exact_list")]
     pub finally: Vec<Checked<StepSpec>>,
 }
 
