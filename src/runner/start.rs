@@ -42,11 +42,10 @@ pub(super) fn start(l: Launch, mode: Mode) -> Result {
             )))
         }
         Err(ClaimError::Held(holder)) => {
-            // (A state dir's claim dies with its process: no lease to wait for.)
-            let lease = if holder.host.is_empty() {
-                ""
-            } else {
+            let lease = if holder.leased() {
                 "; wait for it to end, or for its lease to run out if its host died"
+            } else {
+                ""
             };
             return Err(Error::cannot_start(format!(
                 "run {} is being run by {}{lease}",

@@ -36,9 +36,16 @@ pub struct Holder {
 }
 
 impl Holder {
+    /// Whether it holds the run by a lease, which outlives a dead host until
+    /// it runs out (a database's holder, named by its host); a state dir's
+    /// claim dies with its process.
+    pub fn leased(&self) -> bool {
+        !self.host.is_empty()
+    }
+
     /// "process 123 on host-a" (a state dir: "process 123").
     pub fn describe(&self) -> String {
-        if self.host.is_empty() {
+        if !self.leased() {
             format!("process {}", self.pid)
         } else {
             format!(

@@ -458,16 +458,17 @@ impl Store for PgStore {
                 c.query_opt(
                     "UPDATE runbook_runs SET cancel_requests = cancel_requests + 1
                      WHERE run_id = $1 AND lease_until >= clock_timestamp()
-                     RETURNING holder_pid, holder_host",
+                     RETURNING holder_host, holder_pid, epoch",
                     &[&id],
                 )?
-                .map(|r| Ok((r.try_get::<_, i32>(0)?, r.try_get::<_, String>(1)?)))
+                .map(|r| holder_of(&r))
                 .transpose()
             })
             .map_err(|e| e.to_string())?;
         match holder {
-            Some((pid, host)) => Ok(format!(
-                "process {pid} on {host}, which hears it within a third of its lease"
+            Some(h) => Ok(format!(
+                "{}, which hears it within a third of its lease",
+                h.describe()
             )),
             None => Err("no engine holds it".into()),
         }
