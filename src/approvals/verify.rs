@@ -7,7 +7,6 @@
 //! person who can rewrite the journal can rewrite its header too).
 
 use std::path::Path;
-use std::time::SystemTime;
 
 use crate::approvals::RunSigners;
 use crate::error::{Done, Error, Result};
@@ -88,17 +87,14 @@ pub fn verify(store: &dyn Store, run_id: &str, file: Option<&Path>) -> Result {
                     }
                     (Some(signers), Some(sig)) => {
                         checked += 1;
-                        let statement = Statement {
-                            run_id: &header.run_id,
+                        let statement = Statement::for_decision(
+                            &header.run_id,
                             step,
-                            decision: if *approved { "approve" } else { "reject" },
-                            comment: comment.as_deref(),
-                            fingerprint: &header.fingerprint,
-                        };
-                        // Checked at the decision's time: a key that has
-                        // expired since still proves what it signed then.
-                        let when = humantime::parse_rfc3339_weak(at).unwrap_or(SystemTime::now());
-                        match signers.verify(by, &statement.bytes(), sig, when) {
+                            *approved,
+                            comment.as_deref(),
+                            &header.fingerprint,
+                        );
+                        match signers.verify_journaled(by, &statement, sig, at) {
                             Ok(key) => out.push(format!("verified  {what}{whence}: key {key}")),
                             Err(why) => {
                                 failed += 1;

@@ -112,6 +112,20 @@ impl AllowedSigners {
             .any(|e| e.principals.iter().any(|p| p == principal))
     }
 
+    /// Verifies the signature of a decision the journal holds, at the time
+    /// it was journaled (`at`, RFC 3339): a key that has expired since still
+    /// proves what it signed then. As [`AllowedSigners::verify`] otherwise.
+    pub fn verify_journaled(
+        &self,
+        principal: &str,
+        statement: &super::Statement<'_>,
+        signature: &str,
+        at: &str,
+    ) -> Result<String, String> {
+        let when = humantime::parse_rfc3339_weak(at).unwrap_or_else(|_| SystemTime::now());
+        self.verify(principal, &statement.bytes(), signature, when)
+    }
+
     /// Verifies an armored SSH signature (`-----BEGIN SSH SIGNATURE-----`)
     /// over `message`, namespace `runbook`, by a key allowed for `principal`
     /// at `now` (namespaces and validity window applied).

@@ -52,7 +52,25 @@ pub struct Statement<'a> {
     pub fingerprint: &'a str,
 }
 
-impl Statement<'_> {
+impl<'a> Statement<'a> {
+    /// What a decision on step `step` of run `run_id` signs, for the plan
+    /// with `fingerprint`: approving, or rejecting when `approved` is false.
+    pub fn for_decision(
+        run_id: &'a str,
+        step: &'a str,
+        approved: bool,
+        comment: Option<&'a str>,
+        fingerprint: &'a str,
+    ) -> Statement<'a> {
+        Statement {
+            run_id,
+            step,
+            decision: if approved { "approve" } else { "reject" },
+            comment,
+            fingerprint,
+        }
+    }
+
     /// The signed bytes: one line of JSON with the keys in this order:
     /// `{"signed":"runbook decision","run_id":..,"step":..,"decision":..,"comment":..,"fingerprint":..}`,
     /// `comment` being `null` when `None`. No spaces and no trailing newline.

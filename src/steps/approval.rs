@@ -156,13 +156,13 @@ fn statement<'a>(
     approved: bool,
     comment: Option<&'a str>,
 ) -> crate::signing::Statement<'a> {
-    crate::signing::Statement {
-        run_id: &cx.env.run_id,
-        step: cx.label,
-        decision: if approved { "approve" } else { "reject" },
+    crate::signing::Statement::for_decision(
+        &cx.env.run_id,
+        cx.label,
+        approved,
         comment,
-        fingerprint: &cx.env.plan.fingerprint,
-    }
+        &cx.env.plan.fingerprint,
+    )
 }
 
 /// A decision of the operator of this process (`--approve`, the prompt),
@@ -218,9 +218,8 @@ fn journaled_approvals(cx: &Attempt<'_>) -> Vec<String> {
         let signature = d.proof.as_ref().and_then(|p| p.signature.as_deref());
         let holds = signature.is_some_and(|sig| {
             let statement = statement(cx, true, d.comment.as_deref());
-            let when = humantime::parse_rfc3339_weak(&d.at).unwrap_or(std::time::SystemTime::now());
             file.signers
-                .verify(&d.by, &statement.bytes(), sig, when)
+                .verify_journaled(&d.by, &statement, sig, &d.at)
                 .is_ok()
         });
         if holds && !out.contains(&d.by) {
