@@ -42,8 +42,12 @@ pub struct Lock {
 
 #[derive(Debug)]
 pub enum LockError {
-    Held { holder: String },
+    Held {
+        holder: String,
+    },
     Io(std::io::Error),
+    /// The waiter was asked to stop (a signal) before its turn came.
+    Stopped,
 }
 
 impl Lock {
@@ -75,6 +79,19 @@ impl Lock {
         wait: Duration,
         queued: &mut dyn FnMut(usize),
     ) -> Result<Lock, LockError> {
+        Lock::acquire_queued_until(state_dir, key, run_id, wait, queued, &|| false)
+    }
+
+    /// [`Lock::acquire_queued`], giving up its place
+    /// ([`LockError::Stopped`]) as soon as `stopped` says so.
+    pub fn acquire_queued_until(
+        state_dir: &Path,
+        key: &str,
+        run_id: &str,
+        wait: Duration,
+        queued: &mut dyn FnMut(usize),
+        stopped: &dyn Fn() -> bool,
+    ) -> Result<Lock, LockError> {
         if !entry_name_ok(run_id) {
             return Err(LockError::Io(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -86,7 +103,7 @@ impl Lock {
         std::fs::create_dir_all(&paths.queue).map_err(LockError::Io)?;
         let entry = join(&paths, run_id, deadline)?;
         // Whatever happens from here, the entry goes when this returns.
-        let result = wait_in_queue(&paths, &entry, run_id, deadline, queued);
+        let result = wait_in_queue(&paths, &entry, run_id, deadline, queued, stopped);
         let _ = std::fs::remove_file(&entry.path);
         drop(entry);
         result
@@ -305,10 +322,14 @@ fn wait_in_queue(
     run_id: &str,
     deadline: Instant,
     queued: &mut dyn FnMut(usize),
+    stopped: &dyn Fn() -> bool,
 ) -> Result<Lock, LockError> {
     let mut told = None;
     let mut holder = None;
     loop {
+        if stopped() {
+            return Err(LockError::Stopped);
+        }
         let ahead = live_entries(&paths.queue, Some(entry.ticket))?;
         if ahead.is_empty() {
             match try_flock(&paths.lock) {

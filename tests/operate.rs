@@ -563,3 +563,61 @@ fn resume_kills_what_a_dead_engine_left_running() {
     );
     assert!(!out.stdout.contains("[long] done"), "{}", out.stdout);
 }
+
+/// A run queued for a lock in a state dir died of the SIGINT that cancelled
+/// it (the engine's handler came only once the run started). Now Ctrl-C or
+/// `runbook cancel` takes it out of the queue: nothing runs, it exits 130
+/// saying so, and it is not left listed.
+#[test]
+fn regression_a_queued_run_in_a_state_dir_died_of_its_cancel() {
+    let rb = "version: 1\nname: q\nlock: { key: k, wait: 2m }\nsteps:\n  - id: hold\n    shell: echo ran-$RUNBOOK_RUN_ID >> log; bash ./wait_for.sh go\n";
+    let mut holder = Test::new()
+        .file("rb.yaml", rb)
+        .file("wait_for.sh", common::WAIT_FOR)
+        .args(&["run", "rb.yaml", "--state-dir", "st", "--run-id", "holder"])
+        .spawn();
+    holder.wait_for_file("log", Duration::from_secs(60));
+    let status_of = |id: &str| {
+        let out = holder
+            .beside()
+            .args(&["status", id, "--state-dir", "st", "--format", "json"])
+            .run();
+        serde_json::from_str::<serde_json::Value>(&out.stdout)
+            .map(|v| v["status"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_default()
+    };
+    for (id, by_cancel) in [("wsig", false), ("wcancel", true)] {
+        let waiter = holder
+            .beside()
+            .args(&["run", "rb.yaml", "--state-dir", "st", "--run-id", id])
+            .spawn();
+        assert!(
+            poll_until(Duration::from_secs(60), || status_of(id) == "queued"),
+            "{id} never queued"
+        );
+        if by_cancel {
+            holder
+                .beside()
+                .args(&["cancel", id, "--state-dir", "st"])
+                .run()
+                .success();
+        } else {
+            waiter.signal(libc::SIGINT);
+        }
+        waiter.wait().code(130).stderr_contains(&format!(
+            "run {id} was cancelled while it waited for lock `k`; nothing ran"
+        ));
+        let list = holder
+            .beside()
+            .args(&["status", "--state-dir", "st", "--format", "json"])
+            .run()
+            .success();
+        assert!(!list.stdout.contains(id), "{}", list.stdout);
+    }
+    std::fs::write(holder.path().join("go"), "").unwrap();
+    let out = holder.wait().success();
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("log")).unwrap(),
+        "ran-holder\n"
+    );
+}

@@ -118,6 +118,9 @@ pub(super) fn start(l: Launch, mode: Mode) -> Result {
             .map_err(|e| Error::cannot_start(l.masker.mask(&e)))?;
         journal = Some(j);
     }
+    // A run that waits in a queue hears a signal (Ctrl-C, `runbook
+    // cancel`) while it waits, and leaves the queue.
+    let early = (l.lock_key.is_some() && l.lock_wait.is_some()).then(super::signals::heard_early);
     let _lock = match &l.lock_key {
         None => None,
         Some(key) => {
@@ -127,7 +130,12 @@ pub(super) fn start(l: Launch, mode: Mode) -> Result {
                     "queued for lock `{shown}`: place {place} in line"
                 ));
             };
-            match store.lock(key, &l.run_id, l.lock_wait, &mut queued) {
+            let stopped = || {
+                early
+                    .as_ref()
+                    .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst))
+            };
+            match store.lock(key, &l.run_id, l.lock_wait, &mut queued, &stopped) {
                 Ok(lock) => Some(lock),
                 Err(LockError::Held { holder }) => {
                     return Err(Error::cannot_start(format!("lock `{shown}` is held by run {holder}; wait for it or check `runbook status {holder}{}`", store.flag())));
@@ -216,7 +224,7 @@ pub(super) fn start(l: Launch, mode: Mode) -> Result {
         .map_err(|e| Error::cannot_start(format!("cannot start the runtime: {e}")))?;
     let ctx = l.ctx;
     let outcome = runtime.block_on(async {
-        let signals = signals();
+        let signals = signals(early.as_deref());
         // Ctrl-C is handled from here on: a remote cancel may interrupt too.
         claim.arm();
         if matches!(mode, Mode::Fresh) {

@@ -130,6 +130,10 @@ impl Store for DirStore {
                 epoch: 1,
             })),
             Err(crate::lock::LockError::Io(e)) => Err(unusable(e)),
+            // (Taking a run's lock never waits, so nothing stops it.)
+            Err(crate::lock::LockError::Stopped) => Err(unusable(std::io::Error::from(
+                std::io::ErrorKind::Interrupted,
+            ))),
         }
     }
 
@@ -175,10 +179,11 @@ impl Store for DirStore {
         run_id: &str,
         wait: Option<Duration>,
         queued: &mut dyn FnMut(usize),
+        stopped: &dyn Fn() -> bool,
     ) -> Result<Box<dyn HeldLock>, LockError> {
         let lock = match wait {
             None => Lock::acquire(&self.dir, key, run_id),
-            Some(wait) => Lock::acquire_queued(&self.dir, key, run_id, wait, queued),
+            Some(wait) => Lock::acquire_queued_until(&self.dir, key, run_id, wait, queued, stopped),
         };
         match lock {
             Ok(l) => Ok(Box::new(l)),
@@ -187,6 +192,7 @@ impl Store for DirStore {
                 Some(waited) => LockError::TimedOut { holder, waited },
             }),
             Err(crate::lock::LockError::Io(e)) => Err(LockError::Unusable(e.to_string())),
+            Err(crate::lock::LockError::Stopped) => Err(LockError::Cancelled),
         }
     }
 

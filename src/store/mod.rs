@@ -158,13 +158,16 @@ pub trait Store: Send + Sync {
 
     // `lock:` keys.
     /// Takes `key` for `run_id`; with `wait`, queues (FIFO) for up to that
-    /// long, calling `queued` with the run's place (1: next) as it changes.
+    /// long, calling `queued` with the run's place (1: next) as it changes,
+    /// and leaving the queue ([`LockError::Cancelled`]) once `stopped` says
+    /// so (a signal to the waiting process) or the run is cancelled.
     fn lock(
         &self,
         key: &str,
         run_id: &str,
         wait: Option<Duration>,
         queued: &mut dyn FnMut(usize),
+        stopped: &dyn Fn() -> bool,
     ) -> Result<Box<dyn HeldLock>, LockError>;
     /// The run's place in a lock queue while it waits (1: next).
     fn queue_position(&self, run_id: &str) -> Option<usize>;

@@ -60,6 +60,7 @@ pub(super) fn acquire(
     run_id: &str,
     wait: Option<Duration>,
     queued: &mut dyn FnMut(usize),
+    stopped: &dyn Fn() -> bool,
 ) -> Result<Box<dyn HeldLock>, LockError> {
     let key = crate::lock::key_file_name(key);
     let unusable = |e: DbError| LockError::Unusable(e.to_string());
@@ -136,7 +137,7 @@ pub(super) fn acquire(
         if let Err(why) = lease.check() {
             return Err(LockError::Fenced(why));
         }
-        if lease.cancel_pending() {
+        if lease.cancel_pending() || stopped() {
             return Err(LockError::Cancelled);
         }
         let k = key.clone();

@@ -408,13 +408,14 @@ impl Store for PgStore {
         run_id: &str,
         wait: Option<Duration>,
         queued: &mut dyn FnMut(usize),
+        stopped: &dyn Fn() -> bool,
     ) -> Result<Box<dyn HeldLock>, LockError> {
         let Some(lease) = self.lease_of(run_id) else {
             return Err(LockError::Unusable(format!(
                 "run {run_id} is not claimed by this process"
             )));
         };
-        locks::acquire(&self.db, &lease, key, run_id, wait, queued)
+        locks::acquire(&self.db, &lease, key, run_id, wait, queued, stopped)
     }
 
     fn queue_position(&self, run_id: &str) -> Option<usize> {
