@@ -384,6 +384,10 @@ steps:
   - id: work
     shell: |
       echo "start $RUNBOOK_RUN_ID" >> "$ORDER"
+      # The first run holds the key until the test has seen the second queued.
+      if [ "$RUNBOOK_RUN_ID" = q00 ]; then
+        for i in $(seq 3000); do [ -e "$GO" ] && break; sleep 0.02; done
+      fi
       sleep 0.05
       echo "end $RUNBOOK_RUN_ID" >> "$ORDER"
 "#;
@@ -394,6 +398,8 @@ steps:
 fn runs_take_a_queued_lock_in_order(state: &str, runs: usize, at_once: usize) {
     let order = tempfile::NamedTempFile::new().unwrap();
     let order_path = order.path().display().to_string();
+    let go = tempfile::tempdir().unwrap();
+    let go_path = go.path().join("go").display().to_string();
     let mut live: std::collections::VecDeque<Running> = std::collections::VecDeque::new();
     let mut saw_queued = false;
     for k in 0..runs {
@@ -403,6 +409,7 @@ fn runs_take_a_queued_lock_in_order(state: &str, runs: usize, at_once: usize) {
         let id = format!("q{k:02}");
         let run = machine(state)
             .env("ORDER", &order_path)
+            .env("GO", &go_path)
             .file("rb.yaml", QUEUED)
             .args(&["run", "rb.yaml", "--run-id", &id, "--lease", "5s"])
             .spawn();
@@ -425,6 +432,11 @@ fn runs_take_a_queued_lock_in_order(state: &str, runs: usize, at_once: usize) {
             )
         });
         assert!(ok, "run {id} never reached the queue");
+        if k == 1 {
+            // q00 holds the key until now: q01 was queued, and was seen so.
+            assert!(saw_queued, "q01 was not seen queued behind q00");
+            std::fs::write(&go_path, "").unwrap();
+        }
         live.push_back(run);
     }
     for run in live {
