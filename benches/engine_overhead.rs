@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{children_cpu, median, ms, run_engine, wait4, EngineRun, BIN};
+use common::{bin, children_cpu, median, ms, run_engine, wait4, EngineRun};
 
 /// Writes the chain of `n` steps into `dir` (once) and returns its path.
 fn chain_file(dir: &Path, n: usize) -> PathBuf {
@@ -61,7 +61,7 @@ fn engine(dir: &Path, state_base: &Path, n: usize, iter: usize) -> EngineRun {
 #[allow(clippy::zombie_processes)] // reaped by `wait4`, for its rusage
 fn validate_rss(dir: &Path, n: usize) -> u64 {
     let file = chain_file(dir, n);
-    let child = Command::new(BIN)
+    let child = Command::new(bin())
         .arg("validate")
         .arg(&file)
         .stdout(Stdio::null())
@@ -110,7 +110,7 @@ fn main() {
         .ok();
 
     println!("engine overhead: chain of `true` steps, median of {iters} runs");
-    println!("binary: {BIN}");
+    println!("binary: {}", bin());
     println!("state dir on disk: {}", dir.path().display());
     println!(
         "{:>6}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}",

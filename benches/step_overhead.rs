@@ -22,7 +22,8 @@
 //! measures a durable floor (the same spawns, each after one append +
 //! fdatasync), so what the engine adds beyond the one cost a durable engine
 //! cannot avoid shows on its own (`over dur.`).
-//! `BENCH_ITERS` (default 10) sets the pairs per workload; `BENCH_DIR` where
+//! `BENCH_ITERS` (default 10) sets the pairs per workload; `BENCH_BIN` another
+//! build of `runbook` to measure (default: this one); `BENCH_DIR` where
 //! state dirs go (default: under `target/`); `BENCH_ONLY=TEXT` runs only the
 //! workloads whose name contains TEXT.
 
@@ -43,7 +44,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{chain_yaml, median, ms, run_engine, BIN};
+use common::{bin, chain_yaml, median, ms, run_engine};
 
 struct Workload {
     name: &'static str,
@@ -229,7 +230,8 @@ fn main() {
     let (make, just) = (installed("make"), installed("just"));
     println!("step overhead over a fork+exec floor, paired, median of {iters} pairs");
     println!(
-        "binary: {BIN}; state dirs on disk under {}",
+        "binary: {}; state dirs on disk under {}",
+        bin(),
         dir.path().display()
     );
     // A step's sync comes after its process ran (or slept): on a virtual

@@ -8,7 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_runbook");
+/// The binary measured: this build's, or `$BENCH_BIN` (another build, to
+/// compare two in the same conditions).
+pub(crate) fn bin() -> String {
+    std::env::var("BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_runbook").to_string())
+}
 
 /// What one `runbook run` took.
 pub(crate) struct EngineRun {
@@ -23,7 +27,8 @@ pub(crate) struct EngineRun {
 #[allow(clippy::zombie_processes)] // reaped by `wait4`, for its rusage
 pub(crate) fn run_engine(file: &Path, state: &Path) -> EngineRun {
     let started = Instant::now();
-    let child = Command::new(BIN)
+    let bin = bin();
+    let child = Command::new(&bin)
         .arg("run")
         .arg(file)
         .arg("--state-dir")
@@ -40,7 +45,7 @@ pub(crate) fn run_engine(file: &Path, state: &Path) -> EngineRun {
     assert_eq!(
         status,
         0,
-        "`{BIN} run {}` failed (wait status {status})",
+        "`{bin} run {}` failed (wait status {status})",
         file.display()
     );
     let _ = std::fs::remove_dir_all(state);
