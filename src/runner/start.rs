@@ -18,7 +18,7 @@ use crate::store::{ClaimError, LockError};
 use crate::view;
 
 use super::prepare::Launch;
-use super::signals::signals;
+use super::signals::Heard;
 
 /// What the engine is asked to do.
 pub(super) enum Mode {
@@ -29,6 +29,9 @@ pub(super) enum Mode {
 
 /// Claims the run (its claim, lock key, journal) and runs the engine.
 pub(super) fn start(l: Launch, mode: Mode) -> Result {
+    // From here a signal is counted, not fatal: it reaches the engine, or
+    // takes a queued run out of its queue.
+    let heard = Heard::install();
     let rb = l.plan.source.clone();
     let store = l.store.clone();
     let fresh = matches!(mode, Mode::Fresh);
@@ -118,9 +121,6 @@ pub(super) fn start(l: Launch, mode: Mode) -> Result {
             .map_err(|e| Error::cannot_start(l.masker.mask(&e)))?;
         journal = Some(j);
     }
-    // A run that waits in a queue hears a signal (Ctrl-C, `runbook
-    // cancel`) while it waits, and leaves the queue.
-    let early = (l.lock_key.is_some() && l.lock_wait.is_some()).then(super::signals::heard_early);
     let _lock = match &l.lock_key {
         None => None,
         Some(key) => {
@@ -130,12 +130,12 @@ pub(super) fn start(l: Launch, mode: Mode) -> Result {
                     "queued for lock `{shown}`: place {place} in line"
                 ));
             };
-            let stopped = || {
-                early
-                    .as_ref()
-                    .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst))
-            };
-            match store.lock(key, &l.run_id, l.lock_wait, &mut queued, &stopped) {
+            // A signal (Ctrl-C, `runbook cancel`) takes a waiting run out
+            // of the queue; a second one ends it at once.
+            let _second = l.lock_wait.map(|_| heard.second_ends_the_wait());
+            match store.lock(key, &l.run_id, l.lock_wait, &mut queued, &|| {
+                heard.pending()
+            }) {
                 Ok(lock) => Some(lock),
                 Err(LockError::Held { holder }) => {
                     return Err(Error::cannot_start(format!("lock `{shown}` is held by run {holder}; wait for it or check `runbook status {holder}{}`", store.flag())));
@@ -224,7 +224,7 @@ pub(super) fn start(l: Launch, mode: Mode) -> Result {
         .map_err(|e| Error::cannot_start(format!("cannot start the runtime: {e}")))?;
     let ctx = l.ctx;
     let outcome = runtime.block_on(async {
-        let signals = signals(early.as_deref());
+        let signals = heard.stream();
         // Ctrl-C is handled from here on: a remote cancel may interrupt too.
         claim.arm();
         if matches!(mode, Mode::Fresh) {
