@@ -20,8 +20,8 @@ use std::collections::{HashMap, HashSet};
 use indexmap::IndexMap;
 use serde_json::{json, Map, Value as Json};
 
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use crate::events::{Evaluation, Event, Listener, RunStatus, StepStatus, Verdict, WaitingDetail};
 use crate::runbook::Runbook;
@@ -31,13 +31,20 @@ use crate::runbook::Runbook;
 pub struct StepRecord {
     pub status: StepStatus,
     pub attempts: u32,
-    /// `outputs` and kind-specific values (`stdout`, `exit_code`).
-    pub result: Map<String, Json>,
+    /// `outputs` and kind-specific values (`stdout`, `exit_code`): shared,
+    /// as most steps of a long run finish with the same few.
+    pub result: Arc<Map<String, Json>>,
     pub error: Option<String>,
     /// Order of completion among main steps.
     pub finished_seq: Option<u64>,
     pub duration_ms: u64,
-    pub rollback: Option<RollbackRecord>,
+    pub rollback: Option<Box<RollbackRecord>>,
+}
+
+/// The result of a step with none, shared by every such step.
+pub fn empty_result() -> Arc<Map<String, Json>> {
+    static EMPTY: OnceLock<Arc<Map<String, Json>>> = OnceLock::new();
+    EMPTY.get_or_init(Arc::default).clone()
 }
 
 #[derive(Debug, Clone)]
@@ -58,7 +65,7 @@ impl StepRecord {
         StepRecord {
             status: StepStatus::NotStarted,
             attempts: 0,
-            result: Map::new(),
+            result: empty_result(),
             error: None,
             finished_seq: None,
             duration_ms: 0,
@@ -74,7 +81,7 @@ impl StepRecord {
 
     /// The value templates see as `steps.<id>` (or `step` in a rollback body).
     pub fn template_value(&self) -> Json {
-        let mut m = self.result.clone();
+        let mut m = (*self.result).clone();
         m.entry("outputs").or_insert_with(|| json!({}));
         m.insert("status".into(), json!(self.status.as_str()));
         m.insert("attempts".into(), json!(self.attempts));
@@ -198,12 +205,53 @@ pub struct Refusal {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Try {
     pub attempt: u32,
-    pub started_at: String,
-    pub finished_at: Option<String>,
+    pub started_at: Stamp,
+    pub finished_at: Option<Stamp>,
     /// `failed`, `succeeded`, `cancelled`, or `engine_stopped` when the
     /// process died under it; `None` while it runs.
-    pub outcome: Option<String>,
+    pub outcome: Option<&'static str>,
     pub error: Option<String>,
+}
+
+/// An event's time. Held as milliseconds when its text is what
+/// `format_rfc3339_millis` makes of them (the journal's and the live
+/// stream's form: 8 bytes instead of a 24-byte string on the heap, four
+/// times a step); any other text is kept as it came.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stamp {
+    Millis(u64),
+    Text(Box<str>),
+}
+
+impl Stamp {
+    pub fn new(at: &str) -> Stamp {
+        let millis = humantime::parse_rfc3339(at)
+            .ok()
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .and_then(|d| u64::try_from(d.as_millis()).ok());
+        match millis {
+            Some(ms) if Stamp::Millis(ms).to_string() == at => Stamp::Millis(ms),
+            _ => Stamp::Text(at.into()),
+        }
+    }
+}
+
+impl std::fmt::Display for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stamp::Millis(ms) => {
+                let t = SystemTime::UNIX_EPOCH + Duration::from_millis(*ms);
+                write!(f, "{}", humantime::format_rfc3339_millis(t))
+            }
+            Stamp::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+impl serde::Serialize for Stamp {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.collect_str(self)
+    }
 }
 
 /// A step (or a rollback body: `label` is `id.rollback.N`) waiting, and
@@ -218,21 +266,30 @@ pub struct WaitingState {
     pub since: String,
 }
 
-/// A step as `status` and the report show it.
+/// A step as `status` and the report show it (its id is its key in
+/// [`RunState::steps`]). What few steps have is in [`StepMore`], so a step
+/// without it costs a pointer.
 #[derive(Debug, Clone)]
 pub struct StepState {
-    pub id: String,
     /// `steps`, `on_failure` or `finally`.
     pub phase: &'static str,
     /// The last finished attempt's record (status `not_started` until then).
     pub record: StepRecord,
     /// Started and not finished (so far as the events say).
     pub running: bool,
-    /// `attempt/attempts` of the attempt running or last run.
-    pub attempt: Option<String>,
+    /// (attempt, attempts) of the attempt running or last run.
+    pub attempt: Option<(u32, u32)>,
+    pub started_at: Option<Stamp>,
+    pub finished_at: Option<Stamp>,
+    /// Every attempt, across processes, oldest first.
+    pub tries: Vec<Try>,
+    pub more: Option<Box<StepMore>>,
+}
+
+/// What a step has only when it waits, rolls back, gates or is named.
+#[derive(Debug, Clone, Default)]
+pub struct StepMore {
     pub waiting_on: Option<String>,
-    pub started_at: Option<String>,
-    pub finished_at: Option<String>,
     pub rollback_running: bool,
     /// The rollback body that last started, while the rollback has not
     /// succeeded: bodies run in order, so the ones before it are done and a
@@ -244,42 +301,64 @@ pub struct StepState {
     /// Display only: the runbook's `name` and `stage` of the step.
     pub name: Option<String>,
     pub stage: Option<String>,
-    /// Every attempt, across processes, oldest first.
-    pub tries: Vec<Try>,
     /// A gate's evaluations, every attempt's, oldest first.
     pub evaluations: Vec<EvaluationRecord>,
-    pub rollback_started_at: Option<String>,
-    pub rollback_finished_at: Option<String>,
+    pub rollback_started_at: Option<Stamp>,
+    pub rollback_finished_at: Option<Stamp>,
 }
 
+/// Nothing of a step's [`StepMore`].
+static NO_MORE: StepMore = StepMore {
+    waiting_on: None,
+    rollback_running: false,
+    rollback_body: None,
+    rollback_history: Vec::new(),
+    name: None,
+    stage: None,
+    evaluations: Vec::new(),
+    rollback_started_at: None,
+    rollback_finished_at: None,
+};
+
 impl StepState {
-    fn new(id: &str, phase: &'static str) -> StepState {
+    fn new(phase: &'static str) -> StepState {
         StepState {
-            id: id.to_string(),
             phase,
             record: StepRecord::new(),
             running: false,
             attempt: None,
-            waiting_on: None,
             started_at: None,
             finished_at: None,
-            rollback_running: false,
-            rollback_body: None,
-            rollback_history: Vec::new(),
-            name: None,
-            stage: None,
             tries: Vec::new(),
-            evaluations: Vec::new(),
-            rollback_started_at: None,
-            rollback_finished_at: None,
+            more: None,
+        }
+    }
+
+    /// What few steps have (all empty when the step has none of it).
+    pub fn more(&self) -> &StepMore {
+        self.more.as_deref().unwrap_or(&NO_MORE)
+    }
+
+    fn more_mut(&mut self) -> &mut StepMore {
+        self.more.get_or_insert_with(Box::default)
+    }
+
+    /// `attempt/attempts` of the attempt running or last run.
+    pub fn attempt_text(&self) -> Option<String> {
+        self.attempt.map(|(a, n)| format!("{a}/{n}"))
+    }
+
+    fn clear_waiting_on(&mut self) {
+        if let Some(m) = &mut self.more {
+            m.waiting_on = None;
         }
     }
 
     /// Ends the attempt still open (if any).
-    fn end_try(&mut self, at: &str, outcome: &str, error: Option<&String>) {
+    fn end_try(&mut self, at: &str, outcome: &'static str, error: Option<&String>) {
         if let Some(t) = self.tries.last_mut().filter(|t| t.finished_at.is_none()) {
-            t.finished_at = Some(at.to_string());
-            t.outcome = Some(outcome.to_string());
+            t.finished_at = Some(Stamp::new(at));
+            t.outcome = Some(outcome);
             t.error = error.cloned();
         }
     }
@@ -324,6 +403,8 @@ pub struct RunState {
     pub gate_samples: HashMap<String, (u32, Vec<GateSample>)>,
     /// Main steps finished so far (the completion counter).
     pub seq: u64,
+    /// The result last folded in: the next step's, when equal, shares it.
+    last_result: Option<Arc<Map<String, Json>>>,
     succeeded_once: bool,
     /// The public params as `run_started` recorded them.
     pub params: Map<String, Json>,
@@ -369,9 +450,12 @@ impl RunState {
                 .reserve_exact(lists.iter().map(|(_, l)| l.len()).sum::<usize>());
             for (phase, list) in lists {
                 for step in list {
-                    let mut st = StepState::new(&step.id, phase);
-                    st.name.clone_from(&step.name);
-                    st.stage.clone_from(&step.stage);
+                    let mut st = StepState::new(phase);
+                    if step.name.is_some() || step.stage.is_some() {
+                        let more = st.more_mut();
+                        more.name.clone_from(&step.name);
+                        more.stage.clone_from(&step.stage);
+                    }
                     s.steps.insert(step.id.clone(), st);
                     if step.continue_on_failure {
                         s.tolerant.insert(step.id.clone());
@@ -401,7 +485,7 @@ impl RunState {
             Some(i) => i,
             None => {
                 self.steps
-                    .insert_full(id.to_string(), StepState::new(id, "steps"))
+                    .insert_full(id.to_string(), StepState::new("steps"))
                     .0
             }
         };
@@ -440,23 +524,24 @@ impl RunState {
                     // Most steps make one attempt: not the four a first push reserves.
                     s.tries.reserve_exact(1);
                 }
+                let started = Stamp::new(at);
+                s.started_at.get_or_insert_with(|| started.clone());
                 s.tries.push(Try {
                     attempt: *attempt,
-                    started_at: at.to_string(),
+                    started_at: started,
                     finished_at: None,
                     outcome: None,
                     error: None,
                 });
                 s.running = true;
-                s.attempt = Some(format!("{attempt}/{attempts}"));
-                s.waiting_on = None;
-                s.started_at.get_or_insert_with(|| at.to_string());
+                s.attempt = Some((*attempt, *attempts));
+                s.clear_waiting_on();
             }
             Event::Waiting { step, on, detail } => {
                 let owner = step.split(".rollback.").next().unwrap_or(step).to_string();
                 // A rollback body's wait belongs to its step, not a step of its own.
                 if owner == *step {
-                    self.step(step).waiting_on = Some(on.clone());
+                    self.step(step).more_mut().waiting_on = Some(on.clone());
                 }
                 let since = self
                     .waiting
@@ -550,11 +635,23 @@ impl RunState {
                 duration_ms,
             } => {
                 self.spawned.shift_remove(step);
-                let mut result = match extra {
-                    Json::Object(m) => m.clone(),
-                    _ => Map::new(),
+                let extra = match extra {
+                    Json::Object(m) => Some(m),
+                    _ => None,
                 };
+                let mut result = Map::with_capacity(extra.map_or(0, Map::len) + 1);
+                if let Some(m) = extra {
+                    result.extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
                 result.insert("outputs".into(), outputs.clone());
+                let result = match &self.last_result {
+                    Some(last) if **last == result => last.clone(),
+                    _ => {
+                        let result = Arc::new(result);
+                        self.last_result = Some(result.clone());
+                        result
+                    }
+                };
                 // As the engine counts them: a step that ran (succeeded, or
                 // failed after it started). Skipped, not started, cancelled
                 // and a failed `when` have no place in the completion order,
@@ -582,8 +679,8 @@ impl RunState {
                     rollback,
                 };
                 s.running = false;
-                s.waiting_on = None;
-                s.finished_at = Some(at.to_string());
+                s.clear_waiting_on();
+                s.finished_at = Some(Stamp::new(at));
             }
             Event::UnwindStarted { failed_step, .. } => {
                 if self.status.is_some() {
@@ -602,10 +699,11 @@ impl RunState {
                             .is_some_and(|r| r.status != StepStatus::Succeeded)
                         {
                             if let Some(r) = st.record.rollback.take() {
-                                st.rollback_history.push(r);
+                                let more = st.more_mut();
+                                more.rollback_history.push(*r);
+                                more.rollback_started_at = None;
+                                more.rollback_finished_at = None;
                             }
-                            st.rollback_started_at = None;
-                            st.rollback_finished_at = None;
                         }
                         if st.phase == "finally" {
                             st.record = StepRecord::new();
@@ -627,8 +725,8 @@ impl RunState {
                 self.waiting.retain(|label, _| !label.starts_with(&bodies));
                 // Bodies before this one have ended.
                 self.spawned.retain(|label, _| !label.starts_with(&bodies));
-                let s = self.step(step);
-                s.rollback_started_at.get_or_insert_with(|| at.to_string());
+                let s = self.step(step).more_mut();
+                s.rollback_started_at.get_or_insert_with(|| Stamp::new(at));
                 s.rollback_finished_at = None;
                 s.rollback_running = true;
                 s.rollback_body = Some(*body);
@@ -646,17 +744,18 @@ impl RunState {
                     .retain(|label, _| !label.starts_with(&bodies));
                 self.waiting.retain(|label, _| !label.starts_with(&bodies));
                 let s = self.step(step);
-                s.rollback_running = false;
-                s.rollback_finished_at = Some(at.to_string());
+                let more = s.more_mut();
+                more.rollback_running = false;
+                more.rollback_finished_at = Some(Stamp::new(at));
                 // A failed list is retried from the body that failed.
                 if *status == StepStatus::Succeeded {
-                    s.rollback_body = None;
+                    more.rollback_body = None;
                 }
-                s.record.rollback = Some(RollbackRecord {
+                s.record.rollback = Some(Box::new(RollbackRecord {
                     status: *status,
                     attempts: *attempts,
                     error: error.clone(),
-                });
+                }));
             }
             Event::RunFinished {
                 status,
@@ -687,7 +786,7 @@ impl RunState {
                     Verdict::Fail
                 });
                 if let Some(d) = detail {
-                    let st = self.step(step);
+                    let st = self.step(step).more_mut();
                     st.evaluations.push(EvaluationRecord {
                         attempt: *attempt,
                         sample: *sample,
@@ -726,9 +825,9 @@ impl RunState {
     /// Steps that started and never finished: the engine died under them.
     pub fn died_running(&self) -> HashSet<String> {
         self.steps
-            .values()
-            .filter(|s| s.running && s.finished_at.is_none())
-            .map(|s| s.id.clone())
+            .iter()
+            .filter(|(_, s)| s.running && s.finished_at.is_none())
+            .map(|(id, _)| id.clone())
             .collect()
     }
 
@@ -854,9 +953,9 @@ impl RunState {
     /// Steps that failed under `continue_on_failure`, in file order.
     pub fn tolerated(&self) -> Vec<String> {
         self.steps
-            .values()
-            .filter(|s| s.record.status == StepStatus::Failed && self.tolerant.contains(&s.id))
-            .map(|s| s.id.clone())
+            .iter()
+            .filter(|(id, s)| s.record.status == StepStatus::Failed && self.tolerant.contains(*id))
+            .map(|(id, _)| id.clone())
             .collect()
     }
 
@@ -898,8 +997,8 @@ impl RunState {
                     "evaluations": a.paused_gate,
                     "step": w.step,
                     "label": w.label,
-                    "name": st.and_then(|s| s.name.clone()),
-                    "stage": st.and_then(|s| s.stage.clone()),
+                    "name": st.and_then(|s| s.more().name.clone()),
+                    "stage": st.and_then(|s| s.more().stage.clone()),
                     "message": a.message,
                     "waiting_on": w.on,
                     "approvers": a.approvers,
@@ -920,10 +1019,11 @@ impl RunState {
             .collect()
     }
 
-    fn step_json(&self, s: &StepState) -> Json {
+    fn step_json(&self, id: &str, s: &StepState) -> Json {
         let r = &s.record;
+        let more = s.more();
         let mut m = Map::new();
-        m.insert("id".into(), json!(s.id));
+        m.insert("id".into(), json!(id));
         m.insert("phase".into(), json!(s.phase));
         m.insert("status".into(), json!(s.display_status()));
         m.insert("attempts".into(), json!(r.attempts));
@@ -937,7 +1037,7 @@ impl RunState {
         if let Some(e) = &r.error {
             m.insert("error".into(), json!(e));
         }
-        for (k, v) in [("name", &s.name), ("stage", &s.stage)] {
+        for (k, v) in [("name", &more.name), ("stage", &more.stage)] {
             if let Some(v) = v {
                 m.insert(k.into(), json!(v));
             }
@@ -958,9 +1058,7 @@ impl RunState {
                 .collect();
             m.insert("attempt_log".into(), Json::Array(tries));
         }
-        if let Some(WaitingDetail::Gate(g)) =
-            self.waiting.get(&s.id).and_then(|w| w.detail.as_ref())
-        {
+        if let Some(WaitingDetail::Gate(g)) = self.waiting.get(id).and_then(|w| w.detail.as_ref()) {
             m.insert(
                 "gate".into(),
                 json!({
@@ -973,8 +1071,8 @@ impl RunState {
                 }),
             );
         }
-        if !s.evaluations.is_empty() {
-            let list: Vec<Json> = s
+        if !more.evaluations.is_empty() {
+            let list: Vec<Json> = more
                 .evaluations
                 .iter()
                 .map(|e| {
@@ -1010,10 +1108,10 @@ impl RunState {
             m.insert("duration_ms".into(), json!(r.duration_ms));
         }
         for (k, v) in [
-            ("attempt", &s.attempt),
-            ("waiting_on", &s.waiting_on),
-            ("started_at", &s.started_at),
-            ("finished_at", &s.finished_at),
+            ("attempt", s.attempt_text()),
+            ("waiting_on", more.waiting_on.clone()),
+            ("started_at", s.started_at.as_ref().map(Stamp::to_string)),
+            ("finished_at", s.finished_at.as_ref().map(Stamp::to_string)),
         ] {
             if let Some(v) = v {
                 m.insert(k.into(), json!(v));
@@ -1022,7 +1120,7 @@ impl RunState {
         let approvals: Vec<Json> = self
             .decisions
             .iter()
-            .filter(|d| d.label == s.id || d.label.starts_with(&format!("{}.rollback.", s.id)))
+            .filter(|d| d.label == id || d.label.starts_with(&format!("{id}.rollback.")))
             .map(|d| {
                 let mut v = json!({ "by": d.by, "approved": d.approved, "comment": d.comment, "at": d.at, "step": d.label });
                 if let (Some(p), Json::Object(o)) = (&d.proof, &mut v) {
@@ -1043,16 +1141,16 @@ impl RunState {
         let refused: Vec<Json> = self
             .refusals
             .iter()
-            .filter(|d| d.label == s.id || d.label.starts_with(&format!("{}.rollback.", s.id)))
+            .filter(|d| d.label == id || d.label.starts_with(&format!("{id}.rollback.")))
             .map(|d| json!({ "by": d.by, "approved": d.approved, "why": d.why, "at": d.at, "step": d.label }))
             .collect();
         if !refused.is_empty() {
             m.insert("refused_approvals".into(), Json::Array(refused));
         }
-        if s.rollback_running {
+        if more.rollback_running {
             m.insert(
                 "rollback".into(),
-                json!({ "status": "running", "started_at": s.rollback_started_at }),
+                json!({ "status": "running", "started_at": more.rollback_started_at }),
             );
         } else if let Some(rb) = &r.rollback {
             m.insert(
@@ -1061,15 +1159,15 @@ impl RunState {
                     "status": rb.status.as_str(),
                     "attempts": rb.attempts,
                     "error": rb.error,
-                    "started_at": s.rollback_started_at,
-                    "finished_at": s.rollback_finished_at,
+                    "started_at": more.rollback_started_at,
+                    "finished_at": more.rollback_finished_at,
                 }),
             );
         }
-        if !s.rollback_history.is_empty() {
+        if !more.rollback_history.is_empty() {
             m.insert(
                 "rollback_history".into(),
-                s.rollback_history
+                more.rollback_history
                     .iter()
                     .map(|rb| json!({ "status": rb.status.as_str(), "attempts": rb.attempts, "error": rb.error }))
                     .collect(),
@@ -1174,8 +1272,8 @@ impl serde::Serialize for Steps<'_> {
     fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeSeq;
         let mut seq = ser.serialize_seq(Some(self.0.steps.len()))?;
-        for s in self.0.steps.values() {
-            seq.serialize_element(&self.0.step_json(s))?;
+        for (id, s) in &self.0.steps {
+            seq.serialize_element(&self.0.step_json(id, s))?;
         }
         seq.end()
     }

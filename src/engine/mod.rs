@@ -263,7 +263,7 @@ impl Engine {
                     match result {
                         Ok(out) => {
                             rec.status = StepStatus::Succeeded;
-                            rec.result = out;
+                            rec.result = Arc::new(out);
                         }
                         // Cancelled before its first attempt began: it never
                         // started, so it has nothing to roll back.
@@ -276,7 +276,7 @@ impl Engine {
                         Err(Failure::Failed(e)) => {
                             rec.status = StepStatus::Failed;
                             rec.error = Some(e);
-                            rec.result = kept.unwrap_or_default();
+                            rec.result = kept.map_or_else(crate::state::empty_result, Arc::new);
                         }
                     }
                     if matches!(rec.status, StepStatus::Succeeded | StepStatus::Failed) {
@@ -288,7 +288,7 @@ impl Engine {
                     if matches!(step.rollback, Rollback::None) {
                         // Only its rollback reads a step's result back from
                         // here (as `step.*`); templates read the context's copy.
-                        records[i].result = crate::steps::Outputs::new();
+                        records[i].result = crate::state::empty_result();
                     }
                     let rec = &records[i];
                     let go_on = rec.status == StepStatus::Succeeded
@@ -590,11 +590,11 @@ impl Engine {
                                 error: Some(error.clone()),
                                 duration_ms: 0,
                             });
-                            records[i].rollback = Some(RollbackRecord {
+                            records[i].rollback = Some(Box::new(RollbackRecord {
                                 status: StepStatus::Failed,
                                 attempts: 1,
                                 error: Some(error),
-                            });
+                            }));
                             return None;
                         }
                         self.signal_note(*signals_seen, "signal received: the unwind goes on; a second signal stops it at once and leaves it incomplete");
@@ -603,7 +603,7 @@ impl Engine {
             };
             drop(no_cancel_tx);
             all_ok &= rec.status == StepStatus::Succeeded;
-            records[i].rollback = Some(rec);
+            records[i].rollback = Some(Box::new(rec));
         }
         Some(all_ok)
     }
@@ -772,12 +772,14 @@ impl Engine {
                     match r {
                         Ok(o) => {
                             rec.status = StepStatus::Succeeded;
-                            rec.result = o;
+                            rec.result = Arc::new(o);
                         }
                         Err(Failure::Failed(e)) => {
                             rec.status = StepStatus::Failed;
                             rec.error = Some(e);
-                            rec.result = attempts.take_partial().unwrap_or_default();
+                            rec.result = attempts
+                                .take_partial()
+                                .map_or_else(crate::state::empty_result, Arc::new);
                         }
                         Err(Failure::Cancelled) => rec.status = StepStatus::Cancelled,
                         Err(Failure::Unrecorded) => rec.status = StepStatus::NotStarted,
@@ -805,7 +807,7 @@ fn body_resume_points(rb: &crate::runbook::Runbook, prior: &RunState) -> HashMap
                 .rollback
                 .as_ref()
                 .is_some_and(|r| r.status == StepStatus::Succeeded);
-            st.rollback_body.filter(|_| !done).map(|b| (i, b))
+            st.more().rollback_body.filter(|_| !done).map(|b| (i, b))
         })
         .collect()
 }

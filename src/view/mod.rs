@@ -195,7 +195,7 @@ pub(crate) fn title(state: &RunState, id: &str) -> String {
     let Some(st) = state.steps.get(id.split(".rollback.").next().unwrap_or(id)) else {
         return String::new();
     };
-    match (&st.name, &st.stage) {
+    match (&st.more().name, &st.more().stage) {
         (Some(n), Some(s)) => format!(" ({}, stage {})", printable(n), printable(s)),
         (Some(n), None) => format!(" ({})", printable(n)),
         (None, Some(s)) => format!(" (stage {})", printable(s)),
@@ -210,19 +210,26 @@ pub(crate) fn summary(
     state: &RunState,
     took: &std::collections::HashMap<String, Duration>,
 ) -> String {
-    let rows: Vec<&crate::state::StepState> = state
+    let rows: Vec<(&String, &crate::state::StepState)> = state
         .steps
-        .values()
-        .filter(|s| s.phase == "steps" || s.record.status != crate::events::StepStatus::NotStarted)
+        .iter()
+        .filter(|(_, s)| {
+            s.phase == "steps" || s.record.status != crate::events::StepStatus::NotStarted
+        })
         .collect();
-    let width = rows.iter().map(|r| r.id.len()).max().unwrap_or(4).max(4);
+    let width = rows
+        .iter()
+        .map(|(id, _)| id.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     let mut out = format!(
         "{:width$}  {:11}  {:>8}  {:>8}  rollback",
         "step", "status", "attempts", "time"
     );
-    for s in rows {
+    for (id, s) in rows {
         let time = took
-            .get(&s.id)
+            .get(id)
             .copied()
             .or_else(|| {
                 s.finished_at
@@ -233,7 +240,7 @@ pub(crate) fn summary(
         let rollback = s.record.rollback.as_ref().map_or("", |r| r.status.as_str());
         out.push_str(&format!(
             "\n{:width$}  {:11}  {:>8}  {:>8}  {rollback}",
-            s.id,
+            id,
             s.display_status(),
             s.record.attempts,
             time
