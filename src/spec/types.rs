@@ -215,10 +215,12 @@ pub struct StepSpec {
     pub stage: Option<String>,
     /// Steps this one waits for. Absent: the step before it. `[]`: none.
     pub needs: Option<Spanned<Vec<Spanned<String>>>>,
+    // Boxed, these and `cwd`, `interpreter`: most steps have none, and
+    // every step of a long file held their room while it was read.
     /// An expression; false skips the step.
-    pub when: Option<Spanned<String>>,
+    pub when: Option<Box<Spanned<String>>>,
     /// Per attempt: `250ms`, `30s`, `5m`, `2h`, `1d`.
-    pub timeout: Option<Spanned<String>>,
+    pub timeout: Option<Box<Spanned<String>>>,
     pub retry: Option<Box<Checked<RetrySpec>>>,
     #[serde(default)]
     pub continue_on_failure: bool,
@@ -228,8 +230,8 @@ pub struct StepSpec {
     pub rollback: Option<Checked<RollbackSpec>>,
     #[serde(default)]
     pub env: IndexMap<Spanned<String>, Spanned<String>>,
-    pub cwd: Option<Spanned<String>>,
-    pub interpreter: Option<Spanned<Vec<String>>>,
+    pub cwd: Option<Box<Spanned<String>>>,
+    pub interpreter: Option<Box<Spanned<Vec<String>>>>,
     /// A script run under the interpreter.
     pub shell: Option<Spanned<String>>,
     pub http: Option<Box<Checked<HttpSpec>>>,

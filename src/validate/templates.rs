@@ -171,10 +171,10 @@ fn each_string(s: &StepSpec, f: &mut dyn FnMut(&str, Span, Expr)) {
     }
     common(
         f,
-        s.timeout.as_ref(),
+        s.timeout.as_deref(),
         s.retry.as_deref(),
         &s.env,
-        s.cwd.as_ref(),
+        s.cwd.as_deref(),
         s.shell.as_ref(),
         s.http.iter().filter_map(|h| h.0.as_ref()),
         s.metric.as_ref().and_then(|m| m.0.as_ref()),
