@@ -14,6 +14,10 @@
 //! decided what, what each waiting step waits for, how many processes the
 //! run took): the record is told from this one fold, never by a second
 //! reader of the journal.
+//!
+//! A run holds one [`StepState`] per step for its whole length, so a step
+//! is kept small: what few steps have is boxed apart, times are held as
+//! milliseconds and equal results are shared.
 
 use std::collections::{HashMap, HashSet};
 
