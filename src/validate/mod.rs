@@ -143,7 +143,9 @@ fn convert(spec: &RunbookSpec, broken: Vec<String>, ds: &mut Diagnostics) -> Opt
         ids: HashMap::new(),
         broken: broken.into_iter().collect(),
     };
-    let mut first_span: HashMap<String, Span> = HashMap::new();
+    // Borrowed keys, dropped once the ids are indexed: for a long file it
+    // was as large as the index, alive while every step was converted.
+    let mut first_span: HashMap<&str, Span> = HashMap::new();
     for (phase, list) in &lists {
         for (i, s) in list.iter().enumerate() {
             let Some(s) = &s.0 else { continue };
@@ -152,7 +154,7 @@ fn convert(spec: &RunbookSpec, broken: Vec<String>, ds: &mut Diagnostics) -> Opt
                 ds.error(Code::InvalidId, id.span, format!("step id `{}` is not valid", id.value))
                     .help = Some("ids match [a-z][a-z0-9_]*: lowercase letters, digits and underscores, starting with a letter".into());
             }
-            if let Some(first) = first_span.get(&id.value) {
+            if let Some(first) = first_span.get(id.value.as_str()) {
                 ds.push(
                     Diagnostic::new(
                         Code::DuplicateId,
@@ -163,10 +165,11 @@ fn convert(spec: &RunbookSpec, broken: Vec<String>, ds: &mut Diagnostics) -> Opt
                 );
                 continue;
             }
-            first_span.insert(id.value.clone(), id.span);
+            first_span.insert(&id.value, id.span);
             index.ids.insert(id.value.clone(), (*phase, i));
         }
     }
+    drop(first_span);
 
     let defaults = spec
         .defaults
