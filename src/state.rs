@@ -45,6 +45,26 @@ pub struct StepRecord {
     pub rollback: Option<Box<RollbackRecord>>,
 }
 
+/// `==` on JSON, but numbers must also be written the same: `0.0` and
+/// `-0.0` are equal to serde_json and show differently. What decides that
+/// two steps may share one value.
+pub(crate) fn identical(a: &Json, b: &Json) -> bool {
+    match (a, b) {
+        (Json::Number(x), Json::Number(y)) => x.to_string() == y.to_string(),
+        (Json::Array(x), Json::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| identical(a, b))
+        }
+        (Json::Object(x), Json::Object(y)) => identical_maps(x, y),
+        _ => a == b,
+    }
+}
+
+fn identical_maps(x: &Map<String, Json>, y: &Map<String, Json>) -> bool {
+    x.len() == y.len()
+        && x.iter()
+            .all(|(k, v)| y.get(k).is_some_and(|w| identical(v, w)))
+}
+
 /// The result of a step with none, shared by every such step.
 pub fn empty_result() -> Arc<Map<String, Json>> {
     static EMPTY: OnceLock<Arc<Map<String, Json>>> = OnceLock::new();
@@ -649,7 +669,7 @@ impl RunState {
                 }
                 result.insert("outputs".into(), outputs.clone());
                 let result = match &self.last_result {
-                    Some(last) if **last == result => last.clone(),
+                    Some(last) if identical_maps(last, &result) => last.clone(),
                     _ => {
                         let result = Arc::new(result);
                         self.last_result = Some(result.clone());
@@ -1280,5 +1300,23 @@ impl serde::Serialize for Steps<'_> {
             seq.serialize_element(&self.0.step_json(id, s))?;
         }
         seq.end()
+    }
+}
+
+#[cfg(test)]
+mod identical_tests {
+    use super::identical;
+    use serde_json::json;
+
+    #[test]
+    fn equal_json_written_differently_is_not_identical() {
+        assert!(identical(
+            &json!({"a": [1, "x", {"b": 2.5}]}),
+            &json!({"a": [1, "x", {"b": 2.5}]})
+        ));
+        assert!(json!(0.0) == json!(-0.0));
+        assert!(!identical(&json!({"x": 0.0}), &json!({"x": -0.0})));
+        assert!(!identical(&json!([1]), &json!([1, 2])));
+        assert!(!identical(&json!({"a": 1}), &json!({"b": 1})));
     }
 }

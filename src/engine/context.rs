@@ -149,7 +149,7 @@ impl Context {
         let json = rec.template_value();
         let value = match self.last_step.lock() {
             Ok(mut last) => match &*last {
-                Some((seen, value)) if identical(seen, &json) => value.clone(),
+                Some((seen, value)) if crate::state::identical(seen, &json) => value.clone(),
                 _ => {
                     let value = Value::from_serialize(&json);
                     *last = Some((json, value.clone()));
@@ -180,40 +180,5 @@ impl Context {
     /// The params as the template sees them, for journals and reports.
     pub fn params(&self) -> &Value {
         &self.params
-    }
-}
-
-/// `==` on JSON, but numbers must also be written the same: `0.0` and
-/// `-0.0` are equal to serde_json and render differently.
-fn identical(a: &Json, b: &Json) -> bool {
-    match (a, b) {
-        (Json::Number(x), Json::Number(y)) => x.to_string() == y.to_string(),
-        (Json::Array(x), Json::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| identical(a, b))
-        }
-        (Json::Object(x), Json::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| identical(v, w)))
-        }
-        _ => a == b,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::identical;
-    use serde_json::json;
-
-    #[test]
-    fn equal_json_written_differently_is_not_identical() {
-        assert!(identical(
-            &json!({"a": [1, "x", {"b": 2.5}]}),
-            &json!({"a": [1, "x", {"b": 2.5}]})
-        ));
-        assert!(json!(0.0) == json!(-0.0));
-        assert!(!identical(&json!({"x": 0.0}), &json!({"x": -0.0})));
-        assert!(!identical(&json!([1]), &json!([1, 2])));
-        assert!(!identical(&json!({"a": 1}), &json!({"b": 1})));
     }
 }
