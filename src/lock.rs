@@ -68,23 +68,12 @@ impl Lock {
 
     /// Takes `key` like `acquire`, but when it is held waits in a FIFO queue
     /// for up to `wait`, calling `queued(position)` (1 = next in line)
-    /// whenever this run's place changes (and once at first). A run that
-    /// gets the key without waiting is never told a place.
+    /// whenever this run's place changes (and once at first), and giving up
+    /// its place ([`LockError::Stopped`]) as soon as `stopped` says so. A
+    /// run that gets the key without waiting is never told a place.
     /// `Err(LockError::Held { holder })` when `wait` passes (holder = the run
     /// id holding it then); the run's entry is gone from the queue then.
     pub fn acquire_queued(
-        state_dir: &Path,
-        key: &str,
-        run_id: &str,
-        wait: Duration,
-        queued: &mut dyn FnMut(usize),
-    ) -> Result<Lock, LockError> {
-        Lock::acquire_queued_until(state_dir, key, run_id, wait, queued, &|| false)
-    }
-
-    /// [`Lock::acquire_queued`], giving up its place
-    /// ([`LockError::Stopped`]) as soon as `stopped` says so.
-    pub fn acquire_queued_until(
         state_dir: &Path,
         key: &str,
         run_id: &str,
@@ -473,6 +462,7 @@ mod tests {
             "run-a",
             Duration::from_secs(5),
             &mut |p| places.push(p),
+            &|| false,
         )
         .unwrap();
         assert!(places.is_empty(), "{places:?}");
@@ -503,9 +493,16 @@ mod tests {
             places.clone(),
         );
         let thread = std::thread::spawn(move || {
-            let lock = Lock::acquire_queued(&dir, KEY, &id, Duration::from_secs(30), &mut |p| {
-                told.lock().unwrap().push(p);
-            });
+            let lock = Lock::acquire_queued(
+                &dir,
+                KEY,
+                &id,
+                Duration::from_secs(30),
+                &mut |p| {
+                    told.lock().unwrap().push(p);
+                },
+                &|| false,
+            );
             let got = lock.is_ok();
             if got {
                 order.lock().unwrap().push(id);
@@ -568,6 +565,7 @@ mod tests {
             "late",
             Duration::from_millis(300),
             &mut |p| places.push(p),
+            &|| false,
         );
         let waited = started.elapsed();
         match r {
@@ -586,12 +584,25 @@ mod tests {
     fn a_zero_wait_is_one_try() {
         let state = tempfile::tempdir().unwrap();
         let holder = Lock::acquire(state.path(), KEY, "holder").unwrap();
-        let r = Lock::acquire_queued(state.path(), KEY, "now", Duration::ZERO, &mut |_| {});
+        let r = Lock::acquire_queued(
+            state.path(),
+            KEY,
+            "now",
+            Duration::ZERO,
+            &mut |_| {},
+            &|| false,
+        );
         assert!(matches!(r, Err(LockError::Held { holder }) if holder == "holder"));
         drop(holder);
-        assert!(
-            Lock::acquire_queued(state.path(), KEY, "now", Duration::ZERO, &mut |_| {}).is_ok()
-        );
+        assert!(Lock::acquire_queued(
+            state.path(),
+            KEY,
+            "now",
+            Duration::ZERO,
+            &mut |_| {},
+            &|| false
+        )
+        .is_ok());
     }
 
     #[test]
@@ -667,7 +678,14 @@ mod tests {
         for (key, id) in [(KEY, "a"), (KEY, "b"), (other, "x"), (KEY, "c")] {
             let (d, rx) = (dir.clone(), rx.clone());
             threads.push(std::thread::spawn(move || {
-                let r = Lock::acquire_queued(&d, key, id, Duration::from_secs(30), &mut |_| {});
+                let r = Lock::acquire_queued(
+                    &d,
+                    key,
+                    id,
+                    Duration::from_secs(30),
+                    &mut |_| {},
+                    &|| false,
+                );
                 // Hold nothing for long: wait to be told to finish.
                 drop(r);
                 let _ = rx.lock().unwrap().recv();
@@ -705,6 +723,7 @@ mod tests {
             "child",
             Duration::from_secs(60),
             &mut |_| {},
+            &|| false,
         );
     }
 

@@ -183,7 +183,7 @@ impl Store for DirStore {
     ) -> Result<Box<dyn HeldLock>, LockError> {
         let lock = match wait {
             None => Lock::acquire(&self.dir, key, run_id),
-            Some(wait) => Lock::acquire_queued_until(&self.dir, key, run_id, wait, queued, stopped),
+            Some(wait) => Lock::acquire_queued(&self.dir, key, run_id, wait, queued, stopped),
         };
         match lock {
             Ok(l) => Ok(Box::new(l)),
